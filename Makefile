@@ -1,0 +1,41 @@
+# `make demo` and `make test` are the whole setup on a fresh machine: each creates .venv,
+# installs the project (with test extras for `make test`) and runs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/planner estimate --model examples/llama3-70b.yaml --cluster dgx-h100 \
+		--global-batch 512 --seq-len 8192 --tp 8 --pp 4 --vpp 5 --mbs 1 \
+		--recompute selective --zero 1
+	$(BIN)/planner estimate --model llama3-70b --cluster dgx-h100 --global-batch 512 \
+		--seq-len 8192 --tp 8 --pp 4 --vpp 5 --zero 1 -o out/llama3-70b-plan.yaml --force
+	$(BIN)/planner check out/llama3-70b-plan.yaml --cluster dgx-h100
+
+test: $(TEST_STAMP)
+	$(BIN)/python -m pytest
+	$(BIN)/python -m ruff check planner tests
+	$(BIN)/python -m mypy
+
+lint: $(TEST_STAMP)
+	$(BIN)/python -m ruff check planner tests
+	$(BIN)/python -m mypy
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,256 @@
+"""The published measurements shipped in planner/data, turned into model + configuration, and the
+memory estimator compared with each (pure functions; `load_measurements` reads the files).
+
+A measured peak is compared with the level it measured: Megatron-LM's functional tests log
+`max_memory_allocated` on the last global rank only (last pipeline stage); torchtitan's tables
+report `max_memory_reserved`, the maximum over all GPUs.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from planner.memory import MemoryEstimate, estimate_memory
+from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
+from planner.parallel import Framework, ParallelConfig, Precision, Recompute
+from planner.units import GiB
+
+# Cases whose configuration cannot be reproduced from what the source states.
+_SKIP_STATUSES = ("suspect", "measured_world_size_unknown", "measured_incomplete_config",
+                  "measured_low_confidence")
+
+
+def load_measurements(name: str = "measured.yaml") -> dict[str, Any]:
+    """Read one of the shipped data files (measured.yaml or calibration.yaml)."""
+    text = (resources.files("planner") / "data" / name).read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    assert isinstance(data, dict)
+    return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryCase:
+    """One measured peak and what the planner predicts for it."""
+
+    id: str
+    kind: str  # "allocated" or "reserved"
+    scope: str  # "last stage" or "max over stages"
+    measured_bytes: float
+    predicted_bytes: float
+    note: str = ""
+
+    @property
+    def error_frac(self) -> float:
+        """(predicted - measured) / measured: > 0 over-estimates (safe), < 0 under-estimates."""
+        return (self.predicted_bytes - self.measured_bytes) / self.measured_bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryReport:
+    cases: tuple[MemoryCase, ...]
+    skipped: tuple[tuple[str, str], ...]  # (case id, reason)
+
+    @property
+    def mean_abs_error_frac(self) -> float:
+        return statistics.fmean(abs(c.error_frac) for c in self.cases) if self.cases else 0.0
+
+    @property
+    def median_abs_error_frac(self) -> float:
+        return statistics.median(abs(c.error_frac) for c in self.cases) if self.cases else 0.0
+
+    @property
+    def under_estimates(self) -> tuple[MemoryCase, ...]:
+        return tuple(c for c in self.cases if c.error_frac < 0)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "num_cases": len(self.cases),
+            "mean_abs_error_frac": round(self.mean_abs_error_frac, 4),
+            "median_abs_error_frac": round(self.median_abs_error_frac, 4),
+            "num_under_estimates": len(self.under_estimates),
+            "cases": [
+                {"id": c.id, "kind": c.kind, "scope": c.scope,
+                 "measured_bytes": int(c.measured_bytes),
+                 "predicted_bytes": int(c.predicted_bytes),
+                 "error_frac": round(c.error_frac, 4), "note": c.note}
+                for c in self.cases
+            ],
+            "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
+        }
+
+
+def _model(case: dict[str, Any]) -> ModelSpec:
+    m = case["model"]
+    act = {"gelu": "gelu", "swiglu": "swiglu", "squared_relu": "squared_relu"}[m["activation"]]
+    position = "learned" if str(m.get("position_embedding", "")).startswith("learned") else "rope"
+    norm = "rmsnorm" if "rms" in str(m.get("norm", "")).lower() else "layernorm"
+    moe = None
+    if m.get("moe"):
+        mm = m["moe"]
+        freq, first_dense = moe_layer_freq(mm.get("layer_freq", 1))
+        moe = MoeSpec(num_experts=mm["num_experts"], top_k=mm["topk"],
+                      ffn_hidden_size=mm["moe_ffn"],
+                      shared_ffn_hidden_size=mm.get("shared_expert_ffn"),
+                      layer_freq=freq, first_dense_layers=first_dense)
+    mla = None
+    if m.get("mla"):
+        ma = m["mla"]
+        mla = MlaSpec(q_lora_rank=ma.get("q_lora_rank"), kv_lora_rank=ma["kv_lora_rank"],
+                      qk_nope_head_dim=ma["qk_head_dim"],
+                      qk_rope_head_dim=ma["qk_pos_emb_head_dim"], v_head_dim=ma["v_head_dim"])
+    vocab = m.get("vocab_padded") or m.get("vocab")
+    return make_model(
+        name=str(m.get("name", case["id"])), num_layers=m["layers"], hidden_size=m["hidden"],
+        num_attention_heads=m["heads"], num_query_groups=m.get("kv_heads"),
+        ffn_hidden_size=m["ffn"], vocab_size=int(vocab), activation=act, norm=norm,
+        position_embedding=position,
+        max_position_embeddings=max(int(case["config"]["seq"]), 4096),
+        tie_embeddings=bool(m.get("tied_embeddings")),
+        add_bias_linear=bool(m.get("bias_linear")) if m.get("bias_linear") is not None else (
+            act == "gelu"),
+        qk_layernorm="qk-norm" in str(m.get("norm", "")), mla=mla, moe=moe,
+        num_mtp_layers=int(m.get("mtp_layers") or 0),
+    )
+
+
+def moe_layer_freq(value: object) -> tuple[int, int]:
+    """Megatron's --moe-layer-freq: an int N (every N-th layer) or a pattern such as
+    `([0]*3+[1]*13)`; returns (frequency, leading dense layers)."""
+    if isinstance(value, int):
+        return value, 0
+    match = re.fullmatch(r"\(?\[0\]\*(\d+)\+\[1\]\*(\d+)\)?", str(value).replace(" ", ""))
+    if not match:
+        raise ValueError(f"unsupported moe layer pattern {value!r}")
+    return 1, int(match.group(1))
+
+
+def expand_pipeline_layout(layout: str) -> list[str]:
+    """Megatron's --pipeline-model-parallel-layout, e.g. `Et*3|(tt|)*6tmL`, expanded into one
+    string per model chunk ('E' embedding, 't' transformer layer, 'm' MTP, 'L' loss); chunk k
+    runs on pipeline rank k % pp."""
+    text = layout.replace(" ", "")
+    group = re.compile(r"\(([^()]*)\)\*(\d+)")
+    while group.search(text):
+        text = group.sub(lambda m: m.group(1) * int(m.group(2)), text)
+    text = re.sub(r"([EtmL])\*(\d+)", lambda m: m.group(1) * int(m.group(2)), text)
+    if re.search(r"[^EtmL|]", text):
+        raise ValueError(f"unsupported pipeline layout {layout!r}")
+    return text.split("|")
+
+
+def _recompute(value: object) -> tuple[Recompute, int | None]:
+    text = str(value).lower()
+    if isinstance(value, dict):
+        if value.get("granularity") == "full":
+            return Recompute.FULL, value.get("num_layers")
+        # Megatron's selective recompute of other modules (mlp, moe_act, layernorm, ...) keeps
+        # core attention's activations: count it as no recompute (an upper bound).
+        modules = str(value.get("modules", "core_attn"))
+        return (Recompute.SELECTIVE if "core_attn" in modules else Recompute.NONE), None
+    if text.startswith("full"):
+        return Recompute.FULL, None
+    if text.startswith("selective"):
+        return Recompute.SELECTIVE, None
+    return Recompute.NONE, None
+
+
+def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
+    """The ParallelConfig a measured case ran with, as far as its source states it."""
+    c = case["config"]
+    framework = Framework.TORCHTITAN if "torchtitan" in str(c.get("framework")) else (
+        Framework.MEGATRON)
+    optimizer = str(c.get("optimizer", ""))
+    if framework is Framework.TORCHTITAN or c.get("fsdp"):
+        zero = 3
+    else:
+        zero = 1 if "distributed_optimizer=True" in optimizer else 0
+    recompute, recompute_layers = _recompute(c.get("recompute"))
+    if recompute is Recompute.FULL and recompute_layers == model.num_layers // c["pp"]:
+        recompute_layers = None
+    args = c.get("megatron_args") or {}
+    layers_per_stage: tuple[int, ...] = ()
+    first = args.get("--decoder-first-pipeline-num-layers")
+    last = args.get("--decoder-last-pipeline-num-layers")
+    if first is not None or last is not None:
+        pp = c["pp"]
+        rest = model.num_layers - (first or 0) - (last or 0)
+        middle = pp - (first is not None) - (last is not None)
+        inner = [rest // middle] * middle if middle else []
+        layers_per_stage = tuple(([first] if first is not None else []) + inner
+                                 + ([last] if last is not None else []))
+    vpp = c.get("vpp") or 1
+    layout = args.get("--pipeline-model-parallel-layout")
+    if layout:
+        chunks = expand_pipeline_layout(str(layout))
+        pp = c["pp"]
+        if len(chunks) % pp:
+            raise ValueError(f"layout has {len(chunks)} chunks, not a multiple of pp({pp})")
+        vpp = len(chunks) // pp
+        layers_per_stage = tuple(sum(chunks[k].count("t") for k in range(s, len(chunks), pp))
+                                 for s in range(pp))
+    flash = c.get("transformer_impl") != "local" and c.get("attention_backend") != "unfused"
+    precision = Precision.FP8 if c.get("float8") else Precision.BF16
+    return ParallelConfig(
+        tp=c["tp"], pp=c["pp"], dp=c["dp"], cp=c["cp"], ep=c["ep"], etp=c.get("etp"),
+        vpp=int(vpp), mbs=c["mbs"], global_batch=c.get("gbs") or c["mbs"] * c["dp"],
+        seq_len=int(c["seq"]), recompute=recompute, recompute_num_layers=recompute_layers,
+        zero=zero, sequence_parallel=bool(c.get("sequence_parallel")) and c["tp"] > 1,
+        precision=precision, layers_per_stage=layers_per_stage, framework=framework,
+        flash_attention=flash,
+        cross_entropy_fusion=bool(args.get("--cross-entropy-loss-fusion")),
+    )
+
+
+def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> MemoryReport:
+    """Compare the estimator with every measured peak it can reproduce (the others are listed
+    in `skipped` with the reason)."""
+    cases: list[MemoryCase] = []
+    skipped: list[tuple[str, str]] = []
+    for case in data["cases"]:
+        measured = case.get("measured") or {}
+        kind_text = str(measured.get("peak_mem_kind", ""))
+        if "peak_mem_GiB" not in measured:
+            skipped.append((case["id"], "no peak memory reported"))
+            continue
+        if case.get("status") in _SKIP_STATUSES:
+            skipped.append((case["id"], f"status {case['status']}"))
+            continue
+        if case["config"].get("dp") is None:
+            skipped.append((case["id"], "data-parallel size not stated"))
+            continue
+        if str(case["config"].get("recompute")) == "not stated":
+            skipped.append((case["id"], "recompute setting not stated by the source"))
+            continue
+        if "muon" in str(case["config"].get("optimizer", "")):
+            skipped.append((case["id"], "Muon optimizer (the estimator models Adam)"))
+            continue
+        try:
+            model = _model(case)
+            cfg = case_config(case, model)
+        except (KeyError, ValueError, TypeError) as exc:
+            skipped.append((case["id"], f"configuration not reproducible: {exc}"))
+            continue
+        problems = cfg.problems(model)
+        if problems:
+            skipped.append((case["id"], "configuration rejected: " + problems[0]))
+            continue
+        estimate: MemoryEstimate = estimate_memory(model, cfg, capacity_bytes)
+        measured_bytes = float(measured.get("peak_mem_bytes") or measured["peak_mem_GiB"] * GiB)
+        if "allocated" in kind_text:
+            last = estimate.stages[-1]
+            cases.append(MemoryCase(id=case["id"], kind="allocated", scope="last stage",
+                                    measured_bytes=measured_bytes,
+                                    predicted_bytes=last.allocated_bytes))
+        elif "reserved" in kind_text:
+            worst = max(s.reserved_bytes for s in estimate.stages)
+            cases.append(MemoryCase(id=case["id"], kind="reserved", scope="max over stages",
+                                    measured_bytes=measured_bytes, predicted_bytes=worst))
+        else:
+            skipped.append((case["id"], f"unknown memory kind: {kind_text[:40]}"))
+    return MemoryReport(cases=tuple(cases), skipped=tuple(skipped))

@@ -1,0 +1,385 @@
+"""The `planner` command line: parse, load, call the library, render.
+
+stdout carries data (tables, JSON, YAML); errors and hints go to stderr. Exit codes: 0 ok,
+1 the answer is no (does not fit), 2 bad usage or input, 3 internal error (--debug shows it).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from planner import __version__
+from planner.advice import remedies
+from planner.calibration import load_measurements, memory_report
+from planner.catalog import BUILTIN_MODELS
+from planner.cli import render
+from planner.errors import InputError, PlannerError
+from planner.hardware import Cluster
+from planner.hardware_io import builtin_profiles, load_cluster
+from planner.memory import MemoryEstimate, estimate_memory
+from planner.model import ModelSpec
+from planner.model_io import load_model
+from planner.parallel import Framework, ParallelConfig, Precision, Recompute, VocabStrategy
+from planner.plan import Plan, content_hash, file_hash, load_plan, write_plan
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    help="Plan how to split a large-model training job across a GPU cluster.",
+)
+
+_state = {"debug": False}
+
+
+class Format(enum.StrEnum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+class VocabChoice(enum.StrEnum):
+    baseline = "baseline"
+    redistribute = "redistribute"
+    vocab_parallel = "vocab-parallel"
+    auto = "auto"
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")]
+    = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")]
+    = False,
+) -> None:
+    _state["debug"] = debug
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+def _emit(data: Any, fmt: Format) -> None:
+    if fmt is Format.yaml:
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, width=100))
+    else:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _cluster_source(ref: str) -> Path:
+    profiles = builtin_profiles()
+    return profiles[ref] if ref in profiles else Path(ref)
+
+
+def _resolve_dp(cluster: Cluster, tp: int, pp: int, cp: int, dp: int | None) -> int:
+    if dp is not None:
+        if dp < 1:
+            raise InputError(f"--dp {dp}: expected an integer >= 1")
+        if tp * pp * cp * dp > cluster.num_gpus:
+            raise InputError(
+                f"tp({tp}) * pp({pp}) * cp({cp}) * dp({dp}) = {tp * pp * cp * dp} GPUs, but "
+                f"cluster {cluster.name} has {cluster.num_gpus}",
+                hint="lower a degree, or use a larger cluster profile")
+        return dp
+    model_parallel = tp * pp * cp
+    if model_parallel < 1 or cluster.num_gpus % model_parallel:
+        raise InputError(
+            f"world_size({cluster.num_gpus}) of cluster {cluster.name} is not divisible by "
+            f"tp({tp}) * pp({pp}) * cp({cp}) = {model_parallel}",
+            hint="give --dp to use a part of the cluster")
+    return cluster.num_gpus // model_parallel
+
+
+def _check_config(cfg: ParallelConfig, model: ModelSpec, cluster: Cluster, where: str) -> None:
+    gpu = cluster.gpu_types[0]
+    problems = cfg.problems(model, gpu)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InputError(f"{where}: {problems[0]}{more}",
+                         problems=tuple(f"{where}: {p}" for p in problems))
+
+
+def _result(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,
+            estimate: MemoryEstimate) -> dict[str, Any]:
+    """The estimate JSON of DESIGN.md (`time` joins with the step-time model)."""
+    return {
+        "config": cfg.to_dict(),
+        "model": {"name": model.name, "num_params": model.params.total,
+                  "num_active_params": model.params.active},
+        "cluster": {"name": cluster.name, "num_gpus": cluster.num_gpus,
+                    "gpu": cluster.gpu_types[0].id},
+        "memory": estimate.to_dict(),
+        "time": None,
+    }
+
+
+def _report(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig, estimate: MemoryEstimate,
+            fmt: Format, title: str, headroom: float) -> None:
+    if fmt is not Format.table:
+        _emit(_result(model, cluster, cfg, estimate), fmt)
+        return
+    render.memory_table(model, cluster, cfg, estimate, title)
+    if not estimate.fits:
+        render.remedy_lines(remedies(model, cfg, estimate.capacity_bytes, headroom,
+                                     cluster.gpus_per_node))
+
+
+@app.command()
+def estimate(
+    plan_file: Annotated[Path | None, typer.Argument(
+        metavar="[PLAN.yaml]", help="A plan file to re-estimate (instead of the options).")]
+    = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Built-in name (`planner models`), model YAML or HF config.json.")]
+    = None,
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", help="Built-in profile (`planner profiles`) or cluster YAML.")] = None,
+    global_batch: Annotated[int | None, typer.Option("--global-batch", help="Sequences per step.")]
+    = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Tokens per sequence.")] = None,
+    tp: Annotated[int | None, typer.Option("--tp", help="Tensor parallel degree.")] = None,
+    pp: Annotated[int | None, typer.Option("--pp", help="Pipeline parallel degree.")] = None,
+    dp: Annotated[int | None, typer.Option(
+        "--dp", help="Data parallel degree [default: GPUs / (tp*pp*cp)].")] = None,
+    cp: Annotated[int | None, typer.Option("--cp", help="Context parallel degree.")] = None,
+    ep: Annotated[int | None, typer.Option("--ep", help="Expert parallel degree.")] = None,
+    etp: Annotated[int | None, typer.Option(
+        "--etp", help="Expert tensor parallel degree [default: tp].")] = None,
+    vpp: Annotated[int | None, typer.Option(
+        "--vpp", help="Virtual pipeline chunks per stage (interleaved 1F1B).")] = None,
+    mbs: Annotated[int | None, typer.Option("--mbs", help="Micro-batch size.")] = None,
+    recompute: Annotated[Recompute | None, typer.Option("--recompute")] = None,
+    recompute_num_layers: Annotated[int | None, typer.Option(
+        "--recompute-num-layers", help="With full recompute: only the first N layers of each "
+        "stage (Megatron block method).")] = None,
+    zero: Annotated[int | None, typer.Option(
+        "--zero", help="0 none, 1 distributed optimizer, 2 + gradients, 3 + weights.")] = None,
+    sequence_parallel: Annotated[bool | None, typer.Option(
+        "--sequence-parallel/--no-sequence-parallel", help="[default: on when tp > 1]")] = None,
+    vocab_strategy: Annotated[VocabChoice | None, typer.Option("--vocab-strategy")] = None,
+    layers_per_stage: Annotated[str | None, typer.Option(
+        "--layers-per-stage", help="Uneven split, comma-separated: 15,17,17,15.")] = None,
+    precision: Annotated[Precision | None, typer.Option("--precision")] = None,
+    framework: Annotated[Framework | None, typer.Option(
+        "--framework", help="Executor whose memory behaviour to model.")] = None,
+    flash_attention: Annotated[bool | None, typer.Option(
+        "--flash-attention/--no-flash-attention", help="[default: on]")] = None,
+    headroom: Annotated[float | None, typer.Option(
+        "--headroom", help="Fraction of device memory to keep free, 0-1.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Write the configuration as a plan file.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the -o file.")] = False,
+) -> None:
+    """Estimate per-stage memory of one configuration.
+
+    Example: `planner estimate --model llama3-70b --cluster dgx-h100 --global-batch 512
+    --seq-len 8192 --tp 8 --pp 4 --dp 4 --vpp 5 --zero 1`
+
+    Or re-estimate a plan file: `planner estimate plan.yaml --cluster my-cluster.yaml`
+    """
+    if headroom is not None and not 0 <= headroom < 1:
+        raise InputError(f"--headroom {headroom}: expected a fraction in [0, 1)")
+    if plan_file is not None:
+        given = [name for name, value in (
+            ("--model", model), ("--global-batch", global_batch), ("--seq-len", seq_len),
+            ("--tp", tp), ("--pp", pp), ("--dp", dp), ("--cp", cp), ("--ep", ep),
+            ("--vpp", vpp), ("--mbs", mbs), ("--recompute", recompute), ("--zero", zero))
+            if value is not None]
+        if given:
+            raise InputError(f"{plan_file}: a plan file fixes the configuration; drop "
+                             + ", ".join(given), hint="edit the plan, or estimate without it")
+        plan = load_plan(plan_file)
+        cluster_ref = cluster or plan.cluster_ref
+        cl = load_cluster(cluster_ref)
+        room = plan.headroom_frac if headroom is None else headroom
+        _check_config(plan.config, plan.model, cl, str(plan_file))
+        result = estimate_memory(plan.model, plan.config, cl.min_gpu_memory_bytes, room)
+        _report(plan.model, cl, plan.config, result, fmt, f"estimate of {plan_file}", room)
+        return
+    missing = [flag for flag, value in (("--model", model), ("--cluster", cluster),
+                                        ("--global-batch", global_batch),
+                                        ("--seq-len", seq_len)) if value is None]
+    if missing:
+        raise InputError("missing " + ", ".join(missing),
+                         hint="example: planner estimate --model llama3-8b --cluster dgx-h100 "
+                              "--global-batch 256 --seq-len 8192 --tp 2 --dp 8")
+    assert model and cluster and global_batch is not None and seq_len is not None
+    spec = load_model(model)
+    cl = load_cluster(cluster)
+    if vocab_strategy is VocabChoice.auto:
+        raise InputError("--vocab-strategy auto chooses among strategies, which is the job "
+                         "of `planner search`", hint="give baseline, redistribute or "
+                         "vocab-parallel to estimate one configuration")
+    layout: tuple[int, ...] = ()
+    if layers_per_stage:
+        try:
+            layout = tuple(int(x) for x in layers_per_stage.split(","))
+        except ValueError:
+            raise InputError(f"--layers-per-stage {layers_per_stage!r}: expected "
+                             "comma-separated integers such as 15,17,17,15") from None
+    tp_, pp_, cp_ = tp or 1, pp or 1, cp or 1
+    cfg = ParallelConfig(
+        tp=tp_, pp=pp_, cp=cp_, dp=_resolve_dp(cl, tp_, pp_, cp_, dp), ep=ep or 1, etp=etp,
+        vpp=vpp or 1, mbs=mbs or 1, global_batch=global_batch, seq_len=seq_len,
+        recompute=recompute or Recompute.NONE, recompute_num_layers=recompute_num_layers,
+        zero=0 if zero is None else zero,
+        sequence_parallel=(tp_ > 1) if sequence_parallel is None else sequence_parallel,
+        precision=precision or Precision.BF16,
+        vocab_strategy=VocabStrategy((vocab_strategy or VocabChoice.baseline).value),
+        layers_per_stage=layout, framework=framework or Framework.MEGATRON,
+        flash_attention=True if flash_attention is None else flash_attention,
+    )
+    _check_config(cfg, spec, cl, "configuration")
+    room = headroom or 0.0
+    result = estimate_memory(spec, cfg, cl.min_gpu_memory_bytes, room)
+    if output is not None:
+        plan = Plan(model=spec, model_ref=model, cluster_ref=cluster,
+                    cluster_sha256=file_hash(_cluster_source(cluster)), config=cfg,
+                    headroom_frac=room, predictions=(("memory", result.to_dict()),))
+        write_plan(plan, output, force=force)
+        render.err.print(f"wrote {output}")
+    _report(spec, cl, cfg, result, fmt, "memory estimate", room)
+
+
+@app.command()
+def check(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.yaml", help="The plan to check.")],
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", help="Check against this cluster instead of the plan's.")] = None,
+    headroom: Annotated[float | None, typer.Option(
+        "--headroom", help="Fraction of device memory to keep free [default: the plan's].")]
+    = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
+) -> None:
+    """CI gate: exit 0 when the plan fits on every stage, 1 when it does not, 2 on bad input.
+
+    Example: `planner check plan.yaml --cluster dgx-h100 --headroom 0.05 --format json`
+    """
+    if headroom is not None and not 0 <= headroom < 1:
+        raise InputError(f"--headroom {headroom}: expected a fraction in [0, 1)")
+    plan = load_plan(plan_file)
+    cluster_ref = cluster or plan.cluster_ref
+    cl = load_cluster(cluster_ref)
+    if cluster is None and plan.cluster_sha256:
+        source = _cluster_source(cluster_ref)
+        if source.exists() and file_hash(source) != plan.cluster_sha256:
+            render.err.print(f"warning: cluster {cluster_ref} changed since the plan was "
+                             "written; checking against its current content")
+    room = plan.headroom_frac if headroom is None else headroom
+    if plan.config.world_size > cl.num_gpus:
+        raise InputError(f"{plan_file}: the plan needs {plan.config.world_size} GPUs; cluster "
+                         f"{cl.name} has {cl.num_gpus}")
+    _check_config(plan.config, plan.model, cl, str(plan_file))
+    result = estimate_memory(plan.model, plan.config, cl.min_gpu_memory_bytes, room)
+    if fmt is Format.table:
+        _report(plan.model, cl, plan.config, result, fmt, f"check {plan_file}", room)
+    else:
+        data = _result(plan.model, cl, plan.config, result)
+        data["remedies"] = [
+            {"change": r.change, "peak_bytes": r.peak_bytes, "fits": r.fits}
+            for r in (() if result.fits else remedies(plan.model, plan.config,
+                                                      result.capacity_bytes, room,
+                                                      cl.gpus_per_node))]
+        _emit(data, fmt)
+    if not result.fits:
+        raise typer.Exit(1)
+
+
+@app.command()
+def models(
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
+) -> None:
+    """List the built-in models. Example: `planner models --format json`"""
+    specs = list(BUILTIN_MODELS.values())
+    if fmt is Format.table:
+        render.models_table(specs)
+        return
+    _emit([{"name": m.name, "num_params": m.params.total, "num_active_params": m.params.active,
+            "num_layers": m.num_layers, "hidden_size": m.hidden_size,
+            "num_attention_heads": m.num_attention_heads,
+            "num_query_groups": m.num_query_groups, "ffn_hidden_size": m.ffn_hidden_size,
+            "vocab_size": m.vocab_size, "activation": m.activation.value,
+            "num_experts": m.moe.num_experts if m.moe else 0,
+            "top_k": m.moe.top_k if m.moe else 0, "mla": m.mla is not None,
+            "num_mtp_params": m.params.mtp, "source": m.source} for m in specs], fmt)
+
+
+@app.command()
+def profiles(
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
+) -> None:
+    """List the built-in cluster profiles. Example: `planner profiles`"""
+    rows = [(name, load_cluster(name)) for name in builtin_profiles()]
+    if fmt is Format.table:
+        render.profiles_table(rows)
+        return
+    _emit([{"name": name, "num_gpus": c.num_gpus, "num_nodes": c.num_nodes,
+            "gpus": [g.id for g in c.gpu_types], "islands": [i.name for i in c.islands],
+            "path": str(builtin_profiles()[name]),
+            "sha256": content_hash(str(builtin_profiles()[name].read_text()))}
+           for name, c in rows], fmt)
+
+
+@app.command()
+def validate(
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
+) -> None:
+    """Compare the estimators with the published measurements shipped in planner/data.
+
+    Example: `planner validate --format json`
+    """
+    report = memory_report(load_measurements())
+    if fmt is Format.table:
+        render.validation_table(report)
+    else:
+        _emit({"memory": report.to_dict()}, fmt)
+
+
+def _print_error(exc: PlannerError) -> None:
+    problems = getattr(exc, "problems", ())
+    if problems and len(problems) > 1:
+        render.err.print(f"error: {len(problems)} problems", markup=False)
+        for p in problems:
+            render.err.print(f"error: {p}", markup=False)
+    else:
+        render.err.print(f"error: {exc.message}", markup=False)
+    if exc.hint:
+        render.err.print(f"hint: {exc.hint}", markup=False)
+
+
+def main() -> None:
+    """Console entry point: maps exceptions to exit codes (DESIGN.md)."""
+    try:
+        app(standalone_mode=False)
+    except PlannerError as exc:
+        _print_error(exc)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors carry their own exit code 2
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        render.err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False)
+        if _state["debug"]:
+            traceback.print_exc()
+        else:
+            render.err.print("hint: rerun with --debug for the traceback, and report it",
+                             markup=False)
+        sys.exit(3)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,144 @@
+"""Rendering results as rich tables (stdout) and messages (stderr). Display units live here."""
+
+from __future__ import annotations
+
+import shutil
+
+from rich.console import Console
+from rich.table import Table
+
+from planner.advice import Remedy
+from planner.calibration import MemoryReport
+from planner.hardware import Cluster
+from planner.memory import MemoryEstimate
+from planner.model import ModelSpec
+from planner.parallel import ParallelConfig
+from planner.units import GiB, format_count
+
+# Tables are data: never squeeze them to a pipe's default 80 columns.
+_WIDTH = max(shutil.get_terminal_size((140, 24)).columns, 120)
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
+
+
+def _gib(num_bytes: float) -> str:
+    return f"{num_bytes / GiB:.2f}"
+
+
+def config_line(cfg: ParallelConfig) -> str:
+    parts = [f"tp={cfg.tp}", f"pp={cfg.pp}", f"dp={cfg.dp}", f"cp={cfg.cp}"]
+    if cfg.ep > 1 or cfg.etp is not None:
+        parts += [f"ep={cfg.ep}", f"etp={cfg.expert_tp}"]
+    if cfg.vpp > 1:
+        parts.append(f"vpp={cfg.vpp}")
+    parts += [f"mbs={cfg.mbs}", f"gbs={cfg.global_batch}", f"m={cfg.num_microbatches}",
+              f"seq={cfg.seq_len}", f"recompute={cfg.recompute.value}"
+              + (f"({cfg.recompute_num_layers} layers)" if cfg.recompute_num_layers else ""),
+              f"zero={cfg.zero}", f"sp={'on' if cfg.sequence_parallel else 'off'}",
+              cfg.precision.value, f"vocab={cfg.vocab_strategy.value}", cfg.framework.value]
+    return " ".join(parts)
+
+
+def memory_table(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,
+                 estimate: MemoryEstimate, title: str) -> None:
+    out.print(f"[bold]{title}[/bold]")
+    out.print(f"model   {model.name}: {format_count(model.params.total)} params"
+              + (f" ({format_count(model.params.active)} active)" if model.moe else ""))
+    gpu = cluster.gpu_types[0]
+    out.print(f"cluster {cluster.name}: {cluster.num_gpus} x {gpu.name}, "
+              f"{_gib(estimate.capacity_bytes)} GiB each; job uses {cfg.world_size} GPUs")
+    out.print(f"config  {config_line(cfg)}")
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("stage", "layers", "params", "weights", "grads", "optim", "activ",
+                   "transient", "allocated", "reserved", "peak", "free"):
+        table.add_column(column, justify="right")
+    worst = estimate.worst.stage
+    for s in estimate.stages:
+        free = estimate.usable_bytes - s.peak_bytes
+        style = "bold red" if free < 0 else ("bold" if s.stage == worst else "")
+        table.add_row(str(s.stage), str(s.num_layers), format_count(s.num_params),
+                      _gib(s.weights_bytes), _gib(s.gradients_bytes), _gib(s.optimizer_bytes),
+                      _gib(s.activations_bytes), _gib(s.transient_bytes),
+                      _gib(s.allocated_bytes), _gib(s.reserved_bytes), _gib(s.peak_bytes),
+                      _gib(free), style=style)
+    out.print(table)
+    first = estimate.stages[0]
+    out.print(f"GiB per GPU. peak = reserved + CUDA context {_gib(first.cuda_context_bytes)} + "
+              f"NCCL buffers {_gib(first.nccl_bytes)}; reserved = allocated + fragmentation; "
+              f"allocated includes {_gib(first.framework_buffers_bytes)} of framework "
+              "workspaces.")
+    usable = estimate.usable_bytes
+    headroom = (f" (capacity {_gib(estimate.capacity_bytes)} GiB less "
+                f"{estimate.headroom_frac:.0%} headroom)" if estimate.headroom_frac else "")
+    worst_stage = estimate.worst
+    if estimate.fits:
+        out.print(f"[green]fits[/green]: worst stage {worst_stage.stage} peaks at "
+                  f"{_gib(worst_stage.peak_bytes)} of {_gib(usable)} GiB usable{headroom}")
+    else:
+        over = [s for s in estimate.stages if s.peak_bytes > usable]
+        stages = ", ".join(f"stage {s.stage} by {_gib(s.peak_bytes - usable)} GiB"
+                           for s in over[:6])
+        more = f" and {len(over) - 6} more" if len(over) > 6 else ""
+        out.print(f"[red]does not fit[/red] in {_gib(usable)} GiB{headroom}: {stages}{more}")
+
+
+def remedy_lines(remedies: tuple[Remedy, ...]) -> None:
+    if not remedies:
+        out.print("no single change of recompute, micro-batch, ZeRO, tp, pp or vocabulary "
+                  "placement makes it fit: use more GPUs or a larger memory GPU")
+        return
+    out.print("what would help (one change each, re-estimated):")
+    for r in remedies:
+        verdict = "fits" if r.fits else "still over"
+        out.print(f"  {r.change:38s} peak {_gib(r.peak_bytes)} GiB "
+                  f"(-{_gib(r.saves_bytes)} GiB, {verdict})")
+
+
+def models_table(models: list[ModelSpec]) -> None:
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("name", "params", "active", "layers", "hidden", "heads/groups", "ffn",
+                   "vocab", "kind"):
+        table.add_column(column, justify="left" if column in ("name", "kind") else "right")
+    for m in models:
+        kind = [m.activation.value]
+        if m.moe:
+            kind.append(f"MoE {m.moe.num_experts}x top-{m.moe.top_k}")
+        if m.mla:
+            kind.append("MLA")
+        if m.num_mtp_layers:
+            kind.append(f"MTP {m.num_mtp_layers}")
+        table.add_row(m.name, format_count(m.params.total), format_count(m.params.active),
+                      str(m.num_layers), str(m.hidden_size),
+                      f"{m.num_attention_heads}/{m.num_query_groups}", str(m.ffn_hidden_size),
+                      str(m.vocab_size), ", ".join(kind))
+    out.print(table)
+
+
+def profiles_table(rows: list[tuple[str, Cluster]]) -> None:
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("name", "gpus", "nodes", "gpu", "intra GB/s", "NIC GB/s per GPU", "islands"):
+        table.add_column(column, justify="left" if column in ("name", "gpu") else "right")
+    for name, c in rows:
+        node = c.nodes[0]
+        nic = min((n.bandwidth_bytes_per_s / len(n.gpus) for n in node.nics), default=0.0)
+        table.add_row(name, str(c.num_gpus), str(c.num_nodes),
+                      ", ".join(g.id for g in c.gpu_types),
+                      f"{node.node_type.intra.bandwidth_bytes_per_s / 1e9:.0f}",
+                      f"{nic / 1e9:.1f}" if nic else "-", str(len(c.islands)))
+    out.print(table)
+
+
+def validation_table(report: MemoryReport) -> None:
+    table = Table(show_edge=False, header_style="bold", title="memory: estimate vs measured peak")
+    for column in ("case", "kind", "measured GiB", "predicted GiB", "error"):
+        table.add_column(column, justify="left" if column in ("case", "kind") else "right")
+    for c in sorted(report.cases, key=lambda c: c.id):
+        error = f"{c.error_frac:+.1%}"
+        table.add_row(c.id, c.kind, _gib(c.measured_bytes), _gib(c.predicted_bytes),
+                      f"[red]{error}[/red]" if c.error_frac < 0 else error)
+    out.print(table)
+    out.print(f"{len(report.cases)} cases: mean |error| {report.mean_abs_error_frac:.1%}, "
+              f"median {report.median_abs_error_frac:.1%}; under-estimated "
+              f"{len(report.under_estimates)} (worst "
+              f"{min((c.error_frac for c in report.cases), default=0.0):+.1%}); "
+              f"{len(report.skipped)} cases skipped (see --format json for the reasons)")

@@ -1,0 +1,142 @@
+"""GPU catalog: dense peak FLOP/s per precision, memory, memory bandwidth, scale-up link.
+
+Peaks are dense (no 2:4 sparsity). Where a datasheet's headline is the sparse figure, half of it
+is used. GeForce cards use the FP32-accumulate tensor rate, which is what BF16 training gets.
+`memory_bytes` is the capacity `nvidia-smi` reports as total (MiB), which is what a process can
+see: for H100 81559 MiB, not 80 GiB; the CUDA context comes out of it (see memory.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.units import GB, TB, TFLOPS, MiB
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuType:
+    """One GPU model.
+
+    Attributes:
+        id: catalog id (`h100-sxm5-80gb`).
+        name: marketing name.
+        memory_bytes: device memory visible to processes.
+        memory_bandwidth_bytes_per_s: HBM/GDDR bandwidth.
+        peak_flops_per_s: dense peak per precision, as sorted (precision, FLOP/s) pairs.
+        scaleup_bytes_per_s: NVLink/xGMI bandwidth per GPU per direction (0 = PCIe only).
+        scaleup_kind: nvlink, xgmi, nvlink-bridge or pcie.
+        pcie_bytes_per_s: host link per direction.
+        source: datasheet(s) the numbers come from.
+    """
+
+    id: str
+    name: str
+    memory_bytes: int
+    memory_bandwidth_bytes_per_s: float
+    peak_flops_per_s: tuple[tuple[str, float], ...]
+    scaleup_bytes_per_s: float
+    scaleup_kind: str
+    pcie_bytes_per_s: float
+    source: str
+
+    def peak(self, precision: str) -> float:
+        """Dense peak FLOP/s for `precision`; fp8 falls back to bf16 where there is no fp8."""
+        table = dict(self.peak_flops_per_s)
+        if precision in table:
+            return table[precision]
+        if precision == "fp8" and "bf16" in table:
+            return table["bf16"]
+        raise KeyError(f"{self.id} has no {precision} peak")
+
+
+def _peaks(**tflops: float) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((k, v * TFLOPS) for k, v in tflops.items()))
+
+
+_PCIE4 = 32 * GB  # PCIe Gen4 x16, 16 GT/s x 16 lanes, per direction (PCI-SIG)
+_PCIE5 = 64 * GB  # PCIe Gen5 x16, per direction
+
+GPU_CATALOG: dict[str, GpuType] = {
+    g.id: g
+    for g in (
+        GpuType(
+            id="a100-sxm4-40gb", name="NVIDIA A100-SXM4-40GB", memory_bytes=40960 * MiB,
+            memory_bandwidth_bytes_per_s=1.555 * TB,
+            peak_flops_per_s=_peaks(bf16=312, fp16=312, tf32=156, fp32=19.5),
+            scaleup_bytes_per_s=300 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE4,
+            source="NVIDIA A100 Tensor Core GPU datasheet (dense; NVLink3 600 GB/s bidirectional)",
+        ),
+        GpuType(
+            id="a100-sxm4-80gb", name="NVIDIA A100-SXM4-80GB", memory_bytes=81920 * MiB,
+            memory_bandwidth_bytes_per_s=2.039 * TB,
+            peak_flops_per_s=_peaks(bf16=312, fp16=312, tf32=156, fp32=19.5),
+            scaleup_bytes_per_s=300 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE4,
+            source="NVIDIA A100 Tensor Core GPU datasheet (dense; NVLink3 600 GB/s bidirectional)",
+        ),
+        GpuType(
+            id="h100-sxm5-80gb", name="NVIDIA H100 80GB HBM3", memory_bytes=81559 * MiB,
+            memory_bandwidth_bytes_per_s=3.35 * TB,
+            peak_flops_per_s=_peaks(bf16=989.4, fp16=989.4, fp8=1978.9, tf32=494.7, fp32=66.9),
+            scaleup_bytes_per_s=450 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE5,
+            source="NVIDIA H100 Tensor Core GPU datasheet, SXM5 (sparse headline halved; "
+                   "NVLink4 900 GB/s bidirectional)",
+        ),
+        GpuType(
+            id="h800-sxm5-80gb", name="NVIDIA H800 80GB HBM3", memory_bytes=81559 * MiB,
+            memory_bandwidth_bytes_per_s=3.35 * TB,
+            peak_flops_per_s=_peaks(bf16=989.4, fp16=989.4, fp8=1978.9, tf32=494.7, fp32=66.9),
+            scaleup_bytes_per_s=200 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE5,
+            source="NVIDIA H800 SXM5 (export variant of H100: same compute, NVLink 400 GB/s "
+                   "bidirectional); DeepSeek-V3 report arXiv 2412.19437 Sec. 3.1",
+        ),
+        GpuType(
+            id="h200-sxm-141gb", name="NVIDIA H200", memory_bytes=143771 * MiB,
+            memory_bandwidth_bytes_per_s=4.8 * TB,
+            peak_flops_per_s=_peaks(bf16=989.4, fp16=989.4, fp8=1978.9, tf32=494.7, fp32=66.9),
+            scaleup_bytes_per_s=450 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE5,
+            source="NVIDIA H200 Tensor Core GPU datasheet, SXM (141 GB HBM3e, 4.8 TB/s; "
+                   "compute as H100 SXM5)",
+        ),
+        GpuType(
+            id="b200", name="NVIDIA B200", memory_bytes=183359 * MiB,
+            memory_bandwidth_bytes_per_s=7.7 * TB,
+            peak_flops_per_s=_peaks(bf16=2250, fp16=2250, fp8=4500, fp4=9000, tf32=1100,
+                                    fp32=75),
+            scaleup_bytes_per_s=900 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE5,
+            source="NVIDIA HGX B200 per-GPU table (sparse halved); NVLink5 1.8 TB/s "
+                   "bidirectional",
+        ),
+        GpuType(
+            id="mi300x", name="AMD Instinct MI300X", memory_bytes=196592 * MiB,
+            memory_bandwidth_bytes_per_s=5.3 * TB,
+            peak_flops_per_s=_peaks(bf16=1307.4, fp16=1307.4, fp8=2614.9, tf32=653.7,
+                                    fp32=163.4),
+            scaleup_bytes_per_s=64 * GB, scaleup_kind="xgmi", pcie_bytes_per_s=_PCIE5,
+            source="AMD Instinct MI300X datasheet (dense; 192 GB HBM3); xGMI 64 GB/s per peer "
+                   "per direction, fully connected 8-GPU node",
+        ),
+        GpuType(
+            id="l40s", name="NVIDIA L40S", memory_bytes=46068 * MiB,
+            memory_bandwidth_bytes_per_s=0.864 * TB,
+            peak_flops_per_s=_peaks(bf16=362.05, fp16=362.05, fp8=733, tf32=183, fp32=91.6),
+            scaleup_bytes_per_s=0.0, scaleup_kind="pcie", pcie_bytes_per_s=_PCIE4,
+            source="NVIDIA L40S datasheet (sparse headline halved; 48 GB GDDR6, no NVLink)",
+        ),
+        GpuType(
+            id="rtx-4090", name="NVIDIA GeForce RTX 4090", memory_bytes=24564 * MiB,
+            memory_bandwidth_bytes_per_s=1.008 * TB,
+            peak_flops_per_s=_peaks(bf16=165.2, fp16=165.2, fp8=330.3, fp32=82.6),
+            scaleup_bytes_per_s=0.0, scaleup_kind="pcie", pcie_bytes_per_s=_PCIE4,
+            source="NVIDIA Ada Lovelace architecture whitepaper (FP32-accumulate tensor rates; "
+                   "no NVLink, P2P disabled on GeForce)",
+        ),
+        GpuType(
+            id="rtx-3090", name="NVIDIA GeForce RTX 3090", memory_bytes=24576 * MiB,
+            memory_bandwidth_bytes_per_s=0.936 * TB,
+            peak_flops_per_s=_peaks(bf16=71, fp16=71, fp32=35.6),
+            scaleup_bytes_per_s=56 * GB, scaleup_kind="nvlink-bridge", pcie_bytes_per_s=_PCIE4,
+            source="NVIDIA Ampere GA102 whitepaper (FP32-accumulate tensor rate); NVLink bridge "
+                   "for one pair, 112.5 GB/s bidirectional",
+        ),
+    )
+}

@@ -1,0 +1,473 @@
+"""Per-pipeline-stage memory of the busiest GPU, in bytes (pure functions, breakdowns).
+
+Three levels, as DESIGN.md defines them:
+- `allocated_bytes`: what `torch.cuda.max_memory_allocated()` reports: model states (weights,
+  gradients, optimizer state), stored activations and the transient buffers alive at the peak;
+- `reserved_bytes`: + the caching allocator's fragmentation (`max_memory_reserved()`);
+- `peak_bytes`: + the CUDA context and NCCL communication buffers (what nvidia-smi shows).
+
+When a term is uncertain it errs high; each docstring says where from and by how much.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from planner.model import ModelSpec
+from planner.parallel import (
+    Framework,
+    ParallelConfig,
+    Precision,
+    Recompute,
+    VocabStrategy,
+    in_flight_microbatches,
+    stage_layers,
+)
+from planner.units import MiB
+
+# ---- constants with their sources ------------------------------------------------------------
+
+# CUDA context (driver, kernels of CUDA, cuBLAS, NCCL, PyTorch) outside the caching allocator.
+# Reported 200-700 MB with lazy module loading (pytorch/pytorch#28113; ptrblck in #107667:
+# ~300 MB since CUDA 11.7, >1000 MB before). We take 1 GiB: the upper report plus cuBLAS /
+# cuDNN / Transformer Engine kernels a training step loads (conservative by ~0.3-0.7 GiB).
+CUDA_CONTEXT_BYTES = 1024 * MiB
+
+# NCCL buffers per communicator that a rank actually uses: NCCL allocates, per channel and
+# connected peer, a 4 MiB buffer for the Simple protocol (NCCL src/init.cc DEFAULT_BUFFSIZE)
+# plus LL and LL128 buffers of comparable total size; we take 8 MiB per (channel, peer). Ring
+# collectives connect 2 peers per channel; 16 channels is NCCL's usual count on NVLink/IB
+# systems (nccl-tests logs "16 coll channels"), up to 32. 16 * 2 * 8 MiB = 256 MiB.
+NCCL_BYTES_PER_COMMUNICATOR = 16 * 2 * 8 * MiB
+
+# Fixed allocations of a training process outside the model states, through the caching
+# allocator: cuBLAS / cuBLASLt and Transformer Engine GEMM workspaces (TE keeps 32 MiB per
+# stream on Hopper), RNG states, the token / label / mask batch. Measured: steady-state
+# allocated memory minus model states in Megatron-LM's functional tests (measured.yaml
+# `steady_alloc_bytes`) leaves 0.08-0.11 GiB on tp/pp/cp/ep variants of the same model; we
+# take 128 MiB.
+FRAMEWORK_BUFFERS_BYTES = 128 * MiB
+
+# Caching-allocator fragmentation, as a fraction of the memory that is allocated and freed
+# every step (activations and transients). Measured in pytorch/pytorch#40989: allocated
+# 15006 -> reserved 16726 MB (+11.5%) and 17402 -> 19354 MB (+11.2%); we round up to 12%.
+FRAGMENTATION_FRAC = 0.12
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrecisionPolicy:
+    """Bytes per parameter for each model-state tensor.
+
+    Attributes:
+        weight_bytes: the weights the model computes with (kept whole unless ZeRO-3).
+        grad_bytes: the gradient buffer (Megatron accumulates bf16 models' gradients in fp32:
+            `--accumulate-allreduce-grads-in-fp32` is forced on with bf16).
+        master_bytes: fp32 master weights (0 when the weights are already fp32).
+        optimizer_bytes: Adam first and second moments.
+        fp8_weight_bytes: extra per GEMM weight for fp8 training (Transformer Engine keeps an
+            fp8 copy and its transpose: 2 bytes).
+    """
+
+    weight_bytes: int
+    grad_bytes: int
+    master_bytes: int
+    optimizer_bytes: int = 8
+    fp8_weight_bytes: int = 0
+
+
+def precision_policy(precision: Precision, framework: Framework) -> PrecisionPolicy:
+    """Mixed-precision Adam as each framework runs it.
+
+    Megatron bf16: 2 + 4 + 4 + 8 = 18 bytes/param (Megatron-LM theoretical_memory_usage.py:
+    "18 bytes per parameter", 6 + 12/dp with the distributed optimizer).
+    torchtitan FSDP2: the sharded parameters are fp32 (they are the master copy), fp32
+    gradients and moments: 4 + 4 + 0 + 8 = 16 bytes/param, sharded; bf16 copies are transient.
+    DeepSpeed bf16: as Megatron (fp32 gradient accumulation for bf16 in its BF16 optimizer).
+    fp32: 4 + 4 + 0 + 8 = 16.
+    """
+    if precision is Precision.FP32:
+        return PrecisionPolicy(weight_bytes=4, grad_bytes=4, master_bytes=0)
+    if framework is Framework.TORCHTITAN:
+        return PrecisionPolicy(weight_bytes=4, grad_bytes=4, master_bytes=0,
+                               fp8_weight_bytes=1 if precision is Precision.FP8 else 0)
+    return PrecisionPolicy(weight_bytes=2, grad_bytes=4, master_bytes=4,
+                           fp8_weight_bytes=2 if precision is Precision.FP8 else 0)
+
+
+# ---- results ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageMemory:
+    """One pipeline stage, busiest GPU. All values in bytes.
+
+    `activations_bytes` are the activations stored for backward at the peak (all in-flight
+    micro-batches); `transient_bytes` the largest set of short-lived buffers alive at the peak
+    (loss / logits, a recomputed layer, backward workspace, ZeRO-3 gathers).
+    """
+
+    stage: int
+    num_layers: int
+    num_params: int
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    framework_buffers_bytes: int
+    activations_bytes: int
+    transient_bytes: int
+    allocated_bytes: int
+    fragmentation_bytes: int
+    reserved_bytes: int
+    cuda_context_bytes: int
+    nccl_bytes: int
+    peak_bytes: int
+    in_flight_microbatches: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "stage": self.stage, "num_layers": self.num_layers, "num_params": self.num_params,
+            "weights_bytes": self.weights_bytes, "gradients_bytes": self.gradients_bytes,
+            "optimizer_bytes": self.optimizer_bytes,
+            "framework_buffers_bytes": self.framework_buffers_bytes,
+            "activations_bytes": self.activations_bytes,
+            "transient_bytes": self.transient_bytes, "allocated_bytes": self.allocated_bytes,
+            "fragmentation_bytes": self.fragmentation_bytes,
+            "reserved_bytes": self.reserved_bytes, "cuda_context_bytes": self.cuda_context_bytes,
+            "nccl_bytes": self.nccl_bytes, "peak_bytes": self.peak_bytes,
+            "in_flight_microbatches": round(self.in_flight_microbatches, 4),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryEstimate:
+    stages: tuple[StageMemory, ...]
+    capacity_bytes: int
+    headroom_frac: float
+
+    @property
+    def worst(self) -> StageMemory:
+        return max(self.stages, key=lambda s: (s.peak_bytes, -s.stage))
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.worst.peak_bytes
+
+    @property
+    def usable_bytes(self) -> int:
+        return int(self.capacity_bytes * (1 - self.headroom_frac))
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_bytes <= self.usable_bytes
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "peak_bytes": self.peak_bytes, "capacity_bytes": self.capacity_bytes,
+            "headroom_frac": self.headroom_frac, "usable_bytes": self.usable_bytes,
+            "fits": self.fits, "worst_stage": self.worst.stage,
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+
+# ---- model states ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageParams:
+    """Parameters one GPU of a stage holds, before ZeRO sharding.
+
+    dense: sharded by tp only (replicated over dp*cp); expert: sharded by ep*etp (replicated
+    over expert-dp); gemm: the part of both that is GEMM weights (for fp8 copies)."""
+
+    dense: int
+    expert: int
+    largest_layer: int
+
+
+def stage_params(model: ModelSpec, cfg: ParallelConfig, stage: int,
+                 layers: tuple[int, ...]) -> StageParams:
+    """Parameters on one GPU of `stage`.
+
+    Transformer layers: dense parameters / tp (norms are replicated; counted / tp, an
+    under-count of < 0.01% of a layer), routed experts / (ep * etp). Embedding and head per
+    vocab strategy: baseline and redistribute put the embedding on the first stage and the
+    LM head on the last (with tied embeddings and pp > 1 Megatron keeps a copy of the word
+    embedding on the last stage as the head: `shared_embedding`); vocab-parallel shards both
+    over all pp stages. The vocabulary is padded as Megatron pads it. MTP modules sit on the
+    last stage (Megatron-Core places them after the decoder).
+    """
+    p = model.params
+    t = cfg.tp
+    dense = sum(p.per_layer_dense[i] for i in layers) / t
+    expert = sum(p.per_layer_expert[i] for i in layers) / (cfg.ep * cfg.expert_tp)
+    largest = max((p.per_layer_dense[i] / t + p.per_layer_expert[i] / (cfg.ep * cfg.expert_tp)
+                   for i in layers), default=0.0)
+    vocab_weights = model.padded_vocab_size(t) * model.hidden_size / t
+    other_embedding = p.embedding - model.vocab_size * model.hidden_size  # positions, norm
+    first, last = stage == 0, stage == cfg.pp - 1
+    head = vocab_weights if (not model.tie_embeddings or cfg.pp > 1) else 0.0
+    if cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1:
+        dense += vocab_weights / cfg.pp + head / cfg.pp
+        if first:
+            dense += other_embedding
+    else:
+        if first:
+            dense += vocab_weights + other_embedding
+        if last:
+            dense += head
+    if last:
+        dense += p.final_norm
+        if p.mtp:
+            dense += p.mtp / t  # MoE MTP layers: expert part also split; / tp is conservative
+    return StageParams(dense=round(dense), expert=round(expert), largest_layer=round(largest))
+
+
+def model_state_bytes(params: StageParams, cfg: ParallelConfig,
+                      policy: PrecisionPolicy) -> tuple[int, int, int]:
+    """(weights, gradients, optimizer) bytes on one GPU after ZeRO sharding.
+
+    ZeRO stages after Rajbhandari et al. 2020 (arXiv 1910.02054), Sec. 5 / Table 1:
+    stage 1 shards optimizer state (master weights + moments), stage 2 also gradients, stage 3
+    also weights, each over the data-parallel group. Dense parameters shard over dp*cp (Megatron
+    `data_parallel_group_with_context_parallel`, torchtitan's dp_shard*cp mesh); experts over
+    expert-dp. ZeRO-1 is Megatron's distributed optimizer: 6 + 12/dp bytes/param for bf16.
+    """
+    def sharded(count: int, group: int) -> tuple[float, float, float]:
+        w = float(count * (policy.weight_bytes + policy.fp8_weight_bytes))
+        g = float(count * policy.grad_bytes)
+        o = float(count * (policy.master_bytes + policy.optimizer_bytes))
+        if cfg.zero >= 1:
+            o /= group
+        if cfg.zero >= 2:
+            g /= group
+        if cfg.zero >= 3:
+            w /= group
+        return w, g, o
+
+    dw, dg, do = sharded(params.dense, cfg.dp * cfg.cp)
+    ew, eg, eo = sharded(params.expert, cfg.expert_dp)
+    return math.ceil(dw + ew), math.ceil(dg + eg), math.ceil(do + eo)
+
+
+# ---- activations -----------------------------------------------------------------------------
+
+def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
+                           recompute: Recompute) -> int:
+    """Activations one transformer layer stores for backward, per micro-batch, one GPU.
+
+    Korthikanti et al. 2022 (arXiv 2205.05198) Sec. 4.1, generalized from their GPT (ffn = 4h,
+    MHA) to the widths of this model; 16-bit activations, 1-byte dropout masks. For a GPT with
+    t = tp and no sequence parallelism this is s*b*h*(10 + 24/t + 5*a*s/(h*t)) (their Eq. 2);
+    with sequence parallelism s*b*h/t*(34 + 5*a*s/h) (Table 2). Terms, in bytes:
+      attention: norm input 2sbh, QKV input 2sbh, Q/K/V 2sb(q + 2kv)/t, scores+softmax+dropout
+        5*a*s^2*b/t (none with flash attention: its output and fp32 log-sum-exp 4*a*s*b/t), output
+        projection input 2sb*o/t, dropout mask sbh; MLA adds its latent q and kv before and after
+        their norms, 4sb(q_lora + kv_lora + rope);
+      MLP: norm input 2sbh, FC1 input 2sbh, FC1 output 2sbf/t (x2 when gated: gate and up),
+        FC2 input 2sbf/t, dropout mask sbh;
+      MoE MLP (Megatron-Core alltoall dispatcher): router logits and probabilities fp32 8*s*b*E,
+        routed tokens R = s*b*top_k*imbalance (x etp when expert-TP gathers tokens): permuted
+        input 2Rh, FC1 out 2R*f_e/etp (x2 gated), FC2 in 2R*f_e/etp, unpermute input 2Rh;
+        shared experts as a dense MLP of their width.
+    Selective recompute drops the s^2 terms (Megatron recomputes core attention); with
+    torchtitan it is op-level selective checkpointing (`op_sac_layer_bytes`). Full recompute
+    keeps only the layer input 2sbh. Sequence parallelism divides the terms outside the
+    tensor-parallel regions by t; context parallelism divides s by cp.
+    """
+    t = cfg.tp
+    s = cfg.seq_len / cfg.cp
+    b = cfg.mbs
+    h = model.hidden_size
+    sp = t if cfg.sequence_parallel else 1  # divisor of the terms outside TP regions
+    sbh = s * b * h
+    if recompute is Recompute.FULL:
+        return math.ceil(2 * sbh / sp)
+    if recompute is Recompute.SELECTIVE and cfg.framework is Framework.TORCHTITAN:
+        return op_sac_layer_bytes(model, cfg, layer)
+
+    heads = model.num_attention_heads
+    attention = 2 * sbh / sp + 2 * sbh / sp  # norm input, QKV input
+    attention += 2 * s * b * (model.q_width + 2 * model.kv_width) / t
+    if model.mla is not None:
+        latent = (model.mla.q_lora_rank or 0) + model.mla.kv_lora_rank + (
+            model.mla.qk_rope_head_dim)
+        attention += 2 * 2 * s * b * latent
+    if cfg.flash_attention:
+        attention += 4 * heads * s * b / t
+    elif recompute is not Recompute.SELECTIVE:
+        attention += 5 * heads * s * cfg.seq_len * b / t
+    attention += 2 * s * b * model.attn_out_width / t + sbh / sp
+
+    mlp = 2 * sbh / sp + 2 * sbh / sp + sbh / sp  # norm input, FC1 input, dropout mask
+    gate = 2 if model.activation.gated else 1
+    if not model.is_moe_layer(layer):
+        f = model.ffn_hidden_size
+        mlp += 2 * s * b * f * gate / t + 2 * s * b * f / t
+    else:
+        routed = routed_tokens(model, cfg)
+        moe = model.moe
+        assert moe is not None
+        mlp += 8 * (s * b / sp) * moe.num_experts
+        fe = moe.ffn_hidden_size / cfg.expert_tp
+        mlp += 2 * routed * h + 2 * routed * fe * gate + 2 * routed * fe + 2 * routed * h
+        if moe.shared_width:
+            fs = moe.shared_width
+            mlp += 2 * s * b * fs * gate / t + 2 * s * b * fs / t
+    return math.ceil(attention + mlp)
+
+
+def routed_tokens(model: ModelSpec, cfg: ParallelConfig) -> float:
+    """Token-expert pairs the busiest expert rank processes per micro-batch and MoE layer:
+    s*b/sp local tokens x top_k, x the capacity factor (or the dropless imbalance assumption),
+    x etp when expert tensor parallelism gathers the tokens of its group."""
+    assert model.moe is not None
+    sp = cfg.tp if cfg.sequence_parallel else 1
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs / sp
+    factor = model.moe.capacity_factor or cfg.moe_token_imbalance
+    return tokens * model.moe.top_k * factor * cfg.expert_tp
+
+
+def op_sac_layer_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int:
+    """torchtitan's selective activation checkpointing, op mode (torchtitan
+    distributed/activation_checkpoint.py `_custom_policy`): within a block, outputs of matmuls
+    are saved except every second one (counted per block), SDPA outputs are saved, everything
+    else is recomputed; the block input is kept. Llama order wq, wk, wv, wo, w1, w3, w2 saves
+    wq, wv, w1 and w2 (1st, 3rd, 5th, 7th), plus the SDPA output and its fp32 log-sum-exp.
+    MoE layers are counted as without checkpointing (upper bound)."""
+    if model.is_moe_layer(layer) or model.mla is not None:
+        return layer_activation_bytes(model, cfg, layer, Recompute.NONE)
+    t = cfg.tp
+    s = cfg.seq_len / cfg.cp
+    b = cfg.mbs
+    h = model.hidden_size
+    sp = t if cfg.sequence_parallel else 1
+    saved = 2 * s * b * h / sp  # block input
+    saved += 2 * s * b * (model.q_width + model.kv_width) / t  # wq, wv outputs
+    saved += 2 * s * b * model.attn_out_width / t + 4 * model.num_attention_heads * s * b / t
+    saved += 2 * s * b * model.ffn_hidden_size / t  # w1 output
+    saved += 2 * s * b * h / t  # w2 output
+    return math.ceil(saved)
+
+
+def _layer_recompute(cfg: ParallelConfig, position: int) -> Recompute:
+    """Recompute mode of the `position`-th layer of a stage (block method: the first N)."""
+    if cfg.recompute is Recompute.FULL and cfg.recompute_num_layers is not None:
+        return Recompute.FULL if position < cfg.recompute_num_layers else Recompute.NONE
+    return cfg.recompute
+
+
+def loss_bytes_per_element(cfg: ParallelConfig) -> int:
+    """Bytes per logit element alive at the loss's peak.
+
+    Megatron (vocab-parallel cross entropy, megatron/core/tensor_parallel/cross_entropy.py):
+    bf16 logits (2) + fp32 copy turned into the softmax saved for backward (4); backward
+    computes the gradient in place and casts it to bf16 (2): peak 6. With
+    --cross-entropy-loss-fusion, 10: Megatron's functional tests measure 0.38 GiB more on
+    103M logit elements (gpt3_mcore_te_tp2_pp2 with and without the flag, measured.yaml),
+    4 bytes per element: the fused path keeps a second fp32 buffer.
+    torchtitan / DeepSpeed-with-HF (F.cross_entropy on logits upcast with .float()): forward
+    holds bf16 logits (2), the fp32 copy (4) and the saved log-softmax (4); backward holds the
+    saved output (4), its incoming gradient (4) and the input gradient (4): peak 12.
+    """
+    if cfg.framework is Framework.MEGATRON:
+        return 10 if cfg.cross_entropy_fusion else 6
+    return 12
+
+
+def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
+                           layers: tuple[int, ...]) -> tuple[int, int]:
+    """(stored activations, transient peak) of one GPU of `stage`, bytes.
+
+    Stored = in-flight micro-batches (parallel.in_flight_microbatches) x the stage's per-micro-
+    batch activations, plus the embedding's dropout mask on the first stage (Korthikanti Sec.
+    4.3) and the final norm / LM-head inputs on the last. Transients are the larger of:
+    - the loss phase: loss_bytes_per_element x s*b*V/t logits of one micro-batch (the last stage
+      runs a micro-batch's backward right after its forward, in 1F1B and interleaved alike),
+      plus, with ZeRO-3 / FSDP, the gathered LM head and its unsharded gradient;
+    - the backward of one layer: with full recompute, that layer's activations rebuilt; the
+      gradients of its largest activation and of that activation's input (autograd holds both);
+      with ZeRO-3 / FSDP, the gathered 16-bit weights of two layers (current and prefetched)
+      and one layer's unsharded fp32 gradient.
+    """
+    t = cfg.tp
+    sp = t if cfg.sequence_parallel else 1
+    s = cfg.seq_len / cfg.cp
+    b = cfg.mbs
+    h = model.hidden_size
+    sbh = s * b * h
+    per_mb = float(sum(layer_activation_bytes(model, cfg, layer, _layer_recompute(cfg, i))
+                       for i, layer in enumerate(layers)))
+    in_flight = in_flight_microbatches(cfg, stage)
+    first, last = stage == 0, stage == cfg.pp - 1
+    vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
+    if first:
+        per_mb += sbh / sp  # embedding dropout mask
+    stored = per_mb * in_flight
+    vocab_shard = model.padded_vocab_size(t) / t
+    if vocab_parallel:  # every stage computes its vocabulary shard of every micro-batch
+        vocab_shard /= cfg.pp
+    fsdp = cfg.zero >= 3
+    loss_phase = 0.0
+    if last or vocab_parallel:
+        stored += 2 * sbh / sp + 2 * sbh  # final-norm input, LM-head input (gathered over tp)
+        loss_phase = loss_bytes_per_element(cfg) * s * b * vocab_shard
+        if vocab_parallel:  # Yeung et al.: one micro-batch's forward overlaps another's backward
+            loss_phase *= 2
+        if fsdp:  # gathered bf16 head, its bf16 gradient and the fp32 copy reduce-scattered
+            loss_phase += vocab_shard * h * (2 + 2 + 4)
+
+    widest = float(model.ffn_hidden_size * (2 if model.activation.gated else 1))
+    if model.moe is not None:
+        fe = model.moe.ffn_hidden_size / cfg.expert_tp
+        widest = max(widest, routed_tokens(model, cfg) / (s * b) * fe * 2)
+    largest_tensor = max(2 * s * b * widest / t, 2 * sbh)
+    backward = 2 * largest_tensor
+    if layers and cfg.recompute is Recompute.FULL:
+        backward += max(layer_activation_bytes(model, cfg, layer, Recompute.NONE)
+                        for layer in layers)
+    if fsdp and layers:
+        params = stage_params(model, cfg, stage, layers)
+        backward += params.largest_layer * (2 * 2 + 4)
+    transient = max(loss_phase, backward)
+    return math.ceil(stored), math.ceil(transient)
+
+
+def active_communicators(cfg: ParallelConfig, model: ModelSpec) -> int:
+    """NCCL communicators a rank uses in a step: one per parallel group larger than one
+    (tp, cp, dp*cp for gradients, pp send/recv, ep and expert-dp for MoE), plus the
+    embedding-gradient group when tied embeddings span the first and last stages."""
+    groups = [cfg.tp, cfg.cp, cfg.dp * cfg.cp, cfg.pp]
+    if model.moe is not None:
+        groups += [cfg.ep, cfg.expert_dp, cfg.expert_tp]
+    count = sum(1 for g in groups if g > 1)
+    if model.tie_embeddings and cfg.pp > 1:
+        count += 1
+    return count
+
+
+def estimate_memory(model: ModelSpec, cfg: ParallelConfig, capacity_bytes: int,
+                    headroom_frac: float = 0.0) -> MemoryEstimate:
+    """Memory of every pipeline stage, busiest GPU of each. `capacity_bytes` is the device
+    memory (nvidia-smi total); `fits` compares peak_bytes with capacity * (1 - headroom)."""
+    policy = precision_policy(cfg.precision, cfg.framework)
+    nccl = active_communicators(cfg, model) * NCCL_BYTES_PER_COMMUNICATOR
+    stages = []
+    for stage, layers in enumerate(stage_layers(model, cfg)):
+        params = stage_params(model, cfg, stage, layers)
+        weights, grads, optimizer = model_state_bytes(params, cfg, policy)
+        activations, transient = stage_activation_bytes(model, cfg, stage, layers)
+        allocated = weights + grads + optimizer + FRAMEWORK_BUFFERS_BYTES + activations + (
+            transient)
+        fragmentation = math.ceil(FRAGMENTATION_FRAC * (activations + transient))
+        reserved = allocated + fragmentation
+        peak = reserved + CUDA_CONTEXT_BYTES + nccl
+        stages.append(StageMemory(
+            stage=stage, num_layers=len(layers), num_params=params.dense + params.expert,
+            weights_bytes=weights, gradients_bytes=grads, optimizer_bytes=optimizer,
+            framework_buffers_bytes=FRAMEWORK_BUFFERS_BYTES, activations_bytes=activations,
+            transient_bytes=transient, allocated_bytes=allocated,
+            fragmentation_bytes=fragmentation, reserved_bytes=reserved,
+            cuda_context_bytes=CUDA_CONTEXT_BYTES, nccl_bytes=nccl, peak_bytes=peak,
+            in_flight_microbatches=in_flight_microbatches(cfg, stage),
+        ))
+    return MemoryEstimate(stages=tuple(stages), capacity_bytes=capacity_bytes,
+                          headroom_frac=headroom_frac)

@@ -1,0 +1,273 @@
+"""How the job is split: parallel degrees, micro-batching, recompute, ZeRO, precision, layout.
+
+Terms follow Megatron-LM: tp, pp, dp, cp, ep and etp (expert tensor parallel); expert data
+parallel edp = tp*cp*dp / (ep*etp) (Megatron `parallel_state`, expert groups fold into DP).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from planner.gpus import GpuType
+from planner.model import ModelSpec
+
+
+class Recompute(enum.StrEnum):
+    NONE = "none"
+    SELECTIVE = "selective"  # core attention only (Korthikanti et al. 2022, Sec. 4.2)
+    FULL = "full"  # only each layer's input is kept (Megatron --recompute-granularity full)
+
+
+class VocabStrategy(enum.StrEnum):
+    """Where the embedding and LM head live (Yeung et al., "Balancing Pipeline Parallelism with
+    Vocabulary Parallelism", arXiv 2411.05288)."""
+
+    BASELINE = "baseline"
+    REDISTRIBUTE = "redistribute"
+    VOCAB_PARALLEL = "vocab-parallel"
+
+
+class Precision(enum.StrEnum):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP8 = "fp8"
+
+
+class Framework(enum.StrEnum):
+    """The executor; it decides gradient dtypes, loss buffers and sharding details."""
+
+    MEGATRON = "megatron"
+    TORCHTITAN = "torchtitan"
+    DEEPSPEED = "deepspeed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParallelConfig:
+    """One complete training configuration (strategy + job), validated by `problems()`.
+
+    Attributes:
+        layers_per_stage: transformer layers on each pipeline stage (uneven layouts); empty
+            means the vocab strategy decides (even split for baseline).
+        recompute_num_layers: with full recompute, only this many layers of each stage
+            (Megatron --recompute-method block --recompute-num-layers); None = all layers.
+        flash_attention: attention kernels that keep no s x s score matrix (FlashAttention /
+            cuDNN fused attention), the default of Megatron-Core with Transformer Engine.
+        cross_entropy_fusion: Megatron's --cross-entropy-loss-fusion (its fused kernel keeps
+            more fp32 logit buffers; memory.loss_bytes_per_element).
+        moe_token_imbalance: for dropless MoE, the busiest expert rank's tokens over the mean;
+            an assumption (Megatron's aux-loss load balancing keeps routing near uniform; 1.5
+            leaves room for early-training imbalance), used only when capacity_factor is unset.
+    """
+
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    cp: int = 1
+    ep: int = 1
+    etp: int | None = None
+    vpp: int = 1
+    mbs: int = 1
+    global_batch: int = 1
+    seq_len: int = 2048
+    recompute: Recompute = Recompute.NONE
+    recompute_num_layers: int | None = None
+    zero: int = 0
+    sequence_parallel: bool = False
+    precision: Precision = Precision.BF16
+    vocab_strategy: VocabStrategy = VocabStrategy.BASELINE
+    layers_per_stage: tuple[int, ...] = ()
+    framework: Framework = Framework.MEGATRON
+    flash_attention: bool = True
+    cross_entropy_fusion: bool = False
+    moe_token_imbalance: float = 1.5
+
+    @property
+    def world_size(self) -> int:
+        return self.tp * self.pp * self.cp * self.dp
+
+    @property
+    def expert_tp(self) -> int:
+        return self.tp if self.etp is None else self.etp
+
+    @property
+    def expert_dp(self) -> int:
+        """Replicas of each expert shard: tp*cp*dp / (ep*etp), at least 1."""
+        return max(1, (self.tp * self.cp * self.dp) // (self.ep * self.expert_tp))
+
+    @property
+    def num_microbatches(self) -> int:
+        return max(1, self.global_batch // (self.mbs * self.dp))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "tp": self.tp, "pp": self.pp, "dp": self.dp, "cp": self.cp, "ep": self.ep,
+            "etp": self.expert_tp, "vpp": self.vpp, "mbs": self.mbs,
+            "global_batch": self.global_batch, "seq_len": self.seq_len,
+            "num_microbatches": self.num_microbatches, "recompute": self.recompute.value,
+            "recompute_num_layers": self.recompute_num_layers, "zero": self.zero,
+            "sequence_parallel": self.sequence_parallel, "precision": self.precision.value,
+            "vocab_strategy": self.vocab_strategy.value,
+            "layers_per_stage": list(self.layers_per_stage), "framework": self.framework.value,
+            "flash_attention": self.flash_attention,
+            "cross_entropy_fusion": self.cross_entropy_fusion,
+            "moe_token_imbalance": self.moe_token_imbalance,
+        }
+
+    def problems(self, model: ModelSpec, gpu: GpuType | None = None,
+                 world_size: int | None = None) -> tuple[str, ...]:
+        """Every reason this configuration cannot run `model` (empty when it can).
+
+        Each message names the values involved, e.g. `tp(3) must divide num_attention_heads(32)`.
+        """
+        out: list[str] = []
+        for key in ("tp", "pp", "dp", "cp", "ep", "vpp", "mbs", "global_batch", "seq_len"):
+            if getattr(self, key) < 1:
+                out.append(f"{key}({getattr(self, key)}) must be >= 1")
+        if out:
+            return tuple(out)
+        heads, groups = model.num_attention_heads, model.num_query_groups
+        if heads % self.tp:
+            out.append(f"tp({self.tp}) must divide num_attention_heads({heads})")
+        elif model.mla is None and groups % self.tp:
+            out.append(f"tp({self.tp}) must divide num_query_groups({groups})")
+        if world_size is not None and self.world_size != world_size:
+            out.append(f"tp({self.tp}) * pp({self.pp}) * cp({self.cp}) * dp({self.dp}) = "
+                       f"{self.world_size} != world_size({world_size})")
+        if self.global_batch % (self.mbs * self.dp):
+            out.append(f"global_batch({self.global_batch}) must be a multiple of "
+                       f"mbs({self.mbs}) * dp({self.dp}) = {self.mbs * self.dp}")
+        if self.cp > 1 and self.seq_len % (2 * self.cp):
+            out.append(f"seq_len({self.seq_len}) must be a multiple of 2 * cp({self.cp}) "
+                       "(Megatron's load-balanced context parallelism)")
+        if self.cp > 1 and not self.flash_attention:
+            out.append("cp > 1 needs fused (flash) attention")
+        if self.seq_len > model.max_position_embeddings and (
+                model.position_embedding.value == "learned"):
+            out.append(f"seq_len({self.seq_len}) exceeds the learned position table "
+                       f"(max_position_embeddings={model.max_position_embeddings})")
+        if self.sequence_parallel and self.tp == 1:
+            out.append("sequence_parallel needs tp > 1")
+        if not 0 <= self.zero <= 3:
+            out.append(f"zero({self.zero}) must be 0, 1, 2 or 3")
+        if self.zero >= 2 and self.pp > 1:
+            out.append(f"zero({self.zero}) with pp({self.pp}) > 1: ZeRO-2/3 shard gradients "
+                       "that pipeline micro-batches accumulate; use zero 1 (distributed "
+                       "optimizer) with pipelining")
+        out.extend(self._moe_problems(model))
+        out.extend(self._layout_problems(model))
+        if self.recompute_num_layers is not None and self.recompute is not Recompute.FULL:
+            out.append("recompute_num_layers applies only with recompute full")
+        if gpu is not None and self.precision is Precision.FP8 and "fp8" not in dict(
+                gpu.peak_flops_per_s):
+            out.append(f"precision fp8 needs FP8 tensor cores; {gpu.name} has none")
+        if self.moe_token_imbalance < 1:
+            out.append(f"moe_token_imbalance({self.moe_token_imbalance}) must be >= 1")
+        return tuple(out)
+
+    def _moe_problems(self, model: ModelSpec) -> list[str]:
+        out = []
+        if model.moe is None:
+            if self.ep > 1:
+                out.append(f"ep({self.ep}) > 1 but {model.name} has no experts")
+            return out
+        experts = model.moe.num_experts
+        if experts % self.ep:
+            out.append(f"ep({self.ep}) must divide num_experts({experts})")
+        if (self.tp * self.cp * self.dp) % (self.ep * self.expert_tp):
+            out.append(f"ep({self.ep}) * etp({self.expert_tp}) must divide "
+                       f"tp({self.tp}) * cp({self.cp}) * dp({self.dp}) = "
+                       f"{self.tp * self.cp * self.dp}")
+        if self.ep > 1 and self.tp > 1 and not self.sequence_parallel:
+            out.append("expert parallelism with tp > 1 needs sequence_parallel (Megatron-Core)")
+        if model.moe.ffn_hidden_size % self.expert_tp:
+            out.append(f"etp({self.expert_tp}) must divide the expert ffn_hidden_size"
+                       f"({model.moe.ffn_hidden_size})")
+        return out
+
+    def _layout_problems(self, model: ModelSpec) -> list[str]:
+        out = []
+        layers = model.num_layers
+        if self.vpp > 1 and self.pp == 1:
+            out.append(f"vpp({self.vpp}) > 1 needs pp > 1")
+        if self.layers_per_stage:
+            if len(self.layers_per_stage) != self.pp:
+                out.append(f"layers_per_stage has {len(self.layers_per_stage)} entries, "
+                           f"expected pp({self.pp})")
+            elif sum(self.layers_per_stage) != layers:
+                out.append(f"layers_per_stage sums to {sum(self.layers_per_stage)}, expected "
+                           f"num_layers({layers})")
+            elif any(n < 0 for n in self.layers_per_stage):
+                out.append("layers_per_stage entries must be >= 0")
+            elif self.vpp > 1 and min(self.layers_per_stage) < self.vpp:
+                out.append(f"each layers_per_stage entry must be >= vpp({self.vpp}): every "
+                           "virtual chunk needs a layer")
+            return out
+        if layers < self.pp:
+            out.append(f"num_layers({layers}) < pp({self.pp}): a stage would have no layers")
+        elif self.vocab_strategy is VocabStrategy.REDISTRIBUTE:
+            if layers + 2 < self.pp * self.vpp:
+                out.append(f"num_layers({layers}) + 2 < pp({self.pp}) * vpp({self.vpp})")
+        elif layers % (self.pp * self.vpp):
+            what = f"pp({self.pp})" if self.vpp == 1 else f"pp({self.pp}) * vpp({self.vpp})"
+            out.append(f"num_layers({layers}) must be divisible by {what}; give "
+                       "layers_per_stage for an uneven split, or --vocab-strategy redistribute")
+        return out
+
+
+def even_split(total: int, parts: int) -> tuple[int, ...]:
+    """Split `total` into `parts` contiguous counts differing by at most one (larger first)."""
+    base, extra = divmod(total, parts)
+    return tuple(base + (1 if i < extra else 0) for i in range(parts))
+
+
+def stage_layers(model: ModelSpec, cfg: ParallelConfig) -> tuple[tuple[int, ...], ...]:
+    """Transformer layer indices held by each pipeline stage (all its virtual chunks).
+
+    - explicit `layers_per_stage`: contiguous blocks in stage order (with vpp, each stage's
+      count is split evenly over its chunks, chunk c of stage s following Megatron's
+      interleaved order: model chunk index = c * pp + s);
+    - baseline / vocab-parallel: L / (pp * vpp) layers per chunk, interleaved the same way;
+    - redistribute: the embedding and the loss each count as one layer when splitting, as
+      Megatron's --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split
+      do, so the first and last stages get fewer transformer layers.
+    """
+    pp, vpp, num_layers = cfg.pp, cfg.vpp, model.num_layers
+    if cfg.layers_per_stage:
+        per_chunk = [even_split(n, vpp) for n in cfg.layers_per_stage]
+        counts = [per_chunk[s][c] for c in range(vpp) for s in range(pp)]
+    elif cfg.vocab_strategy is VocabStrategy.REDISTRIBUTE and pp > 1:
+        units = even_split(num_layers + 2, pp * vpp)
+        counts = list(units)
+        counts[0] -= 1  # the embedding's share
+        counts[-1] -= 1  # the loss's share
+        if min(counts) < 0:
+            counts = list(even_split(num_layers, pp * vpp))
+    else:
+        counts = list(even_split(num_layers, pp * vpp))
+    # counts[k] is the size of model chunk k; chunk k lives on stage k % pp.
+    stages: list[list[int]] = [[] for _ in range(pp)]
+    start = 0
+    for k, n in enumerate(counts):
+        stages[k % pp].extend(range(start, start + n))
+        start += n
+    return tuple(tuple(s) for s in stages)
+
+
+def in_flight_microbatches(cfg: ParallelConfig, stage: int) -> float:
+    """Micro-batches whose activations stage `stage` holds at its peak, in layers-of-the-stage
+    equivalents (so memory = this * per-micro-batch activations of the whole stage).
+
+    1F1B: stage i holds min(pp - i, m) (Narayanan et al. 2021, Sec. 2.2.1). Interleaved with v
+    chunks: Megatron runs (pp - i - 1) * 2 + (v - 1) * pp warm-up chunk forwards on rank i
+    (schedules.py `get_pipeline_parallel_order` / forward_backward_pipelining_with_interleaving),
+    plus the one in flight, capped at m*v chunks; each chunk is 1/v of the stage's layers. For
+    stage 0 this is the (1 + (p-1)/(p*v)) factor of Korthikanti et al. 2022, Sec. 4.2.3.
+    """
+    m = cfg.num_microbatches
+    if cfg.pp == 1:
+        return 1.0
+    if cfg.vpp == 1:
+        return float(min(cfg.pp - stage, m))
+    chunks = (cfg.pp - stage - 1) * 2 + (cfg.vpp - 1) * cfg.pp + 1
+    return min(chunks, m * cfg.vpp) / cfg.vpp

@@ -1,0 +1,178 @@
+"""The plan file: a configuration with its inputs, layout and predictions, as YAML.
+
+`schema_version` comes first. The model is embedded (so `planner check` works where the model
+file is not), the cluster is named by reference with the hash of its content. The same inputs
+give a byte-identical file: keys are written in a fixed order and floats are rounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from planner import __version__
+from planner.errors import InputError
+from planner.model import ModelSpec
+from planner.model_io import model_from_dict, model_to_dict
+from planner.parallel import (
+    Framework,
+    ParallelConfig,
+    Precision,
+    Recompute,
+    VocabStrategy,
+)
+from planner.schema import Reader, read_document
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """A configuration to run, with where it came from and what was predicted."""
+
+    model: ModelSpec
+    model_ref: str
+    cluster_ref: str
+    cluster_sha256: str
+    config: ParallelConfig
+    headroom_frac: float = 0.0
+    predictions: tuple[tuple[str, Any], ...] = ()  # ("memory", {...}), ("time", {...})
+    planner_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        model = model_to_dict(self.model)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "planner_version": self.planner_version,
+            "inputs": {
+                "model": {"ref": self.model_ref, "name": self.model.name,
+                          "sha256": content_hash(model)},
+                "cluster": {"ref": self.cluster_ref, "sha256": self.cluster_sha256},
+            },
+            "model": model,
+            "config": self.config.to_dict(),
+            "headroom_frac": self.headroom_frac,
+            **dict(self.predictions),
+        }
+
+
+def content_hash(data: object) -> str:
+    """sha256 of the canonical JSON of `data` (sorted keys, no whitespace)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def dump_plan(plan: Plan) -> str:
+    """YAML text of a plan, byte-stable for the same plan."""
+    return yaml.safe_dump(_round_floats(plan.to_dict()), sort_keys=False, width=100,
+                          default_flow_style=False)
+
+
+def _round_floats(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _round_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_round_floats(v) for v in value]
+    return value
+
+
+def write_plan(plan: Plan, path: Path, *, force: bool) -> None:
+    """Write `plan` to `path`; an existing file is replaced only with `force`."""
+    if path.exists() and not force:
+        raise InputError(f"{path}: exists; not overwriting it",
+                         hint="pass --force to replace it, or choose another -o path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_plan(plan), encoding="utf-8")
+
+
+_CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch", "seq_len",
+                "num_microbatches", "recompute", "recompute_num_layers", "zero",
+                "sequence_parallel", "precision", "vocab_strategy", "layers_per_stage",
+                "framework", "flash_attention", "cross_entropy_fusion", "moe_token_imbalance")
+
+
+def config_from_reader(r: Reader) -> ParallelConfig | None:
+    """A ParallelConfig from the `config` mapping of a plan (problems collected in `r`)."""
+    values = {key: r.int(key, default=1) for key in ("tp", "pp", "dp", "cp", "ep", "vpp", "mbs")}
+    etp = r.int("etp", required=False)
+    global_batch = r.int("global_batch")
+    seq_len = r.int("seq_len")
+    r.int("num_microbatches", required=False)  # derived; written for readers
+    recompute = r.choice("recompute", [m.value for m in Recompute], default="none")
+    recompute_layers = r.int("recompute_num_layers", required=False)
+    zero = r.int("zero", minimum=0, default=0)
+    sp = r.boolean("sequence_parallel", default=False)
+    precision = r.choice("precision", [p.value for p in Precision], default="bf16")
+    vocab = r.choice("vocab_strategy", [v.value for v in VocabStrategy], default="baseline")
+    framework = r.choice("framework", [f.value for f in Framework], default="megatron")
+    flash = r.boolean("flash_attention", default=True)
+    ce_fusion = r.boolean("cross_entropy_fusion", default=False)
+    imbalance = r.number("moe_token_imbalance", default=1.5)
+    layout = r.raw("layers_per_stage") or []
+    if not isinstance(layout, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in layout):
+        r.fail("layers_per_stage", f"expected a list of integers, got {layout!r}")
+        layout = []
+    r.unknown_keys(_CONFIG_KEYS)
+    if (global_batch is None or seq_len is None or recompute is None or precision is None
+            or vocab is None or framework is None):
+        return None
+    return ParallelConfig(
+        tp=values["tp"] or 1, pp=values["pp"] or 1, dp=values["dp"] or 1,
+        cp=values["cp"] or 1, ep=values["ep"] or 1, etp=etp, vpp=values["vpp"] or 1,
+        mbs=values["mbs"] or 1, global_batch=global_batch, seq_len=seq_len,
+        recompute=Recompute(recompute), recompute_num_layers=recompute_layers, zero=zero or 0,
+        sequence_parallel=sp, precision=Precision(precision), vocab_strategy=VocabStrategy(vocab),
+        layers_per_stage=tuple(layout), framework=Framework(framework), flash_attention=flash,
+        cross_entropy_fusion=ce_fusion, moe_token_imbalance=imbalance or 1.5,
+    )
+
+
+def load_plan(path: Path) -> Plan:
+    """Read a plan file written by `planner estimate -o` or `planner search -o`."""
+    data = read_document(path)
+    r = Reader(str(path), data)
+    version = r.int("schema_version")
+    if version is not None and version > SCHEMA_VERSION:
+        r.fail("schema_version", f"{version} is newer than this planner understands "
+               f"({SCHEMA_VERSION}); upgrade planner")
+    r.check()
+    inputs = r.child("inputs", required=True)
+    model_ref, cluster_ref, cluster_sha = "", "", ""
+    if inputs is not None:
+        model_in = inputs.child("model", required=True)
+        cluster_in = inputs.child("cluster", required=True)
+        if model_in is not None:
+            model_ref = model_in.string("ref") or ""
+            model_in.string("name", required=False)
+            model_in.string("sha256", required=False)
+        if cluster_in is not None:
+            cluster_ref = cluster_in.string("ref") or ""
+            cluster_sha = cluster_in.string("sha256", required=False) or ""
+    r.string("planner_version", required=False)
+    headroom = r.fraction("headroom_frac", default=0.0)
+    config_r = r.child("config", required=True)
+    config = config_from_reader(config_r) if config_r is not None else None
+    for key in ("memory", "time", "layout", "search", "explain"):
+        r.raw(key)
+    model_data = r.raw("model")
+    r.unknown_keys(("schema_version", "planner_version", "inputs", "model", "config",
+                    "headroom_frac"))
+    r.check("a plan file written by `planner estimate -o` or `planner search -o`")
+    if model_data is None:
+        raise InputError(f"{path}: model: missing; expected the embedded model description")
+    model = model_from_dict(model_data, f"{path}: model")
+    assert config is not None
+    return Plan(model=model, model_ref=model_ref, cluster_ref=cluster_ref,
+                cluster_sha256=cluster_sha, config=config, headroom_frac=headroom)

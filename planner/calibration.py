@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from planner.memory import MemoryEstimate, estimate_memory
+from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate, estimate_memory
 from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
 from planner.parallel import Framework, ParallelConfig, Precision, Recompute
 from planner.units import GiB
@@ -68,12 +68,20 @@ class MemoryReport:
     def under_estimates(self) -> tuple[MemoryCase, ...]:
         return tuple(c for c in self.cases if c.error_frac < 0)
 
+    @property
+    def under_margin(self) -> tuple[MemoryCase, ...]:
+        """Cases whose measured peak exceeds the estimate even with the fit verdict's margin."""
+        return tuple(c for c in self.cases
+                     if c.predicted_bytes * (1 + ESTIMATE_MARGIN_FRAC) < c.measured_bytes)
+
     def to_dict(self) -> dict[str, object]:
         return {
             "num_cases": len(self.cases),
             "mean_abs_error_frac": round(self.mean_abs_error_frac, 4),
             "median_abs_error_frac": round(self.median_abs_error_frac, 4),
             "num_under_estimates": len(self.under_estimates),
+            "margin_frac": ESTIMATE_MARGIN_FRAC,
+            "num_under_margin": len(self.under_margin),
             "cases": [
                 {"id": c.id, "kind": c.kind, "scope": c.scope,
                  "measured_bytes": int(c.measured_bytes),
@@ -223,6 +231,10 @@ def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> Memor
             continue
         if case["config"].get("dp") is None:
             skipped.append((case["id"], "data-parallel size not stated"))
+            continue
+        if "offloading" in case["id"]:
+            skipped.append((case["id"], "activations offloaded to host memory (the test's "
+                            "setting; not modelled)"))
             continue
         if str(case["config"].get("recompute")) == "not stated":
             skipped.append((case["id"], "recompute setting not stated by the source"))

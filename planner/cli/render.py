@@ -10,7 +10,7 @@ from rich.table import Table
 from planner.advice import Remedy
 from planner.calibration import MemoryReport
 from planner.hardware import Cluster
-from planner.memory import MemoryEstimate
+from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate
 from planner.model import ModelSpec
 from planner.parallel import ParallelConfig
 from planner.units import GiB, format_count
@@ -63,10 +63,10 @@ def memory_table(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,
                       _gib(free), style=style)
     out.print(table)
     first = estimate.stages[0]
-    out.print(f"GiB per GPU. peak = reserved + CUDA context {_gib(first.cuda_context_bytes)} + "
-              f"NCCL buffers {_gib(first.nccl_bytes)}; reserved = allocated + fragmentation; "
-              f"allocated includes {_gib(first.framework_buffers_bytes)} of framework "
-              "workspaces.")
+    out.print(f"GiB per GPU. peak = reserved + {ESTIMATE_MARGIN_FRAC:.0%} estimate margin + CUDA "
+              f"context {_gib(first.cuda_context_bytes)} + NCCL buffers "
+              f"{_gib(first.nccl_bytes)}; reserved = allocated + fragmentation; allocated "
+              f"includes {_gib(first.framework_buffers_bytes)} of framework workspaces.")
     usable = estimate.usable_bytes
     headroom = (f" (capacity {_gib(estimate.capacity_bytes)} GiB less "
                 f"{estimate.headroom_frac:.0%} headroom)" if estimate.headroom_frac else "")
@@ -140,5 +140,6 @@ def validation_table(report: MemoryReport) -> None:
     out.print(f"{len(report.cases)} cases: mean |error| {report.mean_abs_error_frac:.1%}, "
               f"median {report.median_abs_error_frac:.1%}; under-estimated "
               f"{len(report.under_estimates)} (worst "
-              f"{min((c.error_frac for c in report.cases), default=0.0):+.1%}); "
-              f"{len(report.skipped)} cases skipped (see --format json for the reasons)")
+              f"{min((c.error_frac for c in report.cases), default=0.0):+.1%}), "
+              f"{len(report.under_margin)} beyond the {ESTIMATE_MARGIN_FRAC:.0%} margin of the "
+              f"fit verdict; {len(report.skipped)} cases skipped (--format json says why)")

@@ -1,0 +1,237 @@
+"""The memory estimator against formulas, published tables and measured peaks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from planner.calibration import load_measurements, memory_report
+from planner.catalog import BUILTIN_MODELS
+from planner.memory import (
+    PrecisionPolicy,
+    StageParams,
+    estimate_memory,
+    layer_activation_bytes,
+    model_state_bytes,
+    precision_policy,
+    stage_params,
+)
+from planner.model import make_model
+from planner.parallel import (
+    Framework,
+    ParallelConfig,
+    Precision,
+    Recompute,
+    VocabStrategy,
+    in_flight_microbatches,
+    stage_layers,
+)
+from planner.units import GB, GiB
+
+CALIBRATION = {c["id"]: c for c in load_measurements("calibration.yaml")["cases"]}
+
+
+def _gpt(case_id: str):  # type: ignore[no-untyped-def]
+    m = CALIBRATION[case_id]["model"]
+    return make_model(name=m["name"], num_layers=m["layers"], hidden_size=m["hidden"],
+                      num_attention_heads=m["heads"], vocab_size=m["vocab"],
+                      max_position_embeddings=m["seq"])
+
+
+# ---- Korthikanti et al. 2022 -------------------------------------------------------------
+
+def test_table2_gpt_formulas_by_hand() -> None:
+    """s=2048, b=1, h=64, a=4, t=2 (Korthikanti Table 2, 16-bit activations):
+    no SP, no recompute: sbh(10 + 24/t + 5as/(ht)) = 131072 * (10 + 12 + 320) = 44826624;
+    SP + selective: 34 sbh / t = 2228224; full recompute with SP: 2 sbh / t = 131072."""
+    model = make_model(name="g", num_layers=2, hidden_size=64, num_attention_heads=4,
+                       vocab_size=128, max_position_embeddings=2048)
+    cfg = ParallelConfig(tp=2, seq_len=2048, global_batch=1, flash_attention=False)
+    assert layer_activation_bytes(model, cfg, 0, Recompute.NONE) == 131072 * 342
+    sp = dataclasses.replace(cfg, sequence_parallel=True)
+    assert layer_activation_bytes(model, sp, 0, Recompute.SELECTIVE) == 34 * 131072 // 2
+    assert layer_activation_bytes(model, sp, 0, Recompute.FULL) == 2 * 131072 // 2
+
+
+@pytest.mark.parametrize("case_id", ["korthikanti_fig1_activation_22B",
+                                     "korthikanti_fig1_activation_175B",
+                                     "korthikanti_fig1_activation_530B",
+                                     "korthikanti_fig1_activation_1T"])
+def test_first_stage_activations_match_korthikanti(case_id: str) -> None:
+    """calibration.yaml korthikanti_fig1_*: first-stage activation memory of the Table 3
+    configurations, TP-only without recompute and with SP + selective recompute (analytic
+    values of Korthikanti Eq. 2 / Table 2 x the interleaving factor). Exact up to rounding."""
+    case = CALIBRATION[case_id]
+    model = _gpt(case_id)
+    c = case["config"]
+    cfg = ParallelConfig(tp=c["tp"], pp=c["pp"], vpp=c["vpp"] or 1, mbs=c["micro_batch"],
+                         global_batch=c["global_batch"], seq_len=model.max_position_embeddings,
+                         flash_attention=False)
+    layers = stage_layers(model, cfg)[0]
+    in_flight = in_flight_microbatches(cfg, 0)
+
+    def first_stage(c: ParallelConfig, mode: Recompute) -> float:
+        return sum(layer_activation_bytes(model, c, i, mode) for i in layers) * in_flight / GiB
+
+    expected = case["measured"]
+    assert first_stage(cfg, Recompute.NONE) == pytest.approx(
+        expected["first_stage_activation_gib_tp_only_no_recompute"], rel=1e-3)
+    sp = dataclasses.replace(cfg, sequence_parallel=True)
+    assert first_stage(sp, Recompute.SELECTIVE) == pytest.approx(
+        expected["first_stage_activation_gib_tp_sp_selective"], rel=1e-3)
+
+
+# ---- model states ------------------------------------------------------------------------
+
+ZERO_CASES = sorted(k for k in CALIBRATION if k.startswith("zero_t1_"))
+
+
+@pytest.mark.parametrize("case_id", ZERO_CASES)
+def test_zero_table1(case_id: str) -> None:
+    """ZeRO (Rajbhandari et al. 2020) Table 1: fp16 weights and gradients + K=12 bytes of
+    Adam state per parameter, in GB per GPU, for stages 1-3 (reported to 3 digits)."""
+    case = CALIBRATION[case_id]
+    size = {"7p5B": 7.5e9, "128B": 128e9, "1T": 1e12}[case_id.split("_")[2]]
+    dp = case["config"]["dp"]
+    policy = PrecisionPolicy(weight_bytes=2, grad_bytes=2, master_bytes=4, optimizer_bytes=8)
+    for stage in (1, 2, 3):
+        cfg = ParallelConfig(dp=dp, zero=stage, global_batch=dp)
+        w, g, o = model_state_bytes(StageParams(dense=int(size), expert=0, largest_layer=0),
+                                    cfg, policy)
+        reported = case["measured"][f"model_state_gb_per_gpu_stage{stage}"]
+        assert (w + g + o) / GB == pytest.approx(reported, rel=0.01, abs=0.01)
+
+
+def test_megatron_bytes_per_parameter() -> None:
+    """Megatron theoretical_memory_usage.py: 18 bytes/param, 6 + 12/dp with the distributed
+    optimizer (bf16 weights 2, fp32 gradients 4, fp32 master 4, Adam moments 8)."""
+    params = StageParams(dense=1000, expert=0, largest_layer=0)
+    policy = precision_policy(Precision.BF16, Framework.MEGATRON)
+    assert sum(model_state_bytes(params, ParallelConfig(dp=8, global_batch=8), policy)) == 18000
+    distributed = ParallelConfig(dp=8, zero=1, global_batch=8)
+    assert sum(model_state_bytes(params, distributed, policy)) == 6000 + 12000 // 8
+
+
+def test_experts_shard_over_ep_and_replicate_over_expert_dp() -> None:
+    """Mixtral 8x7B, tp=2, ep=8, etp=1, dp=8: a GPU holds 1/8 of the experts and 1/2 of the
+    dense weights; with the distributed optimizer experts shard their state over expert-dp =
+    tp*dp/(ep*etp) = 2 ranks, dense weights over dp = 8."""
+    model = BUILTIN_MODELS["mixtral-8x7b"]
+    cfg = ParallelConfig(tp=2, dp=8, ep=8, etp=1, zero=1, global_batch=64,
+                         sequence_parallel=True)
+    params = stage_params(model, cfg, 0, stage_layers(model, cfg)[0])
+    assert params.expert == sum(model.params.per_layer_expert) // 8
+    assert cfg.expert_dp == 2
+    policy = precision_policy(Precision.BF16, Framework.MEGATRON)
+    _, _, optimizer = model_state_bytes(params, cfg, policy)
+    assert optimizer == pytest.approx(params.dense * 12 / 8 + params.expert * 12 / 2, abs=2)
+
+
+# ---- whole-stage properties ---------------------------------------------------------------
+
+def _estimate(model_name: str, **kw: object):  # type: ignore[no-untyped-def]
+    base: dict[str, object] = {"global_batch": 64, "seq_len": 4096}
+    base.update(kw)
+    cfg = ParallelConfig(**base)  # type: ignore[arg-type]
+    assert not cfg.problems(BUILTIN_MODELS[model_name])
+    return estimate_memory(BUILTIN_MODELS[model_name], cfg, 80 * GiB)
+
+
+def test_levels_are_ordered_and_overheads_explicit() -> None:
+    for stage in _estimate("llama3-70b", tp=8, pp=4, dp=2, sequence_parallel=True).stages:
+        assert stage.allocated_bytes < stage.reserved_bytes < stage.peak_bytes
+        assert stage.peak_bytes - stage.reserved_bytes == stage.margin_bytes + (
+            stage.cuda_context_bytes + stage.nccl_bytes)
+        assert stage.margin_bytes == pytest.approx(0.10 * stage.reserved_bytes, abs=1)
+        assert stage.nccl_bytes > 0 and stage.fragmentation_bytes > 0
+
+
+def test_memory_moves_in_the_expected_direction() -> None:
+    def peak(**kw: object) -> int:
+        return int(_estimate("llama3-8b", **kw).peak_bytes)
+
+    assert peak(mbs=2, dp=2) > peak(mbs=1, dp=2)
+    assert peak(dp=8, zero=1) < peak(dp=8, zero=0)
+    assert peak(tp=2, dp=4, sequence_parallel=True) < peak(tp=2, dp=4)
+    assert peak(recompute=Recompute.FULL, dp=2) < peak(dp=2)
+    assert peak(cp=2, dp=2) < peak(dp=4) - 10 * GiB
+
+
+def test_first_stage_of_1f1b_holds_most_activations() -> None:
+    stages = _estimate("llama3-70b", tp=8, pp=4, dp=2, sequence_parallel=True).stages
+    assert stages[0].activations_bytes > stages[1].activations_bytes > stages[2].activations_bytes
+
+
+def test_large_vocabulary_weighs_on_the_end_stages_and_strategies_relieve_it() -> None:
+    """Nemotron-4 340B (256K vocabulary) at pp=8: the LM head and logits make the last stage
+    heaviest under baseline; vocab-parallel moves them onto every stage."""
+    common: dict[str, object] = {"tp": 8, "pp": 8, "dp": 1, "mbs": 1,
+                                 "sequence_parallel": True, "recompute": Recompute.FULL}
+    base = _estimate("nemotron4-340b", **common).stages
+    spread = _estimate("nemotron4-340b", vocab_strategy=VocabStrategy.VOCAB_PARALLEL,
+                       **common).stages
+    assert base[-1].peak_bytes > base[3].peak_bytes
+    assert spread[-1].peak_bytes < base[-1].peak_bytes
+    redistribute = _estimate("nemotron4-340b", vocab_strategy=VocabStrategy.REDISTRIBUTE,
+                             **common).stages
+    assert redistribute[-1].num_layers < base[-1].num_layers
+
+
+def test_tied_embedding_copy_on_last_stage() -> None:
+    """Megatron keeps a copy of a tied word embedding on the last stage when pp > 1."""
+    model = BUILTIN_MODELS["gpt-1.7b"]
+    cfg = ParallelConfig(pp=2, global_batch=8)
+    layers = stage_layers(model, cfg)
+    first = stage_params(model, cfg, 0, layers[0])
+    last = stage_params(model, cfg, 1, layers[1])
+    vocab = model.padded_vocab_size(1) * model.hidden_size
+    assert first.dense > vocab and last.dense > vocab
+
+
+# ---- measured peaks (shipped in planner/data/measured.yaml) --------------------------------
+
+REPORT = memory_report(load_measurements())
+BY_ID = {c.id: c for c in REPORT.cases}
+
+
+# Measured peaks that exceed the estimate plus its margin, each using a Megatron feature the
+# estimator does not model yet (README, Validation). A new entry here is a regression.
+KNOWN_UNDER_MARGIN = {
+    "megatron_ci_gpt3_mcore_te_tp1_pp4_vp1_tunable_overlap_h100":
+        "--microbatch-group-size-per-virtual-pipeline-stage lengthens the warm-up",
+    "megatron_ci_gpt3_mcore_te_tp2_pp2_resume_torch_dist_defer_embedding_wgrad_compute_h100":
+        "--defer-embedding-wgrad-compute keeps output-layer tensors",
+    "megatron_ci_gpt3_mcore_te_tp2_pp1_resume_torch_dist_te_8experts2parallel_multi_dist_"
+    "optimizer_instances_h100":
+        "--num-distributed-optimizer-instances 2 shards optimizer state over half of DP",
+    "megatron_ci_gpt3_moe_mcore_te_tp4_ep2_etp2_pp2_scoped_cudagraph_h100":
+        "CUDA graphs keep static memory pools",
+}
+
+
+def test_measured_summary() -> None:
+    """Over every reproducible measured peak: mean |error| below 10%, median below 3%, and
+    only the known, explained cases beyond the fit verdict's margin."""
+    assert len(REPORT.cases) >= 90
+    assert REPORT.mean_abs_error_frac < 0.10
+    assert REPORT.median_abs_error_frac < 0.03
+    assert {c.id for c in REPORT.under_margin} <= set(KNOWN_UNDER_MARGIN)
+
+
+@pytest.mark.parametrize("case_id", [
+    "megatron_ci_gpt3_mcore_tp1_pp4_h100",  # allocated, last stage, unfused attention
+    "megatron_ci_gpt3_mcore_tp1_pp2_h100",
+    "megatron_ci_gpt3_mcore_te_tp1_pp4_vp1_h100",  # interleaved
+    "megatron_ci_gpt3_mcore_te_tp1_pp4_vp1_uneven_pipeline_h100",  # uneven stages
+    "megatron_ci_gpt3_mcore_te_tp2_pp2_cp2_h100",  # context parallel
+    "megatron_ci_gpt3_mcore_te_tp2_pp2_mla_h100",  # MLA
+    "megatron_ci_gpt3_mcore_tp2_pp2_ep2_etp2_te_4experts2parallel_h100",  # MoE with ETP
+    "megatron_ci_gpt3_7b_tp4_pp1_memory_speed_h100",  # 53 GiB, a real-size layer
+    "megatron_ci_gpt3_7b_tp1_pp4_memory_speed_h100",
+    "torchtitan_2412_l8b_8gpu_fsdp",  # reserved, FSDP2 + op-level SAC
+    "torchtitan_2412_l8b_128gpu_fsdp",
+    "torchtitan_2412_l8b_8gpu_fsdp2_cp4_s131072",  # FSDP2 + CP + full AC
+])
+def test_measured_cases_within_five_percent(case_id: str) -> None:
+    assert abs(BY_ID[case_id].error_frac) < 0.05, BY_ID[case_id]

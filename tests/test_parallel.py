@@ -1,0 +1,109 @@
+"""Parallel configurations: validation messages, layer layouts, in-flight micro-batches."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.catalog import BUILTIN_MODELS
+from planner.model import make_model
+from planner.parallel import (
+    ParallelConfig,
+    VocabStrategy,
+    even_split,
+    in_flight_microbatches,
+    stage_layers,
+)
+
+LLAMA8B = BUILTIN_MODELS["llama3-8b"]
+TOY = make_model(name="toy", num_layers=8, hidden_size=64, num_attention_heads=4,
+                 vocab_size=1000)
+
+
+def test_even_split() -> None:
+    assert even_split(10, 4) == (3, 3, 2, 2)
+    assert even_split(8, 4) == (2, 2, 2, 2)
+
+
+def test_interleaved_layout_follows_megatron_chunk_order() -> None:
+    """pp=2, vpp=2, 8 layers: model chunks of 2 layers; chunk k on stage k % pp."""
+    cfg = ParallelConfig(pp=2, vpp=2, global_batch=8)
+    assert stage_layers(TOY, cfg) == ((0, 1, 4, 5), (2, 3, 6, 7))
+
+
+def test_redistribute_counts_embedding_and_loss_as_layers() -> None:
+    """30 layers + 2 = 32 units over pp=4: 8 each, the end stages give one to the embedding /
+    the loss (Megatron --account-for-embedding/loss-in-pipeline-split)."""
+    model = make_model(name="x", num_layers=30, hidden_size=64, num_attention_heads=4,
+                       vocab_size=1000)
+    cfg = ParallelConfig(pp=4, global_batch=8, vocab_strategy=VocabStrategy.REDISTRIBUTE)
+    assert [len(s) for s in stage_layers(model, cfg)] == [7, 8, 8, 7]
+
+
+def test_explicit_uneven_layout() -> None:
+    cfg = ParallelConfig(pp=4, global_batch=8, layers_per_stage=(1, 2, 2, 3))
+    assert [len(s) for s in stage_layers(TOY, cfg)] == [1, 2, 2, 3]
+    assert stage_layers(TOY, cfg)[3] == (5, 6, 7)
+
+
+def _simulate_1f1b_outstanding(pp: int, m: int, rank: int) -> int:
+    """Megatron's non-interleaved 1F1B on one rank: warm-up forwards, then one forward and one
+    backward alternately, then cool-down backwards; returns the most forwards whose backward
+    has not run yet."""
+    warmup = min(pp - rank - 1, m)
+    outstanding = most = 0
+    schedule = ["F"] * warmup
+    for _ in range(m - warmup):
+        schedule += ["F", "B"]
+    schedule += ["B"] * warmup
+    for op in schedule:
+        outstanding += 1 if op == "F" else -1
+        most = max(most, outstanding)
+    return most
+
+
+@pytest.mark.parametrize(("pp", "m"), [(1, 4), (2, 1), (4, 8), (4, 2), (8, 3), (16, 64)])
+def test_in_flight_matches_1f1b_schedule(pp: int, m: int) -> None:
+    cfg = ParallelConfig(pp=pp, global_batch=m)
+    for rank in range(pp):
+        assert in_flight_microbatches(cfg, rank) == _simulate_1f1b_outstanding(pp, m, rank)
+
+
+def test_interleaved_first_stage_factor() -> None:
+    """Korthikanti et al. 2022 Sec. 4.2.3: with interleaving the first stage holds
+    L * (1 + (p - 1) / (p * v)) layers' activations: in stage-equivalents p * (that) / L."""
+    cfg = ParallelConfig(pp=8, vpp=3, global_batch=64)
+    assert in_flight_microbatches(cfg, 0) == pytest.approx(8 * (1 + 7 / 24))
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    (ParallelConfig(tp=3, global_batch=8), "tp(3) must divide num_attention_heads(32)"),
+    (ParallelConfig(tp=16, global_batch=8), "tp(16) must divide num_query_groups(8)"),
+    (ParallelConfig(dp=4, mbs=3, global_batch=8), "global_batch(8) must be a multiple of"),
+    (ParallelConfig(pp=64, global_batch=8), "num_layers(32) < pp(64)"),
+    (ParallelConfig(pp=5, global_batch=8), "must be divisible by pp(5)"),
+    (ParallelConfig(ep=2, global_batch=8), "has no experts"),
+    (ParallelConfig(cp=3, global_batch=8, seq_len=8192), "multiple of 2 * cp(3)"),
+    (ParallelConfig(zero=3, pp=2, global_batch=8), "zero(3) with pp(2)"),
+    (ParallelConfig(vpp=2, global_batch=8), "vpp(2) > 1 needs pp > 1"),
+    (ParallelConfig(pp=2, global_batch=8, layers_per_stage=(16, 15)), "sums to 31"),
+    (ParallelConfig(global_batch=8, sequence_parallel=True), "sequence_parallel needs tp > 1"),
+])
+def test_problems_name_the_values(cfg: ParallelConfig, message: str) -> None:
+    problems = cfg.problems(LLAMA8B)
+    assert any(message in p for p in problems), problems
+
+
+def test_world_size_message() -> None:
+    cfg = ParallelConfig(tp=8, pp=4, dp=3, global_batch=96)
+    assert "tp(8) * pp(4) * cp(1) * dp(3) = 96 != world_size(64)" in cfg.problems(
+        LLAMA8B, world_size=64)
+
+
+def test_moe_problems() -> None:
+    mixtral = BUILTIN_MODELS["mixtral-8x7b"]
+    assert not ParallelConfig(tp=2, dp=4, ep=8, etp=1, global_batch=8,
+                              sequence_parallel=True).problems(mixtral)
+    bad = ParallelConfig(tp=2, dp=2, ep=8, global_batch=8, sequence_parallel=True)
+    assert any("must divide tp(2) * cp(1) * dp(2)" in p for p in bad.problems(mixtral))
+    assert any("ep(3) must divide num_experts(8)" in p for p in ParallelConfig(
+        ep=3, dp=3, global_batch=9).problems(mixtral))

@@ -102,7 +102,7 @@ class ParallelConfig:
     def to_dict(self) -> dict[str, object]:
         return {
             "tp": self.tp, "pp": self.pp, "dp": self.dp, "cp": self.cp, "ep": self.ep,
-            "etp": self.expert_tp, "vpp": self.vpp, "mbs": self.mbs,
+            "etp": self.etp, "vpp": self.vpp, "mbs": self.mbs,
             "global_batch": self.global_batch, "seq_len": self.seq_len,
             "num_microbatches": self.num_microbatches, "recompute": self.recompute.value,
             "recompute_num_layers": self.recompute_num_layers, "zero": self.zero,

@@ -77,28 +77,25 @@ def _cluster_source(ref: str) -> Path:
     return profiles[ref] if ref in profiles else Path(ref)
 
 
-def _resolve_dp(cluster: Cluster, tp: int, pp: int, cp: int, dp: int | None) -> int:
-    if dp is not None:
-        if dp < 1:
-            raise InputError(f"--dp {dp}: expected an integer >= 1")
-        if tp * pp * cp * dp > cluster.num_gpus:
-            raise InputError(
-                f"tp({tp}) * pp({pp}) * cp({cp}) * dp({dp}) = {tp * pp * cp * dp} GPUs, but "
-                f"cluster {cluster.name} has {cluster.num_gpus}",
-                hint="lower a degree, or use a larger cluster profile")
-        return dp
-    model_parallel = tp * pp * cp
-    if model_parallel < 1 or cluster.num_gpus % model_parallel:
-        raise InputError(
-            f"world_size({cluster.num_gpus}) of cluster {cluster.name} is not divisible by "
-            f"tp({tp}) * pp({pp}) * cp({cp}) = {model_parallel}",
-            hint="give --dp to use a part of the cluster")
-    return cluster.num_gpus // model_parallel
+def _world_size_problem(cluster: Cluster, cfg: ParallelConfig, dp_given: bool) -> str | None:
+    """The world-size problem of a configuration on a cluster, if any. --dp may name a part of
+    the cluster; without it the job uses every GPU."""
+    model_parallel = cfg.tp * cfg.pp * cfg.cp
+    if dp_given and cfg.world_size > cluster.num_gpus:
+        return (f"tp({cfg.tp}) * pp({cfg.pp}) * cp({cfg.cp}) * dp({cfg.dp}) = "
+                f"{cfg.world_size} GPUs, but cluster {cluster.name} has {cluster.num_gpus}")
+    if not dp_given and cluster.num_gpus % model_parallel:
+        return (f"world_size({cluster.num_gpus}) of cluster {cluster.name} is not divisible by "
+                f"tp({cfg.tp}) * pp({cfg.pp}) * cp({cfg.cp}) = {model_parallel}; give --dp to "
+                "use a part of the cluster")
+    return None
 
 
-def _check_config(cfg: ParallelConfig, model: ModelSpec, cluster: Cluster, where: str) -> None:
+def _check_config(cfg: ParallelConfig, model: ModelSpec, cluster: Cluster, where: str,
+                  dp_given: bool = True) -> None:
     gpu = cluster.gpu_types[0]
-    problems = cfg.problems(model, gpu)
+    world = _world_size_problem(cluster, cfg, dp_given)
+    problems = ((world,) if world else ()) + cfg.problems(model, gpu)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise InputError(f"{where}: {problems[0]}{more}",
@@ -226,7 +223,8 @@ def estimate(
                              "comma-separated integers such as 15,17,17,15") from None
     tp_, pp_, cp_ = tp or 1, pp or 1, cp or 1
     cfg = ParallelConfig(
-        tp=tp_, pp=pp_, cp=cp_, dp=_resolve_dp(cl, tp_, pp_, cp_, dp), ep=ep or 1, etp=etp,
+        tp=tp_, pp=pp_, cp=cp_, dp=dp or max(1, cl.num_gpus // (tp_ * pp_ * cp_)), ep=ep or 1,
+        etp=etp,
         vpp=vpp or 1, mbs=mbs or 1, global_batch=global_batch, seq_len=seq_len,
         recompute=recompute or Recompute.NONE, recompute_num_layers=recompute_num_layers,
         zero=0 if zero is None else zero,
@@ -236,7 +234,7 @@ def estimate(
         layers_per_stage=layout, framework=framework or Framework.MEGATRON,
         flash_attention=True if flash_attention is None else flash_attention,
     )
-    _check_config(cfg, spec, cl, "configuration")
+    _check_config(cfg, spec, cl, "configuration", dp_given=dp is not None)
     room = headroom or 0.0
     result = estimate_memory(spec, cfg, cl.min_gpu_memory_bytes, room)
     if output is not None:
@@ -273,9 +271,6 @@ def check(
             render.err.print(f"warning: cluster {cluster_ref} changed since the plan was "
                              "written; checking against its current content")
     room = plan.headroom_frac if headroom is None else headroom
-    if plan.config.world_size > cl.num_gpus:
-        raise InputError(f"{plan_file}: the plan needs {plan.config.world_size} GPUs; cluster "
-                         f"{cl.name} has {cl.num_gpus}")
     _check_config(plan.config, plan.model, cl, str(plan_file))
     result = estimate_memory(plan.model, plan.config, cl.min_gpu_memory_bytes, room)
     if fmt is Format.table:
@@ -355,24 +350,14 @@ def _print_error(exc: PlannerError) -> None:
 
 
 def main() -> None:
-    """Console entry point: maps exceptions to exit codes (DESIGN.md)."""
+    """Console entry point: maps exceptions to exit codes (DESIGN.md). Typer handles usage
+    errors itself (exit 2) in standalone mode."""
     try:
-        app(standalone_mode=False)
+        app()
     except PlannerError as exc:
         _print_error(exc)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # click's usage errors carry their own exit code 2
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
+    except Exception as exc:
         render.err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False)
         if _state["debug"]:
             traceback.print_exc()

@@ -1,0 +1,231 @@
+"""The command line: JSON contract, exit codes, plan files, and bad input (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+Run = Callable[..., tuple[int, str, str]]
+Write = Callable[[str, str], Path]
+
+BASE = ("estimate", "--model", "llama3-8b", "--cluster", "dgx-h100", "--global-batch", "64",
+        "--seq-len", "8192", "--zero", "1")
+
+
+def test_estimate_json_follows_design(run_cli: Run) -> None:
+    code, out, err = run_cli(*BASE, "--tp", "2", "--dp", "8", "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert set(data) >= {"config", "memory", "time"}
+    for key in ("tp", "pp", "dp", "cp", "ep", "vpp", "mbs", "global_batch", "seq_len",
+                "recompute", "zero", "sequence_parallel"):
+        assert key in data["config"]
+    assert data["config"]["sequence_parallel"] is True  # default on with tp > 1
+    memory = data["memory"]
+    assert {"peak_bytes", "capacity_bytes", "fits", "stages"} <= set(memory)
+    for stage in memory["stages"]:
+        assert {"stage", "num_layers", "weights_bytes", "gradients_bytes", "optimizer_bytes",
+                "activations_bytes", "allocated_bytes", "reserved_bytes",
+                "peak_bytes"} <= set(stage)
+        assert stage["allocated_bytes"] < stage["reserved_bytes"] < stage["peak_bytes"]
+    assert memory["fits"] is True
+
+
+def test_estimate_table_and_remedies(run_cli: Run) -> None:
+    code, out, _ = run_cli(*BASE, "--mbs", "4", "--dp", "8")
+    assert code == 0
+    assert "does not fit" in out and "what would help" in out
+    assert "--recompute full" in out
+
+
+def test_dp_defaults_to_the_whole_cluster(run_cli: Run) -> None:
+    code, out, _ = run_cli("estimate", "--model", "llama3-8b", "--cluster",
+                           str(REPO / "examples/cluster-minimal.yaml"), "--global-batch", "128",
+                           "--seq-len", "4096", "--tp", "8", "--format", "json")
+    assert code == 0
+    assert json.loads(out)["config"]["dp"] == 16
+
+
+def test_plan_written_then_checked(run_cli: Run, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    code, _, err = run_cli(*BASE, "--tp", "2", "--dp", "8", "-o", str(plan))
+    assert code == 0 and plan.exists() and "wrote" in err
+    first = plan.read_bytes()
+    code, _, _ = run_cli(*BASE, "--tp", "2", "--dp", "8", "-o", str(plan), "--force")
+    assert code == 0 and plan.read_bytes() == first  # byte-identical for the same inputs
+    code, out, _ = run_cli("check", str(plan), "--format", "json")
+    assert code == 0 and json.loads(out)["memory"]["fits"] is True
+    code, out, _ = run_cli("check", str(plan), "--headroom", "0.9")
+    assert code == 1 and "does not fit" in out
+    code, out, _ = run_cli("check", str(plan), "--cluster", "rtx4090-8x-pcie",
+                           "--format", "json")
+    assert code == 2  # the plan needs 16 GPUs
+
+
+def test_check_fails_with_numbers_and_remedies(run_cli: Run, tmp_path: Path) -> None:
+    plan = tmp_path / "big.yaml"
+    run_cli(*BASE, "--dp", "8", "--mbs", "8", "-o", str(plan))
+    code, out, _ = run_cli("check", str(plan), "--format", "json")
+    data = json.loads(out)
+    assert code == 1 and data["memory"]["fits"] is False
+    assert data["remedies"] and data["remedies"][0]["change"]
+    code, out, _ = run_cli("check", str(plan))
+    assert code == 1 and "stage 0 by" in out and "GiB" in out
+
+
+def test_estimate_plan_file(run_cli: Run, tmp_path: Path) -> None:
+    plan = tmp_path / "p.yaml"
+    run_cli(*BASE, "--tp", "2", "--dp", "8", "-o", str(plan))
+    code, out, _ = run_cli("estimate", str(plan), "--format", "json")
+    assert code == 0 and json.loads(out)["config"]["tp"] == 2
+
+
+def test_models_and_profiles(run_cli: Run) -> None:
+    code, out, _ = run_cli("models", "--format", "json")
+    names = {m["name"]: m for m in json.loads(out)}
+    for name in ("gpt-1.7b", "gpt-3.6b", "gpt-7.5b", "gpt-18.4b", "gpt-39.1b", "gpt-76.1b",
+                 "gpt-145.6b", "gpt-310.1b", "gpt-529.6b", "gpt-1t", "gpt3-175b", "llama2-7b",
+                 "llama2-13b", "llama2-70b", "llama3-8b", "llama3-70b", "llama3-405b",
+                 "mixtral-8x7b", "mixtral-8x22b", "qwen3-30b-a3b", "qwen3-235b-a22b",
+                 "deepseek-v3", "nemotron4-340b", "bloom-176b"):
+        assert names[name]["num_params"] > 0 and names[name]["num_active_params"] > 0
+    assert code == 0
+    code, out, _ = run_cli("models")
+    assert code == 0 and "deepseek-v3" in out
+    code, out, _ = run_cli("profiles", "--format", "json")
+    assert code == 0 and {p["name"] for p in json.loads(out)} >= {"dgx-h100", "selene"}
+
+
+def test_validate(run_cli: Run) -> None:
+    code, out, _ = run_cli("validate", "--format", "json")
+    report = json.loads(out)["memory"]
+    assert code == 0 and report["num_cases"] >= 90 and report["mean_abs_error_frac"] < 0.1
+
+
+# ---- bad input: exit 2, one clear line naming file / field / fix, never a traceback ----
+
+MODEL_OK = "name: m\nnum_layers: 4\nhidden_size: 64\nnum_attention_heads: 4\nvocab_size: 100\n"
+CLUSTER_OK = ("gpu: h100-sxm5-80gb\nnum_nodes: 2\ngpus_per_node: 8\n"
+              "intra_node: {bandwidth_GBps: 370}\ninter_node: {bandwidth_GBps: 47}\n")
+
+
+def _estimate_with(model: str = "llama3-8b", cluster: str = "dgx-h100", *extra: str) -> tuple:
+    return ("estimate", "--model", model, "--cluster", cluster, "--global-batch", "64",
+            "--seq-len", "4096", *extra)
+
+
+BAD_MODEL_FILES = [
+    ("model.yaml", MODEL_OK.replace("num_layers: 4\n", ""), "num_layers: missing"),
+    ("model.yaml", MODEL_OK.replace("64", "'64x'"), "hidden_size: expected an integer"),
+    ("model.yaml", MODEL_OK + "num_query_groups: 3\n", "num_query_groups"),
+    ("model.yaml", MODEL_OK + "activation: relu\n", "activation: expected one of"),
+    ("model.yaml", MODEL_OK + "hiden_size: 3\n", "did you mean 'hidden_size'"),
+    ("model.yaml", MODEL_OK + "moe: {num_experts: 2, top_k: 4, ffn_hidden_size: 8}\n",
+     "moe.top_k"),
+    ("model.yaml", "num_layers: [\n", "invalid YAML"),
+    ("model.yaml", "- 1\n- 2\n", "expected a mapping"),
+    ("config.json", '{"model_type": "gpt2", "n_layer": 2}', "'gpt2' is not supported"),
+    ("config.json", '{"model_type": "llama", "hidden_size": 64}', "num_hidden_layers"),
+    ("config.json", '{"model_type": ', "invalid JSON"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), BAD_MODEL_FILES)
+def test_bad_model_file(run_cli: Run, write: Write, name: str, text: str,
+                        expected: str) -> None:
+    path = write(name, text)
+    code, out, err = run_cli(*_estimate_with(str(path)))
+    _assert_bad_input(code, out, err, expected, name)
+
+
+BAD_CLUSTER_FILES = [
+    (CLUSTER_OK.replace("h100-sxm5-80gb", "h100"), "unknown GPU 'h100'"),
+    (CLUSTER_OK.replace("{bandwidth_GBps: 47}", "{bandwidth_GBps: 47e9}"),
+     "YAML reads numbers like 450e9"),
+    (CLUSTER_OK.replace("{bandwidth_GBps: 47}", "{bandwidth_GBps: -1}"),
+     "inter_node.bandwidth_GBps: expected a number > 0"),
+    (CLUSTER_OK.replace("num_nodes: 2", "num_nodes: 0"), "num_nodes: expected an integer >= 1"),
+    (CLUSTER_OK + "gpus: 8\n", "gpus: unknown key"),
+    ("schema: planner.hardware/v1\nnode_types: {}\nislands: []\n", "islands"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_CLUSTER_FILES)
+def test_bad_cluster_file(run_cli: Run, write: Write, text: str, expected: str) -> None:
+    path = write("cluster.yaml", text)
+    code, out, err = run_cli(*_estimate_with("llama3-8b", str(path), "--tp", "2"))
+    _assert_bad_input(code, out, err, expected, "cluster.yaml")
+
+
+BAD_FLAGS = [
+    (("--tp", "3"), "tp(3) must divide num_attention_heads(32)"),
+    (("--tp", "8", "--pp", "3"), "not divisible by tp(8) * pp(3) * cp(1)"),
+    (("--tp", "8", "--dp", "4096"), "cluster dgx-h100 has 16384"),
+    (("--dp", "3"), "global_batch(64) must be a multiple of mbs(1) * dp(3)"),
+    (("--pp", "64", "--dp", "1"), "num_layers(32) < pp(64)"),
+    (("--ep", "2", "--dp", "2"), "has no experts"),
+    (("--zero", "3", "--pp", "2", "--dp", "2"), "zero(3) with pp(2)"),
+    (("--cp", "3", "--dp", "1"), "multiple of 2 * cp(3)"),
+    (("--headroom", "1.5", "--dp", "8"), "--headroom 1.5"),
+    (("--vocab-strategy", "auto", "--dp", "8"), "planner search"),
+    (("--layers-per-stage", "a,b", "--pp", "2", "--dp", "8"), "--layers-per-stage"),
+    (("--layers-per-stage", "10,10", "--pp", "2", "--dp", "8"), "sums to 20"),
+]
+
+
+@pytest.mark.parametrize(("flags", "expected"), BAD_FLAGS)
+def test_bad_flags(run_cli: Run, flags: tuple[str, ...], expected: str) -> None:
+    code, out, err = run_cli(*_estimate_with("llama3-8b", "dgx-h100", *flags))
+    _assert_bad_input(code, out, err, expected)
+
+
+def test_fp8_needs_fp8_hardware(run_cli: Run) -> None:
+    code, out, err = run_cli(*_estimate_with("llama3-8b", "selene", "--precision", "fp8",
+                                             "--dp", "8"))
+    _assert_bad_input(code, out, err, "fp8 needs FP8 tensor cores")
+
+
+def test_unknown_names_and_missing_files(run_cli: Run, tmp_path: Path) -> None:
+    for args, expected in (
+        (_estimate_with("llama-9000"), "not a built-in model name"),
+        (_estimate_with("llama3-8b", "no-such-cluster"), "not a built-in profile"),
+        (("check", str(tmp_path / "missing.yaml")), "no such file"),
+        (("estimate", "--model", "llama3-8b"), "missing --cluster, --global-batch"),
+    ):
+        code, out, err = run_cli(*args)
+        _assert_bad_input(code, out, err, expected)
+
+
+def test_usage_errors_exit_2(run_cli: Run) -> None:
+    code, _, err = run_cli(*_estimate_with("llama3-8b", "dgx-h100", "--recompute", "most"))
+    assert code == 2 and "Traceback" not in err
+    code, _, _ = run_cli("estimate", "--tp", "two")
+    assert code == 2
+
+
+def test_refuses_to_overwrite(run_cli: Run, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("precious\n")
+    code, out, err = run_cli(*_estimate_with("llama3-8b", "dgx-h100", "--dp", "8", "-o",
+                                             str(plan)))
+    _assert_bad_input(code, out, err, "not overwriting")
+    assert plan.read_text() == "precious\n"
+
+
+def test_bad_plan_file(run_cli: Run, write: Write) -> None:
+    path = write("plan.yaml", "schema_version: 1\ninputs: {}\nconfig: {tp: 0}\n")
+    code, out, err = run_cli("check", str(path))
+    _assert_bad_input(code, out, err, "plan.yaml", "config.tp")
+
+
+def _assert_bad_input(code: int, out: str, err: str, *expected: str) -> None:
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err and out == ""
+    assert err.startswith("error: ")
+    for text in expected:
+        assert text in err, err

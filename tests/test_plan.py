@@ -1,0 +1,66 @@
+"""Plan files: round trip, byte stability, and errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from planner.catalog import BUILTIN_MODELS
+from planner.errors import InputError
+from planner.parallel import ParallelConfig, Recompute, VocabStrategy
+from planner.plan import SCHEMA_VERSION, Plan, dump_plan, load_plan, write_plan
+
+CONFIG = ParallelConfig(tp=8, pp=4, dp=4, vpp=5, mbs=1, global_batch=512, seq_len=8192,
+                        recompute=Recompute.SELECTIVE, zero=1, sequence_parallel=True,
+                        vocab_strategy=VocabStrategy.BASELINE)
+
+
+def _plan() -> Plan:
+    return Plan(model=BUILTIN_MODELS["llama3-70b"], model_ref="llama3-70b",
+                cluster_ref="dgx-h100", cluster_sha256="ab" * 32, config=CONFIG,
+                headroom_frac=0.05, predictions=(("memory", {"peak_bytes": 1.5}),))
+
+
+def test_schema_version_first_and_round_trip(tmp_path: Path) -> None:
+    text = dump_plan(_plan())
+    assert text.splitlines()[0] == f"schema_version: {SCHEMA_VERSION}"
+    path = tmp_path / "plan.yaml"
+    write_plan(_plan(), path, force=False)
+    back = load_plan(path)
+    assert back.config == CONFIG
+    assert back.model == BUILTIN_MODELS["llama3-70b"]
+    assert back.cluster_ref == "dgx-h100" and back.headroom_frac == 0.05
+
+
+def test_same_plan_same_bytes() -> None:
+    assert dump_plan(_plan()) == dump_plan(_plan())
+
+
+def test_no_silent_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text("mine\n")
+    with pytest.raises(InputError, match="not overwriting"):
+        write_plan(_plan(), path, force=False)
+    assert path.read_text() == "mine\n"
+    write_plan(_plan(), path, force=True)
+    assert load_plan(path).config == CONFIG
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (("tp: 8", "tp: two"), "config.tp: expected an integer >= 1, got 'two'"),
+    (("schema_version: 1", "schema_version: 99"), "newer than this planner"),
+    (("recompute: selective", "recompute: some"), "config.recompute: expected one of"),
+    (("num_layers: 80", "num_layers: -80"), "model: num_layers"),
+    (("zero: 1", "zeroo: 1"), "config.zeroo: unknown key (did you mean 'zero'?)"),
+])
+def test_plan_errors_name_file_and_field(write: Callable[[str, str], Path],
+                                         edit: tuple[str, str], expected: str) -> None:
+    text = dump_plan(_plan())
+    assert edit[0] in text
+    path = write("plan.yaml", text.replace(edit[0], edit[1], 1))
+    with pytest.raises(InputError) as info:
+        load_plan(path)
+    messages = " | ".join(info.value.problems) or str(info.value)
+    assert expected in messages and "plan.yaml" in messages

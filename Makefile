@@ -22,10 +22,12 @@ $(TEST_STAMP): $(BIN)/python pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/planner estimate --model examples/llama3-70b.yaml --cluster dgx-h100 \
-		--global-batch 512 --seq-len 8192 --tp 8 --pp 4 --vpp 5 --mbs 1 \
+		--global-batch 512 --seq-len 8192 --tp 8 --pp 4 --dp 4 --vpp 5 --mbs 1 \
 		--recompute selective --zero 1
+	mkdir -p out
 	$(BIN)/planner estimate --model llama3-70b --cluster dgx-h100 --global-batch 512 \
-		--seq-len 8192 --tp 8 --pp 4 --vpp 5 --zero 1 -o out/llama3-70b-plan.yaml --force
+		--seq-len 8192 --tp 8 --pp 4 --dp 4 --vpp 5 --zero 1 --format json \
+		-o out/llama3-70b-plan.yaml --force > out/llama3-70b-estimate.json
 	$(BIN)/planner check out/llama3-70b-plan.yaml --cluster dgx-h100
 
 test: $(TEST_STAMP)

@@ -190,6 +190,10 @@ class ParallelConfig:
         layers = model.num_layers
         if self.vpp > 1 and self.pp == 1:
             out.append(f"vpp({self.vpp}) > 1 needs pp > 1")
+        if self.vpp > 1 and self.num_microbatches < self.pp:
+            out.append(f"vpp({self.vpp}) > 1 needs num_microbatches({self.num_microbatches}) "
+                       f">= pp({self.pp}): Megatron's interleaved schedule groups pp "
+                       "micro-batches per virtual stage")
         if self.layers_per_stage:
             if len(self.layers_per_stage) != self.pp:
                 out.append(f"layers_per_stage has {len(self.layers_per_stage)} entries, "

@@ -85,6 +85,7 @@ def test_interleaved_first_stage_factor() -> None:
     (ParallelConfig(cp=3, global_batch=8, seq_len=8192), "multiple of 2 * cp(3)"),
     (ParallelConfig(zero=3, pp=2, global_batch=8), "zero(3) with pp(2)"),
     (ParallelConfig(vpp=2, global_batch=8), "vpp(2) > 1 needs pp > 1"),
+    (ParallelConfig(pp=4, vpp=2, global_batch=2), "needs num_microbatches(2) >= pp(4)"),
     (ParallelConfig(pp=2, global_batch=8, layers_per_stage=(16, 15)), "sums to 31"),
     (ParallelConfig(global_batch=8, sequence_parallel=True), "sequence_parallel needs tp > 1"),
 ])

@@ -203,7 +203,8 @@ def stage_params(model: ModelSpec, cfg: ParallelConfig, stage: int,
     LM head on the last (with tied embeddings and pp > 1 Megatron keeps a copy of the word
     embedding on the last stage as the head: `shared_embedding`); vocab-parallel shards both
     over all pp stages. The vocabulary is padded as Megatron pads it. MTP modules sit on the
-    last stage (Megatron-Core places them after the decoder).
+    last stage (Megatron-Core places them after the decoder); their experts shard like the
+    decoder's.
     """
     p = model.params
     t = cfg.tp
@@ -226,8 +227,8 @@ def stage_params(model: ModelSpec, cfg: ParallelConfig, stage: int,
             dense += head
     if last:
         dense += p.final_norm
-        if p.mtp:
-            dense += p.mtp / t  # MoE MTP layers: expert part also split; / tp is conservative
+        dense += (p.mtp - p.mtp_expert) / t
+        expert += p.mtp_expert / (cfg.ep * cfg.expert_tp)
     return StageParams(dense=round(dense), expert=round(expert), largest_layer=round(largest))
 
 
@@ -389,7 +390,9 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
 
     Stored = in-flight micro-batches (parallel.in_flight_microbatches) x the stage's per-micro-
     batch activations, plus the embedding's dropout mask on the first stage (Korthikanti Sec.
-    4.3) and the final norm / LM-head inputs on the last. Transients are the larger of:
+    4.3), the final norm / LM-head inputs on the last, and there each MTP module's layer and
+    its own loss (DeepSeek-V3, arXiv 2412.19437 Sec. 2.2: one extra prediction depth each).
+    Transients are the larger of:
     - the loss phase: loss_bytes_per_element x s*b*V/t logits of one micro-batch (the last stage
       runs a micro-batch's backward right after its forward, in 1F1B and interleaved alike),
       plus, with ZeRO-3 / FSDP, the gathered LM head and its unsharded gradient;
@@ -417,9 +420,13 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
         vocab_shard /= cfg.pp
     fsdp = cfg.zero >= 3
     loss_phase = 0.0
+    if last and model.num_mtp_layers:  # each MTP module: its layer, the 2h->h projection input
+        mtp_layer = layer_activation_bytes(model, cfg, model.num_layers - 1, cfg.recompute)
+        stored += model.num_mtp_layers * (mtp_layer + 4 * sbh / sp) * in_flight
     if last or vocab_parallel:
-        stored += 2 * sbh / sp + 2 * sbh  # final-norm input, LM-head input (gathered over tp)
-        loss_phase = loss_bytes_per_element(cfg) * s * b * vocab_shard
+        heads = 1 + (model.num_mtp_layers if last else 0)  # each MTP depth has its own loss
+        stored += heads * (2 * sbh / sp + 2 * sbh)  # final-norm input, LM-head input
+        loss_phase = loss_bytes_per_element(cfg) * s * b * vocab_shard * heads
         if vocab_parallel:  # Yeung et al.: one micro-batch's forward overlaps another's backward
             loss_phase *= 2
         if fsdp:  # gathered bf16 head, its bf16 gradient and the fp32 copy reduce-scattered

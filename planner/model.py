@@ -115,6 +115,7 @@ class ParamCounts:
         per_layer_dense: per layer, parameters replicated over expert-parallel ranks.
         per_layer_expert: per layer, routed-expert parameters (sharded over EP x expert-TP).
         mtp: all multi-token-prediction modules together (embedding and head shared).
+        mtp_expert: the routed-expert part of `mtp` (sharded like other expert weights).
     """
 
     total: int
@@ -125,6 +126,7 @@ class ParamCounts:
     per_layer_dense: tuple[int, ...]
     per_layer_expert: tuple[int, ...]
     mtp: int
+    mtp_expert: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -316,6 +318,7 @@ def _count_params(spec: ModelSpec) -> ParamCounts:
         per_layer_dense=tuple(dense_layers),
         per_layer_expert=tuple(expert_layers),
         mtp=spec.num_mtp_layers * spec.mtp_module_params(),
+        mtp_expert=spec.num_mtp_layers * spec.layer_params(spec.num_layers - 1)[1],
     )
 
 

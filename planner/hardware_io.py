@@ -5,7 +5,7 @@ STYLE.md asks). Every problem of a file is reported at once."""
 from __future__ import annotations
 
 import re
-from importlib import resources
+import sys
 from pathlib import Path
 
 from planner.errors import InputError
@@ -28,11 +28,12 @@ TRANSPORTS = ("nvlink", "nvswitch", "pcie", "xgmi", "ib", "roce", "efa", "tcp", 
 
 
 def builtin_profiles_dir() -> Path:
-    """Where the shipped profiles live: inside the installed package, or the repo's profiles/."""
-    packaged = Path(str(resources.files("planner"))) / "_profiles"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "profiles"
+    """Where the shipped profiles live: the checkout's profiles/ (editable install), else
+    <prefix>/share/planner/profiles (wheel install, pyproject's data-files)."""
+    checkout = Path(__file__).resolve().parent.parent / "profiles"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "planner" / "profiles"
 
 
 def builtin_profiles() -> dict[str, Path]:

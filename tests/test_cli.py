@@ -229,3 +229,24 @@ def _assert_bad_input(code: int, out: str, err: str, *expected: str) -> None:
     assert err.startswith("error: ")
     for text in expected:
         assert text in err, err
+
+
+def test_yaml_format_and_torchtitan(run_cli: Run) -> None:
+    import yaml
+
+    code, out, _ = run_cli(*BASE, "--dp", "8", "--zero", "3", "--framework", "torchtitan",
+                           "--recompute", "selective", "--format", "yaml")
+    data = yaml.safe_load(out)
+    assert code == 0 and data["config"]["framework"] == "torchtitan"
+    assert data["memory"]["fits"] is True
+
+
+def test_moe_estimate(run_cli: Run) -> None:
+    code, out, err = run_cli("estimate", "--model", "mixtral-8x7b", "--cluster", "dgx-h100",
+                             "--global-batch", "256", "--seq-len", "4096", "--tp", "2",
+                             "--pp", "4", "--ep", "8", "--etp", "1", "--dp", "8", "--zero", "1",
+                             "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["config"]["ep"] == 8 and data["config"]["etp"] == 1
+    assert data["model"]["num_active_params"] < data["model"]["num_params"]

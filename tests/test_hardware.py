@@ -155,3 +155,14 @@ def test_cluster_errors(write: Callable[[str, str], Path], text: str, expected: 
     messages = " | ".join(info.value.problems) or str(info.value)
     assert expected in messages
     assert "cluster.yaml" in messages
+
+
+def test_node_pair_override_and_asymmetry(write: Callable[[str, str], Path]) -> None:
+    """A node-level override applies to every GPU pair between the two nodes; with
+    symmetric: false only in the direction given."""
+    text = RICH + ("measurements:\n  pair_overrides:\n"
+                   "    - {src: x1, dst: x2, bandwidth_GBps: 5, symmetric: false}\n")
+    c = load_cluster(str(write("c.yaml", text)))
+    assert c.link("x1:0", "x2:1").bandwidth_bytes_per_s == 5 * GB
+    assert c.link("x2:1", "x1:0").bandwidth_bytes_per_s == 47 * GB / 2  # NIC shared by 2 GPUs
+    assert c.link("x1:0", "x1:1").bandwidth_bytes_per_s == 370 * GB  # same node: untouched

@@ -235,3 +235,28 @@ def test_measured_summary() -> None:
 ])
 def test_measured_cases_within_five_percent(case_id: str) -> None:
     assert abs(BY_ID[case_id].error_frac) < 0.05, BY_ID[case_id]
+
+
+def test_precision_policies() -> None:
+    """fp32: 4 + 4 + 8 = 16 bytes/param, no separate master copy; fp8 (Transformer Engine)
+    adds an fp8 weight and its transpose (2 bytes) to bf16's 18; torchtitan FSDP2 keeps fp32
+    sharded parameters as the master copy: 16."""
+    params = StageParams(dense=100, expert=0, largest_layer=0)
+    cfg = ParallelConfig(global_batch=1)
+    for precision, framework, expected in ((Precision.FP32, Framework.MEGATRON, 1600),
+                                           (Precision.FP8, Framework.MEGATRON, 2000),
+                                           (Precision.BF16, Framework.TORCHTITAN, 1600)):
+        policy = precision_policy(precision, framework)
+        assert sum(model_state_bytes(params, cfg, policy)) == expected
+
+
+def test_routed_token_buffers_follow_capacity_factor() -> None:
+    """Dropless routing assumes the busiest expert rank gets 1.5x the mean; a capacity
+    factor caps it instead, so a capacity factor of 1.0 stores less."""
+    mixtral = BUILTIN_MODELS["mixtral-8x7b"]
+    capped = dataclasses.replace(mixtral, moe=dataclasses.replace(mixtral.moe,
+                                                                  capacity_factor=1.0))
+    cfg = ParallelConfig(tp=2, dp=4, ep=8, etp=1, global_batch=8, seq_len=4096,
+                         sequence_parallel=True)
+    assert layer_activation_bytes(capped, cfg, 0, Recompute.NONE) < layer_activation_bytes(
+        mixtral, cfg, 0, Recompute.NONE)

@@ -150,3 +150,15 @@ def test_unknown_name_lists_builtins() -> None:
     with pytest.raises(InputError) as info:
         load_model("llama-9000")
     assert "llama3-8b" in (info.value.hint or "")
+
+
+def test_hf_qwen3_dense_has_qk_norm(write: Callable[[str, str], Path]) -> None:
+    """Qwen3-8B config: 36 layers, h 4096, 32/8 heads of 128, ffn 12288, vocab 151936,
+    untied; q/k RMSNorm of head_dim each per layer. Model card: 8.2B parameters."""
+    config = {"model_type": "qwen3", "hidden_act": "silu", "hidden_size": 4096,
+              "intermediate_size": 12288, "num_attention_heads": 32, "num_hidden_layers": 36,
+              "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+              "tie_word_embeddings": False, "max_position_embeddings": 40960}
+    model = load_model(str(_hf(write, config)))
+    assert model.qk_layernorm
+    assert model.params.total == pytest.approx(8.19e9, rel=0.005)

@@ -1,0 +1,1 @@
+"""The step-time cost model: pure functions of frozen inputs, returning breakdowns."""

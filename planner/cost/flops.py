@@ -1,0 +1,123 @@
+"""FLOPs per transformer layer and per pass, and the model FLOPs of a training step.
+
+Convention (DESIGN.md): 2 FLOPs per multiply-add; model FLOPs count forward + backward (the
+backward of a matmul is two matmuls of the forward's size: 3 passes), full s^2 attention (no
+causal halving), logits included, no recompute. For a GPT this is Narayanan et al. 2021
+(arXiv 2104.04473) Sec. 5.1 without the recompute pass, = Korthikanti et al. 2022 Sec. 6.1:
+72*B*L*s*h^2*(1 + s/(6h) + V/(12hL)). Hardware FLOPs (HFU) add what recompute runs again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.model import ModelSpec
+from planner.parallel import ParallelConfig, Recompute
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerFlops:
+    """Forward FLOPs of one transformer layer for `tokens` tokens of sequences of length s.
+
+    Attributes:
+        gemm: the projections and MLP / expert matmuls.
+        attention: the score (Q K^T) and context (P V) matmuls over the full s x s.
+        router: the MoE gate matmul.
+    """
+
+    gemm: float
+    attention: float
+    router: float
+
+    @property
+    def total(self) -> float:
+        return self.gemm + self.attention + self.router
+
+
+def attention_projection_flops(model: ModelSpec, tokens: float) -> float:
+    """Q, K, V and output projections (MLA: down- and up-projections, DeepSeek-V2 Eq. 9-14)."""
+    h = model.hidden_size
+    if model.mla is not None:
+        m = model.mla
+        n = model.num_attention_heads
+        if m.q_lora_rank is None:
+            q = h * n * m.qk_head_dim
+        else:
+            q = h * m.q_lora_rank + m.q_lora_rank * n * m.qk_head_dim
+        kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank * n * (
+            m.qk_nope_head_dim + m.v_head_dim)
+        out = n * m.v_head_dim * h
+        return 2.0 * tokens * (q + kv + out)
+    qkv = h * (model.q_width + 2 * model.kv_width)
+    return 2.0 * tokens * (qkv + model.attn_out_width * h)
+
+
+def attention_core_flops(model: ModelSpec, tokens: float, seq_len: int) -> float:
+    """Q K^T and P V over the full s x s score matrix: 2 * tokens * s * heads * (d_qk + d_v).
+    GQA does not change it (every query head attends)."""
+    heads = model.num_attention_heads
+    if model.mla is not None:
+        per_head = model.mla.qk_head_dim + model.mla.v_head_dim
+    else:
+        per_head = 2 * model.head_dim
+    return 2.0 * tokens * seq_len * heads * per_head
+
+
+def mlp_flops(model: ModelSpec, tokens: float, ffn_hidden_size: int) -> float:
+    """One MLP (or expert) on `tokens` tokens: 2 (gate and up, SwiGLU) or 1 input projection
+    of width f, and the output projection."""
+    inputs = 2 if model.activation.gated else 1
+    return 2.0 * tokens * model.hidden_size * ffn_hidden_size * (inputs + 1)
+
+
+def layer_flops(model: ModelSpec, layer: int, tokens: float, seq_len: int) -> LayerFlops:
+    """Forward FLOPs of transformer layer `layer` for `tokens` tokens (each token routed to
+    top_k experts in MoE layers, plus the shared experts)."""
+    gemm = attention_projection_flops(model, tokens)
+    router = 0.0
+    if model.is_moe_layer(layer):
+        moe = model.moe
+        assert moe is not None
+        gemm += moe.top_k * mlp_flops(model, tokens, moe.ffn_hidden_size)
+        if moe.shared_width:
+            gemm += mlp_flops(model, tokens, moe.shared_width)
+        router = 2.0 * tokens * model.hidden_size * moe.num_experts
+    else:
+        gemm += mlp_flops(model, tokens, model.ffn_hidden_size)
+    return LayerFlops(gemm=gemm, attention=attention_core_flops(model, tokens, seq_len),
+                      router=router)
+
+
+def logits_flops(model: ModelSpec, tokens: float) -> float:
+    """The LM head: 2 * tokens * h * V (per MTP depth once more)."""
+    return 2.0 * tokens * model.hidden_size * model.vocab_size
+
+
+def model_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
+    """Model FLOPs of one optimizer step over the whole job (DESIGN.md convention): 3 x the
+    forward of every layer and of the LM head, for global_batch * seq_len tokens. MTP modules
+    are not counted, as authors report the main model."""
+    tokens = float(cfg.global_batch * cfg.seq_len)
+    forward = sum(layer_flops(model, i, tokens, cfg.seq_len).total
+                  for i in range(model.num_layers))
+    forward += logits_flops(model, tokens)
+    return 3.0 * forward
+
+
+def hardware_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
+    """Model FLOPs plus what recompute runs again: full recompute repeats each recomputed
+    layer's forward, selective recompute repeats the attention core's forward. (Korthikanti et
+    al. 2022 Sec. 6.1 write 72BLsh^2(1 + s/(3h) + V/(12hL)) for selective recompute, which
+    counts the attention term three times over; their HFU figures use that formula.)"""
+    tokens = float(cfg.global_batch * cfg.seq_len)
+    flops = model_flops_per_step(model, cfg)
+    if cfg.recompute is Recompute.NONE:
+        return flops
+    per_stage = model.num_layers / cfg.pp
+    for i in range(model.num_layers):
+        lf = layer_flops(model, i, tokens, cfg.seq_len)
+        if cfg.recompute is Recompute.SELECTIVE:
+            flops += lf.attention
+        elif cfg.recompute_num_layers is None or (i % per_stage) < cfg.recompute_num_layers:
+            flops += lf.total
+    return flops

@@ -8,6 +8,7 @@ report `max_memory_reserved`, the maximum over all GPUs.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import statistics
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from planner.cost.flops import hardware_flops_per_step
+from planner.cost.step import estimate_step
+from planner.hardware import Cluster
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate, estimate_memory
 from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
 from planner.parallel import Framework, ParallelConfig, Precision, Recompute
@@ -212,6 +216,7 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
         precision=precision, layers_per_stage=layers_per_stage, framework=framework,
         flash_attention=flash,
         cross_entropy_fusion=bool(args.get("--cross-entropy-loss-fusion")),
+        microbatch_group_size=args.get("--microbatch-group-size-per-virtual-pipeline-stage"),
     )
 
 
@@ -266,3 +271,168 @@ def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> Memor
         else:
             skipped.append((case["id"], f"unknown memory kind: {kind_text[:40]}"))
     return MemoryReport(cases=tuple(cases), skipped=tuple(skipped))
+
+
+# ---- step time -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeCase:
+    """One measured step time and the prediction. `assumed` lists configuration the source
+    does not state and the report had to choose."""
+
+    id: str
+    measured_s: float
+    predicted_s: float
+    assumed: str = ""
+
+    @property
+    def error_frac(self) -> float:
+        return (self.predicted_s - self.measured_s) / self.measured_s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeReport:
+    cases: tuple[TimeCase, ...]
+    skipped: tuple[tuple[str, str], ...]
+
+    @property
+    def median_abs_error_frac(self) -> float:
+        return statistics.median(abs(c.error_frac) for c in self.cases) if self.cases else 0.0
+
+    @property
+    def max_abs_error_frac(self) -> float:
+        return max((abs(c.error_frac) for c in self.cases), default=0.0)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "num_cases": len(self.cases),
+            "median_abs_error_frac": round(self.median_abs_error_frac, 4),
+            "max_abs_error_frac": round(self.max_abs_error_frac, 4),
+            "cases": [{"id": c.id, "measured_s": round(c.measured_s, 4),
+                       "predicted_s": round(c.predicted_s, 4),
+                       "error_frac": round(c.error_frac, 4), "assumed": c.assumed}
+                      for c in self.cases],
+            "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
+        }
+
+
+def _profile_for(gpu_text: str, clusters: dict[str, Cluster]) -> Cluster | None:
+    """The shipped profile of the GPU a case ran on (A100 -> selene, H100 -> dgx-h100,
+    H200 -> hgx-h200); None for others."""
+    text = gpu_text.upper()
+    for key, name in (("H200", "hgx-h200"), ("H100", "dgx-h100"), ("A100", "selene")):
+        if key in text and "GB200" not in text:
+            return clusters.get(name)
+    return None
+
+
+def _calibration_time_case(case: dict[str, Any], cluster: Cluster) -> TimeCase | str:
+    """A calibration.yaml case (Megatron-LM PTD-P, Korthikanti et al.) as a TimeCase, or why
+    it cannot be one."""
+    m = case["model"]
+    model = make_model(name=m["name"], num_layers=m["layers"], hidden_size=m["hidden"],
+                       num_attention_heads=m["heads"], vocab_size=m["vocab"],
+                       max_position_embeddings=m["seq"])
+    c = case["config"]
+    assumed = []
+    mbs = c.get("micro_batch")
+    if mbs is None:
+        mbs = 1
+        assumed.append("mbs=1")
+    vpp = c.get("vpp")
+    if not isinstance(vpp, int):
+        vpp = 2 if c["pp"] > 1 and vpp else 1
+        if vpp > 1:
+            assumed.append("vpp=2 (interleaved, degree not reported)")
+    layers_per_chunk = model.num_layers / (c["pp"] * vpp)
+    if not layers_per_chunk.is_integer():
+        vpp = 1
+    recompute = Recompute.FULL if str(c["recompute"]).startswith("full") else (
+        Recompute.SELECTIVE)
+    zero = c.get("zero") or 0
+    cfg = ParallelConfig(
+        tp=c["tp"], pp=c["pp"], dp=c["dp"], vpp=vpp, mbs=mbs, global_batch=c["global_batch"],
+        seq_len=m["seq"], recompute=recompute,
+        sequence_parallel=bool(c.get("sequence_parallel")), zero=zero,
+        flash_attention=False,  # Megatron-LM of 2021-22: fused scale-mask-softmax
+        overlap_grad_reduce=False)
+    problems = cfg.problems(model)
+    if problems:
+        return "configuration rejected: " + problems[0]
+    if cfg.world_size > cluster.num_gpus:
+        return f"needs {cfg.world_size} GPUs, profile has {cluster.num_gpus}"
+    measured = case["measured"]
+    if "iteration_time_s" in measured:
+        measured_s = float(measured["iteration_time_s"])
+    elif "tflops_per_gpu" in measured:
+        # PTD-P reports TFLOP/s counting the recompute forward (96BsLh^2(...), = hardware
+        # FLOPs with full recompute); their step time is those FLOPs / (TFLOP/s x GPUs).
+        full = dataclasses.replace(cfg, recompute=Recompute.FULL)
+        measured_s = hardware_flops_per_step(model, full) / (
+            measured["tflops_per_gpu"] * 1e12 * cfg.world_size)
+    else:
+        return "no step time or throughput reported"
+    predicted = estimate_step(model, cfg, cluster).iteration_s
+    return TimeCase(id=case["id"], measured_s=measured_s, predicted_s=predicted,
+                    assumed=", ".join(assumed))
+
+
+def time_report(calibration: dict[str, Any], measured: dict[str, Any],
+                clusters: dict[str, Cluster]) -> TimeReport:
+    """Predicted vs measured step time for every case with a measured time or throughput
+    whose configuration can be reproduced (the rest in `skipped`, with the reason)."""
+    cases: list[TimeCase] = []
+    skipped: list[tuple[str, str]] = []
+    for case in calibration["cases"]:
+        have = case.get("measured") or {}
+        if not ({"iteration_time_s", "tflops_per_gpu"} & set(have)):
+            continue
+        cluster = _profile_for(str(case.get("cluster", {}).get("gpu", "")), clusters)
+        if cluster is None:
+            skipped.append((case["id"], "no shipped profile for its GPU"))
+            continue
+        result = _calibration_time_case(case, cluster)
+        if isinstance(result, str):
+            skipped.append((case["id"], result))
+        else:
+            cases.append(result)
+    for case in measured["cases"]:
+        have = case.get("measured") or {}
+        if "iter_time_s" not in have:
+            continue
+        reason = _measured_skip_reason(case)
+        cluster = _profile_for(str(case.get("cluster", {}).get("gpu", "")), clusters)
+        if reason is None and cluster is None:
+            reason = "no shipped profile for its GPU"
+        if reason is not None:
+            skipped.append((case["id"], reason))
+            continue
+        assert cluster is not None
+        try:
+            model = _model(case)
+            cfg = case_config(case, model)
+        except (KeyError, ValueError, TypeError) as exc:
+            skipped.append((case["id"], f"configuration not reproducible: {exc}"))
+            continue
+        problems = cfg.problems(model)
+        if problems:
+            skipped.append((case["id"], "configuration rejected: " + problems[0]))
+            continue
+        predicted = estimate_step(model, cfg, cluster).iteration_s
+        cases.append(TimeCase(id=case["id"], measured_s=float(have["iter_time_s"]),
+                              predicted_s=predicted))
+    return TimeReport(cases=tuple(cases), skipped=tuple(skipped))
+
+
+def _measured_skip_reason(case: dict[str, Any]) -> str | None:
+    if case.get("status") in _SKIP_STATUSES:
+        return f"status {case['status']}"
+    if case["config"].get("dp") is None:
+        return "data-parallel size not stated"
+    if str(case["config"].get("recompute")) == "not stated":
+        return "recompute setting not stated by the source"
+    if "offloading" in case["id"]:
+        return "activations offloaded to host memory (not modelled)"
+    if "muon" in str(case["config"].get("optimizer", "")):
+        return "Muon optimizer (the estimator models Adam)"
+    return None

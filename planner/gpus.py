@@ -26,6 +26,10 @@ class GpuType:
         scaleup_bytes_per_s: NVLink/xGMI bandwidth per GPU per direction (0 = PCIe only).
         scaleup_kind: nvlink, xgmi, nvlink-bridge or pcie.
         pcie_bytes_per_s: host link per direction.
+        num_sms: streaming multiprocessors (compute units on AMD), for wave quantization.
+        matmul_frac: best achievable fraction of peak for large GEMMs, per precision
+            (maximum achievable matmul FLOPS, "MAMF", measured with stas00/ml-engineering's
+            mamf-finder; shared/reference/hardware.md Sec. 4.2).
         source: datasheet(s) the numbers come from.
     """
 
@@ -37,6 +41,8 @@ class GpuType:
     scaleup_bytes_per_s: float
     scaleup_kind: str
     pcie_bytes_per_s: float
+    num_sms: int
+    matmul_frac: tuple[tuple[str, float], ...]
     source: str
 
     def peak(self, precision: str) -> float:
@@ -48,6 +54,15 @@ class GpuType:
             return table["bf16"]
         raise KeyError(f"{self.id} has no {precision} peak")
 
+    def achievable_matmul_flops_per_s(self, precision: str) -> float:
+        """Peak x the measured MAMF fraction (bf16's when the precision has none)."""
+        fractions = dict(self.matmul_frac)
+        return self.peak(precision) * fractions.get(precision, fractions["bf16"])
+
+
+def _fracs(**fractions: float) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted(fractions.items()))
+
 
 def _peaks(**tflops: float) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((k, v * TFLOPS) for k, v in tflops.items()))
@@ -56,6 +71,10 @@ def _peaks(**tflops: float) -> tuple[tuple[str, float], ...]:
 _PCIE4 = 32 * GB  # PCIe Gen4 x16, 16 GT/s x 16 lanes, per direction (PCI-SIG)
 _PCIE5 = 64 * GB  # PCIe Gen5 x16, per direction
 
+# MAMF fractions (hardware.md Sec. 4.2, from stas00/ml-engineering's table): A100 SXM 86.9%,
+# H100 SXM 80.3%, H200-class 83.8%, B200 77.6%, MI300X 51-60% by ROCm version (midpoint 55%);
+# FP8 H100 70.9%, H200 73.4%, B200 76.3%. H800 is the H100 die. No measurement for L40S and
+# GeForce cards: hardware.md's planner default for them is 70%.
 GPU_CATALOG: dict[str, GpuType] = {
     g.id: g
     for g in (
@@ -64,6 +83,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=1.555 * TB,
             peak_flops_per_s=_peaks(bf16=312, fp16=312, tf32=156, fp32=19.5),
             scaleup_bytes_per_s=300 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE4,
+            num_sms=108, matmul_frac=_fracs(bf16=0.869),
             source="NVIDIA A100 Tensor Core GPU datasheet (dense; NVLink3 600 GB/s bidirectional)",
         ),
         GpuType(
@@ -71,6 +91,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=2.039 * TB,
             peak_flops_per_s=_peaks(bf16=312, fp16=312, tf32=156, fp32=19.5),
             scaleup_bytes_per_s=300 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE4,
+            num_sms=108, matmul_frac=_fracs(bf16=0.869),
             source="NVIDIA A100 Tensor Core GPU datasheet (dense; NVLink3 600 GB/s bidirectional)",
         ),
         GpuType(
@@ -78,6 +99,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=3.35 * TB,
             peak_flops_per_s=_peaks(bf16=989.4, fp16=989.4, fp8=1978.9, tf32=494.7, fp32=66.9),
             scaleup_bytes_per_s=450 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE5,
+            num_sms=132, matmul_frac=_fracs(bf16=0.803, fp8=0.709),
             source="NVIDIA H100 Tensor Core GPU datasheet, SXM5 (sparse headline halved; "
                    "NVLink4 900 GB/s bidirectional)",
         ),
@@ -86,6 +108,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=3.35 * TB,
             peak_flops_per_s=_peaks(bf16=989.4, fp16=989.4, fp8=1978.9, tf32=494.7, fp32=66.9),
             scaleup_bytes_per_s=200 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE5,
+            num_sms=132, matmul_frac=_fracs(bf16=0.803, fp8=0.709),
             source="NVIDIA H800 SXM5 (export variant of H100: same compute, NVLink 400 GB/s "
                    "bidirectional); DeepSeek-V3 report arXiv 2412.19437 Sec. 3.1",
         ),
@@ -94,6 +117,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=4.8 * TB,
             peak_flops_per_s=_peaks(bf16=989.4, fp16=989.4, fp8=1978.9, tf32=494.7, fp32=66.9),
             scaleup_bytes_per_s=450 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE5,
+            num_sms=132, matmul_frac=_fracs(bf16=0.838, fp8=0.734),
             source="NVIDIA H200 Tensor Core GPU datasheet, SXM (141 GB HBM3e, 4.8 TB/s; "
                    "compute as H100 SXM5)",
         ),
@@ -103,6 +127,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             peak_flops_per_s=_peaks(bf16=2250, fp16=2250, fp8=4500, fp4=9000, tf32=1100,
                                     fp32=75),
             scaleup_bytes_per_s=900 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE5,
+            num_sms=148, matmul_frac=_fracs(bf16=0.776, fp8=0.763),
             source="NVIDIA HGX B200 per-GPU table (sparse halved); NVLink5 1.8 TB/s "
                    "bidirectional",
         ),
@@ -112,6 +137,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             peak_flops_per_s=_peaks(bf16=1307.4, fp16=1307.4, fp8=2614.9, tf32=653.7,
                                     fp32=163.4),
             scaleup_bytes_per_s=64 * GB, scaleup_kind="xgmi", pcie_bytes_per_s=_PCIE5,
+            num_sms=304, matmul_frac=_fracs(bf16=0.55),
             source="AMD Instinct MI300X datasheet (dense; 192 GB HBM3); xGMI 64 GB/s per peer "
                    "per direction, fully connected 8-GPU node",
         ),
@@ -120,6 +146,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=0.864 * TB,
             peak_flops_per_s=_peaks(bf16=362.05, fp16=362.05, fp8=733, tf32=183, fp32=91.6),
             scaleup_bytes_per_s=0.0, scaleup_kind="pcie", pcie_bytes_per_s=_PCIE4,
+            num_sms=142, matmul_frac=_fracs(bf16=0.70),
             source="NVIDIA L40S datasheet (sparse headline halved; 48 GB GDDR6, no NVLink)",
         ),
         GpuType(
@@ -127,6 +154,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=1.008 * TB,
             peak_flops_per_s=_peaks(bf16=165.2, fp16=165.2, fp8=330.3, fp32=82.6),
             scaleup_bytes_per_s=0.0, scaleup_kind="pcie", pcie_bytes_per_s=_PCIE4,
+            num_sms=128, matmul_frac=_fracs(bf16=0.70),
             source="NVIDIA Ada Lovelace architecture whitepaper (FP32-accumulate tensor rates; "
                    "no NVLink, P2P disabled on GeForce)",
         ),
@@ -135,6 +163,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=0.936 * TB,
             peak_flops_per_s=_peaks(bf16=71, fp16=71, fp32=35.6),
             scaleup_bytes_per_s=56 * GB, scaleup_kind="nvlink-bridge", pcie_bytes_per_s=_PCIE4,
+            num_sms=82, matmul_frac=_fracs(bf16=0.70),
             source="NVIDIA Ampere GA102 whitepaper (FP32-accumulate tensor rate); NVLink bridge "
                    "for one pair, 112.5 GB/s bidirectional",
         ),

@@ -103,9 +103,18 @@ def _gpu_mapping(r: Reader, gpu_id: str) -> GpuType | None:
                 peaks[str(precision)] = value * TFLOPS
         if "bf16" not in peaks and "fp16" not in peaks:
             r.fail("peak_tflops", "needs at least bf16 (dense TFLOP/s)")
+    num_sms = r.int("num_sms", default=base.num_sms if base else 108)
+    fractions: dict[str, float] = dict(base.matmul_frac) if base else {"bf16": 0.7}
+    frac_reader = r.child("matmul_efficiency")
+    if frac_reader is not None:
+        for precision in list(frac_reader.data):
+            fraction = frac_reader.fraction(str(precision), default=-1.0)
+            if fraction > 0:
+                fractions[str(precision)] = fraction
     r.string("source", required=False)
     r.unknown_keys(("base", "name", "memory_GiB", "memory_bandwidth_TBps",
-                    "scaleup_bandwidth_GBps", "pcie_bandwidth_GBps", "peak_tflops", "source"))
+                    "scaleup_bandwidth_GBps", "pcie_bandwidth_GBps", "peak_tflops", "source",
+                    "num_sms", "matmul_efficiency"))
     if not peaks:
         return None
     return GpuType(
@@ -118,6 +127,8 @@ def _gpu_mapping(r: Reader, gpu_id: str) -> GpuType | None:
         scaleup_bytes_per_s=(scaleup or 0.0) * GB or (base.scaleup_bytes_per_s if base else 0.0),
         scaleup_kind=base.scaleup_kind if base else ("nvlink" if scaleup else "pcie"),
         pcie_bytes_per_s=(pcie or 32.0) * GB,
+        num_sms=num_sms or 108,
+        matmul_frac=tuple(sorted(fractions.items())),
         source=f"{r.source}: {r.prefix.rstrip('.')}",
     )
 

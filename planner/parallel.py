@@ -55,6 +55,13 @@ class ParallelConfig:
             cuDNN fused attention), the default of Megatron-Core with Transformer Engine.
         cross_entropy_fusion: Megatron's --cross-entropy-loss-fusion (its fused kernel keeps
             more fp32 logit buffers; memory.loss_bytes_per_element).
+        overlap_grad_reduce: gradient reduction overlapped with the backward pass (Megatron
+            --overlap-grad-reduce; the param all-gather of the distributed optimizer likewise).
+        tp_comm_overlap: tensor-parallel communication overlapped with GEMMs (Megatron
+            --tp-comm-overlap, Transformer Engine userbuffers).
+        microbatch_group_size: micro-batches the interleaved schedule runs through each virtual
+            stage before moving on (Megatron --microbatch-group-size-per-virtual-pipeline-stage;
+            default pp).
         moe_token_imbalance: for dropless MoE, the busiest expert rank's tokens over the mean;
             an assumption (Megatron's aux-loss load balancing keeps routing near uniform; 1.5
             leaves room for early-training imbalance), used only when capacity_factor is unset.
@@ -81,6 +88,9 @@ class ParallelConfig:
     flash_attention: bool = True
     cross_entropy_fusion: bool = False
     moe_token_imbalance: float = 1.5
+    overlap_grad_reduce: bool = True
+    tp_comm_overlap: bool = False
+    microbatch_group_size: int | None = None
 
     @property
     def world_size(self) -> int:
@@ -94,6 +104,11 @@ class ParallelConfig:
     def expert_dp(self) -> int:
         """Replicas of each expert shard: tp*cp*dp / (ep*etp), at least 1."""
         return max(1, (self.tp * self.cp * self.dp) // (self.ep * self.expert_tp))
+
+    @property
+    def group_size(self) -> int:
+        """The interleaved schedule's micro-batch group (default pp)."""
+        return self.microbatch_group_size or self.pp
 
     @property
     def num_microbatches(self) -> int:
@@ -112,6 +127,9 @@ class ParallelConfig:
             "flash_attention": self.flash_attention,
             "cross_entropy_fusion": self.cross_entropy_fusion,
             "moe_token_imbalance": self.moe_token_imbalance,
+            "overlap_grad_reduce": self.overlap_grad_reduce,
+            "tp_comm_overlap": self.tp_comm_overlap,
+            "microbatch_group_size": self.microbatch_group_size,
         }
 
     def problems(self, model: ModelSpec, gpu: GpuType | None = None,
@@ -194,6 +212,13 @@ class ParallelConfig:
             out.append(f"vpp({self.vpp}) > 1 needs num_microbatches({self.num_microbatches}) "
                        f">= pp({self.pp}): Megatron's interleaved schedule groups pp "
                        "micro-batches per virtual stage")
+        elif self.vpp > 1 and self.num_microbatches % self.group_size:
+            out.append(f"vpp({self.vpp}) > 1 needs num_microbatches({self.num_microbatches}) "
+                       f"divisible by the micro-batch group ({self.group_size}; Megatron "
+                       "--microbatch-group-size-per-virtual-pipeline-stage, default pp)")
+        if self.microbatch_group_size is not None and self.microbatch_group_size < self.pp:
+            out.append(f"microbatch_group_size({self.microbatch_group_size}) must be >= "
+                       f"pp({self.pp})")
         if self.layers_per_stage:
             if len(self.layers_per_stage) != self.pp:
                 out.append(f"layers_per_stage has {len(self.layers_per_stage)} entries, "
@@ -263,8 +288,8 @@ def in_flight_microbatches(cfg: ParallelConfig, stage: int) -> float:
     equivalents (so memory = this * per-micro-batch activations of the whole stage).
 
     1F1B: stage i holds min(pp - i, m) (Narayanan et al. 2021, Sec. 2.2.1). Interleaved with v
-    chunks: Megatron runs (pp - i - 1) * 2 + (v - 1) * pp warm-up chunk forwards on rank i
-    (schedules.py `get_pipeline_parallel_order` / forward_backward_pipelining_with_interleaving),
+    chunks: Megatron runs (pp - i - 1) * 2 + (v - 1) * g warm-up chunk forwards on rank i, g the
+    micro-batch group (default pp) (schedules.py, forward_backward_pipelining_with_interleaving),
     plus the one in flight, capped at m*v chunks; each chunk is 1/v of the stage's layers. For
     stage 0 this is the (1 + (p-1)/(p*v)) factor of Korthikanti et al. 2022, Sec. 4.2.3.
     """
@@ -273,5 +298,5 @@ def in_flight_microbatches(cfg: ParallelConfig, stage: int) -> float:
         return 1.0
     if cfg.vpp == 1:
         return float(min(cfg.pp - stage, m))
-    chunks = (cfg.pp - stage - 1) * 2 + (cfg.vpp - 1) * cfg.pp + 1
+    chunks = (cfg.pp - stage - 1) * 2 + (cfg.vpp - 1) * cfg.group_size + 1
     return min(chunks, m * cfg.vpp) / cfg.vpp

@@ -99,7 +99,8 @@ def write_plan(plan: Plan, path: Path, *, force: bool) -> None:
 _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch", "seq_len",
                 "num_microbatches", "recompute", "recompute_num_layers", "zero",
                 "sequence_parallel", "precision", "vocab_strategy", "layers_per_stage",
-                "framework", "flash_attention", "cross_entropy_fusion", "moe_token_imbalance")
+                "framework", "flash_attention", "cross_entropy_fusion", "moe_token_imbalance",
+                "overlap_grad_reduce", "tp_comm_overlap", "microbatch_group_size")
 
 
 def config_from_reader(r: Reader) -> ParallelConfig | None:
@@ -119,6 +120,9 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     flash = r.boolean("flash_attention", default=True)
     ce_fusion = r.boolean("cross_entropy_fusion", default=False)
     imbalance = r.number("moe_token_imbalance", default=1.5)
+    overlap_grad = r.boolean("overlap_grad_reduce", default=True)
+    tp_overlap = r.boolean("tp_comm_overlap", default=False)
+    group = r.int("microbatch_group_size", required=False)
     layout = r.raw("layers_per_stage") or []
     if not isinstance(layout, list) or not all(
             isinstance(n, int) and not isinstance(n, bool) for n in layout):
@@ -136,6 +140,8 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         sequence_parallel=sp, precision=Precision(precision), vocab_strategy=VocabStrategy(vocab),
         layers_per_stage=tuple(layout), framework=Framework(framework), flash_attention=flash,
         cross_entropy_fusion=ce_fusion, moe_token_imbalance=imbalance or 1.5,
+        overlap_grad_reduce=overlap_grad, tp_comm_overlap=tp_overlap,
+        microbatch_group_size=group,
     )
 
 

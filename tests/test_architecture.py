@@ -19,13 +19,16 @@ LAYERS = {
     "planner.catalog": 2, "planner.hardware": 2, "planner.parallel": 2,
     "planner.memory": 3, "planner.model_io": 3, "planner.hardware_io": 3,
     "planner.cost": 3, "planner.cost.flops": 3, "planner.cost.pipeline": 3,
-    "planner.advice": 4, "planner.calibration": 4, "planner.plan": 4,
-    "planner.cli": 5, "planner.cli.render": 5,
+    "planner.cost.compute": 3, "planner.cost.comm": 3, "planner.cost.step": 4,
+    "planner.advice": 4, "planner.plan": 4,
+    "planner.calibration": 5,
+    "planner.cli": 6, "planner.cli.render": 6,
 }
 # Pure functions of frozen inputs: no file, network or environment access.
 PURE = ("planner.units", "planner.gpus", "planner.model", "planner.catalog", "planner.hardware",
         "planner.parallel", "planner.memory", "planner.advice", "planner.cost.flops",
-        "planner.cost.pipeline")
+        "planner.cost.pipeline", "planner.cost.compute", "planner.cost.comm",
+        "planner.cost.step")
 IO_MODULES = {"os", "pathlib", "json", "yaml", "importlib", "subprocess", "socket", "shutil"}
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from planner import __version__
 from planner.advice import remedies
-from planner.calibration import load_measurements, memory_report
+from planner.calibration import load_measurements, memory_report, time_report
 from planner.catalog import BUILTIN_MODELS
 from planner.cli import render
 from planner.errors import InputError, PlannerError
@@ -328,13 +328,20 @@ def validate(
 ) -> None:
     """Compare the estimators with the published measurements shipped in planner/data.
 
+    The memory estimator is validated; the step-time model is in development and its
+    current error is shown so that its progress can be followed.
+
     Example: `planner validate --format json`
     """
-    report = memory_report(load_measurements())
+    measured = load_measurements()
+    report = memory_report(measured)
+    clusters = {name: load_cluster(name) for name in ("selene", "dgx-h100", "hgx-h200")}
+    timing = time_report(load_measurements("calibration.yaml"), measured, clusters)
     if fmt is Format.table:
         render.validation_table(report)
+        render.timing_table(timing)
     else:
-        _emit({"memory": report.to_dict()}, fmt)
+        _emit({"memory": report.to_dict(), "time": timing.to_dict()}, fmt)
 
 
 def _print_error(exc: PlannerError) -> None:

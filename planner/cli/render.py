@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.advice import Remedy
-from planner.calibration import MemoryReport
+from planner.calibration import MemoryReport, TimeReport
 from planner.hardware import Cluster
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate
 from planner.model import ModelSpec
@@ -143,3 +143,17 @@ def validation_table(report: MemoryReport) -> None:
               f"{min((c.error_frac for c in report.cases), default=0.0):+.1%}), "
               f"{len(report.under_margin)} beyond the {ESTIMATE_MARGIN_FRAC:.0%} margin of the "
               f"fit verdict; {len(report.skipped)} cases skipped (--format json says why)")
+
+
+def timing_table(report: TimeReport) -> None:
+    table = Table(show_edge=False, header_style="bold",
+                  title="step time (model in development): estimate vs measured")
+    for column in ("case", "measured s", "predicted s", "error", "assumed"):
+        table.add_column(column, justify="left" if column in ("case", "assumed") else "right")
+    for c in report.cases:
+        table.add_row(c.id, f"{c.measured_s:.3f}", f"{c.predicted_s:.3f}",
+                      f"{c.error_frac:+.1%}", c.assumed)
+    out.print(table)
+    out.print(f"{len(report.cases)} cases: median |error| {report.median_abs_error_frac:.1%}, "
+              f"max {report.max_abs_error_frac:.1%}; {len(report.skipped)} skipped. The "
+              "step-time model does not meet its target yet; `estimate` reports no time.")

@@ -51,8 +51,11 @@ class PipelineResult:
         return self.makespan_s - max(self.busy_s)
 
 
-def schedule_order(pp: int, vpp: int, m: int, rank: int) -> list[tuple[str, int, int]]:
-    """The (kind, micro-batch, local chunk) passes rank `rank` runs, in Megatron's order."""
+def schedule_order(pp: int, vpp: int, m: int, rank: int,
+                   group: int | None = None) -> list[tuple[str, int, int]]:
+    """The (kind, micro-batch, local chunk) passes rank `rank` runs, in Megatron's order.
+    `group` is the interleaved schedule's micro-batch group (default pp)."""
+    group = group or pp
     if vpp == 1:
         warmup = min(pp - rank - 1, m)
         order = [("F", i, 0) for i in range(warmup)]
@@ -61,12 +64,12 @@ def schedule_order(pp: int, vpp: int, m: int, rank: int) -> list[tuple[str, int,
         order += [("B", i, 0) for i in range(m - warmup, m)]
         return order
     table: list[tuple[int, int]] = []  # (micro-batch, chunk) in forward order
-    for start in range(0, m, pp):
-        group = range(start, min(start + pp, m))
-        table += [(mb, chunk) for chunk in range(vpp) for mb in group]
+    for start in range(0, m, group):
+        members = range(start, min(start + group, m))
+        table += [(mb, chunk) for chunk in range(vpp) for mb in members]
     backward = [(mb, vpp - 1 - chunk) for mb, chunk in table]
     total = len(table)
-    warmup = min((pp - rank - 1) * 2 + (vpp - 1) * pp, total)
+    warmup = min((pp - rank - 1) * 2 + (vpp - 1) * group, total)
     order = [("F", mb, c) for mb, c in table[:warmup]]
     for i in range(total - warmup):
         order += [("F", *table[warmup + i]), ("B", *backward[i])]
@@ -74,13 +77,13 @@ def schedule_order(pp: int, vpp: int, m: int, rank: int) -> list[tuple[str, int,
     return order
 
 
-def simulate(chunks: list[list[ChunkTimes]], m: int) -> PipelineResult:
+def simulate(chunks: list[list[ChunkTimes]], m: int, group: int | None = None) -> PipelineResult:
     """Play the schedule. `chunks[rank][c]` are the times of local chunk c of `rank`; model
     chunk k = c * pp + rank (Megatron's interleaved placement). Returns the makespan."""
     pp = len(chunks)
     vpp = len(chunks[0])
     num_chunks = pp * vpp
-    orders = [schedule_order(pp, vpp, m, r) for r in range(pp)]
+    orders = [schedule_order(pp, vpp, m, r, group) for r in range(pp)]
     position = [0] * pp
     free_at = [0.0] * pp
     busy = [0.0] * pp

@@ -1,0 +1,160 @@
+"""Collectives on the links each parallel group actually crosses.
+
+Placement: Megatron-Core's default rank order, tp fastest, then cp, dp, pp
+(megatron/core/parallel_state.py, order "tp-cp-ep-dp-pp"; expert parallelism folds into dp),
+with global rank r on GPU r of the cluster (node-major, as torchrun numbers ranks). Every
+group of each axis is resolved through `Cluster.link`, and the slowest group of an axis sets
+the time (all groups of an axis run in lockstep), so one degraded link or a slow island shows.
+
+Collective times are the alpha-beta ring models NCCL's own performance notes use
+(nccl-tests doc/PERFORMANCE.md, "bus bandwidth"): with n ranks and M bytes,
+all-reduce 2(n-1)/n * M / B + 2(n-1) * a, all-gather and reduce-scatter (n-1)/n * M / B +
+(n-1) * a, where B is the bus bandwidth a GPU sustains on the ring and a the per-step latency.
+A ring that spans nodes with k of its GPUs on each node runs k rings through k NICs, so its
+inter-node hops carry k times one GPU's NIC share (shared/reference/hardware.md Sec. 3.2,
+6.2: inter-node all-reduce busbw ~ min(intra busbw, node NIC aggregate)).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass
+
+from planner.hardware import Cluster
+from planner.parallel import ParallelConfig
+
+
+class Axis(enum.StrEnum):
+    TP = "tp"
+    CP = "cp"
+    DP = "dp"  # the gradient group: data parallel x context parallel (Megatron dp_cp group)
+    EP = "ep"
+    EDP = "edp"  # expert data parallel
+    PP = "pp"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RingLink:
+    """What a collective over one group sustains.
+
+    Attributes:
+        bandwidth_bytes_per_s: ring bus bandwidth per GPU (inter-node hops x k rings).
+        intra_bytes_per_s: slowest intra-node hop, per GPU.
+        inter_bytes_per_s: slowest inter-node hop, per GPU (its NIC share), inf if none.
+        gpus_per_node: k, the group's GPUs on each node (the fewest on any node).
+    """
+
+    bandwidth_bytes_per_s: float
+    latency_s: float
+    size: int
+    intra_bytes_per_s: float = float("inf")
+    inter_bytes_per_s: float = float("inf")
+    gpus_per_node: int = 1
+
+    @property
+    def spans_nodes(self) -> bool:
+        return self.inter_bytes_per_s != float("inf")
+
+
+def rank_of(cfg: ParallelConfig, tp: int, cp: int, dp: int, pp: int) -> int:
+    """Global rank in Megatron's default order (tp fastest, then cp, dp, pp)."""
+    return tp + cfg.tp * (cp + cfg.cp * (dp + cfg.dp * pp))
+
+
+def groups(cfg: ParallelConfig, axis: Axis) -> list[tuple[int, ...]]:
+    """Every process group of `axis`, as global ranks in ring order."""
+    out: list[tuple[int, ...]] = []
+    if axis is Axis.PP:
+        for tp in range(cfg.tp):
+            for cp in range(cfg.cp):
+                for dp in range(cfg.dp):
+                    out.append(tuple(rank_of(cfg, tp, cp, dp, p) for p in range(cfg.pp)))
+        return out
+    for pp in range(cfg.pp):
+        stage = [rank_of(cfg, 0, 0, 0, pp) + i for i in range(cfg.tp * cfg.cp * cfg.dp)]
+        if axis is Axis.TP:
+            step, size = 1, cfg.tp
+        elif axis is Axis.CP:
+            step, size = cfg.tp, cfg.cp
+        elif axis is Axis.DP:
+            step, size = cfg.tp, cfg.cp * cfg.dp
+        elif axis is Axis.EP:  # expert layout inside a stage: etp fastest, then ep, then edp
+            step, size = cfg.expert_tp, cfg.ep
+        else:
+            step, size = cfg.expert_tp * cfg.ep, cfg.expert_dp
+        block = step * size
+        for base in range(0, len(stage), block):
+            for offset in range(step):
+                out.append(tuple(stage[base + offset + i * step] for i in range(size)))
+    return out
+
+
+def ring_link(cluster: Cluster, members: tuple[int, ...]) -> RingLink:
+    """Bus bandwidth and step latency of a ring over `members` (module docstring)."""
+    size = len(members)
+    if size == 1:
+        return RingLink(bandwidth_bytes_per_s=float("inf"), latency_s=0.0, size=1)
+    nodes = [cluster.locate(g)[0] for g in members]
+    per_node = min(Counter(nodes).values())
+    intra = inter = float("inf")
+    latency = 0.0
+    for i, src in enumerate(members):
+        dst = members[(i + 1) % size]
+        link = cluster.link(src, dst)
+        latency = max(latency, link.latency_s)
+        if nodes[i] == nodes[(i + 1) % size]:
+            intra = min(intra, link.bandwidth_bytes_per_s)
+        else:
+            inter = min(inter, link.bandwidth_bytes_per_s)
+    return RingLink(bandwidth_bytes_per_s=min(intra, inter * per_node), latency_s=latency,
+                    size=size, intra_bytes_per_s=intra, inter_bytes_per_s=inter,
+                    gpus_per_node=per_node)
+
+
+def slowest_ring(cluster: Cluster, cfg: ParallelConfig, axis: Axis) -> RingLink:
+    """The slowest ring of all groups of `axis` (they run in lockstep)."""
+    rings = [ring_link(cluster, g) for g in groups(cfg, axis)]
+    return min(rings, key=lambda r: (r.bandwidth_bytes_per_s, -r.latency_s))
+
+
+def all_reduce_s(num_bytes: float, ring: RingLink) -> float:
+    n = ring.size
+    if n == 1 or num_bytes == 0:
+        return 0.0
+    return 2 * (n - 1) / n * num_bytes / ring.bandwidth_bytes_per_s + 2 * (n - 1) * (
+        ring.latency_s)
+
+
+def all_gather_s(num_bytes: float, ring: RingLink) -> float:
+    """All-gather (or reduce-scatter) of a `num_bytes` result."""
+    n = ring.size
+    if n == 1 or num_bytes == 0:
+        return 0.0
+    return (n - 1) / n * num_bytes / ring.bandwidth_bytes_per_s + (n - 1) * ring.latency_s
+
+
+def all_to_all_s(num_bytes: float, ring: RingLink) -> float:
+    """All-to-all where each rank holds `num_bytes` and sends 1/n of it to every rank: (k-1)/n
+    of it stays on the node (intra-node links), (n-k)/n leaves through the GPU's own NIC; both
+    run at once, the slower sets the time."""
+    n = ring.size
+    if n == 1 or num_bytes == 0:
+        return 0.0
+    k = ring.gpus_per_node if ring.spans_nodes else n
+    intra = (k - 1) / n * num_bytes / ring.intra_bytes_per_s if k > 1 else 0.0
+    inter = (n - k) / n * num_bytes / ring.inter_bytes_per_s if n > k else 0.0
+    return max(intra, inter) + (n - 1) * ring.latency_s
+
+
+def p2p_s(num_bytes: float, cluster: Cluster, cfg: ParallelConfig) -> float:
+    """Send of `num_bytes` between adjacent pipeline stages over the slowest stage-to-stage
+    link of the placement (pairs with the same tp, cp and dp ranks)."""
+    if cfg.pp == 1 or num_bytes == 0:
+        return 0.0
+    worst = 0.0
+    for group in groups(cfg, Axis.PP):
+        for src, dst in zip(group, group[1:], strict=False):
+            link = cluster.link(src, dst)
+            worst = max(worst, num_bytes / link.bandwidth_bytes_per_s + link.latency_s)
+    return worst

@@ -1,0 +1,292 @@
+"""Achieved compute time of a transformer layer, per micro-batch and pass, on one GPU.
+
+GEMMs: the shapes each GPU runs after tensor, context and expert parallel sharding, timed as
+max(FLOPs / achieved rate, bytes / HBM bandwidth). The achieved rate is the GPU's measured
+best-case matmul fraction of peak (MAMF, gpus.py) times the tile and wave quantization
+efficiency of the shape (NVIDIA, "Matrix Multiplication Background User's Guide": a GEMM is
+cut into output tiles spread over the SMs in waves; partial tiles and a partial last wave idle
+hardware), taking the best of the tile shapes cuBLAS chooses among. Small and skinny GEMMs
+therefore run far below peak.
+
+Attention: FlashAttention computes only the causal lower triangle (about s^2/2 scores) at
+FLASH_ATTENTION_FRAC of peak; the unfused path (Megatron "local" / unfused backends)
+computes the full s x s scores with batched GEMMs (then masks) and moves the scores through
+HBM for scale-mask-softmax and dropout.
+
+Element-wise work (norms, bias-dropout-add, activation functions, rotary embeddings, the loss)
+is memory-bound: bytes moved / (HBM bandwidth x HBM_EFFICIENCY). Backward moves about twice
+the bytes of forward (it reads the saved input and the incoming gradient, writes the
+gradient), and runs two GEMMs per forward GEMM (data and weight gradients).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from planner.gpus import GpuType
+from planner.model import ModelSpec
+from planner.parallel import ParallelConfig, Precision, Recompute
+
+# Output tile shapes (M x N) of cuBLAS / CUTLASS bf16 kernels on Ampere and Hopper.
+TILE_SHAPES = ((128, 128), (128, 256), (256, 128), (64, 128))
+
+# FlashAttention-2 reaches 50-73% of peak on A100 (Dao 2023, arXiv 2307.08691, Sec. 4.1),
+# FlashAttention-3 75% on H100 forward (Shah et al. 2024, arXiv 2407.08608); the backward
+# pass is the slower one: 60% of peak over forward and backward.
+FLASH_ATTENTION_FRAC = 0.6
+
+# Calibrated fraction of peak that transformer-layer GEMMs reach inside the framework, where a
+# measurement exists; it replaces the microbenchmark MAMF fraction (gpus.py) for 16-bit GEMMs.
+# A100: derived from Korthikanti et al. 2022 Table 4 (calibration.yaml
+# korthikanti_t4_22b_layer_baseline_no_recompute: a 22B layer, tp 8, micro-batch 4, 7.7 ms
+# forward + 11.9 ms backward on Selene): 0.716 makes this model's layer take 19.6 ms, and it
+# then gives 7.58 / 12.02 ms for the two passes. tests/cost/test_calibration.py re-derives it
+# and checks Table 4's other rows, which were not used.
+CALIBRATED_MATMUL_FRAC: dict[str, float] = {"a100-sxm4-80gb": 0.716, "a100-sxm4-40gb": 0.716}
+
+# Streaming (coalesced) kernels reach ~84% of HBM peak on H100 (measured with Nsight Compute,
+# mikamirai.com/blog/gpu-memory-bandwidth: 2.8 of 3.35 TB/s); an assumption for other GPUs.
+HBM_EFFICIENCY = 0.84
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gemm:
+    """C[m, n] = A[m, k] @ B[k, n], `batch` times (grouped or batched GEMMs).
+
+    `role` is the layer's parallel kind: "column" (output split by tp), "row" (input split
+    by tp), "replicated", "router", "expert", or "" (attention's batched GEMMs)."""
+
+    m: float
+    n: float
+    k: float
+    batch: float = 1.0
+    role: str = ""
+
+    @property
+    def flops(self) -> float:
+        return 2.0 * self.m * self.n * self.k * self.batch
+
+    def backward(self) -> tuple[Gemm, Gemm]:
+        """Data gradient dA = dC @ B^T (m x k, inner n) and weight gradient dB = A^T @ dC
+        (k x n, inner m)."""
+        return (Gemm(m=self.m, n=self.k, k=self.n, batch=self.batch, role=self.role),
+                Gemm(m=self.k, n=self.n, k=self.m, batch=self.batch, role=self.role))
+
+
+def quantization_efficiency(gemm: Gemm, num_sms: int) -> float:
+    """Best tile x wave quantization efficiency over TILE_SHAPES (1.0 = no idle hardware)."""
+    best = 0.0
+    for tile_m, tile_n in TILE_SHAPES:
+        tiles_m = math.ceil(gemm.m / tile_m)
+        tiles_n = math.ceil(gemm.n / tile_n)
+        tile_eff = (gemm.m * gemm.n) / (tiles_m * tile_m * tiles_n * tile_n)
+        tiles = tiles_m * tiles_n * math.ceil(gemm.batch)
+        waves = math.ceil(tiles / num_sms)
+        best = max(best, tile_eff * tiles / (waves * num_sms))
+    return best
+
+
+def _bytes_per_element(precision: Precision) -> int:
+    return 4 if precision is Precision.FP32 else 2
+
+
+def gemm_time_s(gemm: Gemm, gpu: GpuType, precision: Precision) -> float:
+    """Roofline of one GEMM: compute at the shape's achieved rate, or HBM traffic of reading
+    A and B and writing C, whichever is longer. fp8 GEMMs read 1-byte inputs."""
+    if gemm.flops == 0:
+        return 0.0
+    rate = matmul_rate(gpu, precision) * quantization_efficiency(gemm, gpu.num_sms)
+    compute_s = gemm.flops / rate
+    input_bytes = 1 if precision is Precision.FP8 else _bytes_per_element(precision)
+    traffic = (input_bytes * (gemm.m * gemm.k + gemm.k * gemm.n)
+               + _bytes_per_element(precision) * gemm.m * gemm.n) * gemm.batch
+    memory_s = traffic / (gpu.memory_bandwidth_bytes_per_s * HBM_EFFICIENCY)
+    return max(compute_s, memory_s)
+
+
+def matmul_rate(gpu: GpuType, precision: Precision) -> float:
+    """Best-case GEMM FLOP/s: the calibrated in-framework fraction where one exists for 16-bit
+    GEMMs, else the microbenchmark MAMF fraction."""
+    if precision in (Precision.BF16,) and gpu.id in CALIBRATED_MATMUL_FRAC:
+        return gpu.peak(precision.value) * CALIBRATED_MATMUL_FRAC[gpu.id]
+    return gpu.achievable_matmul_flops_per_s(precision.value)
+
+
+def memory_time_s(num_bytes: float, gpu: GpuType) -> float:
+    return num_bytes / (gpu.memory_bandwidth_bytes_per_s * HBM_EFFICIENCY)
+
+
+# ---- the GEMMs of a layer ---------------------------------------------------------------------
+
+def layer_gemms(model: ModelSpec, cfg: ParallelConfig, layer: int) -> tuple[Gemm, ...]:
+    """Forward GEMMs of one layer for one micro-batch on one GPU.
+
+    Tokens: s/cp * b per GPU (context parallelism splits the sequence). Column-parallel
+    layers split their output width by tp, row-parallel ones their input width. MLA's down-
+    projections are replicated over tp. Experts: each EP rank holds E/ep experts, each expert
+    receives (balanced routing) tokens * top_k * ep / E tokens of its EP group, gathered over
+    expert-TP, which splits the expert width.
+    """
+    t = cfg.tp
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    h = model.hidden_size
+    gemms: list[Gemm] = []
+    if model.mla is not None:
+        m = model.mla
+        n_heads = model.num_attention_heads
+        if m.q_lora_rank is None:
+            gemms.append(Gemm(m=tokens, k=h, n=n_heads * m.qk_head_dim / t, role="column"))
+        else:
+            gemms.append(Gemm(m=tokens, k=h, n=m.q_lora_rank, role="replicated"))
+            gemms.append(Gemm(m=tokens, k=m.q_lora_rank, n=n_heads * m.qk_head_dim / t,
+                              role="column"))
+        gemms.append(Gemm(m=tokens, k=h, n=m.kv_lora_rank + m.qk_rope_head_dim,
+                          role="replicated"))
+        gemms.append(Gemm(m=tokens, k=m.kv_lora_rank,
+                          n=n_heads * (m.qk_nope_head_dim + m.v_head_dim) / t, role="column"))
+    else:
+        gemms.append(Gemm(m=tokens, k=h, n=(model.q_width + 2 * model.kv_width) / t,
+                          role="column"))
+    gemms.append(Gemm(m=tokens, k=model.attn_out_width / t, n=h, role="row"))
+    gate = 2 if model.activation.gated else 1
+    if not model.is_moe_layer(layer):
+        f = model.ffn_hidden_size
+        gemms += [Gemm(m=tokens, k=h, n=gate * f / t, role="column"),
+                  Gemm(m=tokens, k=f / t, n=h, role="row")]
+        return tuple(gemms)
+    moe = model.moe
+    assert moe is not None
+    sp = t if cfg.sequence_parallel else 1
+    gemms.append(Gemm(m=tokens / sp, k=h, n=moe.num_experts, role="router"))
+    per_expert = (tokens / sp) * cfg.ep * moe.top_k / moe.num_experts * cfg.expert_tp
+    local_experts = moe.num_experts / cfg.ep
+    fe = moe.ffn_hidden_size / cfg.expert_tp
+    gemms += [Gemm(m=per_expert, k=h, n=gate * fe, batch=local_experts, role="expert"),
+              Gemm(m=per_expert, k=fe, n=h, batch=local_experts, role="expert")]
+    if moe.shared_width:
+        fs = moe.shared_width
+        gemms += [Gemm(m=tokens, k=h, n=gate * fs / t, role="column"),
+                  Gemm(m=tokens, k=fs / t, n=h, role="row")]
+    return tuple(gemms)
+
+
+# ---- attention and element-wise work ------------------------------------------------------
+
+def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tuple[float, float]:
+    """(forward, backward) of the attention core for one micro-batch on one GPU.
+
+    Flash: causal FLOPs (half the s x s scores; with context parallelism each rank holds s/cp
+    queries against all keys, causal overall) at FLASH_ATTENTION_FRAC of peak, backward 2.5x
+    forward's FLOPs (it recomputes the scores: Dao 2023 Sec. 3.2). Unfused: QK^T and PV as
+    batched GEMMs over the full s x s, plus scale-mask-softmax and dropout through HBM (read
+    and write 2-byte scores, a 1-byte mask: 9 bytes per score forward, twice in backward).
+    """
+    t = cfg.tp
+    heads = model.num_attention_heads / t
+    queries = cfg.seq_len / cfg.cp
+    b = cfg.mbs
+    if model.mla is not None:
+        d_qk, d_v = model.mla.qk_head_dim, model.mla.v_head_dim
+    else:
+        d_qk = d_v = model.head_dim
+    if cfg.flash_attention:
+        flops = 2.0 * b * heads * queries * cfg.seq_len * (d_qk + d_v) * 0.5
+        rate = gpu.peak(cfg.precision.value) * FLASH_ATTENTION_FRAC
+        return flops / rate, 2.5 * flops / rate
+    scores = Gemm(m=queries, n=cfg.seq_len, k=d_qk, batch=b * heads)
+    context = Gemm(m=queries, n=d_v, k=cfg.seq_len, batch=b * heads)
+    forward = gemm_time_s(scores, gpu, cfg.precision) + gemm_time_s(context, gpu, cfg.precision)
+    backward = sum(gemm_time_s(g, gpu, cfg.precision)
+                   for gemm in (scores, context) for g in gemm.backward())
+    softmax_bytes = 9.0 * b * heads * queries * cfg.seq_len
+    return (forward + memory_time_s(softmax_bytes, gpu),
+            backward + memory_time_s(2 * softmax_bytes, gpu))
+
+
+def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> float:
+    """HBM bytes of one layer's forward element-wise kernels, one micro-batch, one GPU:
+    two norms (read + write 2h each), two bias-dropout-adds (two inputs, one output, a mask:
+    7h), the activation (fused bias-GeLU / squared ReLU: read and write f; SwiGLU: read 2f,
+    write f, all / tp), rotary embeddings on q and k (read and write), MoE permute and
+    unpermute of routed tokens (read and write h each). Norms and residuals are split by tp
+    only with sequence parallelism."""
+    t = cfg.tp
+    sp = t if cfg.sequence_parallel else 1
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    h = model.hidden_size
+    per_token = (4 * h + 7 * h) * 2 / sp
+    gate = 2 if model.activation.gated else 1
+    if model.is_moe_layer(layer):
+        moe = model.moe
+        assert moe is not None
+        routed = moe.top_k * cfg.expert_tp  # routed copies per local token (gathered over etp)
+        f = moe.ffn_hidden_size / cfg.expert_tp
+        per_token += 2 * (gate + 1) * f * routed / sp + 2 * 2 * 2 * h * routed / sp
+        if moe.shared_width:
+            per_token += 2 * (gate + 1) * moe.shared_width / t
+    else:
+        per_token += 2 * (gate + 1) * model.ffn_hidden_size / t
+    if model.position_embedding.value == "rope":
+        per_token += 2 * 2 * (model.q_width + model.kv_width) / t
+    return per_token * tokens
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerTime:
+    """One layer, one micro-batch, one GPU. Seconds.
+
+    `backward_s` includes what recompute runs again (`recompute_s` of it)."""
+
+    forward_s: float
+    backward_s: float
+    recompute_s: float
+    gemm_s: float
+    attention_s: float
+    attention_forward_s: float
+    elementwise_s: float
+
+
+def column_parallel_wgrad_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
+                            layer: int) -> float:
+    """Weight-gradient GEMM time of the layer's column-parallel linears (QKV or MLA's
+    up-projections, and FC1 of a dense MLP): Megatron overlaps the tensor-parallel all-reduce
+    (with sequence parallelism, the reduce-scatter) of their input gradient with it
+    (megatron/core/tensor_parallel/layers.py, LinearWithGradAccumulationAndAsyncCommunication)."""
+    return sum(gemm_time_s(g.backward()[1], gpu, cfg.precision)
+               for g in layer_gemms(model, cfg, layer) if g.role == "column")
+
+
+def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
+               recompute: Recompute) -> LayerTime:
+    """Compute time of one transformer layer (communication is added by step.py)."""
+    gemms = layer_gemms(model, cfg, layer)
+    gemm_fwd = sum(gemm_time_s(g, gpu, cfg.precision) for g in gemms)
+    gemm_bwd = sum(gemm_time_s(b, gpu, cfg.precision) for g in gemms for b in g.backward())
+    attn_fwd, attn_bwd = attention_time_s(model, cfg, gpu)
+    elem_fwd = memory_time_s(elementwise_bytes(model, cfg, layer), gpu)
+    forward = gemm_fwd + attn_fwd + elem_fwd
+    if recompute is Recompute.FULL:
+        redo = forward
+    elif recompute is Recompute.SELECTIVE:
+        redo = attn_fwd
+    else:
+        redo = 0.0
+    backward = gemm_bwd + attn_bwd + 2 * elem_fwd + redo
+    return LayerTime(forward_s=forward, backward_s=backward, recompute_s=redo,
+                     gemm_s=gemm_fwd + gemm_bwd, attention_s=attn_fwd + attn_bwd,
+                     attention_forward_s=attn_fwd, elementwise_s=3 * elem_fwd)
+
+
+def head_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tuple[float, float]:
+    """(forward, backward) of the final norm, LM head and cross entropy on the last stage: the
+    logits GEMM over the padded vocabulary / tp, and the loss's passes over the logits (read
+    and write fp32: about 12 bytes per logit forward and backward)."""
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    vocab = model.padded_vocab_size(cfg.tp) / cfg.tp
+    logits = Gemm(m=tokens, k=model.hidden_size, n=vocab)
+    forward = gemm_time_s(logits, gpu, cfg.precision)
+    backward = sum(gemm_time_s(g, gpu, cfg.precision) for g in logits.backward())
+    loss = memory_time_s(12.0 * tokens * vocab, gpu)
+    norm = memory_time_s(4.0 * model.hidden_size * tokens, gpu)
+    return forward + loss + norm, backward + loss + 2 * norm

@@ -1,0 +1,236 @@
+"""One training step: per-stage compute and exposed communication, the pipeline schedule,
+gradient reduction and the optimizer step; throughput, MFU and HFU (DESIGN.md conventions).
+
+Communication per micro-batch and layer (Megatron-LM; Korthikanti et al. 2022 Sec. 4.2.2):
+- TP: two all-reduces of the s*b*h activations forward and two backward (with sequence
+  parallelism an all-gather and a reduce-scatter each, the same volume); a full recompute
+  repeats the forward's. The backward ones overlap the weight-gradient GEMMs of the
+  column-parallel linears (compute.column_parallel_wgrad_s); the rest is exposed unless
+  --tp-comm-overlap.
+- CP (ring attention): cp - 1 exchanges of the local K and V forward, twice that backward,
+  overlapped with the attention computation; only the excess is exposed.
+- EP: an all-to-all dispatch and one combine of the routed tokens forward, two backward.
+- PP: each micro-batch's s*b*h activation to the next stage, and its gradient back, scattered
+  over tp (Narayanan et al. 2021 Sec. 4.1, scatter/gather), on the stage-to-stage links.
+- ZeRO-3 / FSDP: parameters all-gathered per pass and gradients reduce-scattered per
+  micro-batch, overlapped with compute by prefetching (a pass takes the longer of the two).
+- DP: gradients (fp32 with bf16 training, Megatron's default) reduce-scattered (distributed
+  optimizer, then the bf16 parameters all-gathered) or all-reduced over dp*cp; expert
+  gradients over expert-dp. With --overlap-grad-reduce only the last bucket is exposed
+  (Megatron buckets of max(40M, 1M * dp) parameters, `--ddp-bucket-size`).
+Busy time and exposed time are kept apart in the breakdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.cost import comm
+from planner.cost.comm import Axis
+from planner.cost.compute import (
+    column_parallel_wgrad_s,
+    head_time,
+    layer_time,
+    memory_time_s,
+)
+from planner.cost.flops import hardware_flops_per_step, model_flops_per_step
+from planner.cost.pipeline import ChunkTimes, simulate
+from planner.gpus import GpuType
+from planner.hardware import Cluster
+from planner.memory import precision_policy, stage_params
+from planner.model import ModelSpec
+from planner.parallel import ParallelConfig, Precision, Recompute, stage_layers
+
+# Megatron's DDP bucket: max(40M, 1M x dp) parameters (distributed_data_parallel_config.py).
+BUCKET_PARAMS = 40_000_000
+
+# Bytes the optimizer step moves per locally-updated parameter: read the fp32 gradient (4),
+# read and write the fp32 master weight (8) and both Adam moments (16), write the bf16 weight.
+OPTIMIZER_BYTES_PER_PARAM = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepTime:
+    """Seconds per optimizer step with its parts (busy = link or SM occupied; exposed = on
+    the critical path)."""
+
+    iteration_s: float
+    tokens_per_s: float
+    model_tflops_per_gpu: float
+    mfu: float
+    hfu: float
+    breakdown: tuple[tuple[str, float], ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "iteration_s": self.iteration_s, "tokens_per_s": self.tokens_per_s,
+            "model_tflops_per_gpu": self.model_tflops_per_gpu, "mfu": self.mfu,
+            "hfu": self.hfu, "breakdown": dict(self.breakdown),
+        }
+
+
+def _layer_recompute(cfg: ParallelConfig, position: int) -> Recompute:
+    if cfg.recompute is Recompute.FULL and cfg.recompute_num_layers is not None:
+        return Recompute.FULL if position < cfg.recompute_num_layers else Recompute.NONE
+    return cfg.recompute
+
+
+def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster) -> StepTime:
+    """Predict one optimizer step of `cfg` on the first tp*pp*cp*dp GPUs of `cluster`."""
+    gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))  # slowest wins
+    rings = {axis: comm.slowest_ring(cluster, cfg, axis) for axis in Axis if axis is not Axis.PP}
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    activation_bytes = tokens * model.hidden_size * 2
+    tp_ring, cp_ring, ep_ring = rings[Axis.TP], rings[Axis.CP], rings[Axis.EP]
+    tp_fwd = 2 * comm.all_reduce_s(activation_bytes, tp_ring)
+    exposed_tp = 0.0 if cfg.tp_comm_overlap else 1.0
+    send = comm.p2p_s(activation_bytes / cfg.tp, cluster, cfg)
+
+    totals = {"compute_s": 0.0, "tp_comm_s": 0.0, "cp_comm_s": 0.0, "cp_exposed_s": 0.0,
+              "ep_comm_s": 0.0, "recompute_s": 0.0}
+    per_stage = stage_layers(model, cfg)
+    chunks: list[list[ChunkTimes]] = []
+    for stage, layers in enumerate(per_stage):
+        per_chunk = _split(layers, cfg.vpp)
+        row = []
+        for c, chunk_layers in enumerate(per_chunk):
+            forward = backward = 0.0
+            for position, layer in enumerate(chunk_layers):
+                mode = _layer_recompute(cfg, position + sum(len(x) for x in per_chunk[:c]))
+                lt = layer_time(model, cfg, gpu, layer, mode)
+                # backward: the input-gradient all-reduces overlap the weight-gradient GEMMs
+                hidden = column_parallel_wgrad_s(model, cfg, gpu, layer)
+                tp_b_exposed = max(0.0, tp_fwd - hidden) + (
+                    tp_fwd if mode is Recompute.FULL else 0.0)
+                tp_b = tp_fwd * (2 if mode is Recompute.FULL else 1)
+                cp_f = cp_b = 0.0
+                if cfg.cp > 1:
+                    kv = 2 * tokens * model.kv_width / cfg.tp * 2
+                    cp_f = max(0.0, (cfg.cp - 1) * kv / cp_ring.bandwidth_bytes_per_s
+                               - lt.attention_forward_s)
+                    cp_b = 2 * cp_f
+                    totals["cp_comm_s"] += 3 * (cfg.cp - 1) * kv / cp_ring.bandwidth_bytes_per_s
+                ep_f = 0.0
+                if model.is_moe_layer(layer) and cfg.ep > 1:
+                    assert model.moe is not None
+                    sp = cfg.tp if cfg.sequence_parallel else 1
+                    routed = tokens / sp * model.moe.top_k * model.hidden_size * 2
+                    ep_f = 2 * comm.all_to_all_s(routed, ep_ring)
+                forward += lt.forward_s + exposed_tp * tp_fwd + cp_f + ep_f
+                backward += lt.backward_s + exposed_tp * tp_b_exposed + cp_b + 2 * ep_f
+                totals["compute_s"] += (lt.forward_s + lt.backward_s) * cfg.num_microbatches
+                totals["recompute_s"] += lt.recompute_s * cfg.num_microbatches
+                totals["tp_comm_s"] += (tp_fwd + tp_b) * cfg.num_microbatches
+                totals["ep_comm_s"] += 3 * ep_f * cfg.num_microbatches
+                totals["cp_exposed_s"] += (cp_f + cp_b) * cfg.num_microbatches
+            if stage == cfg.pp - 1 and c == cfg.vpp - 1:
+                head_f, head_b = head_time(model, cfg, gpu)
+                forward += head_f
+                backward += head_b
+            row.append(ChunkTimes(forward_s=forward, backward_s=backward, send_s=send))
+        chunks.append(row)
+    if cfg.zero >= 3:  # parameters gathered per pass, prefetch overlaps them with compute
+        gather_s, reduce_s = _zero3_per_microbatch(model, cfg, rings[Axis.DP], rings[Axis.EDP])
+        chunks = [[ChunkTimes(forward_s=max(ch.forward_s, gather_s),
+                              backward_s=max(ch.backward_s, gather_s + reduce_s),
+                              send_s=ch.send_s) for ch in row] for row in chunks]
+    pipeline = simulate(chunks, cfg.num_microbatches, cfg.group_size)
+
+    dp_busy, dp_exposed = _gradient_sync(model, cfg, rings[Axis.DP], rings[Axis.EDP])
+    optimizer = _optimizer_s(model, cfg, gpu)
+    iteration = pipeline.makespan_s + dp_exposed + optimizer
+    world = cfg.world_size
+    model_flops = model_flops_per_step(model, cfg)
+    hardware_flops = hardware_flops_per_step(model, cfg)
+    peak = gpu.peak(cfg.precision.value)
+    breakdown = {
+        "pipeline_s": pipeline.makespan_s,
+        "bubble_s": pipeline.bubble_s,
+        "pp_send_s": send,
+        "dp_comm_s": dp_busy,
+        "dp_exposed_s": dp_exposed,
+        "optimizer_s": optimizer,
+        # busy totals summed over the stages (per GPU of each stage), for comparison
+        **{k: v / cfg.pp for k, v in totals.items()},
+    }
+    return StepTime(
+        iteration_s=iteration,
+        tokens_per_s=cfg.global_batch * cfg.seq_len / iteration,
+        model_tflops_per_gpu=model_flops / iteration / world / 1e12,
+        mfu=model_flops / iteration / world / peak,
+        hfu=hardware_flops / iteration / world / peak,
+        breakdown=tuple(sorted((k, float(v)) for k, v in breakdown.items())),
+    )
+
+
+def _split(layers: tuple[int, ...], parts: int) -> list[tuple[int, ...]]:
+    """A stage's layers in its `parts` virtual chunks, in order (parallel.stage_layers puts
+    chunk c's layers after chunk c-1's)."""
+    base, extra = divmod(len(layers), parts)
+    out, start = [], 0
+    for i in range(parts):
+        n = base + (1 if i < extra else 0)
+        out.append(layers[start:start + n])
+        start += n
+    return out
+
+
+def _zero3_per_microbatch(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink,
+                          edp_ring: comm.RingLink) -> tuple[float, float]:
+    """ZeRO-3 / FSDP (Rajbhandari et al. 2020 Sec. 7.2.2): every micro-batch all-gathers the
+    16-bit parameters for its forward and again for its backward, and reduce-scatters the
+    gradients: (gather per pass, reduce-scatter) seconds. pp is 1 with ZeRO-3."""
+    policy = precision_policy(cfg.precision, cfg.framework)
+    params = stage_params(model, cfg, 0, stage_layers(model, cfg)[0])
+    gather = reduce = 0.0
+    for count, ring in ((params.dense, dp_ring), (params.expert, edp_ring)):
+        gather += comm.all_gather_s(count * 2, ring)
+        reduce += comm.all_gather_s(count * policy.grad_bytes, ring)
+    return gather, reduce
+
+
+def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink,
+                   edp_ring: comm.RingLink) -> tuple[float, float]:
+    """(busy, exposed) seconds of the gradient reduction and parameter all-gather, for the
+    stage with the most parameters."""
+    policy = precision_policy(cfg.precision, cfg.framework)
+    grad_bytes = policy.grad_bytes
+    worst_busy = worst_exposed = 0.0
+    for stage, layers in enumerate(stage_layers(model, cfg)):
+        params = stage_params(model, cfg, stage, layers)
+        busy = exposed = 0.0
+        if cfg.zero >= 3:  # reduced per micro-batch inside the pipeline passes
+            continue
+        for count, ring in ((params.dense, dp_ring), (params.expert, edp_ring)):
+            if ring.size == 1 or count == 0:
+                continue
+            if cfg.zero >= 1:
+                reduce = comm.all_gather_s(count * grad_bytes, ring)
+                gather = comm.all_gather_s(count * 2, ring)
+            else:
+                reduce, gather = comm.all_reduce_s(count * grad_bytes, ring), 0.0
+            busy += reduce + gather
+            if cfg.overlap_grad_reduce:
+                bucket = max(BUCKET_PARAMS, 1_000_000 * ring.size)
+                share = min(1.0, bucket / count)
+                exposed += (reduce + gather) * share
+            else:
+                exposed += reduce + gather
+        worst_busy = max(worst_busy, busy)
+        worst_exposed = max(worst_exposed, exposed)
+    return worst_busy, worst_exposed
+
+
+def _optimizer_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> float:
+    """The Adam step is memory-bound: OPTIMIZER_BYTES_PER_PARAM per parameter this GPU
+    updates (its shard with the distributed optimizer), for the busiest stage."""
+    worst = 0.0
+    for stage, layers in enumerate(stage_layers(model, cfg)):
+        params = stage_params(model, cfg, stage, layers)
+        dense, expert = float(params.dense), float(params.expert)
+        if cfg.zero >= 1:
+            dense /= cfg.dp * cfg.cp
+            expert /= cfg.expert_dp
+        bytes_per = OPTIMIZER_BYTES_PER_PARAM + (2 if cfg.precision is Precision.FP8 else 0)
+        worst = max(worst, memory_time_s((dense + expert) * bytes_per, gpu))
+    return worst

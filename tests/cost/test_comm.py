@@ -1,0 +1,62 @@
+"""Process groups in Megatron's order, ring bandwidth on resolved links, collective formulas."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.cost import comm
+from planner.cost.comm import Axis, RingLink
+from planner.hardware_io import load_cluster
+from planner.parallel import ParallelConfig
+from planner.units import GB
+
+
+def test_groups_follow_megatron_order() -> None:
+    """tp=2, cp=1, dp=2, pp=2 on 8 ranks: tp groups are neighbours, dp groups stride tp, pp
+    groups stride tp*dp."""
+    cfg = ParallelConfig(tp=2, dp=2, pp=2, global_batch=4)
+    assert comm.groups(cfg, Axis.TP) == [(0, 1), (2, 3), (4, 5), (6, 7)]
+    assert comm.groups(cfg, Axis.DP) == [(0, 2), (1, 3), (4, 6), (5, 7)]
+    assert comm.groups(cfg, Axis.PP) == [(0, 4), (2, 6), (1, 5), (3, 7)]
+
+
+def test_expert_groups() -> None:
+    """tp=2, dp=4, ep=4, etp=1 in a stage of 8: ep groups are 4 consecutive ranks, expert-dp
+    groups stride 4."""
+    cfg = ParallelConfig(tp=2, dp=4, ep=4, etp=1, global_batch=4)
+    assert comm.groups(cfg, Axis.EP) == [(0, 1, 2, 3), (4, 5, 6, 7)]
+    assert comm.groups(cfg, Axis.EDP) == [(0, 4), (1, 5), (2, 6), (3, 7)]
+
+
+def test_ring_formulas_by_hand() -> None:
+    """8 ranks, 100 GB/s, 5 us: all-reduce of 1 GB = 2 * 7/8 * 1e9 / 1e11 + 14 * 5e-6."""
+    ring = RingLink(bandwidth_bytes_per_s=100 * GB, latency_s=5e-6, size=8)
+    assert comm.all_reduce_s(1e9, ring) == pytest.approx(0.0175 + 70e-6)
+    assert comm.all_gather_s(1e9, ring) == pytest.approx(0.00875 + 35e-6)
+
+
+def test_multi_node_ring_uses_a_nic_per_gpu() -> None:
+    """dgx-h100: a dp ring of the 8 GPUs of each of 2 nodes runs 8 rings through 8 NICs:
+    min(370 intra, 8 x 47 inter) = 370 GB/s; one GPU per node: the NIC, 47 GB/s."""
+    cluster = load_cluster("dgx-h100")
+    wide = comm.ring_link(cluster, tuple(range(16)))
+    assert wide.bandwidth_bytes_per_s == 370 * GB and wide.gpus_per_node == 8
+    narrow = comm.ring_link(cluster, (0, 8, 16, 24))
+    assert narrow.bandwidth_bytes_per_s == 47 * GB
+
+
+def test_slowest_group_sets_the_time() -> None:
+    """two-island-degraded: dp groups across h100-02 -> h100-03 see the slow measured pair
+    (31.2 GB/s) while the others see 46+; the slowest ring is the one that counts."""
+    cluster = load_cluster("two-island-degraded")
+    cfg = ParallelConfig(tp=8, dp=4, global_batch=4)
+    ring = comm.slowest_ring(cluster, cfg, Axis.DP)
+    assert ring.bandwidth_bytes_per_s == pytest.approx(31.2 * GB)
+
+
+def test_all_to_all_splits_intra_and_inter() -> None:
+    """16 ranks over 2 nodes of 8: 7/16 of the data stays on the node, 8/16 leaves by NIC."""
+    ring = RingLink(bandwidth_bytes_per_s=370 * GB, latency_s=0.0, size=16,
+                    intra_bytes_per_s=370 * GB, inter_bytes_per_s=47 * GB, gpus_per_node=8)
+    assert comm.all_to_all_s(1e9, ring) == pytest.approx(max(7 / 16 * 1e9 / 370e9,
+                                                             8 / 16 * 1e9 / 47e9))

@@ -1,0 +1,70 @@
+"""GEMM timing, layer GEMM shapes and attention by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.catalog import BUILTIN_MODELS
+from planner.cost.compute import (
+    HBM_EFFICIENCY,
+    Gemm,
+    gemm_time_s,
+    layer_gemms,
+    quantization_efficiency,
+)
+from planner.gpus import GPU_CATALOG
+from planner.parallel import ParallelConfig, Precision
+
+A100 = GPU_CATALOG["a100-sxm4-80gb"]
+
+
+def test_quantization_by_hand() -> None:
+    """4096 x 4096 on 108 SMs: 128x128 tiles -> 32 x 32 = 1024 tiles = 9.48 waves -> 10 waves,
+    1024 / 1080 = 0.948; 128x256 -> 512 tiles, 4.74 -> 5 waves, 0.948; 64x128 -> 2048 tiles,
+    18.96 -> 19 waves, 0.998 (the best). A 100-row GEMM wastes 28 of 128 rows: <= 0.78."""
+    assert quantization_efficiency(Gemm(m=4096, n=4096, k=4096), 108) == pytest.approx(
+        2048 / (19 * 108))
+    assert quantization_efficiency(Gemm(m=100, n=4096, k=4096), 108) <= 100 / 128
+
+
+def test_large_gemm_runs_at_mamf_or_the_calibrated_fraction() -> None:
+    """H100 has no in-framework calibration: large GEMMs run at peak x MAMF (80.3%) x the
+    shape's quantization efficiency; A100's calibrated fraction (71.6%) replaces its MAMF."""
+    big = Gemm(m=8192, n=8640, k=8192)
+    h100 = GPU_CATALOG["h100-sxm5-80gb"]
+    rate = big.flops / gemm_time_s(big, h100, Precision.BF16)
+    assert rate == pytest.approx(989.4e12 * 0.803 * quantization_efficiency(big, 132))
+    rate = big.flops / gemm_time_s(big, A100, Precision.BF16)
+    assert rate == pytest.approx(312e12 * 0.716 * quantization_efficiency(big, 108))
+
+
+def test_small_gemm_is_memory_bound() -> None:
+    thin = Gemm(m=8, n=8192, k=8192)  # a decode-like GEMM: reads the 128 MiB weight
+    expected = 2 * (8 * 8192 + 8192 * 8192 + 8 * 8192) / (2.039e12 * HBM_EFFICIENCY)
+    assert gemm_time_s(thin, A100, Precision.BF16) == pytest.approx(expected)
+
+
+def test_backward_is_two_gemms_of_the_forward_size() -> None:
+    g = Gemm(m=10, n=20, k=30)
+    dgrad, wgrad = g.backward()
+    assert dgrad.flops == wgrad.flops == g.flops
+    assert (dgrad.m, dgrad.n, dgrad.k) == (10, 30, 20)
+    assert (wgrad.m, wgrad.n, wgrad.k) == (30, 20, 10)
+
+
+def test_layer_gemms_are_sharded() -> None:
+    """Llama 3 8B, tp=2, cp=2, mbs=1, s=8192: 4096 tokens per GPU; QKV width (4096 + 2048)/2,
+    output projection 4096/2 -> 4096, SwiGLU FC1 2*14336/2, FC2 14336/2 -> 4096."""
+    cfg = ParallelConfig(tp=2, cp=2, global_batch=1, seq_len=8192)
+    shapes = [(g.m, g.k, g.n, g.role) for g in layer_gemms(BUILTIN_MODELS["llama3-8b"], cfg, 0)]
+    assert shapes == [(4096, 4096, 3072, "column"), (4096, 2048, 4096, "row"),
+                      (4096, 4096, 14336, "column"), (4096, 7168, 4096, "row")]
+
+
+def test_expert_gemms_follow_ep() -> None:
+    """Mixtral, ep=8, etp=1, tp=1: one local expert; balanced routing sends it
+    tokens * top_k * ep / E = 4096 * 2 * 8 / 8 = 8192 tokens."""
+    cfg = ParallelConfig(dp=8, ep=8, etp=1, global_batch=8, seq_len=4096)
+    experts = [g for g in layer_gemms(BUILTIN_MODELS["mixtral-8x7b"], cfg, 0)
+               if g.role == "expert"]
+    assert [(g.m, g.batch) for g in experts] == [(8192, 1), (8192, 1)]

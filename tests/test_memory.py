@@ -198,8 +198,6 @@ BY_ID = {c.id: c for c in REPORT.cases}
 # Measured peaks that exceed the estimate plus its margin, each using a Megatron feature the
 # estimator does not model yet (README, Validation). A new entry here is a regression.
 KNOWN_UNDER_MARGIN = {
-    "megatron_ci_gpt3_mcore_te_tp1_pp4_vp1_tunable_overlap_h100":
-        "--microbatch-group-size-per-virtual-pipeline-stage lengthens the warm-up",
     "megatron_ci_gpt3_mcore_te_tp2_pp2_resume_torch_dist_defer_embedding_wgrad_compute_h100":
         "--defer-embedding-wgrad-compute keeps output-layer tensors",
     "megatron_ci_gpt3_mcore_te_tp2_pp1_resume_torch_dist_te_8experts2parallel_multi_dist_"

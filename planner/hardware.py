@@ -15,6 +15,7 @@ shared/reference/hardware.md Sec. 5.4:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from planner.gpus import GpuType
@@ -118,6 +119,39 @@ class PairOverride:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CollectiveCurve:
+    """A measured bus-bandwidth curve of one collective on a group shape (nccl-tests).
+
+    Attributes:
+        op: all_reduce, all_gather, reduce_scatter, all_to_all, sendrecv, ...
+        num_ranks: ranks in the measured group.
+        gpus_per_node: its GPUs on each node (the group's "signature" with num_ranks).
+        points: (size_bytes, busbw_bytes_per_s), sizes ascending.
+        source: where it was measured (file, tool).
+    """
+
+    op: str
+    num_ranks: int
+    gpus_per_node: int
+    points: tuple[tuple[float, float], ...]
+    source: str = ""
+
+    def busbw(self, size_bytes: float) -> float:
+        """Bus bandwidth at `size_bytes`, interpolated log-log between measured sizes and
+        held constant beyond the ends (hardware.md Sec. 5.4)."""
+        pts = self.points
+        if size_bytes <= pts[0][0]:
+            return pts[0][1]
+        if size_bytes >= pts[-1][0]:
+            return pts[-1][1]
+        for (s0, b0), (s1, b1) in zip(pts, pts[1:], strict=False):
+            if s0 <= size_bytes <= s1:
+                frac = math.log(size_bytes / s0) / math.log(s1 / s0)
+                return math.exp(math.log(b0) + frac * (math.log(b1) - math.log(b0)))
+        return pts[-1][1]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster:
     """A whole machine room as the planner sees it (immutable; built by hardware_io)."""
 
@@ -128,6 +162,7 @@ class Cluster:
     # node_pair_bandwidth[(src, dst)] = measured node-to-node bandwidth, bytes/s
     node_pair_bandwidth: tuple[tuple[tuple[int, int], float], ...] = ()
     pair_overrides: tuple[PairOverride, ...] = ()
+    collective_curves: tuple[CollectiveCurve, ...] = ()
     provenance: str = ""
     # lookup tables derived from the fields above
     _offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
@@ -194,6 +229,13 @@ class Cluster:
             else:
                 hi = mid - 1
         return lo, gpu - offsets[lo]
+
+    def curve(self, op: str, num_ranks: int, gpus_per_node: int) -> CollectiveCurve | None:
+        """The measured curve of `op` on a group of this shape, if the profile has one."""
+        for c in self.collective_curves:
+            if (c.op, c.num_ranks, c.gpus_per_node) == (op, num_ranks, gpus_per_node):
+                return c
+        return None
 
     def gpu_type(self, gpu: int | str) -> GpuType:
         node, _ = self.locate(gpu)

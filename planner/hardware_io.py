@@ -4,14 +4,19 @@ STYLE.md asks). Every problem of a file is reported at once."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 from pathlib import Path
 
+import yaml
+
+from planner import nccl_tests
 from planner.errors import InputError
 from planner.gpus import GPU_CATALOG, GpuType
 from planner.hardware import (
     Cluster,
+    CollectiveCurve,
     InterIslandLink,
     IntraFabric,
     Island,
@@ -260,6 +265,44 @@ def _nic(r: Reader, num_gpus: int | None) -> Nic | None:
                latency_s=(latency or 0.0) * US, gpus=gpus, note=note)
 
 
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "sendrecv",
+               "broadcast", "reduce")
+
+
+def _collective_curve(r: Reader) -> CollectiveCurve | None:
+    """measurements.collective_curves[i]: {op, num_ranks, gpus_per_node, points:
+    [[size_bytes, time_us, busbw_GBps], ...], source}."""
+    op = r.choice("op", COLLECTIVES)
+    num_ranks = r.int("num_ranks", minimum=2)
+    per_node = r.int("gpus_per_node")
+    raw = r.raw("points")
+    points: list[tuple[float, float]] = []
+    if not isinstance(raw, list) or not raw:
+        r.fail("points", "expected a list of [size_bytes, time_us, busbw_GBps]")
+    else:
+        for i, row in enumerate(raw):
+            ok = (isinstance(row, list) and len(row) == 3
+                  and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+                          for x in row))
+            if not ok:
+                r.fail(f"points[{i}]", f"expected [size_bytes, time_us, busbw_GBps] > 0, "
+                       f"got {row!r}")
+                continue
+            points.append((float(row[0]), float(row[2]) * GB))
+        sizes = [p[0] for p in points]
+        if sizes != sorted(set(sizes)):
+            r.fail("points", "sizes must be strictly increasing")
+    source = r.raw("source")
+    for key in ("algo", "dtype", "note"):
+        r.raw(key)
+    r.unknown_keys(("op", "num_ranks", "gpus_per_node", "points", "source", "algo", "dtype",
+                    "note"))
+    if not (op and num_ranks and per_node and points) or r.problems:
+        return None
+    return CollectiveCurve(op=op, num_ranks=num_ranks, gpus_per_node=per_node,
+                           points=tuple(points), source=str(source or ""))
+
+
 def _node_type(r: Reader, name: str, custom: dict[str, GpuType]) -> NodeType | None:
     gpu = _gpu(r, "gpu", custom)
     num_gpus = r.int("num_gpus")
@@ -425,6 +468,7 @@ def _rich(r: Reader) -> Cluster:
 
     pair_bandwidth: dict[tuple[int, int], float] = {}
     overrides: list[PairOverride] = []
+    curves: list[CollectiveCurve] = []
     measurements = r.child("measurements")
     if measurements is not None:
         for pairs_r in measurements.items("node_pairs"):
@@ -477,7 +521,10 @@ def _rich(r: Reader) -> Cluster:
                     dst_local=ends[1][1], bandwidth_bytes_per_s=bandwidth * GB,
                     latency_s=pair_latency * US if pair_latency is not None else None,
                     symmetric=bool(symmetric), note=note))
-        measurements.raw("collective_curves")
+        for curve_r in measurements.items("collective_curves"):
+            curve = _collective_curve(curve_r)
+            if curve is not None:
+                curves.append(curve)
         measurements.unknown_keys(("node_pairs", "pair_overrides", "collective_curves"))
     r.unknown_keys(_RICH_KEYS)
     if not nodes and not r.problems:
@@ -487,5 +534,52 @@ def _rich(r: Reader) -> Cluster:
         name=name, nodes=tuple(nodes), islands=tuple(islands), inter_island=tuple(bridges),
         node_pair_bandwidth=tuple(sorted(pair_bandwidth.items())),
         pair_overrides=tuple(overrides),
+        collective_curves=tuple(curves),
         provenance=str(provenance) if provenance else r.source,
     )
+
+
+def import_nccl_tests(base: Path, logs: list[Path], op: str | None = None) -> str:
+    """A copy of the rich profile `base` with the collective curves of nccl-tests `logs` added
+    under measurements.collective_curves (one per test; provenance: file and sha256). The
+    result is validated by loading it. `op` names the collective of logs that do not (old
+    nccl-tests versions print no "Collective test starting" line). Returns YAML text."""
+    data = read_document(base)
+    if not isinstance(data, dict) or not (data.get("schema") or data.get("node_types")):
+        raise InputError(f"{base}: measured curves go into the rich profile form",
+                         hint="start from a rich profile (schema: planner.hardware/v1), e.g. "
+                              "a copy of profiles/dgx-h100.yaml")
+    measurements = data.setdefault("measurements", {}) or {}
+    data["measurements"] = measurements
+    curves = measurements.setdefault("collective_curves", []) or []
+    measurements["collective_curves"] = curves
+    for log in logs:
+        try:
+            text = log.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise InputError(f"{log}: cannot read: {exc}") from None
+        try:
+            parsed = nccl_tests.parse(text, str(log))
+        except ValueError as exc:
+            raise InputError(str(exc), hint="pass the text output of an nccl-tests *_perf "
+                             "binary") from None
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        for curve in parsed:
+            name = op or curve.op
+            if name not in COLLECTIVES:
+                raise InputError(f"{log}: cannot tell which collective this log measured",
+                                 hint="pass --op all_reduce (or all_gather, reduce_scatter, "
+                                      "all_to_all, sendrecv)")
+            if curve.num_ranks < 2:
+                raise InputError(f"{log}: the '# Using devices' lines list fewer than 2 ranks",
+                                 hint="run nccl-tests without -q so it prints its devices")
+            curves.append({
+                "op": name, "num_ranks": curve.num_ranks,
+                "gpus_per_node": curve.gpus_per_node,
+                "points": [[size, time_us, busbw] for size, time_us, busbw in curve.points],
+                "source": {"tool": "nccl-tests", "raw": str(log), "sha256": digest,
+                           "gpu": curve.gpu_name, "hosts": sorted(set(curve.hosts))},
+            })
+    text = yaml.safe_dump(data, sort_keys=False, width=100)
+    cluster_from_dict(yaml.safe_load(text), f"{base} + nccl-tests")
+    return text

@@ -23,7 +23,7 @@ from planner.catalog import BUILTIN_MODELS
 from planner.cli import render
 from planner.errors import InputError, PlannerError
 from planner.hardware import Cluster
-from planner.hardware_io import builtin_profiles, load_cluster
+from planner.hardware_io import builtin_profiles, import_nccl_tests, load_cluster
 from planner.memory import MemoryEstimate, estimate_memory
 from planner.model import ModelSpec
 from planner.model_io import load_model
@@ -320,6 +320,34 @@ def profiles(
             "path": str(builtin_profiles()[name]),
             "sha256": content_hash(str(builtin_profiles()[name].read_text()))}
            for name, c in rows], fmt)
+
+
+profile_app = typer.Typer(no_args_is_help=True, help="Build cluster profiles from measurements.")
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("import-nccl-tests")
+def import_nccl_tests_command(
+    logs: Annotated[list[Path], typer.Argument(metavar="LOG...", help="nccl-tests text output.")],
+    base: Annotated[Path, typer.Option(
+        "--base", help="The rich profile to add the measured curves to.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The new profile.")],
+    op: Annotated[str | None, typer.Option(
+        "--op", help="The collective, for logs that do not name it (old nccl-tests).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the -o file.")] = False,
+) -> None:
+    """Add nccl-tests measurements (bus bandwidth vs message size) to a profile; collectives on
+    groups of the same shape then use them instead of the ring model.
+
+    Example: `planner profile import-nccl-tests ar_2x8.log a2a_2x8.log --base profiles/dgx-h100.yaml
+    -o my-cluster.yaml`
+    """
+    if output.exists() and not force:
+        raise InputError(f"{output}: exists; not overwriting it",
+                         hint="pass --force to replace it, or choose another -o path")
+    text = import_nccl_tests(base, logs, op)
+    output.write_text(text, encoding="utf-8")
+    render.err.print(f"wrote {output}")
 
 
 @app.command()

@@ -6,7 +6,9 @@ with global rank r on GPU r of the cluster (node-major, as torchrun numbers rank
 group of each axis is resolved through `Cluster.link`, and the slowest group of an axis sets
 the time (all groups of an axis run in lockstep), so one degraded link or a slow island shows.
 
-Collective times are the alpha-beta ring models NCCL's own performance notes use
+A measured nccl-tests curve of the group's shape (op, ranks, GPUs per node) in the profile
+takes precedence: time = size x the op's bus factor / measured busbw at that size.
+Otherwise, collective times are the alpha-beta ring models NCCL's own performance notes use
 (nccl-tests doc/PERFORMANCE.md, "bus bandwidth"): with n ranks and M bytes,
 all-reduce 2(n-1)/n * M / B + 2(n-1) * a, all-gather and reduce-scatter (n-1)/n * M / B +
 (n-1) * a, where B is the bus bandwidth a GPU sustains on the ring and a the per-step latency.
@@ -21,7 +23,7 @@ import enum
 from collections import Counter
 from dataclasses import dataclass
 
-from planner.hardware import Cluster
+from planner.hardware import Cluster, CollectiveCurve
 from planner.parallel import ParallelConfig
 
 
@@ -51,6 +53,13 @@ class RingLink:
     intra_bytes_per_s: float = float("inf")
     inter_bytes_per_s: float = float("inf")
     gpus_per_node: int = 1
+    curves: tuple[CollectiveCurve, ...] = ()  # measured curves for this group's shape
+
+    def measured_busbw(self, op: str, size_bytes: float) -> float | None:
+        for curve in self.curves:
+            if curve.op == op:
+                return curve.busbw(size_bytes)
+        return None
 
     @property
     def spans_nodes(self) -> bool:
@@ -107,9 +116,11 @@ def ring_link(cluster: Cluster, members: tuple[int, ...]) -> RingLink:
             intra = min(intra, link.bandwidth_bytes_per_s)
         else:
             inter = min(inter, link.bandwidth_bytes_per_s)
+    curves = tuple(c for c in cluster.collective_curves
+                   if (c.num_ranks, c.gpus_per_node) == (size, per_node))
     return RingLink(bandwidth_bytes_per_s=min(intra, inter * per_node), latency_s=latency,
                     size=size, intra_bytes_per_s=intra, inter_bytes_per_s=inter,
-                    gpus_per_node=per_node)
+                    gpus_per_node=per_node, curves=curves)
 
 
 def slowest_ring(cluster: Cluster, cfg: ParallelConfig, axis: Axis) -> RingLink:
@@ -119,9 +130,13 @@ def slowest_ring(cluster: Cluster, cfg: ParallelConfig, axis: Axis) -> RingLink:
 
 
 def all_reduce_s(num_bytes: float, ring: RingLink) -> float:
+    """A measured curve of the group's shape takes precedence over the ring model."""
     n = ring.size
     if n == 1 or num_bytes == 0:
         return 0.0
+    measured = ring.measured_busbw("all_reduce", num_bytes)
+    if measured is not None:  # nccl-tests: time = size x 2(n-1)/n / busbw
+        return 2 * (n - 1) / n * num_bytes / measured
     return 2 * (n - 1) / n * num_bytes / ring.bandwidth_bytes_per_s + 2 * (n - 1) * (
         ring.latency_s)
 
@@ -131,6 +146,10 @@ def all_gather_s(num_bytes: float, ring: RingLink) -> float:
     n = ring.size
     if n == 1 or num_bytes == 0:
         return 0.0
+    measured = ring.measured_busbw("all_gather", num_bytes) or ring.measured_busbw(
+        "reduce_scatter", num_bytes)
+    if measured is not None:
+        return (n - 1) / n * num_bytes / measured
     return (n - 1) / n * num_bytes / ring.bandwidth_bytes_per_s + (n - 1) * ring.latency_s
 
 

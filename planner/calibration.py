@@ -39,26 +39,31 @@ def load_measurements(name: str = "measured.yaml") -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MemoryCase:
-    """One measured peak and what the planner predicts for it."""
+class Comparison:
+    """One measurement and what the planner predicts for it, in the same unit.
+
+    `kind` says what was measured (allocated / reserved memory, step time); `note` what the
+    comparison had to assume or which rank it covers."""
 
     id: str
-    kind: str  # "allocated" or "reserved"
-    scope: str  # "last stage" or "max over stages"
-    measured_bytes: float
-    predicted_bytes: float
+    measured: float
+    predicted: float
+    kind: str = ""
     note: str = ""
 
     @property
     def error_frac(self) -> float:
-        """(predicted - measured) / measured: > 0 over-estimates (safe), < 0 under-estimates."""
-        return (self.predicted_bytes - self.measured_bytes) / self.measured_bytes
+        """(predicted - measured) / measured: > 0 over-estimates, < 0 under-estimates."""
+        return (self.predicted - self.measured) / self.measured
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MemoryReport:
-    cases: tuple[MemoryCase, ...]
+class Report:
+    """Comparisons of one estimator with measurements; `unit` suffixes the JSON keys."""
+
+    cases: tuple[Comparison, ...]
     skipped: tuple[tuple[str, str], ...]  # (case id, reason)
+    unit: str
 
     @property
     def mean_abs_error_frac(self) -> float:
@@ -69,30 +74,32 @@ class MemoryReport:
         return statistics.median(abs(c.error_frac) for c in self.cases) if self.cases else 0.0
 
     @property
-    def under_estimates(self) -> tuple[MemoryCase, ...]:
+    def max_abs_error_frac(self) -> float:
+        return max((abs(c.error_frac) for c in self.cases), default=0.0)
+
+    @property
+    def under_estimates(self) -> tuple[Comparison, ...]:
         return tuple(c for c in self.cases if c.error_frac < 0)
 
     @property
-    def under_margin(self) -> tuple[MemoryCase, ...]:
-        """Cases whose measured peak exceeds the estimate even with the fit verdict's margin."""
+    def under_margin(self) -> tuple[Comparison, ...]:
+        """Cases whose measurement exceeds the estimate even with the fit verdict's margin."""
         return tuple(c for c in self.cases
-                     if c.predicted_bytes * (1 + ESTIMATE_MARGIN_FRAC) < c.measured_bytes)
+                     if c.predicted * (1 + ESTIMATE_MARGIN_FRAC) < c.measured)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "num_cases": len(self.cases),
             "mean_abs_error_frac": round(self.mean_abs_error_frac, 4),
             "median_abs_error_frac": round(self.median_abs_error_frac, 4),
+            "max_abs_error_frac": round(self.max_abs_error_frac, 4),
             "num_under_estimates": len(self.under_estimates),
             "margin_frac": ESTIMATE_MARGIN_FRAC,
             "num_under_margin": len(self.under_margin),
-            "cases": [
-                {"id": c.id, "kind": c.kind, "scope": c.scope,
-                 "measured_bytes": int(c.measured_bytes),
-                 "predicted_bytes": int(c.predicted_bytes),
-                 "error_frac": round(c.error_frac, 4), "note": c.note}
-                for c in self.cases
-            ],
+            "cases": [{"id": c.id, "kind": c.kind, f"measured_{self.unit}": c.measured,
+                       f"predicted_{self.unit}": c.predicted,
+                       "error_frac": round(c.error_frac, 4), "note": c.note}
+                      for c in self.cases],
             "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
         }
 
@@ -160,6 +167,10 @@ def _recompute(value: object) -> tuple[Recompute, int | None]:
     text = str(value).lower()
     if isinstance(value, dict):
         if value.get("granularity") == "full":
+            # uniform: every layer recomputed (in groups of num_layers); block: only the first
+            # num_layers of each chunk (Megatron --recompute-method)
+            if value.get("method") == "uniform":
+                return Recompute.FULL, None
             return Recompute.FULL, value.get("num_layers")
         # Megatron's selective recompute of other modules (mlp, moe_act, layernorm, ...) keeps
         # core attention's activations: count it as no recompute (an upper bound).
@@ -220,10 +231,10 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
     )
 
 
-def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> MemoryReport:
+def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> Report:
     """Compare the estimator with every measured peak it can reproduce (the others are listed
     in `skipped` with the reason)."""
-    cases: list[MemoryCase] = []
+    cases: list[Comparison] = []
     skipped: list[tuple[str, str]] = []
     for case in data["cases"]:
         measured = case.get("measured") or {}
@@ -261,60 +272,18 @@ def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> Memor
         measured_bytes = float(measured.get("peak_mem_bytes") or measured["peak_mem_GiB"] * GiB)
         if "allocated" in kind_text:
             last = estimate.stages[-1]
-            cases.append(MemoryCase(id=case["id"], kind="allocated", scope="last stage",
-                                    measured_bytes=measured_bytes,
-                                    predicted_bytes=last.allocated_bytes))
+            cases.append(Comparison(id=case["id"], kind="allocated", note="last stage",
+                                    measured=measured_bytes, predicted=last.allocated_bytes))
         elif "reserved" in kind_text:
             worst = max(s.reserved_bytes for s in estimate.stages)
-            cases.append(MemoryCase(id=case["id"], kind="reserved", scope="max over stages",
-                                    measured_bytes=measured_bytes, predicted_bytes=worst))
+            cases.append(Comparison(id=case["id"], kind="reserved", note="max over stages",
+                                    measured=measured_bytes, predicted=worst))
         else:
             skipped.append((case["id"], f"unknown memory kind: {kind_text[:40]}"))
-    return MemoryReport(cases=tuple(cases), skipped=tuple(skipped))
+    return Report(cases=tuple(cases), skipped=tuple(skipped), unit="bytes")
 
 
 # ---- step time -----------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TimeCase:
-    """One measured step time and the prediction. `assumed` lists configuration the source
-    does not state and the report had to choose."""
-
-    id: str
-    measured_s: float
-    predicted_s: float
-    assumed: str = ""
-
-    @property
-    def error_frac(self) -> float:
-        return (self.predicted_s - self.measured_s) / self.measured_s
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TimeReport:
-    cases: tuple[TimeCase, ...]
-    skipped: tuple[tuple[str, str], ...]
-
-    @property
-    def median_abs_error_frac(self) -> float:
-        return statistics.median(abs(c.error_frac) for c in self.cases) if self.cases else 0.0
-
-    @property
-    def max_abs_error_frac(self) -> float:
-        return max((abs(c.error_frac) for c in self.cases), default=0.0)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "num_cases": len(self.cases),
-            "median_abs_error_frac": round(self.median_abs_error_frac, 4),
-            "max_abs_error_frac": round(self.max_abs_error_frac, 4),
-            "cases": [{"id": c.id, "measured_s": round(c.measured_s, 4),
-                       "predicted_s": round(c.predicted_s, 4),
-                       "error_frac": round(c.error_frac, 4), "assumed": c.assumed}
-                      for c in self.cases],
-            "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
-        }
-
 
 def _profile_for(gpu_text: str, clusters: dict[str, Cluster]) -> Cluster | None:
     """The shipped profile of the GPU a case ran on (A100 -> selene, H100 -> dgx-h100,
@@ -326,9 +295,9 @@ def _profile_for(gpu_text: str, clusters: dict[str, Cluster]) -> Cluster | None:
     return None
 
 
-def _calibration_time_case(case: dict[str, Any], cluster: Cluster) -> TimeCase | str:
-    """A calibration.yaml case (Megatron-LM PTD-P, Korthikanti et al.) as a TimeCase, or why
-    it cannot be one."""
+def _calibration_time_case(case: dict[str, Any], cluster: Cluster) -> Comparison | str:
+    """A calibration.yaml case (Megatron-LM PTD-P, Korthikanti et al.) as a step-time
+    Comparison, or why it cannot be one."""
     m = case["model"]
     model = make_model(name=m["name"], num_layers=m["layers"], hidden_size=m["hidden"],
                        num_attention_heads=m["heads"], vocab_size=m["vocab"],
@@ -373,15 +342,15 @@ def _calibration_time_case(case: dict[str, Any], cluster: Cluster) -> TimeCase |
     else:
         return "no step time or throughput reported"
     predicted = estimate_step(model, cfg, cluster).iteration_s
-    return TimeCase(id=case["id"], measured_s=measured_s, predicted_s=predicted,
-                    assumed=", ".join(assumed))
+    return Comparison(id=case["id"], kind="step time", measured=measured_s,
+                      predicted=predicted, note="assumed " + ", ".join(assumed) if assumed else "")
 
 
 def time_report(calibration: dict[str, Any], measured: dict[str, Any],
-                clusters: dict[str, Cluster]) -> TimeReport:
+                clusters: dict[str, Cluster]) -> Report:
     """Predicted vs measured step time for every case with a measured time or throughput
     whose configuration can be reproduced (the rest in `skipped`, with the reason)."""
-    cases: list[TimeCase] = []
+    cases: list[Comparison] = []
     skipped: list[tuple[str, str]] = []
     for case in calibration["cases"]:
         have = case.get("measured") or {}
@@ -419,9 +388,9 @@ def time_report(calibration: dict[str, Any], measured: dict[str, Any],
             skipped.append((case["id"], "configuration rejected: " + problems[0]))
             continue
         predicted = estimate_step(model, cfg, cluster).iteration_s
-        cases.append(TimeCase(id=case["id"], measured_s=float(have["iter_time_s"]),
-                              predicted_s=predicted))
-    return TimeReport(cases=tuple(cases), skipped=tuple(skipped))
+        cases.append(Comparison(id=case["id"], kind="step time",
+                                measured=float(have["iter_time_s"]), predicted=predicted))
+    return Report(cases=tuple(cases), skipped=tuple(skipped), unit="s")
 
 
 def _measured_skip_reason(case: dict[str, Any]) -> str | None:

@@ -23,7 +23,7 @@ from planner.parallel import (
     Recompute,
     VocabStrategy,
     in_flight_microbatches,
-    stage_layers,
+    stage_chunks,
 )
 from planner.units import MiB
 
@@ -359,13 +359,6 @@ def op_sac_layer_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int
     return math.ceil(saved)
 
 
-def _layer_recompute(cfg: ParallelConfig, position: int) -> Recompute:
-    """Recompute mode of the `position`-th layer of a stage (block method: the first N)."""
-    if cfg.recompute is Recompute.FULL and cfg.recompute_num_layers is not None:
-        return Recompute.FULL if position < cfg.recompute_num_layers else Recompute.NONE
-    return cfg.recompute
-
-
 def loss_bytes_per_element(cfg: ParallelConfig) -> int:
     """Bytes per logit element alive at the loss's peak.
 
@@ -385,7 +378,7 @@ def loss_bytes_per_element(cfg: ParallelConfig) -> int:
 
 
 def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
-                           layers: tuple[int, ...]) -> tuple[int, int]:
+                           chunks: tuple[tuple[int, ...], ...]) -> tuple[int, int]:
     """(stored activations, transient peak) of one GPU of `stage`, bytes.
 
     Stored = in-flight micro-batches (parallel.in_flight_microbatches) x the stage's per-micro-
@@ -407,8 +400,9 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     b = cfg.mbs
     h = model.hidden_size
     sbh = s * b * h
-    per_mb = float(sum(layer_activation_bytes(model, cfg, layer, _layer_recompute(cfg, i))
-                       for i, layer in enumerate(layers)))
+    layers = tuple(layer for chunk in chunks for layer in chunk)
+    per_mb = float(sum(layer_activation_bytes(model, cfg, layer, cfg.layer_recompute(i))
+                       for chunk in chunks for i, layer in enumerate(chunk)))
     in_flight = in_flight_microbatches(cfg, stage)
     first, last = stage == 0, stage == cfg.pp - 1
     vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
@@ -468,10 +462,11 @@ def estimate_memory(model: ModelSpec, cfg: ParallelConfig, capacity_bytes: int,
     policy = precision_policy(cfg.precision, cfg.framework)
     nccl = active_communicators(cfg, model) * NCCL_BYTES_PER_COMMUNICATOR
     stages = []
-    for stage, layers in enumerate(stage_layers(model, cfg)):
+    for stage, chunks in enumerate(stage_chunks(model, cfg)):
+        layers = tuple(layer for chunk in chunks for layer in chunk)
         params = stage_params(model, cfg, stage, layers)
         weights, grads, optimizer = model_state_bytes(params, cfg, policy)
-        activations, transient = stage_activation_bytes(model, cfg, stage, layers)
+        activations, transient = stage_activation_bytes(model, cfg, stage, chunks)
         allocated = weights + grads + optimizer + FRAMEWORK_BUFFERS_BYTES + activations + (
             transient)
         fragmentation = math.ceil(FRAGMENTATION_FRAC * (activations + transient))

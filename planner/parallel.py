@@ -105,6 +105,14 @@ class ParallelConfig:
         """Replicas of each expert shard: tp*cp*dp / (ep*etp), at least 1."""
         return max(1, (self.tp * self.cp * self.dp) // (self.ep * self.expert_tp))
 
+    def layer_recompute(self, position: int) -> Recompute:
+        """Recompute mode of the `position`-th layer of a model chunk: with
+        recompute_num_layers, Megatron's block method recomputes the first N layers of each
+        chunk (each chunk is its own TransformerBlock) and none of the rest."""
+        if self.recompute is Recompute.FULL and self.recompute_num_layers is not None:
+            return Recompute.FULL if position < self.recompute_num_layers else Recompute.NONE
+        return self.recompute
+
     @property
     def group_size(self) -> int:
         """The interleaved schedule's micro-batch group (default pp)."""
@@ -250,37 +258,41 @@ def even_split(total: int, parts: int) -> tuple[int, ...]:
     return tuple(base + (1 if i < extra else 0) for i in range(parts))
 
 
-def stage_layers(model: ModelSpec, cfg: ParallelConfig) -> tuple[tuple[int, ...], ...]:
-    """Transformer layer indices held by each pipeline stage (all its virtual chunks).
+def stage_chunks(model: ModelSpec, cfg: ParallelConfig) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """Transformer layer indices of each virtual chunk of each pipeline stage:
+    result[stage][chunk] (chunk c of stage s is model chunk c * pp + s, Megatron's order).
 
-    - explicit `layers_per_stage`: contiguous blocks in stage order (with vpp, each stage's
-      count is split evenly over its chunks, chunk c of stage s following Megatron's
-      interleaved order: model chunk index = c * pp + s);
-    - baseline / vocab-parallel: L / (pp * vpp) layers per chunk, interleaved the same way;
+    - explicit `layers_per_stage`: contiguous blocks in stage order, each stage's count split
+      evenly over its chunks;
+    - baseline / vocab-parallel: L / (pp * vpp) layers per chunk;
     - redistribute: the embedding and the loss each count as one layer when splitting, as
       Megatron's --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split
-      do, so the first and last stages get fewer transformer layers.
+      do, so the first and last chunks get one transformer layer fewer.
     """
     pp, vpp, num_layers = cfg.pp, cfg.vpp, model.num_layers
     if cfg.layers_per_stage:
         per_chunk = [even_split(n, vpp) for n in cfg.layers_per_stage]
         counts = [per_chunk[s][c] for c in range(vpp) for s in range(pp)]
     elif cfg.vocab_strategy is VocabStrategy.REDISTRIBUTE and pp > 1:
-        units = even_split(num_layers + 2, pp * vpp)
-        counts = list(units)
+        counts = list(even_split(num_layers + 2, pp * vpp))
         counts[0] -= 1  # the embedding's share
         counts[-1] -= 1  # the loss's share
         if min(counts) < 0:
             counts = list(even_split(num_layers, pp * vpp))
     else:
         counts = list(even_split(num_layers, pp * vpp))
-    # counts[k] is the size of model chunk k; chunk k lives on stage k % pp.
-    stages: list[list[int]] = [[] for _ in range(pp)]
+    chunks: list[list[tuple[int, ...]]] = [[] for _ in range(pp)]
     start = 0
-    for k, n in enumerate(counts):
-        stages[k % pp].extend(range(start, start + n))
+    for k, n in enumerate(counts):  # model chunk k lives on stage k % pp
+        chunks[k % pp].append(tuple(range(start, start + n)))
         start += n
-    return tuple(tuple(s) for s in stages)
+    return tuple(tuple(stage) for stage in chunks)
+
+
+def stage_layers(model: ModelSpec, cfg: ParallelConfig) -> tuple[tuple[int, ...], ...]:
+    """Transformer layer indices held by each pipeline stage (all its virtual chunks)."""
+    return tuple(tuple(layer for chunk in stage for layer in chunk)
+                 for stage in stage_chunks(model, cfg))
 
 
 def in_flight_microbatches(cfg: ParallelConfig, stage: int) -> float:

@@ -8,9 +8,11 @@ from planner.catalog import BUILTIN_MODELS
 from planner.model import make_model
 from planner.parallel import (
     ParallelConfig,
+    Recompute,
     VocabStrategy,
     even_split,
     in_flight_microbatches,
+    stage_chunks,
     stage_layers,
 )
 
@@ -37,6 +39,20 @@ def test_redistribute_counts_embedding_and_loss_as_layers() -> None:
                        vocab_size=1000)
     cfg = ParallelConfig(pp=4, global_batch=8, vocab_strategy=VocabStrategy.REDISTRIBUTE)
     assert [len(s) for s in stage_layers(model, cfg)] == [7, 8, 8, 7]
+
+
+def test_redistribute_with_interleaving_shortens_the_end_chunks() -> None:
+    """8 layers + 2 over pp=2, vpp=2: chunks of 3, 3, 2, 2 units; the first chunk gives one
+    to the embedding, the last one to the loss: 2, 3, 2, 1 layers."""
+    cfg = ParallelConfig(pp=2, vpp=2, global_batch=8, vocab_strategy=VocabStrategy.REDISTRIBUTE)
+    assert stage_chunks(TOY, cfg) == (((0, 1), (5, 6)), ((2, 3, 4), (7,)))
+    assert stage_layers(TOY, cfg) == ((0, 1, 5, 6), (2, 3, 4, 7))
+
+
+def test_block_recompute_counts_within_each_chunk() -> None:
+    cfg = ParallelConfig(pp=2, vpp=2, global_batch=8, recompute=Recompute.FULL,
+                         recompute_num_layers=1)
+    assert [cfg.layer_recompute(i) for i in range(2)] == [Recompute.FULL, Recompute.NONE]
 
 
 def test_explicit_uneven_layout() -> None:

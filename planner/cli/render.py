@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.advice import Remedy
-from planner.calibration import MemoryReport, TimeReport
+from planner.calibration import Report
 from planner.hardware import Cluster
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate
 from planner.model import ModelSpec
@@ -128,13 +128,13 @@ def profiles_table(rows: list[tuple[str, Cluster]]) -> None:
     out.print(table)
 
 
-def validation_table(report: MemoryReport) -> None:
+def validation_table(report: Report) -> None:
     table = Table(show_edge=False, header_style="bold", title="memory: estimate vs measured peak")
     for column in ("case", "kind", "measured GiB", "predicted GiB", "error"):
         table.add_column(column, justify="left" if column in ("case", "kind") else "right")
     for c in sorted(report.cases, key=lambda c: c.id):
         error = f"{c.error_frac:+.1%}"
-        table.add_row(c.id, c.kind, _gib(c.measured_bytes), _gib(c.predicted_bytes),
+        table.add_row(c.id, c.kind, _gib(c.measured), _gib(c.predicted),
                       f"[red]{error}[/red]" if c.error_frac < 0 else error)
     out.print(table)
     out.print(f"{len(report.cases)} cases: mean |error| {report.mean_abs_error_frac:.1%}, "
@@ -145,14 +145,14 @@ def validation_table(report: MemoryReport) -> None:
               f"fit verdict; {len(report.skipped)} cases skipped (--format json says why)")
 
 
-def timing_table(report: TimeReport) -> None:
+def timing_table(report: Report) -> None:
     table = Table(show_edge=False, header_style="bold",
                   title="step time (model in development): estimate vs measured")
     for column in ("case", "measured s", "predicted s", "error", "assumed"):
         table.add_column(column, justify="left" if column in ("case", "assumed") else "right")
     for c in report.cases:
-        table.add_row(c.id, f"{c.measured_s:.3f}", f"{c.predicted_s:.3f}",
-                      f"{c.error_frac:+.1%}", c.assumed)
+        table.add_row(c.id, f"{c.measured:.3f}", f"{c.predicted:.3f}",
+                      f"{c.error_frac:+.1%}", c.note)
     out.print(table)
     out.print(f"{len(report.cases)} cases: median |error| {report.median_abs_error_frac:.1%}, "
               f"max {report.max_abs_error_frac:.1%}; {len(report.skipped)} skipped. The "

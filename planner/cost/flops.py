@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.model import ModelSpec
-from planner.parallel import ParallelConfig, Recompute
+from planner.parallel import ParallelConfig, Recompute, stage_chunks
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,11 +113,13 @@ def hardware_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
     flops = model_flops_per_step(model, cfg)
     if cfg.recompute is Recompute.NONE:
         return flops
-    per_stage = model.num_layers / cfg.pp
-    for i in range(model.num_layers):
-        lf = layer_flops(model, i, tokens, cfg.seq_len)
-        if cfg.recompute is Recompute.SELECTIVE:
-            flops += lf.attention
-        elif cfg.recompute_num_layers is None or (i % per_stage) < cfg.recompute_num_layers:
-            flops += lf.total
+    for stage in stage_chunks(model, cfg):
+        for chunk in stage:
+            for position, layer in enumerate(chunk):
+                lf = layer_flops(model, layer, tokens, cfg.seq_len)
+                mode = cfg.layer_recompute(position)
+                if mode is Recompute.SELECTIVE:
+                    flops += lf.attention
+                elif mode is Recompute.FULL:
+                    flops += lf.total
     return flops

@@ -39,7 +39,7 @@ from planner.gpus import GpuType
 from planner.hardware import Cluster
 from planner.memory import precision_policy, stage_params
 from planner.model import ModelSpec
-from planner.parallel import ParallelConfig, Precision, Recompute, stage_layers
+from planner.parallel import ParallelConfig, Precision, Recompute, stage_chunks, stage_layers
 
 # Megatron's DDP bucket: max(40M, 1M x dp) parameters (distributed_data_parallel_config.py).
 BUCKET_PARAMS = 40_000_000
@@ -69,12 +69,6 @@ class StepTime:
         }
 
 
-def _layer_recompute(cfg: ParallelConfig, position: int) -> Recompute:
-    if cfg.recompute is Recompute.FULL and cfg.recompute_num_layers is not None:
-        return Recompute.FULL if position < cfg.recompute_num_layers else Recompute.NONE
-    return cfg.recompute
-
-
 def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster) -> StepTime:
     """Predict one optimizer step of `cfg` on the first tp*pp*cp*dp GPUs of `cluster`."""
     gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))  # slowest wins
@@ -88,15 +82,13 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster) -> St
 
     totals = {"compute_s": 0.0, "tp_comm_s": 0.0, "cp_comm_s": 0.0, "cp_exposed_s": 0.0,
               "ep_comm_s": 0.0, "recompute_s": 0.0}
-    per_stage = stage_layers(model, cfg)
     chunks: list[list[ChunkTimes]] = []
-    for stage, layers in enumerate(per_stage):
-        per_chunk = _split(layers, cfg.vpp)
+    for stage, per_chunk in enumerate(stage_chunks(model, cfg)):
         row = []
         for c, chunk_layers in enumerate(per_chunk):
             forward = backward = 0.0
             for position, layer in enumerate(chunk_layers):
-                mode = _layer_recompute(cfg, position + sum(len(x) for x in per_chunk[:c]))
+                mode = cfg.layer_recompute(position)
                 lt = layer_time(model, cfg, gpu, layer, mode)
                 # backward: the input-gradient all-reduces overlap the weight-gradient GEMMs
                 hidden = column_parallel_wgrad_s(model, cfg, gpu, layer)
@@ -161,18 +153,6 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster) -> St
         hfu=hardware_flops / iteration / world / peak,
         breakdown=tuple(sorted((k, float(v)) for k, v in breakdown.items())),
     )
-
-
-def _split(layers: tuple[int, ...], parts: int) -> list[tuple[int, ...]]:
-    """A stage's layers in its `parts` virtual chunks, in order (parallel.stage_layers puts
-    chunk c's layers after chunk c-1's)."""
-    base, extra = divmod(len(layers), parts)
-    out, start = [], 0
-    for i in range(parts):
-        n = base + (1 if i < extra else 0)
-        out.append(layers[start:start + n])
-        start += n
-    return out
 
 
 def _zero3_per_microbatch(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink,

@@ -29,6 +29,15 @@ from planner.schema import Reader, read_document
 from planner.units import GB, TB, TFLOPS, US, GiB
 
 SCHEMA = "planner.hardware/v1"
+
+# Per-step latencies used when a profile gives none: NCCL's own model of one ring step with
+# the Simple protocol (src/graph/tuning.cc: NVLink 3.4, PCIe 5.7, network 14 us; summarized in
+# shared/reference/hardware.md Sec. 3.5) and NCCL over TCP sockets (~45 us for 8 B,
+# NVIDIA/nccl-tests#82).
+NVLINK_LATENCY_US = 3.4
+PCIE_LATENCY_US = 5.7
+NET_LATENCY_US = 14.0
+TCP_LATENCY_US = 45.0
 TRANSPORTS = ("nvlink", "nvswitch", "pcie", "xgmi", "ib", "roce", "efa", "tcp", "slingshot")
 
 
@@ -149,7 +158,8 @@ def _link_spec(r: Reader, key: str, required: bool = True) -> tuple[float, float
     if child is None:
         return None
     bandwidth = child.number("bandwidth_GBps", unit_hint=" (GB/s per GPU, per direction)")
-    latency = child.number("latency_us", positive=False, default=5.0)
+    latency = child.number("latency_us", positive=False,
+                           default=NVLINK_LATENCY_US if key == "intra_node" else NET_LATENCY_US)
     child.string("transport", required=False)
     child.unknown_keys(("bandwidth_GBps", "latency_us", "transport", "source", "note"))
     if bandwidth is None:
@@ -167,7 +177,9 @@ def _minimal(r: Reader) -> Cluster:
     r.unknown_keys(_MINIMAL_KEYS)
     r.check("see the cluster YAML forms in README.md")
     assert gpu and num_nodes and per_node and name
-    intra_bw, intra_lat = intra or (gpu.scaleup_bytes_per_s or gpu.pcie_bytes_per_s, 3 * US)
+    intra_bw, intra_lat = intra or (gpu.scaleup_bytes_per_s or gpu.pcie_bytes_per_s,
+                                    (NVLINK_LATENCY_US if gpu.scaleup_bytes_per_s
+                                     else PCIE_LATENCY_US) * US)
     transport = "nvlink" if gpu.scaleup_bytes_per_s else "pcie"
     nics: tuple[Nic, ...] = ()
     if inter is not None:
@@ -239,7 +251,8 @@ def _nic(r: Reader, num_gpus: int | None) -> Nic | None:
     rate = r.number("rate_Gbps", required=False)
     bandwidth = r.number("bandwidth_GBps", required=rate is None,
                          unit_hint=" (measured GB/s per direction)")
-    latency = r.number("latency_us", positive=False, default=2.0)
+    latency = r.number("latency_us", positive=False,
+                       default=TCP_LATENCY_US if transport == "tcp" else NET_LATENCY_US)
     gpus_raw = r.raw("gpus")
     gpus: tuple[int, ...] = ()
     if not isinstance(gpus_raw, list) or not gpus_raw:
@@ -322,13 +335,14 @@ def _node_type(r: Reader, name: str, custom: dict[str, GpuType]) -> NodeType | N
                 intra_r.fail("bandwidth_GBps", "fabric: matrix needs a bandwidth_GBps matrix")
             off_diagonal = [c for row in bw_matrix for c in row if c is not None]
             bandwidth = min(off_diagonal) if off_diagonal else None
-            latency = 3.0
+            latency = PCIE_LATENCY_US if transport == "pcie" else NVLINK_LATENCY_US
             if not lat_matrix:
-                latency = intra_r.number("latency_us", positive=False, default=3.0) or 0.0
+                latency = intra_r.number("latency_us", positive=False, default=latency) or 0.0
         else:
             bandwidth = intra_r.number("bandwidth_GBps", unit_hint=" (per GPU, per direction)")
             bandwidth = bandwidth * GB if bandwidth else None
-            latency = intra_r.number("latency_us", positive=False, default=3.0) or 0.0
+            latency = intra_r.number("latency_us", positive=False,
+                                     default=NVLINK_LATENCY_US) or 0.0
         p2p = intra_r.boolean("p2p", default=True)
         intra_r.raw("topo")
         intra_r.raw("source")
@@ -345,7 +359,8 @@ def _node_type(r: Reader, name: str, custom: dict[str, GpuType]) -> NodeType | N
         return None
     if intra is None:  # a one-GPU node never uses its intra-node fabric
         intra = IntraFabric(fabric="switch", transport="pcie",
-                            bandwidth_bytes_per_s=gpu.pcie_bytes_per_s, latency_s=10 * US)
+                            bandwidth_bytes_per_s=gpu.pcie_bytes_per_s,
+                            latency_s=PCIE_LATENCY_US * US)
     return NodeType(name=name, gpu=gpu, num_gpus=num_gpus, intra=intra, nics=tuple(nics))
 
 
@@ -380,12 +395,13 @@ def _rich(r: Reader) -> Cluster:
         island_name: str = island_r.string("name") or f"island{len(islands)}"
         fabric = island_r.child("fabric")
         transport: str = "ib"
-        latency: float = 5.0
+        latency: float = NET_LATENCY_US
         per_nic: float | None = None
         oversub: float = 1.0
         if fabric is not None:
             transport = fabric.choice("transport", TRANSPORTS, default="ib") or "ib"
-            latency = fabric.number("latency_us", positive=False, default=5.0) or 0.0
+            latency = fabric.number("latency_us", positive=False,
+                                    default=NET_LATENCY_US) or 0.0
             per_nic = fabric.number("bandwidth_per_nic_GBps", required=False)
             oversub = fabric.number("oversubscription", default=1.0) or 1.0
             fabric.raw("topology")
@@ -448,7 +464,8 @@ def _rich(r: Reader) -> Cluster:
         bridge_transport = bridge_r.choice("transport", TRANSPORTS, default="tcp") or "tcp"
         per_node = bridge_r.number("bandwidth_per_node_GBps")
         aggregate = bridge_r.number("aggregate_bandwidth_GBps", required=False)
-        bridge_latency = bridge_r.number("latency_us", positive=False, default=50.0) or 0.0
+        bridge_latency = bridge_r.number("latency_us", positive=False,
+                                         default=TCP_LATENCY_US) or 0.0
         bridge_r.raw("source")
         bridge_r.unknown_keys(("between", "transport", "bandwidth_per_node_GBps",
                                "aggregate_bandwidth_GBps", "latency_us", "source", "note"))

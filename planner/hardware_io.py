@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from planner import nccl_tests
+from planner import nccl_tests, topo
 from planner.errors import InputError
 from planner.gpus import GPU_CATALOG, GpuType
 from planner.hardware import (
@@ -600,3 +600,85 @@ def import_nccl_tests(base: Path, logs: list[Path], op: str | None = None) -> st
     text = yaml.safe_dump(data, sort_keys=False, width=100)
     cluster_from_dict(yaml.safe_load(text), f"{base} + nccl-tests")
     return text
+
+
+# Achieved share of NVLink's per-direction rate for ring traffic when nothing is measured:
+# "measured ~ 80-90% of unidirectional spec at large sizes for NVLink/IB ring" (hardware.md
+# Sec. 4.3; e.g. 8 x H100 ring busbw ~370 of 450 GB/s).
+NVLINK_ACHIEVED_FRAC = 0.8
+
+
+def profile_from_topology(topology: topo.Topology, *, gpu_id: str, nodes: str,
+                          nic_rate_gbps: float, name: str, source: str) -> str:
+    """A rich profile (YAML text) for `nodes` (a hostlist) of identical machines described by
+    one `nvidia-smi topo -m`: an NV# bond carries #/(the widest bond) of the GPU's scale-up
+    rate (catalog; 25 GB/s per link on A100/H100, 50 on B200, 14 on an RTX 3090 bridge) x
+    NVLINK_ACHIEVED_FRAC; an all-equal NVLink matrix becomes a switch fabric; PCIe-only pairs
+    are host-staged (the GPU's PCIe rate, crossed twice: half of it); each GPU is served by the
+    NICs it reaches through at most PCIe switches (PIX / PXB), else by the closest one."""
+    gpu = GPU_CATALOG.get(gpu_id)
+    if gpu is None:
+        raise InputError(f"--gpu {gpu_id!r}: unknown GPU",
+                         hint="one of " + ", ".join(sorted(GPU_CATALOG)))
+    if "[" in nodes:
+        try:
+            expand_hostlist(nodes)
+        except ValueError as exc:
+            raise InputError(f"--nodes {nodes!r}: {exc}") from None
+    n = topology.num_gpus
+    widest = max((topology.nvlinks(i, j) for i in range(n) for j in range(n)), default=0)
+    per_link = gpu.scaleup_bytes_per_s / GB / widest if widest else 0.0
+    matrix: list[list[float | None]] = []
+    for i in range(n):
+        row: list[float | None] = []
+        for j in range(n):
+            if i == j:
+                row.append(None)
+            elif topology.nvlinks(i, j):
+                row.append(round(topology.nvlinks(i, j) * per_link * NVLINK_ACHIEVED_FRAC, 2))
+            else:
+                row.append(round(gpu.pcie_bytes_per_s / GB * 0.5, 2))  # staged: PCIe twice
+        matrix.append(row)
+    cells = {c for r in matrix for c in r if c is not None}
+    if len(cells) == 1 and all(topology.nvlinks(i, j) for i in range(n) for j in range(n)
+                               if i != j):
+        intra: dict[str, object] = {"fabric": "switch", "transport": "nvswitch",
+                                    "bandwidth_GBps": cells.pop(),
+                                    "latency_us": NVLINK_LATENCY_US}
+    else:
+        intra = {"fabric": "matrix",
+                 "transport": "nvlink" if any(topology.nvlinks(i, j) for i in range(n)
+                                              for j in range(n)) else "pcie",
+                 "bandwidth_GBps": matrix, "topo": [list(r) for r in topology.gpu_classes]}
+    served: dict[str, list[int]] = {}
+    for i in range(n):
+        for nic in _closest_nics(topology, i):
+            served.setdefault(nic, []).append(i)
+    nics = [{"name": nic, "transport": "ib", "rate_Gbps": nic_rate_gbps, "gpus": gpus}
+            for nic, gpus in served.items()]
+    data = {
+        "schema": SCHEMA,
+        "name": name,
+        "provenance": {"created_by": "planner profile import-topo", "raw": source,
+                       "notes": "bandwidths derived from link classes, not measured; add "
+                                "nccl-tests curves with planner profile import-nccl-tests"},
+        "node_types": {"node": {"gpu": gpu.id, "num_gpus": n, "intra": intra, "nics": nics}},
+        "islands": [{"name": "cluster", "nodes": [
+            {"names" if "[" in nodes else "name": nodes, "type": "node"}]}],
+    }
+    text = yaml.safe_dump(data, sort_keys=False, width=100)
+    cluster_from_dict(yaml.safe_load(text), f"{source} (imported)")
+    return text
+
+
+
+def _closest_nics(topology: topo.Topology, gpu: int) -> list[str]:
+    """The NICs that serve `gpu`: those behind at most PCIe switches (PIX, PXB), else the one
+    with the best PCIe class."""
+    classes = topology.gpu_nic_classes[gpu]
+    near = [topology.nics[k] for k, c in enumerate(classes) if c in ("PIX", "PXB")]
+    if near or not classes:
+        return near
+    rank = [topo.PCIE_CLASSES.index(c) if c in topo.PCIE_CLASSES else len(topo.PCIE_CLASSES)
+            for c in classes]
+    return [topology.nics[rank.index(min(rank))]]

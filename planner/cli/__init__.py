@@ -16,14 +16,19 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from planner import __version__
+from planner import __version__, topo
 from planner.advice import remedies
 from planner.calibration import load_measurements, memory_report, time_report
 from planner.catalog import BUILTIN_MODELS
 from planner.cli import render
 from planner.errors import InputError, PlannerError
 from planner.hardware import Cluster
-from planner.hardware_io import builtin_profiles, import_nccl_tests, load_cluster
+from planner.hardware_io import (
+    builtin_profiles,
+    import_nccl_tests,
+    load_cluster,
+    profile_from_topology,
+)
 from planner.memory import MemoryEstimate, estimate_memory
 from planner.model import ModelSpec
 from planner.model_io import load_model
@@ -347,6 +352,44 @@ def import_nccl_tests_command(
                          hint="pass --force to replace it, or choose another -o path")
     text = import_nccl_tests(base, logs, op)
     output.write_text(text, encoding="utf-8")
+    render.err.print(f"wrote {output}")
+
+
+@profile_app.command("import-topo")
+def import_topo_command(
+    topo_file: Annotated[Path, typer.Argument(metavar="TOPO.txt",
+                                              help="Output of `nvidia-smi topo -m`.")],
+    gpu: Annotated[str, typer.Option("--gpu", help="GPU catalog id of the machines.")],
+    nodes: Annotated[str, typer.Option(
+        "--nodes", help="The nodes, a name or a range: 'gpu[001-016]'.")],
+    nic_rate: Annotated[float, typer.Option(
+        "--nic-rate-gbps", help="NIC line rate in Gb/s (topo -m does not show it).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The new profile.")],
+    name: Annotated[str, typer.Option("--name", help="Profile name.")] = "imported",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the -o file.")] = False,
+) -> None:
+    """Build a rich profile from `nvidia-smi topo -m` of one node: NVLink bonds and PCIe
+    classes become the intra-node fabric, PIX/PXB affinity says which NIC serves which GPU.
+
+    Example: `nvidia-smi topo -m > topo.txt; planner profile import-topo topo.txt --gpu
+    h100-sxm5-80gb --nodes 'h100-[01-16]' --nic-rate-gbps 400 -o my-cluster.yaml`
+    """
+    if output.exists() and not force:
+        raise InputError(f"{output}: exists; not overwriting it",
+                         hint="pass --force to replace it, or choose another -o path")
+    try:
+        text = topo_file.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InputError(f"{topo_file}: cannot read: {exc}") from None
+    try:
+        topology = topo.parse(text, str(topo_file))
+    except ValueError as exc:
+        raise InputError(str(exc), hint="pass the output of `nvidia-smi topo -m`") from None
+    if nic_rate <= 0:
+        raise InputError(f"--nic-rate-gbps {nic_rate}: expected a rate > 0")
+    output.write_text(profile_from_topology(topology, gpu_id=gpu, nodes=nodes,
+                                            nic_rate_gbps=nic_rate, name=name,
+                                            source=str(topo_file)), encoding="utf-8")
     render.err.print(f"wrote {output}")
 
 

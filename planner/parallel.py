@@ -19,6 +19,11 @@ class Recompute(enum.StrEnum):
     FULL = "full"  # only each layer's input is kept (Megatron --recompute-granularity full)
 
 
+# Megatron-Core's rank orders (parallel_state.initialize_model_parallel: order "tp-cp-ep-dp-pp",
+# or "tp-cp-ep-pp-dp" with --use-tp-pp-dp-mapping; expert parallelism folds into dp).
+RANK_ORDERS = ("tp-cp-dp-pp", "tp-cp-pp-dp")
+
+
 class VocabStrategy(enum.StrEnum):
     """Where the embedding and LM head live (Yeung et al., "Balancing Pipeline Parallelism with
     Vocabulary Parallelism", arXiv 2411.05288)."""
@@ -62,6 +67,9 @@ class ParallelConfig:
         microbatch_group_size: micro-batches the interleaved schedule runs through each virtual
             stage before moving on (Megatron --microbatch-group-size-per-virtual-pipeline-stage;
             default pp).
+        rank_order: how global ranks map to the parallel axes, fastest first: Megatron's default
+            "tp-cp-dp-pp", or "tp-cp-pp-dp" (--use-tp-pp-dp-mapping). With the default
+            placement rank r runs on GPU r, so this decides which links each group crosses.
         moe_token_imbalance: for dropless MoE, the busiest expert rank's tokens over the mean;
             an assumption (Megatron's aux-loss load balancing keeps routing near uniform; 1.5
             leaves room for early-training imbalance), used only when capacity_factor is unset.
@@ -91,6 +99,7 @@ class ParallelConfig:
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
     microbatch_group_size: int | None = None
+    rank_order: str = "tp-cp-dp-pp"
 
     @property
     def world_size(self) -> int:
@@ -138,6 +147,7 @@ class ParallelConfig:
             "overlap_grad_reduce": self.overlap_grad_reduce,
             "tp_comm_overlap": self.tp_comm_overlap,
             "microbatch_group_size": self.microbatch_group_size,
+            "rank_order": self.rank_order,
         }
 
     def problems(self, model: ModelSpec, gpu: GpuType | None = None,
@@ -224,6 +234,9 @@ class ParallelConfig:
             out.append(f"vpp({self.vpp}) > 1 needs num_microbatches({self.num_microbatches}) "
                        f"divisible by the micro-batch group ({self.group_size}; Megatron "
                        "--microbatch-group-size-per-virtual-pipeline-stage, default pp)")
+        if self.rank_order not in RANK_ORDERS:
+            out.append(f"rank_order({self.rank_order!r}) must be one of "
+                       + ", ".join(RANK_ORDERS))
         if self.microbatch_group_size is not None and self.microbatch_group_size < self.pp:
             out.append(f"microbatch_group_size({self.microbatch_group_size}) must be >= "
                        f"pp({self.pp})")

@@ -20,6 +20,7 @@ from planner.errors import InputError
 from planner.model import ModelSpec
 from planner.model_io import model_from_dict, model_to_dict
 from planner.parallel import (
+    RANK_ORDERS,
     Framework,
     ParallelConfig,
     Precision,
@@ -100,7 +101,7 @@ _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch
                 "num_microbatches", "recompute", "recompute_num_layers", "zero",
                 "sequence_parallel", "precision", "vocab_strategy", "layers_per_stage",
                 "framework", "flash_attention", "cross_entropy_fusion", "moe_token_imbalance",
-                "overlap_grad_reduce", "tp_comm_overlap", "microbatch_group_size")
+                "overlap_grad_reduce", "tp_comm_overlap", "microbatch_group_size", "rank_order")
 
 
 def config_from_reader(r: Reader) -> ParallelConfig | None:
@@ -123,6 +124,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     overlap_grad = r.boolean("overlap_grad_reduce", default=True)
     tp_overlap = r.boolean("tp_comm_overlap", default=False)
     group = r.int("microbatch_group_size", required=False)
+    order = r.choice("rank_order", RANK_ORDERS, default=RANK_ORDERS[0]) or RANK_ORDERS[0]
     layout = r.raw("layers_per_stage") or []
     if not isinstance(layout, list) or not all(
             isinstance(n, int) and not isinstance(n, bool) for n in layout):
@@ -141,7 +143,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         layers_per_stage=tuple(layout), framework=Framework(framework), flash_attention=flash,
         cross_entropy_fusion=ce_fusion, moe_token_imbalance=imbalance or 1.5,
         overlap_grad_reduce=overlap_grad, tp_comm_overlap=tp_overlap,
-        microbatch_group_size=group,
+        microbatch_group_size=group, rank_order=order,
     )
 
 

@@ -172,6 +172,9 @@ def estimate(
         "--framework", help="Executor whose memory behaviour to model.")] = None,
     flash_attention: Annotated[bool | None, typer.Option(
         "--flash-attention/--no-flash-attention", help="[default: on]")] = None,
+    use_tp_pp_dp_mapping: Annotated[bool, typer.Option(
+        "--use-tp-pp-dp-mapping", help="Megatron's rank order tp-cp-pp-dp instead of "
+        "tp-cp-dp-pp.")] = False,
     headroom: Annotated[float | None, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
@@ -238,6 +241,7 @@ def estimate(
         vocab_strategy=VocabStrategy((vocab_strategy or VocabChoice.baseline).value),
         layers_per_stage=layout, framework=framework or Framework.MEGATRON,
         flash_attention=True if flash_attention is None else flash_attention,
+        rank_order="tp-cp-pp-dp" if use_tp_pp_dp_mapping else "tp-cp-dp-pp",
     )
     _check_config(cfg, spec, cl, "configuration", dp_given=dp is not None)
     room = headroom or 0.0

@@ -1,8 +1,8 @@
 """Collectives on the links each parallel group actually crosses.
 
-Placement: Megatron-Core's default rank order, tp fastest, then cp, dp, pp
-(megatron/core/parallel_state.py, order "tp-cp-ep-dp-pp"; expert parallelism folds into dp),
-with global rank r on GPU r of the cluster (node-major, as torchrun numbers ranks). Every
+Placement: Megatron-Core's rank order (parallel.RANK_ORDERS: tp fastest, then cp, dp, pp, or
+pp before dp with --use-tp-pp-dp-mapping; expert parallelism folds into dp), with global rank
+r on GPU r of the cluster (node-major, as torchrun numbers ranks). Every
 group of each axis is resolved through `Cluster.link`, and the slowest group of an axis sets
 the time (all groups of an axis run in lockstep), so one degraded link or a slow island shows.
 
@@ -67,28 +67,37 @@ class RingLink:
 
 
 def rank_of(cfg: ParallelConfig, tp: int, cp: int, dp: int, pp: int) -> int:
-    """Global rank in Megatron's default order (tp fastest, then cp, dp, pp)."""
-    return tp + cfg.tp * (cp + cfg.cp * (dp + cfg.dp * pp))
+    """Global rank of the given coordinates in `cfg.rank_order` (fastest axis first)."""
+    coordinate = {"tp": tp, "cp": cp, "dp": dp, "pp": pp}
+    size = {"tp": cfg.tp, "cp": cfg.cp, "dp": cfg.dp, "pp": cfg.pp}
+    rank, stride = 0, 1
+    for axis in cfg.rank_order.split("-"):
+        rank += coordinate[axis] * stride
+        stride *= size[axis]
+    return rank
 
 
 def groups(cfg: ParallelConfig, axis: Axis) -> list[tuple[int, ...]]:
-    """Every process group of `axis`, as global ranks in ring order."""
+    """Every process group of `axis`, as global ranks in ring order (that of the axis's
+    coordinate). Expert groups are laid over each stage's ranks in ascending order: expert-TP
+    fastest, then EP, then expert-DP (Megatron's expert rank generator)."""
     out: list[tuple[int, ...]] = []
+    tps, cps, dps, pps = range(cfg.tp), range(cfg.cp), range(cfg.dp), range(cfg.pp)
     if axis is Axis.PP:
-        for tp in range(cfg.tp):
-            for cp in range(cfg.cp):
-                for dp in range(cfg.dp):
-                    out.append(tuple(rank_of(cfg, tp, cp, dp, p) for p in range(cfg.pp)))
-        return out
-    for pp in range(cfg.pp):
-        stage = [rank_of(cfg, 0, 0, 0, pp) + i for i in range(cfg.tp * cfg.cp * cfg.dp)]
-        if axis is Axis.TP:
-            step, size = 1, cfg.tp
-        elif axis is Axis.CP:
-            step, size = cfg.tp, cfg.cp
-        elif axis is Axis.DP:
-            step, size = cfg.tp, cfg.cp * cfg.dp
-        elif axis is Axis.EP:  # expert layout inside a stage: etp fastest, then ep, then edp
+        return [tuple(rank_of(cfg, t, c, d, p) for p in pps)
+                for t in tps for c in cps for d in dps]
+    if axis is Axis.TP:
+        return [tuple(rank_of(cfg, t, c, d, p) for t in tps)
+                for p in pps for d in dps for c in cps]
+    if axis is Axis.CP:
+        return [tuple(rank_of(cfg, t, c, d, p) for c in cps)
+                for p in pps for d in dps for t in tps]
+    if axis is Axis.DP:  # data x context parallel: the gradient group
+        return [tuple(rank_of(cfg, t, c, d, p) for d in dps for c in cps)
+                for p in pps for t in tps]
+    for p in pps:
+        stage = sorted(rank_of(cfg, t, c, d, p) for t in tps for c in cps for d in dps)
+        if axis is Axis.EP:
             step, size = cfg.expert_tp, cfg.ep
         else:
             step, size = cfg.expert_tp * cfg.ep, cfg.expert_dp

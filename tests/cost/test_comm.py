@@ -60,3 +60,21 @@ def test_all_to_all_splits_intra_and_inter() -> None:
                     intra_bytes_per_s=370 * GB, inter_bytes_per_s=47 * GB, gpus_per_node=8)
     assert comm.all_to_all_s(1e9, ring) == pytest.approx(max(7 / 16 * 1e9 / 370e9,
                                                              8 / 16 * 1e9 / 47e9))
+
+
+def test_tp_pp_dp_mapping_puts_pipeline_neighbours_next() -> None:
+    """--use-tp-pp-dp-mapping: tp=2, pp=2, dp=2 ranks order tp, pp, dp: pipeline pairs are
+    (0, 2), data-parallel pairs stride tp*pp = 4."""
+    cfg = ParallelConfig(tp=2, dp=2, pp=2, global_batch=4, rank_order="tp-cp-pp-dp")
+    assert comm.groups(cfg, Axis.PP) == [(0, 2), (4, 6), (1, 3), (5, 7)]
+    assert comm.groups(cfg, Axis.DP) == [(0, 4), (1, 5), (2, 6), (3, 7)]
+    assert comm.groups(cfg, Axis.TP) == [(0, 1), (4, 5), (2, 3), (6, 7)]
+
+
+def test_every_rank_in_exactly_one_group_per_axis() -> None:
+    for order in ("tp-cp-dp-pp", "tp-cp-pp-dp"):
+        cfg = ParallelConfig(tp=2, cp=2, dp=2, pp=2, ep=2, etp=1, global_batch=8,
+                             rank_order=order)
+        for axis in Axis:
+            ranks = sorted(r for g in comm.groups(cfg, axis) for r in g)
+            assert ranks == list(range(16)), (order, axis)

@@ -22,6 +22,7 @@ LAYERS = {
     "planner.cost": 3, "planner.cost.flops": 3, "planner.cost.pipeline": 3,
     "planner.cost.compute": 3, "planner.cost.comm": 3, "planner.cost.step": 4,
     "planner.advice": 4, "planner.plan": 4,
+    "planner.search": 1, "planner.search.partition": 1,
     "planner.calibration": 5,
     "planner.cli": 6, "planner.cli.render": 6,
 }
@@ -29,7 +30,8 @@ LAYERS = {
 PURE = ("planner.units", "planner.gpus", "planner.model", "planner.catalog", "planner.hardware",
         "planner.parallel", "planner.memory", "planner.advice", "planner.cost.flops",
         "planner.cost.pipeline", "planner.cost.compute", "planner.cost.comm",
-        "planner.cost.step", "planner.nccl_tests", "planner.topo")
+        "planner.cost.step", "planner.nccl_tests", "planner.topo",
+        "planner.search.partition")
 IO_MODULES = {"os", "pathlib", "json", "yaml", "importlib", "subprocess", "socket", "shutil"}
 
 

@@ -1,0 +1,1 @@
+"""Search: the parallel configuration, the layer partition, placement and experts."""

@@ -34,6 +34,20 @@ def test_estimate_json_follows_design(run_cli: Run) -> None:
                 "peak_bytes"} <= set(stage)
         assert stage["allocated_bytes"] < stage["reserved_bytes"] < stage["peak_bytes"]
     assert memory["fits"] is True
+    time = data["time"]
+    assert {"iteration_s", "tokens_per_s", "model_tflops_per_gpu", "mfu", "hfu",
+            "breakdown", "calibrated"} <= set(time)
+    assert time["tokens_per_s"] == pytest.approx(64 * 8192 / time["iteration_s"])
+    assert 0 < time["mfu"] <= time["hfu"] < 1
+    assert time["calibrated"] is False and "not calibrated" in err  # H100: warned
+
+
+def test_calibrated_gpu_has_no_warning(run_cli: Run) -> None:
+    code, out, err = run_cli("estimate", "--model", "gpt3-175b", "--cluster", "selene",
+                             "--global-batch", "1536", "--seq-len", "2048", "--tp", "8",
+                             "--pp", "8", "--dp", "24", "--vpp", "3", "--zero", "1",
+                             "--format", "json")
+    assert code == 0 and json.loads(out)["time"]["calibrated"] is True and err == ""
 
 
 def test_estimate_table_and_remedies(run_cli: Run) -> None:

@@ -21,6 +21,7 @@ from planner.advice import remedies
 from planner.calibration import load_measurements, memory_report, time_report
 from planner.catalog import BUILTIN_MODELS
 from planner.cli import render
+from planner.cost.step import StepTime, estimate_step
 from planner.errors import InputError, PlannerError
 from planner.hardware import Cluster
 from planner.hardware_io import (
@@ -107,9 +108,17 @@ def _check_config(cfg: ParallelConfig, model: ModelSpec, cluster: Cluster, where
                          problems=tuple(f"{where}: {p}" for p in problems))
 
 
+# What `planner validate` measured for the step-time model (README, Validation: Step time).
+UNCALIBRATED_WARNING = (
+    "warning: the step time on {gpu} is not calibrated: against published runs the model "
+    "predicts such steps 24-38% too fast on real-size H100 layers and more on small models; "
+    "use it to compare configurations, not as a promise (calibrated: Megatron-LM on A100, "
+    "median error 4.6%)")
+
+
 def _result(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,
-            estimate: MemoryEstimate) -> dict[str, Any]:
-    """The estimate JSON of DESIGN.md (`time` joins with the step-time model)."""
+            estimate: MemoryEstimate, step: StepTime) -> dict[str, Any]:
+    """The estimate JSON of DESIGN.md."""
     return {
         "config": cfg.to_dict(),
         "model": {"name": model.name, "num_params": model.params.total,
@@ -117,16 +126,20 @@ def _result(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,
         "cluster": {"name": cluster.name, "num_gpus": cluster.num_gpus,
                     "gpu": cluster.gpu_types[0].id},
         "memory": estimate.to_dict(),
-        "time": None,
+        "time": step.to_dict(),
     }
 
 
 def _report(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig, estimate: MemoryEstimate,
             fmt: Format, title: str, headroom: float) -> None:
+    step = estimate_step(model, cfg, cluster)
+    if not step.calibrated:
+        render.err.print(UNCALIBRATED_WARNING.format(gpu=cluster.gpu_types[0].id), markup=False)
     if fmt is not Format.table:
-        _emit(_result(model, cluster, cfg, estimate), fmt)
+        _emit(_result(model, cluster, cfg, estimate, step), fmt)
         return
     render.memory_table(model, cluster, cfg, estimate, title)
+    render.time_lines(step)
     if not estimate.fits:
         render.remedy_lines(remedies(model, cfg, estimate.capacity_bytes, headroom,
                                      cluster.gpus_per_node))
@@ -182,7 +195,7 @@ def estimate(
         "-o", "--output", help="Write the configuration as a plan file.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the -o file.")] = False,
 ) -> None:
-    """Estimate per-stage memory of one configuration.
+    """Estimate per-stage memory and the step time of one configuration.
 
     Example: `planner estimate --model llama3-70b --cluster dgx-h100 --global-batch 512
     --seq-len 8192 --tp 8 --pp 4 --dp 4 --vpp 5 --zero 1`
@@ -285,7 +298,8 @@ def check(
     if fmt is Format.table:
         _report(plan.model, cl, plan.config, result, fmt, f"check {plan_file}", room)
     else:
-        data = _result(plan.model, cl, plan.config, result)
+        data = _result(plan.model, cl, plan.config, result,
+                       estimate_step(plan.model, plan.config, cl))
         data["remedies"] = [
             {"change": r.change, "peak_bytes": r.peak_bytes, "fits": r.fits}
             for r in (() if result.fits else remedies(plan.model, plan.config,

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from planner.advice import Remedy
 from planner.calibration import Report
+from planner.cost.step import StepTime
 from planner.hardware import Cluster
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate
 from planner.model import ModelSpec
@@ -80,6 +81,18 @@ def memory_table(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,
                            for s in over[:6])
         more = f" and {len(over) - 6} more" if len(over) > 6 else ""
         out.print(f"[red]does not fit[/red] in {_gib(usable)} GiB{headroom}: {stages}{more}")
+
+
+def time_lines(step: StepTime) -> None:
+    b = dict(step.breakdown)
+    calibrated = "" if step.calibrated else " (uncalibrated GPU: see the warning)"
+    out.print(f"step time {step.iteration_s:.3f} s{calibrated}: {step.tokens_per_s:,.0f} "
+              f"tokens/s, {step.model_tflops_per_gpu:.0f} model TFLOP/s per GPU, MFU "
+              f"{step.mfu:.1%}, HFU {step.hfu:.1%}")
+    out.print(f"  pipeline {b['pipeline_s']:.3f} s (bubble {b['bubble_s']:.3f}); exposed: "
+              f"data-parallel {b['dp_exposed_s']:.3f} s of {b['dp_comm_s']:.3f}, context-"
+              f"parallel {b['cp_exposed_s']:.3f} s; optimizer {b['optimizer_s']:.3f} s; "
+              f"TP comm busy {b['tp_comm_s']:.3f} s, EP {b['ep_comm_s']:.3f} s per GPU")
 
 
 def remedy_lines(remedies: tuple[Remedy, ...]) -> None:
@@ -156,4 +169,4 @@ def timing_table(report: Report) -> None:
     out.print(table)
     out.print(f"{len(report.cases)} cases: median |error| {report.median_abs_error_frac:.1%}, "
               f"max {report.max_abs_error_frac:.1%}; {len(report.skipped)} skipped. The "
-              "step-time model does not meet its target yet; `estimate` reports no time.")
+              "step-time model is calibrated for A100 only; `estimate` warns elsewhere.")

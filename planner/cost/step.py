@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from planner.cost import comm
 from planner.cost.comm import Axis
 from planner.cost.compute import (
+    CALIBRATED_MATMUL_FRAC,
     column_parallel_wgrad_s,
     head_time,
     layer_time,
@@ -60,12 +61,14 @@ class StepTime:
     mfu: float
     hfu: float
     breakdown: tuple[tuple[str, float], ...]
+    calibrated: bool
 
     def to_dict(self) -> dict[str, object]:
         return {
             "iteration_s": self.iteration_s, "tokens_per_s": self.tokens_per_s,
             "model_tflops_per_gpu": self.model_tflops_per_gpu, "mfu": self.mfu,
             "hfu": self.hfu, "breakdown": dict(self.breakdown),
+            "calibrated": self.calibrated,
         }
 
 
@@ -152,6 +155,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster) -> St
         mfu=model_flops / iteration / world / peak,
         hfu=hardware_flops / iteration / world / peak,
         breakdown=tuple(sorted((k, float(v)) for k, v in breakdown.items())),
+        calibrated=gpu.id in CALIBRATED_MATMUL_FRAC and cfg.precision is Precision.BF16,
     )
 
 

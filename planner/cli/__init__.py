@@ -131,8 +131,8 @@ def _result(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,
 
 
 def _report(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig, estimate: MemoryEstimate,
-            fmt: Format, title: str, headroom: float) -> None:
-    step = estimate_step(model, cfg, cluster)
+            fmt: Format, title: str, headroom: float, step: StepTime | None = None) -> None:
+    step = step or estimate_step(model, cfg, cluster)
     if not step.calibrated:
         render.err.print(UNCALIBRATED_WARNING.format(gpu=cluster.gpu_types[0].id), markup=False)
     if fmt is not Format.table:
@@ -259,13 +259,15 @@ def estimate(
     _check_config(cfg, spec, cl, "configuration", dp_given=dp is not None)
     room = headroom or 0.0
     result = estimate_memory(spec, cfg, cl.min_gpu_memory_bytes, room)
+    step = estimate_step(spec, cfg, cl)
     if output is not None:
         plan = Plan(model=spec, model_ref=model, cluster_ref=cluster,
                     cluster_sha256=file_hash(_cluster_source(cluster)), config=cfg,
-                    headroom_frac=room, predictions=(("memory", result.to_dict()),))
+                    headroom_frac=room,
+                    predictions=(("memory", result.to_dict()), ("time", step.to_dict())))
         write_plan(plan, output, force=force)
         render.err.print(f"wrote {output}")
-    _report(spec, cl, cfg, result, fmt, "memory estimate", room)
+    _report(spec, cl, cfg, result, fmt, "estimate", room, step)
 
 
 @app.command()

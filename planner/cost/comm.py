@@ -10,7 +10,8 @@ A measured nccl-tests curve of the group's shape (op, ranks, GPUs per node) in t
 takes precedence: time = size x the op's bus factor / measured busbw at that size.
 Otherwise, collective times are the alpha-beta ring models NCCL's own performance notes use
 (nccl-tests doc/PERFORMANCE.md, "bus bandwidth"): with n ranks and M bytes,
-all-reduce 2(n-1)/n * M / B + 2(n-1) * a, all-gather and reduce-scatter (n-1)/n * M / B +
+all-reduce 2(n-1)/n * M / B + 2(n-1) * a (or NCCL's tree, 2M / B + 2 log2(n) * a, when that is
+faster: large groups, small messages), all-gather and reduce-scatter (n-1)/n * M / B +
 (n-1) * a, where B is the bus bandwidth a GPU sustains on the ring and a the per-step latency.
 A ring that spans nodes with k of its GPUs on each node runs k rings through k NICs, so its
 inter-node hops carry k times one GPU's NIC share (shared/reference/hardware.md Sec. 3.2,
@@ -20,6 +21,7 @@ inter-node hops carry k times one GPU's NIC share (shared/reference/hardware.md 
 from __future__ import annotations
 
 import enum
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -146,8 +148,14 @@ def all_reduce_s(num_bytes: float, ring: RingLink) -> float:
     measured = ring.measured_busbw("all_reduce", num_bytes)
     if measured is not None:  # nccl-tests: time = size x 2(n-1)/n / busbw
         return 2 * (n - 1) / n * num_bytes / measured
-    return 2 * (n - 1) / n * num_bytes / ring.bandwidth_bytes_per_s + 2 * (n - 1) * (
+    ring_s = 2 * (n - 1) / n * num_bytes / ring.bandwidth_bytes_per_s + 2 * (n - 1) * (
         ring.latency_s)
+    # NCCL's double binary tree (Sanders et al. 2009; NCCL 2.4+): each rank sends and
+    # receives about the message twice over, at the same bus bandwidth, in 2 log2(n) latency
+    # steps; NCCL picks whichever is faster.
+    tree_s = 2 * num_bytes / ring.bandwidth_bytes_per_s + 2 * math.ceil(math.log2(n)) * (
+        ring.latency_s)
+    return min(ring_s, tree_s)
 
 
 def all_gather_s(num_bytes: float, ring: RingLink) -> float:

@@ -35,6 +35,18 @@ def test_ring_formulas_by_hand() -> None:
     assert comm.all_gather_s(1e9, ring) == pytest.approx(0.00875 + 35e-6)
 
 
+def test_tree_wins_for_small_messages_on_large_groups() -> None:
+    """1024 ranks, 47 GB/s, 14 us per step. 1 MB: ring 2*1023/1024*1e6/47e9 + 2046*14e-6
+    = 28.7 ms, tree 2e6/47e9 + 20*14e-6 = 0.33 ms. Even 1 GB goes to the tree at this size
+    (ring 42.5 + 28.6 ms of latency, tree 42.6 + 0.3 ms); on 8 ranks the ring wins (both move
+    nearly the same bytes and 2(n-1)/n = 1.75 < 2)."""
+    ring = RingLink(bandwidth_bytes_per_s=47 * GB, latency_s=14e-6, size=1024)
+    assert comm.all_reduce_s(1e6, ring) == pytest.approx(2e6 / 47e9 + 20 * 14e-6)
+    assert comm.all_reduce_s(1e9, ring) == pytest.approx(2e9 / 47e9 + 20 * 14e-6)
+    small = RingLink(bandwidth_bytes_per_s=47 * GB, latency_s=14e-6, size=8)
+    assert comm.all_reduce_s(1e9, small) == pytest.approx(2 * 7 / 8 * 1e9 / 47e9 + 14 * 14e-6)
+
+
 def test_multi_node_ring_uses_a_nic_per_gpu() -> None:
     """dgx-h100: a dp ring of the 8 GPUs of each of 2 nodes runs 8 rings through 8 NICs:
     min(370 intra, 8 x 47 inter) = 370 GB/s; one GPU per node: the NIC, 47 GB/s."""

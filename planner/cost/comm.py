@@ -183,14 +183,23 @@ def all_to_all_s(num_bytes: float, ring: RingLink) -> float:
     return max(intra, inter) + (n - 1) * ring.latency_s
 
 
-def p2p_s(num_bytes: float, cluster: Cluster, cfg: ParallelConfig) -> float:
-    """Send of `num_bytes` between adjacent pipeline stages over the slowest stage-to-stage
-    link of the placement (pairs with the same tp, cp and dp ranks)."""
-    if cfg.pp == 1 or num_bytes == 0:
-        return 0.0
-    worst = 0.0
+def pipeline_link(cluster: Cluster, cfg: ParallelConfig) -> RingLink:
+    """The slowest stage-to-stage hop of the placement (pairs with the same tp, cp and dp
+    ranks in adjacent stages), as a two-rank link."""
+    if cfg.pp == 1:
+        return RingLink(bandwidth_bytes_per_s=float("inf"), latency_s=0.0, size=1)
+    worst: tuple[float, float] | None = None
     for group in groups(cfg, Axis.PP):
         for src, dst in zip(group, group[1:], strict=False):
             link = cluster.link(src, dst)
-            worst = max(worst, num_bytes / link.bandwidth_bytes_per_s + link.latency_s)
-    return worst
+            if worst is None or link.bandwidth_bytes_per_s < worst[0]:
+                worst = (link.bandwidth_bytes_per_s, link.latency_s)
+    assert worst is not None
+    return RingLink(bandwidth_bytes_per_s=worst[0], latency_s=worst[1], size=2)
+
+
+def p2p_s(num_bytes: float, link: RingLink) -> float:
+    """Send of `num_bytes` over a stage-to-stage link (pipeline_link)."""
+    if link.size == 1 or num_bytes == 0:
+        return 0.0
+    return num_bytes / link.bandwidth_bytes_per_s + link.latency_s

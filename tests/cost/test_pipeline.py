@@ -50,3 +50,22 @@ def test_p2p_time_delays_dependent_passes() -> None:
     """pp=2, m=1: F0 (1) -> send (0.5) -> F1 (1) -> B1 (2) -> send (0.5) -> B0 (2) = 7."""
     result = simulate(_even(2, 1, 1.0, 2.0, send=0.5), 1)
     assert result.makespan_s == pytest.approx(7.0)
+
+
+@pytest.mark.parametrize(("pp", "vpp", "m"), [(1, 1, 4), (4, 1, 8), (4, 2, 8), (8, 3, 16)])
+def test_fast_form_equals_simulation_on_even_stages(pp: int, vpp: int, m: int) -> None:
+    from planner.cost.step import fast_makespan
+
+    chunks = _even(pp, vpp, 1.0, 2.0)
+    assert fast_makespan(chunks, m) == pytest.approx(simulate(chunks, m).makespan_s)
+
+
+def test_fast_form_is_close_on_uneven_stages() -> None:
+    """A slow last stage: the closed form bounds the steady state by it, as the simulation."""
+    from planner.cost.step import fast_makespan
+
+    fast = ChunkTimes(forward_s=1.0, backward_s=2.0)
+    slow = ChunkTimes(forward_s=2.0, backward_s=4.0)
+    chunks = [[fast], [fast], [fast], [slow]]
+    exact = simulate(chunks, 16).makespan_s
+    assert fast_makespan(chunks, 16) == pytest.approx(exact, rel=0.05)

@@ -169,6 +169,7 @@ class Cluster:
     _pairs: dict[tuple[int, int], float] = field(init=False, repr=False, compare=False)
     _islands: dict[str, Island] = field(init=False, repr=False, compare=False)
     _node_index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _num_gpus: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         offsets = []
@@ -177,6 +178,7 @@ class Cluster:
             offsets.append(total)
             total += node.node_type.num_gpus
         object.__setattr__(self, "_offsets", tuple(offsets))
+        object.__setattr__(self, "_num_gpus", total)
         object.__setattr__(self, "_pairs", dict(self.node_pair_bandwidth))
         object.__setattr__(self, "_islands", {i.name: i for i in self.islands})
         object.__setattr__(self, "_node_index", {n.name: i for i, n in enumerate(self.nodes)})
@@ -185,7 +187,17 @@ class Cluster:
 
     @property
     def num_gpus(self) -> int:
-        return sum(node.node_type.num_gpus for node in self.nodes)
+        return self._num_gpus
+
+    @property
+    def uniform(self) -> bool:
+        """Every node alike, one island, nothing measured per pair or overridden per node:
+        then groups of the same shape (node offsets and local indices) see the same links."""
+        first = self.nodes[0]
+        return (len(self.islands) == 1 and not self.node_pair_bandwidth
+                and not self.pair_overrides
+                and all(n.node_type is first.node_type and n.nics == first.node_type.nics
+                        for n in self.nodes))
 
     @property
     def num_nodes(self) -> int:

@@ -401,7 +401,15 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     h = model.hidden_size
     sbh = s * b * h
     layers = tuple(layer for chunk in chunks for layer in chunk)
-    per_mb = float(sum(layer_activation_bytes(model, cfg, layer, cfg.layer_recompute(i))
+    kinds: dict[tuple[bool, Recompute], int] = {}  # layers of one kind and mode store the same
+
+    def stored_by(layer: int, mode: Recompute) -> int:
+        key = (model.is_moe_layer(layer), mode)
+        if key not in kinds:
+            kinds[key] = layer_activation_bytes(model, cfg, layer, mode)
+        return kinds[key]
+
+    per_mb = float(sum(stored_by(layer, cfg.layer_recompute(i))
                        for chunk in chunks for i, layer in enumerate(chunk)))
     in_flight = in_flight_microbatches(cfg, stage)
     first, last = stage == 0, stage == cfg.pp - 1
@@ -433,8 +441,7 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     largest_tensor = max(2 * s * b * widest / t, 2 * sbh)
     backward = 2 * largest_tensor
     if layers and cfg.recompute is Recompute.FULL:
-        backward += max(layer_activation_bytes(model, cfg, layer, Recompute.NONE)
-                        for layer in layers)
+        backward += max(stored_by(layer, Recompute.NONE) for layer in layers)
     if fsdp and layers:
         params = stage_params(model, cfg, stage, layers)
         backward += params.largest_layer * (2 * 2 + 4)

@@ -35,6 +35,9 @@ from planner.model import ModelSpec
 from planner.model_io import load_model
 from planner.parallel import Framework, ParallelConfig, Precision, Recompute, VocabStrategy
 from planner.plan import Plan, content_hash, file_hash, load_plan, write_plan
+from planner.search.solver import SearchResult
+from planner.search.solver import search as run_search
+from planner.search.space import SearchSpec
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -268,6 +271,115 @@ def estimate(
         write_plan(plan, output, force=force)
         render.err.print(f"wrote {output}")
     _report(spec, cl, cfg, result, fmt, "estimate", room, step)
+
+
+@app.command()
+def search(
+    model: Annotated[str, typer.Option(
+        "--model", help="Built-in name (`planner models`), model YAML or HF config.json.")],
+    cluster: Annotated[str, typer.Option(
+        "--cluster", help="Built-in profile (`planner profiles`) or cluster YAML.")],
+    global_batch: Annotated[int, typer.Option("--global-batch", help="Sequences per step.")],
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")],
+    precision: Annotated[Precision, typer.Option("--precision")] = Precision.BF16,
+    tp: Annotated[int | None, typer.Option("--tp", help="Fix tensor parallelism.")] = None,
+    pp: Annotated[int | None, typer.Option("--pp", help="Fix pipeline parallelism.")] = None,
+    dp: Annotated[int | None, typer.Option(
+        "--dp", help="Fix data parallelism (with the others, sets the GPUs used).")] = None,
+    cp: Annotated[int | None, typer.Option("--cp", help="Fix context parallelism.")] = None,
+    ep: Annotated[int | None, typer.Option("--ep", help="Fix expert parallelism.")] = None,
+    vpp: Annotated[int | None, typer.Option("--vpp", help="Fix interleaving.")] = None,
+    mbs: Annotated[int | None, typer.Option("--mbs", help="Fix the micro-batch size.")] = None,
+    recompute: Annotated[Recompute | None, typer.Option("--recompute")] = None,
+    zero: Annotated[int | None, typer.Option("--zero", help="Fix the ZeRO stage.")] = None,
+    vocab_strategy: Annotated[VocabChoice, typer.Option("--vocab-strategy")]
+    = VocabChoice.auto,
+    framework: Annotated[Framework, typer.Option("--framework")] = Framework.MEGATRON,
+    headroom: Annotated[float, typer.Option(
+        "--headroom", help="Fraction of device memory to keep free, 0-1.")] = 0.0,
+    exhaustive: Annotated[bool, typer.Option(
+        "--exhaustive", help="Evaluate every configuration, without memory pruning.")] = False,
+    top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Write the best plan.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the -o file.")] = False,
+) -> None:
+    """Find the fastest configurations that fit: parallel degrees, micro-batch, recompute,
+    ZeRO, interleaving and vocabulary placement. Degrees given are fixed.
+
+    Example: `planner search --model gpt3-175b --cluster selene --global-batch 1536
+    --seq-len 2048 --dp 16 --top 5 -o plan.yaml`
+    """
+    if not 0 <= headroom < 1:
+        raise InputError(f"--headroom {headroom}: expected a fraction in [0, 1)")
+    if top < 1:
+        raise InputError(f"--top {top}: expected an integer >= 1")
+    spec_model = load_model(model)
+    cl = load_cluster(cluster)
+    world = cl.num_gpus
+    if dp is not None:
+        fixed = (tp or 1) * (pp or 1) * (cp or 1) * dp
+        if tp is None or pp is None or cp is None:
+            raise InputError("--dp fixes the GPU count only together with --tp, --pp and --cp",
+                             hint="give all four, or leave --dp out to use the whole cluster")
+        if fixed > world:
+            raise InputError(f"tp({tp}) * pp({pp}) * cp({cp}) * dp({dp}) = {fixed} GPUs, but "
+                             f"cluster {cl.name} has {world}")
+        world = fixed
+    spec = SearchSpec(
+        world_size=world, global_batch=global_batch, seq_len=seq_len, precision=precision,
+        framework=framework, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, mbs=mbs,
+        recompute=recompute, zero=zero,
+        vocab_strategy=None if vocab_strategy is VocabChoice.auto
+        else VocabStrategy(vocab_strategy.value))
+    result = run_search(spec_model, spec, cl, top_k=top, headroom_frac=headroom,
+                        exhaustive=exhaustive)
+    if not result.plans:
+        _no_plan(spec_model, cl, result, fmt, headroom)
+        raise typer.Exit(1)
+    best = result.plans[0]
+    assert best.step is not None
+    if not best.step.calibrated:
+        render.err.print(UNCALIBRATED_WARNING.format(gpu=cl.gpu_types[0].id), markup=False)
+    if output is not None:
+        plan = Plan(model=spec_model, model_ref=model, cluster_ref=cluster,
+                    cluster_sha256=file_hash(_cluster_source(cluster)), config=best.config,
+                    headroom_frac=headroom,
+                    predictions=(("memory", best.memory.to_dict()),
+                                 ("time", best.step.to_dict()),
+                                 ("search", {"exhaustive": exhaustive, "top": top,
+                                             "candidates_evaluated":
+                                                 result.candidates_evaluated})))
+        write_plan(plan, output, force=force)
+        render.err.print(f"wrote {output}")
+    if fmt is Format.table:
+        render.search_table(spec_model, cl, result)
+        return
+    _emit({"plans": [_result(spec_model, cl, c.config, c.memory, c.step)
+                     for c in result.plans if c.step is not None],
+           "search": result.stats()}, fmt)
+
+
+def _no_plan(model: ModelSpec, cluster: Cluster, result: SearchResult, fmt: Format,
+             headroom: float) -> None:
+    """Nothing fits: the closest candidates, which stage overflows by how much, what helps."""
+    if fmt is not Format.table:
+        _emit({"plans": [], "closest": [
+            {"config": c.config.to_dict(), "memory": c.memory.to_dict()} for c in result.closest],
+            "search": result.stats()}, fmt)
+        return
+    render.err.print(f"no configuration fits: {result.candidates_evaluated} evaluated, "
+                     f"{result.families_pruned} families too large even with full recompute, "
+                     "micro-batch 1 and the distributed optimizer", markup=False)
+    if result.closest:
+        nearest = result.closest[0]
+        render.memory_table(model, cluster, nearest.config, nearest.memory,
+                            "closest candidate")
+        render.remedy_lines(remedies(model, nearest.config, nearest.memory.capacity_bytes,
+                                     headroom, cluster.gpus_per_node))
+    render.err.print("hint: more GPUs, GPUs with more memory, a shorter sequence or a smaller "
+                     "global batch per replica", markup=False)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from planner.hardware import Cluster
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate
 from planner.model import ModelSpec
 from planner.parallel import ParallelConfig
+from planner.search.solver import SearchResult
 from planner.units import GiB, format_count
 
 # Tables are data: never squeeze them to a pipe's default 80 columns.
@@ -170,3 +171,26 @@ def timing_table(report: Report) -> None:
     out.print(f"{len(report.cases)} cases: median |error| {report.median_abs_error_frac:.1%}, "
               f"max {report.max_abs_error_frac:.1%}; {len(report.skipped)} skipped. The "
               "step-time model is calibrated for A100 only; `estimate` warns elsewhere.")
+
+
+def search_table(model: ModelSpec, cluster: Cluster, result: SearchResult) -> None:
+    gpu = cluster.gpu_types[0]
+    out.print(f"[bold]search[/bold]: {model.name} on {cluster.name} ({cluster.num_gpus} x "
+              f"{gpu.name}); {result.candidates_evaluated} configurations evaluated, "
+              f"{result.candidates_fit} fit, in {result.elapsed_s:.1f} s")
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("#", "tp", "pp", "dp", "cp", "ep", "vpp", "mbs", "recompute", "zero",
+                   "vocab", "layers/stage", "tokens/s", "MFU", "peak GiB", "free GiB"):
+        table.add_column(column, justify="left" if column in ("recompute", "vocab",
+                                                               "layers/stage") else "right")
+    for rank, c in enumerate(result.plans, start=1):
+        cfg, step = c.config, c.step
+        assert step is not None
+        layers = sorted({s.num_layers for s in c.memory.stages})
+        table.add_row(str(rank), str(cfg.tp), str(cfg.pp), str(cfg.dp), str(cfg.cp),
+                      str(cfg.ep), str(cfg.vpp), str(cfg.mbs), cfg.recompute.value,
+                      str(cfg.zero), cfg.vocab_strategy.value,
+                      "-".join(str(n) for n in layers), f"{step.tokens_per_s:,.0f}",
+                      f"{step.mfu:.1%}", _gib(c.memory.peak_bytes),
+                      _gib(c.memory.usable_bytes - c.memory.peak_bytes))
+    out.print(table)

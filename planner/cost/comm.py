@@ -135,8 +135,17 @@ def ring_link(cluster: Cluster, members: tuple[int, ...]) -> RingLink:
 
 
 def slowest_ring(cluster: Cluster, cfg: ParallelConfig, axis: Axis) -> RingLink:
-    """The slowest ring of all groups of `axis` (they run in lockstep)."""
-    rings = [ring_link(cluster, g) for g in groups(cfg, axis)]
+    """The slowest ring of all groups of `axis` (they run in lockstep). On a uniform cluster
+    groups of the same shape see the same links, so one group per shape is resolved."""
+    members = groups(cfg, axis)
+    if cluster.uniform:
+        by_shape: dict[tuple[tuple[int, int], ...], tuple[int, ...]] = {}
+        for group in members:
+            where = [cluster.locate(g) for g in group]
+            shape = tuple((node - where[0][0], local) for node, local in where)
+            by_shape.setdefault(shape, group)
+        members = list(by_shape.values())
+    rings = [ring_link(cluster, g) for g in members]
     return min(rings, key=lambda r: (r.bandwidth_bytes_per_s, -r.latency_s))
 
 

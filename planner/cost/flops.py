@@ -98,8 +98,12 @@ def model_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
     forward of every layer and of the LM head, for global_batch * seq_len tokens. MTP modules
     are not counted, as authors report the main model."""
     tokens = float(cfg.global_batch * cfg.seq_len)
-    forward = sum(layer_flops(model, i, tokens, cfg.seq_len).total
-                  for i in range(model.num_layers))
+    moe_layers = model.num_moe_layers
+    forward = 0.0
+    for is_moe, count in ((True, moe_layers), (False, model.num_layers - moe_layers)):
+        if count:  # layers of one kind have the same FLOPs
+            layer = next(i for i in range(model.num_layers) if model.is_moe_layer(i) == is_moe)
+            forward += count * layer_flops(model, layer, tokens, cfg.seq_len).total
     forward += logits_flops(model, tokens)
     return 3.0 * forward
 

@@ -29,6 +29,7 @@ from planner.cost import comm
 from planner.cost.comm import Axis
 from planner.cost.compute import (
     CALIBRATED_MATMUL_FRAC,
+    LayerTime,
     column_parallel_wgrad_s,
     head_time,
     layer_time,
@@ -121,6 +122,16 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
 
     totals = {"compute_s": 0.0, "tp_comm_s": 0.0, "cp_comm_s": 0.0, "cp_exposed_s": 0.0,
               "ep_comm_s": 0.0, "recompute_s": 0.0}
+    # Layers of one kind (dense or MoE) under one recompute mode cost the same: time each once.
+    kinds: dict[tuple[bool, Recompute], tuple[LayerTime, float]] = {}
+
+    def timed(layer: int, mode: Recompute) -> tuple[LayerTime, float]:
+        key = (model.is_moe_layer(layer), mode)
+        if key not in kinds:
+            kinds[key] = (layer_time(model, cfg, gpu, layer, mode),
+                          column_parallel_wgrad_s(model, cfg, gpu, layer))
+        return kinds[key]
+
     chunks: list[list[ChunkTimes]] = []
     for stage, per_chunk in enumerate(stage_chunks(model, cfg)):
         row = []
@@ -128,9 +139,8 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
             forward = backward = 0.0
             for position, layer in enumerate(chunk_layers):
                 mode = cfg.layer_recompute(position)
-                lt = layer_time(model, cfg, gpu, layer, mode)
                 # backward: the input-gradient all-reduces overlap the weight-gradient GEMMs
-                hidden = column_parallel_wgrad_s(model, cfg, gpu, layer)
+                lt, hidden = timed(layer, mode)
                 tp_b_exposed = max(0.0, tp_fwd - hidden) + (
                     tp_fwd if mode is Recompute.FULL else 0.0)
                 tp_b = tp_fwd * (2 if mode is Recompute.FULL else 1)

@@ -1,0 +1,128 @@
+"""The search loop: prune by memory, rank by step time, re-score the leaders exactly.
+
+1. For each family of degrees (space.degree_families), estimate the memory of its lightest
+   configuration (space.lightest); memory only grows with the micro-batch, less recompute and
+   no distributed optimizer, so when that does not fit, no configuration of the family does
+   (an exact prune; --exhaustive skips it and gives the same answer, slower).
+2. Every configuration of a surviving family that fits is timed with the closed-form pipeline
+   term (step.fast_makespan) on links resolved once per family.
+3. The best `rescore` of them are timed with the event-driven schedule simulation and sorted;
+   ties break on the configuration's canonical key, so the answer is deterministic.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from planner.cost.step import StepLinks, StepTime, estimate_step, resolve_links
+from planner.hardware import Cluster
+from planner.memory import MemoryEstimate, estimate_memory
+from planner.model import ModelSpec
+from planner.parallel import ParallelConfig
+from planner.search.space import SearchSpec, degree_families, lightest, variants
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    config: ParallelConfig
+    memory: MemoryEstimate
+    step: StepTime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchResult:
+    """`plans`: the best configurations that fit, best first. `closest`: when none fits, the
+    configurations with the smallest peak. `rejected`: why configurations could not run."""
+
+    plans: tuple[Candidate, ...]
+    closest: tuple[Candidate, ...]
+    families: int
+    families_pruned: int
+    candidates_evaluated: int
+    candidates_fit: int
+    rejected: tuple[tuple[str, int], ...]
+    elapsed_s: float
+
+    def stats(self) -> dict[str, object]:
+        return {"elapsed_s": round(self.elapsed_s, 3), "families": self.families,
+                "families_pruned_by_memory": self.families_pruned,
+                "candidates_evaluated": self.candidates_evaluated,
+                "candidates_fit": self.candidates_fit, "rejected": dict(self.rejected)}
+
+
+def canonical_key(cfg: ParallelConfig) -> tuple[object, ...]:
+    """A total order on configurations for tie-breaking (fewer model-parallel GPUs first)."""
+    return (cfg.tp * cfg.pp * cfg.cp, cfg.tp, cfg.pp, cfg.cp, cfg.ep, cfg.expert_tp, cfg.vpp,
+            cfg.mbs, list(type(cfg.recompute)).index(cfg.recompute), cfg.zero,
+            cfg.vocab_strategy.value)
+
+
+def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int = 5,
+           headroom_frac: float = 0.0, exhaustive: bool = False, rescore: int = 20,
+           clock: object = time.perf_counter) -> SearchResult:
+    """The fastest configurations of `model` for the job `spec` that fit on `cluster`."""
+    started = clock()  # type: ignore[operator]
+    capacity = cluster.min_gpu_memory_bytes
+    gpu = cluster.gpu_types[0]
+    rejected: Counter[str] = Counter()
+    families = pruned = evaluated = fit = 0
+    links_by_degrees: dict[tuple[object, ...], StepLinks] = {}
+    ranked: list[tuple[float, tuple[object, ...], Candidate]] = []
+    closest: list[tuple[int, tuple[object, ...], Candidate]] = []
+    for family in degree_families(model, spec):
+        families += 1
+        light = lightest(family, spec)
+        problems = light.problems(model, gpu)
+        if problems:
+            rejected[_reason(problems[0])] += 1
+            continue
+        if not exhaustive:
+            memory = estimate_memory(model, light, capacity, headroom_frac)
+            if not memory.fits:
+                pruned += 1
+                closest.append((memory.peak_bytes, canonical_key(light),
+                                Candidate(config=light, memory=memory, step=None)))
+                continue
+        degrees = (light.tp, light.cp, light.dp, light.pp, light.ep, light.expert_tp,
+                   light.rank_order)
+        if degrees not in links_by_degrees:  # links depend on the degrees only
+            links_by_degrees[degrees] = resolve_links(cluster, light)
+        links = links_by_degrees[degrees]
+        for cfg in variants(family, spec):
+            problems = cfg.problems(model, gpu)
+            if problems:
+                rejected[_reason(problems[0])] += 1
+                continue
+            evaluated += 1
+            memory = estimate_memory(model, cfg, capacity, headroom_frac)
+            if not memory.fits:
+                closest.append((memory.peak_bytes, canonical_key(cfg),
+                                Candidate(config=cfg, memory=memory, step=None)))
+                continue
+            fit += 1
+            step = estimate_step(model, cfg, cluster, links=links, exact=False)
+            ranked.append((step.iteration_s, canonical_key(cfg),
+                           Candidate(config=cfg, memory=memory, step=step)))
+    by_key = lambda e: (e[0], e[1])  # noqa: E731
+    leaders = [e[2] for e in heapq.nsmallest(max(rescore, top_k), ranked, key=by_key)]
+    exact = []
+    for candidate in leaders:
+        step = estimate_step(model, candidate.config, cluster)
+        exact.append((step.iteration_s, canonical_key(candidate.config),
+                      Candidate(config=candidate.config, memory=candidate.memory, step=step)))
+    exact.sort(key=lambda e: (e[0], e[1]))
+    return SearchResult(
+        plans=tuple(e[2] for e in exact[:top_k]),
+        closest=tuple(e[2] for e in heapq.nsmallest(top_k, closest, key=by_key)),
+        families=families, families_pruned=pruned, candidates_evaluated=evaluated,
+        candidates_fit=fit, rejected=tuple(sorted(rejected.items())),
+        elapsed_s=clock() - started,  # type: ignore[operator]
+    )
+
+
+def _reason(problem: str) -> str:
+    """The kind of a configuration problem, for counting: its leading field name."""
+    return problem.split("(")[0].split(" ")[0]

@@ -1,0 +1,150 @@
+"""The search space: every parallel configuration worth scoring for a job on a cluster.
+
+A degree given on the command line is fixed; the others range over the values that can run:
+tp divides the attention heads and query groups (no fixed cap: the cost model judges how far
+TP spreads beyond a node), pp leaves at least one layer per virtual chunk, cp splits the
+sequence in 2*cp chunks, dp is what the world size leaves, ep divides the experts and fits in
+tp*cp*dp, and the micro-batch divides the global batch per data-parallel replica. Recompute,
+ZeRO (0, or 1 = distributed optimizer), interleaving and the vocabulary placement complete it.
+Enumeration is in a fixed order, so ties break the same way on every run.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from planner.model import ModelSpec
+from planner.parallel import (
+    Framework,
+    ParallelConfig,
+    Precision,
+    Recompute,
+    VocabStrategy,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchSpec:
+    """What the user fixed (None = search it) and the job."""
+
+    world_size: int
+    global_batch: int
+    seq_len: int
+    precision: Precision = Precision.BF16
+    framework: Framework = Framework.MEGATRON
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    cp: int | None = None
+    ep: int | None = None
+    vpp: int | None = None
+    mbs: int | None = None
+    recompute: Recompute | None = None
+    zero: int | None = None
+    vocab_strategy: VocabStrategy | None = None  # None = auto: baseline and redistribute
+    max_mbs: int = 8
+    max_vpp: int = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Degrees:
+    """The parallel degrees and layout of one family of candidates: configurations that
+    share them share their process groups and links."""
+
+    tp: int
+    pp: int
+    cp: int
+    dp: int
+    ep: int
+    etp: int | None
+    vpp: int
+    vocab_strategy: VocabStrategy
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _choose(fixed: int | None, values: list[int]) -> list[int]:
+    return [fixed] if fixed is not None else values
+
+
+def degree_families(model: ModelSpec, spec: SearchSpec) -> Iterator[Degrees]:
+    """Every (tp, pp, cp, dp, ep, etp, vpp, vocab strategy) that can run the model."""
+    world = spec.world_size
+    heads = model.num_attention_heads
+    groups = model.num_query_groups if model.mla is None else heads
+    tp_values = [t for t in divisors(world) if heads % t == 0 and groups % t == 0]
+    for tp in _choose(spec.tp, tp_values):
+        for pp in _choose(spec.pp, [p for p in divisors(world // tp) if p <= model.num_layers]):
+            rest = world // (tp * pp)
+            cp_values = [c for c in divisors(rest) if spec.seq_len % (2 * c) == 0
+                         and (c == 1 or spec.seq_len // c >= 1024)]
+            for cp in _choose(spec.cp, cp_values):
+                if world % (tp * pp * cp):
+                    continue
+                dp = world // (tp * pp * cp)
+                if spec.dp is not None and spec.dp != dp:
+                    continue
+                if spec.global_batch % dp:
+                    continue
+                yield from _expert_and_layout(model, spec, tp, pp, cp, dp)
+
+
+def _expert_and_layout(model: ModelSpec, spec: SearchSpec, tp: int, pp: int, cp: int,
+                       dp: int) -> Iterator[Degrees]:
+    expert_options: list[tuple[int, int | None]] = [(1, None)]
+    if model.moe is not None:
+        expert_options = []
+        for ep in _choose(spec.ep, divisors(model.moe.num_experts)):
+            for etp in sorted({1, tp}):
+                if (tp * cp * dp) % (ep * etp) == 0 and model.moe.ffn_hidden_size % etp == 0:
+                    expert_options.append((ep, None if etp == tp else etp))
+    # auto compares the placements whose step time the cost model captures; vocab-parallel's
+    # spreading of the LM head compute is not modelled in time yet, so it is searched only
+    # when asked for
+    strategies = ([spec.vocab_strategy] if spec.vocab_strategy is not None
+                  else [VocabStrategy.BASELINE, VocabStrategy.REDISTRIBUTE] if pp > 1
+                  else [VocabStrategy.BASELINE])
+    for (expert_parallel, expert_tp), strategy in itertools.product(expert_options,
+                                                                     strategies):
+        vpp_values = [v for v in range(1, spec.max_vpp + 1) if pp > 1 or v == 1]
+        for vpp in _choose(spec.vpp, vpp_values):
+            units = model.num_layers + (2 if strategy is VocabStrategy.REDISTRIBUTE else 0)
+            if strategy is not VocabStrategy.REDISTRIBUTE and model.num_layers % (pp * vpp):
+                continue
+            if strategy is VocabStrategy.REDISTRIBUTE and units < pp * vpp + 2:
+                continue
+            yield Degrees(tp=tp, pp=pp, cp=cp, dp=dp, ep=expert_parallel, etp=expert_tp,
+                          vpp=vpp, vocab_strategy=strategy)
+
+
+def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
+    """The configurations of one family: micro-batch, recompute and ZeRO."""
+    per_replica = spec.global_batch // family.dp
+    mbs_values = [b for b in divisors(per_replica) if b <= spec.max_mbs]
+    zero_values = [0, 1] if family.dp * family.cp > 1 else [0]
+    for mbs in _choose(spec.mbs, mbs_values):
+        for recompute in ([spec.recompute] if spec.recompute else list(Recompute)):
+            for zero in _choose(spec.zero, zero_values):
+                yield ParallelConfig(
+                    tp=family.tp, pp=family.pp, dp=family.dp, cp=family.cp, ep=family.ep,
+                    etp=family.etp, vpp=family.vpp, mbs=mbs, global_batch=spec.global_batch,
+                    seq_len=spec.seq_len, recompute=recompute, zero=zero,
+                    sequence_parallel=family.tp > 1, precision=spec.precision,
+                    vocab_strategy=family.vocab_strategy, framework=spec.framework)
+
+
+def lightest(family: Degrees, spec: SearchSpec) -> ParallelConfig:
+    """The family's configuration with the least memory: micro-batch 1 (or the fixed one),
+    full recompute unless fixed, and the distributed optimizer when there is data parallelism.
+    If it does not fit, no configuration of the family does."""
+    return ParallelConfig(
+        tp=family.tp, pp=family.pp, dp=family.dp, cp=family.cp, ep=family.ep, etp=family.etp,
+        vpp=family.vpp, mbs=spec.mbs or 1, global_batch=spec.global_batch,
+        seq_len=spec.seq_len, recompute=spec.recompute or Recompute.FULL,
+        zero=spec.zero if spec.zero is not None else (1 if family.dp * family.cp > 1 else 0),
+        sequence_parallel=family.tp > 1, precision=spec.precision,
+        vocab_strategy=family.vocab_strategy, framework=spec.framework)

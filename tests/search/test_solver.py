@@ -1,0 +1,90 @@
+"""The search: fixed degrees, pruning against exhaustive, determinism, nothing fits."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from planner.catalog import BUILTIN_MODELS
+from planner.hardware_io import load_cluster
+from planner.memory import estimate_memory
+from planner.search.solver import search
+from planner.search.space import SearchSpec, degree_families, variants
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+def _cluster(nodes: int):  # type: ignore[no-untyped-def]
+    cluster = load_cluster("dgx-h100")
+    return dataclasses.replace(cluster, nodes=cluster.nodes[:nodes])
+
+
+def test_fixed_degrees_are_honoured() -> None:
+    spec = SearchSpec(world_size=32, global_batch=128, seq_len=4096, tp=4, mbs=2)
+    for family in degree_families(BUILTIN_MODELS["llama3-8b"], spec):
+        assert family.tp == 4
+        assert all(cfg.mbs == 2 for cfg in variants(family, spec))
+
+
+@pytest.mark.parametrize(("model", "nodes", "batch", "seq"), [
+    ("llama3-8b", 2, 64, 4096), ("gpt-7.5b", 4, 128, 2048), ("mixtral-8x7b", 2, 32, 4096),
+    ("llama2-13b", 1, 32, 4096),
+])
+def test_pruning_finds_the_exhaustive_optimum(model: str, nodes: int, batch: int,
+                                              seq: int) -> None:
+    """Pruning whole families by their lightest configuration is exact: the default search
+    returns the same best plan as --exhaustive (the issue asks for within 1%)."""
+    cluster = _cluster(nodes)
+    spec = SearchSpec(world_size=cluster.num_gpus, global_batch=batch, seq_len=seq)
+    fast = search(BUILTIN_MODELS[model], spec, cluster, top_k=3)
+    full = search(BUILTIN_MODELS[model], spec, cluster, top_k=3, exhaustive=True)
+    assert fast.plans and full.plans
+    assert fast.plans[0].config == full.plans[0].config
+    assert fast.candidates_evaluated <= full.candidates_evaluated
+
+
+def test_best_plan_fits_and_beats_the_rest() -> None:
+    cluster = _cluster(2)
+    model = BUILTIN_MODELS["llama3-8b"]
+    result = search(model, SearchSpec(world_size=16, global_batch=64, seq_len=4096), cluster,
+                    top_k=5)
+    times = [c.step.iteration_s for c in result.plans if c.step]
+    assert times == sorted(times)
+    best = result.plans[0]
+    again = estimate_memory(model, best.config, cluster.min_gpu_memory_bytes)
+    assert again.fits and again.peak_bytes == best.memory.peak_bytes
+
+
+def test_nothing_fits_returns_the_closest() -> None:
+    cluster = _cluster(1)
+    result = search(BUILTIN_MODELS["llama3-405b"],
+                    SearchSpec(world_size=8, global_batch=8, seq_len=8192), cluster)
+    assert not result.plans and result.closest
+    assert result.closest[0].memory.peak_bytes <= result.closest[-1].memory.peak_bytes
+
+
+def test_cli_search_plan_is_byte_identical(run_cli: Run, tmp_path: Path) -> None:
+    args = ("search", "--model", "llama3-8b", "--cluster", "dgx-h100", "--global-batch", "128",
+            "--seq-len", "4096", "--tp", "8", "--pp", "1", "--cp", "1", "--dp", "2")
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    code, out, err = run_cli(*args, "-o", str(first), "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["plans"] and data["search"]["candidates_evaluated"] > 0
+    assert all(p["config"]["tp"] == 8 for p in data["plans"])
+    code, _, _ = run_cli(*args, "-o", str(second))
+    assert code == 0 and first.read_bytes() == second.read_bytes()
+    code, _, _ = run_cli("check", str(first))
+    assert code == 0
+
+
+def test_cli_search_nothing_fits_exits_1(run_cli: Run) -> None:
+    code, out, err = run_cli("search", "--model", "llama3-405b", "--cluster",
+                             "rtx4090-8x-pcie", "--global-batch", "8", "--seq-len", "4096")
+    assert code == 1
+    assert "no configuration fits" in err and "closest candidate" in out
+    assert "does not fit" in out and "GiB" in out

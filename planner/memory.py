@@ -462,32 +462,37 @@ def active_communicators(cfg: ParallelConfig, model: ModelSpec) -> int:
     return count
 
 
+def stage_memory(model: ModelSpec, cfg: ParallelConfig, stage: int,
+                 chunks: tuple[tuple[int, ...], ...]) -> StageMemory:
+    """Memory of one pipeline stage holding `chunks` (its virtual chunks' layer indices), on
+    its busiest GPU. estimate_memory applies it to every stage; the layer partitioner asks it
+    about candidate blocks."""
+    policy = precision_policy(cfg.precision, cfg.framework)
+    nccl = active_communicators(cfg, model) * NCCL_BYTES_PER_COMMUNICATOR
+    layers = tuple(layer for chunk in chunks for layer in chunk)
+    params = stage_params(model, cfg, stage, layers)
+    weights, grads, optimizer = model_state_bytes(params, cfg, policy)
+    activations, transient = stage_activation_bytes(model, cfg, stage, chunks)
+    allocated = weights + grads + optimizer + FRAMEWORK_BUFFERS_BYTES + activations + transient
+    fragmentation = math.ceil(FRAGMENTATION_FRAC * (activations + transient))
+    reserved = allocated + fragmentation
+    margin = math.ceil(ESTIMATE_MARGIN_FRAC * reserved)
+    return StageMemory(
+        stage=stage, num_layers=len(layers), num_params=params.dense + params.expert,
+        weights_bytes=weights, gradients_bytes=grads, optimizer_bytes=optimizer,
+        framework_buffers_bytes=FRAMEWORK_BUFFERS_BYTES, activations_bytes=activations,
+        transient_bytes=transient, allocated_bytes=allocated, fragmentation_bytes=fragmentation,
+        reserved_bytes=reserved, margin_bytes=margin, cuda_context_bytes=CUDA_CONTEXT_BYTES,
+        nccl_bytes=nccl, peak_bytes=reserved + margin + CUDA_CONTEXT_BYTES + nccl,
+        in_flight_microbatches=in_flight_microbatches(cfg, stage),
+    )
+
+
 def estimate_memory(model: ModelSpec, cfg: ParallelConfig, capacity_bytes: int,
                     headroom_frac: float = 0.0) -> MemoryEstimate:
     """Memory of every pipeline stage, busiest GPU of each. `capacity_bytes` is the device
     memory (nvidia-smi total); `fits` compares peak_bytes with capacity * (1 - headroom)."""
-    policy = precision_policy(cfg.precision, cfg.framework)
-    nccl = active_communicators(cfg, model) * NCCL_BYTES_PER_COMMUNICATOR
-    stages = []
-    for stage, chunks in enumerate(stage_chunks(model, cfg)):
-        layers = tuple(layer for chunk in chunks for layer in chunk)
-        params = stage_params(model, cfg, stage, layers)
-        weights, grads, optimizer = model_state_bytes(params, cfg, policy)
-        activations, transient = stage_activation_bytes(model, cfg, stage, chunks)
-        allocated = weights + grads + optimizer + FRAMEWORK_BUFFERS_BYTES + activations + (
-            transient)
-        fragmentation = math.ceil(FRAGMENTATION_FRAC * (activations + transient))
-        reserved = allocated + fragmentation
-        margin = math.ceil(ESTIMATE_MARGIN_FRAC * reserved)
-        peak = reserved + margin + CUDA_CONTEXT_BYTES + nccl
-        stages.append(StageMemory(
-            stage=stage, num_layers=len(layers), num_params=params.dense + params.expert,
-            weights_bytes=weights, gradients_bytes=grads, optimizer_bytes=optimizer,
-            framework_buffers_bytes=FRAMEWORK_BUFFERS_BYTES, activations_bytes=activations,
-            transient_bytes=transient, allocated_bytes=allocated,
-            fragmentation_bytes=fragmentation, reserved_bytes=reserved, margin_bytes=margin,
-            cuda_context_bytes=CUDA_CONTEXT_BYTES, nccl_bytes=nccl, peak_bytes=peak,
-            in_flight_microbatches=in_flight_microbatches(cfg, stage),
-        ))
-    return MemoryEstimate(stages=tuple(stages), capacity_bytes=capacity_bytes,
+    stages = tuple(stage_memory(model, cfg, stage, chunks)
+                   for stage, chunks in enumerate(stage_chunks(model, cfg)))
+    return MemoryEstimate(stages=stages, capacity_bytes=capacity_bytes,
                           headroom_frac=headroom_frac)

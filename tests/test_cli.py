@@ -264,3 +264,10 @@ def test_moe_estimate(run_cli: Run) -> None:
     data = json.loads(out)
     assert data["config"]["ep"] == 8 and data["config"]["etp"] == 1
     assert data["model"]["num_active_params"] < data["model"]["num_params"]
+
+
+def test_layout_text() -> None:
+    from planner.cli.render import layout_text
+
+    assert layout_text((7, 6, 6, 6, 5)) == "7,6x3,5"
+    assert layout_text((4,)) == "4"

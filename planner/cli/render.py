@@ -173,6 +173,19 @@ def timing_table(report: Report) -> None:
               "step-time model is calibrated for A100 only; `estimate` warns elsewhere.")
 
 
+def layout_text(counts: tuple[int, ...]) -> str:
+    """Layers per stage, runs compressed: (7, 6, 6, 6, 5) -> "7,6x3,5"."""
+    parts = []
+    i = 0
+    while i < len(counts):
+        j = i
+        while j < len(counts) and counts[j] == counts[i]:
+            j += 1
+        parts.append(f"{counts[i]}x{j - i}" if j - i > 1 else str(counts[i]))
+        i = j
+    return ",".join(parts)
+
+
 def search_table(model: ModelSpec, cluster: Cluster, result: SearchResult) -> None:
     gpu = cluster.gpu_types[0]
     out.print(f"[bold]search[/bold]: {model.name} on {cluster.name} ({cluster.num_gpus} x "
@@ -186,11 +199,11 @@ def search_table(model: ModelSpec, cluster: Cluster, result: SearchResult) -> No
     for rank, c in enumerate(result.plans, start=1):
         cfg, step = c.config, c.step
         assert step is not None
-        layers = sorted({s.num_layers for s in c.memory.stages})
+        layers = layout_text(tuple(s.num_layers for s in c.memory.stages))
         table.add_row(str(rank), str(cfg.tp), str(cfg.pp), str(cfg.dp), str(cfg.cp),
                       str(cfg.ep), str(cfg.vpp), str(cfg.mbs), cfg.recompute.value,
                       str(cfg.zero), cfg.vocab_strategy.value,
-                      "-".join(str(n) for n in layers), f"{step.tokens_per_s:,.0f}",
+                      layers, f"{step.tokens_per_s:,.0f}",
                       f"{step.mfu:.1%}", _gib(c.memory.peak_bytes),
                       _gib(c.memory.usable_bytes - c.memory.peak_bytes))
     out.print(table)

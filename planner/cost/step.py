@@ -29,7 +29,6 @@ from planner.cost import comm
 from planner.cost.comm import Axis
 from planner.cost.compute import (
     CALIBRATED_MATMUL_FRAC,
-    LayerTime,
     column_parallel_wgrad_s,
     head_time,
     layer_time,
@@ -83,6 +82,84 @@ def fast_makespan(chunks: list[list[ChunkTimes]], m: int) -> float:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LayerPasses:
+    """One layer, one micro-batch, one GPU: forward and backward on the critical path
+    (compute + exposed communication) and what each part keeps busy. Seconds."""
+
+    forward_s: float
+    backward_s: float
+    compute_s: float
+    recompute_s: float
+    tp_busy_s: float
+    cp_busy_s: float
+    cp_exposed_s: float
+    ep_busy_s: float
+
+
+def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
+                 layer: int, mode: Recompute) -> LayerPasses:
+    """Compute (compute.layer_time) plus the communication of the module docstring: TP
+    forward exposed, backward hidden behind the weight-gradient GEMMs up to their length, a
+    full recompute repeating the forward's; CP beyond the attention it overlaps; EP
+    dispatch + combine, twice in backward."""
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    lt = layer_time(model, cfg, gpu, layer, mode)
+    hidden = column_parallel_wgrad_s(model, cfg, gpu, layer)
+    tp_fwd = 2 * comm.all_reduce_s(tokens * model.hidden_size * 2, links.ring(Axis.TP))
+    exposed = 0.0 if cfg.tp_comm_overlap else 1.0
+    full = mode is Recompute.FULL
+    tp_bwd_exposed = max(0.0, tp_fwd - hidden) + (tp_fwd if full else 0.0)
+    cp_busy = cp_fwd = 0.0
+    if cfg.cp > 1:
+        kv = 2 * tokens * model.kv_width / cfg.tp * 2
+        transfer = (cfg.cp - 1) * kv / links.ring(Axis.CP).bandwidth_bytes_per_s
+        cp_fwd = max(0.0, transfer - lt.attention_forward_s)
+        cp_busy = 3 * transfer
+    ep_fwd = 0.0
+    if model.is_moe_layer(layer) and cfg.ep > 1:
+        assert model.moe is not None
+        sp = cfg.tp if cfg.sequence_parallel else 1
+        routed = tokens / sp * model.moe.top_k * model.hidden_size * 2
+        ep_fwd = 2 * comm.all_to_all_s(routed, links.ring(Axis.EP))
+    return LayerPasses(
+        forward_s=lt.forward_s + exposed * tp_fwd + cp_fwd + ep_fwd,
+        backward_s=lt.backward_s + exposed * tp_bwd_exposed + 2 * cp_fwd + 2 * ep_fwd,
+        compute_s=lt.forward_s + lt.backward_s, recompute_s=lt.recompute_s,
+        tp_busy_s=tp_fwd * (3 if full else 2), cp_busy_s=cp_busy,
+        cp_exposed_s=3 * cp_fwd, ep_busy_s=3 * ep_fwd)
+
+
+class _PassCache:
+    """Layers of one kind (dense or MoE) under one recompute mode cost the same: each kind is
+    timed once per configuration."""
+
+    def __init__(self, model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
+                 links: StepLinks) -> None:
+        self.args = (model, cfg, gpu, links)
+        self.model = model
+        self.cache: dict[tuple[bool, Recompute], LayerPasses] = {}
+
+    def get(self, layer: int, mode: Recompute) -> LayerPasses:
+        key = (self.model.is_moe_layer(layer), mode)
+        if key not in self.cache:
+            self.cache[key] = layer_passes(*self.args, layer, mode)
+        return self.cache[key]
+
+
+def layer_costs(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
+                links: StepLinks | None = None) -> tuple[tuple[float, ...], float]:
+    """Per-micro-batch forward + backward seconds of every layer, as estimate_step charges
+    them under cfg.recompute, and of the LM head + loss on the last stage: the layer
+    partitioner's costs."""
+    gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))
+    passes = _PassCache(model, cfg, gpu, links or resolve_links(cluster, cfg))
+    per_layer = tuple(passes.get(i, cfg.recompute).forward_s
+                      + passes.get(i, cfg.recompute).backward_s
+                      for i in range(model.num_layers))
+    return per_layer, sum(head_time(model, cfg, gpu))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepTime:
     """Seconds per optimizer step with its parts (busy = link or SM occupied; exposed = on
     the critical path)."""
@@ -113,57 +190,28 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
     gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))  # slowest wins
     links = links or resolve_links(cluster, cfg)
     rings = dict(links.rings)
-    tokens = cfg.seq_len / cfg.cp * cfg.mbs
-    activation_bytes = tokens * model.hidden_size * 2
-    tp_ring, cp_ring, ep_ring = rings[Axis.TP], rings[Axis.CP], rings[Axis.EP]
-    tp_fwd = 2 * comm.all_reduce_s(activation_bytes, tp_ring)
-    exposed_tp = 0.0 if cfg.tp_comm_overlap else 1.0
+    activation_bytes = cfg.seq_len / cfg.cp * cfg.mbs * model.hidden_size * 2
     send = comm.p2p_s(activation_bytes / cfg.tp, links.pipeline)
 
     totals = {"compute_s": 0.0, "tp_comm_s": 0.0, "cp_comm_s": 0.0, "cp_exposed_s": 0.0,
               "ep_comm_s": 0.0, "recompute_s": 0.0}
-    # Layers of one kind (dense or MoE) under one recompute mode cost the same: time each once.
-    kinds: dict[tuple[bool, Recompute], tuple[LayerTime, float]] = {}
-
-    def timed(layer: int, mode: Recompute) -> tuple[LayerTime, float]:
-        key = (model.is_moe_layer(layer), mode)
-        if key not in kinds:
-            kinds[key] = (layer_time(model, cfg, gpu, layer, mode),
-                          column_parallel_wgrad_s(model, cfg, gpu, layer))
-        return kinds[key]
-
+    passes = _PassCache(model, cfg, gpu, links)
     chunks: list[list[ChunkTimes]] = []
     for stage, per_chunk in enumerate(stage_chunks(model, cfg)):
         row = []
         for c, chunk_layers in enumerate(per_chunk):
             forward = backward = 0.0
             for position, layer in enumerate(chunk_layers):
-                mode = cfg.layer_recompute(position)
-                # backward: the input-gradient all-reduces overlap the weight-gradient GEMMs
-                lt, hidden = timed(layer, mode)
-                tp_b_exposed = max(0.0, tp_fwd - hidden) + (
-                    tp_fwd if mode is Recompute.FULL else 0.0)
-                tp_b = tp_fwd * (2 if mode is Recompute.FULL else 1)
-                cp_f = cp_b = 0.0
-                if cfg.cp > 1:
-                    kv = 2 * tokens * model.kv_width / cfg.tp * 2
-                    cp_f = max(0.0, (cfg.cp - 1) * kv / cp_ring.bandwidth_bytes_per_s
-                               - lt.attention_forward_s)
-                    cp_b = 2 * cp_f
-                    totals["cp_comm_s"] += 3 * (cfg.cp - 1) * kv / cp_ring.bandwidth_bytes_per_s
-                ep_f = 0.0
-                if model.is_moe_layer(layer) and cfg.ep > 1:
-                    assert model.moe is not None
-                    sp = cfg.tp if cfg.sequence_parallel else 1
-                    routed = tokens / sp * model.moe.top_k * model.hidden_size * 2
-                    ep_f = 2 * comm.all_to_all_s(routed, ep_ring)
-                forward += lt.forward_s + exposed_tp * tp_fwd + cp_f + ep_f
-                backward += lt.backward_s + exposed_tp * tp_b_exposed + cp_b + 2 * ep_f
-                totals["compute_s"] += (lt.forward_s + lt.backward_s) * cfg.num_microbatches
-                totals["recompute_s"] += lt.recompute_s * cfg.num_microbatches
-                totals["tp_comm_s"] += (tp_fwd + tp_b) * cfg.num_microbatches
-                totals["ep_comm_s"] += 3 * ep_f * cfg.num_microbatches
-                totals["cp_exposed_s"] += (cp_f + cp_b) * cfg.num_microbatches
+                lp = passes.get(layer, cfg.layer_recompute(position))
+                forward += lp.forward_s
+                backward += lp.backward_s
+                m = cfg.num_microbatches
+                totals["compute_s"] += lp.compute_s * m
+                totals["recompute_s"] += lp.recompute_s * m
+                totals["tp_comm_s"] += lp.tp_busy_s * m
+                totals["ep_comm_s"] += lp.ep_busy_s * m
+                totals["cp_comm_s"] += lp.cp_busy_s * m
+                totals["cp_exposed_s"] += lp.cp_exposed_s * m
             if stage == cfg.pp - 1 and c == cfg.vpp - 1:
                 head_f, head_b = head_time(model, cfg, gpu)
                 forward += head_f

@@ -6,22 +6,26 @@
    (an exact prune; --exhaustive skips it and gives the same answer, slower).
 2. Every configuration of a surviving family that fits is timed with the closed-form pipeline
    term (step.fast_makespan) on links resolved once per family.
-3. The best `rescore` of them are timed with the event-driven schedule simulation and sorted;
-   ties break on the configuration's canonical key, so the answer is deterministic.
+3. For the best `rescore` of them, the layer split that minimises the slowest stage under
+   each stage's memory (balanced_layout: the LM head makes the last stage heavy) joins them;
+   all are timed with the event-driven schedule simulation and sorted; ties break on the
+   configuration's canonical key, so the answer is deterministic.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
 from collections import Counter
 from dataclasses import dataclass
 
-from planner.cost.step import StepLinks, StepTime, estimate_step, resolve_links
+from planner.cost.step import StepLinks, StepTime, estimate_step, layer_costs, resolve_links
 from planner.hardware import Cluster
-from planner.memory import MemoryEstimate, estimate_memory
+from planner.memory import MemoryEstimate, estimate_memory, stage_memory
 from planner.model import ModelSpec
-from planner.parallel import ParallelConfig
+from planner.parallel import ParallelConfig, VocabStrategy, stage_layers
+from planner.search.partition import min_max_partition
 from planner.search.space import SearchSpec, degree_families, lightest, variants
 
 
@@ -53,11 +57,45 @@ class SearchResult:
                 "candidates_fit": self.candidates_fit, "rejected": dict(self.rejected)}
 
 
+def balanced_layout(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
+                    capacity_bytes: int, headroom_frac: float) -> ParallelConfig | None:
+    """`cfg` with the layer split that minimises its slowest stage (search.partition) where
+    every stage fits, when that differs from its own split; None otherwise. Applies to
+    non-interleaved pipelines with the embedding and LM head on the end stages (baseline
+    placement) and a uniform recompute mode."""
+    if cfg.pp == 1 or cfg.vpp > 1 or cfg.layers_per_stage or cfg.recompute_num_layers:
+        return None
+    if cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL:
+        return None
+    costs, head = layer_costs(model, cfg, cluster)
+    usable = capacity_bytes * (1 - headroom_frac)
+    probe = dataclasses.replace(cfg, vocab_strategy=VocabStrategy.BASELINE)
+    memo: dict[tuple[int, int, int], bool] = {}
+
+    def fits(stage: int, start: int, end: int) -> bool:
+        moe = sum(model.is_moe_layer(i) for i in range(start, end))
+        key = (stage, end - start, moe)  # a block's memory depends on these only
+        if key not in memo:
+            chunk = (tuple(range(start, end)),)
+            memo[key] = stage_memory(model, probe, stage, chunk).peak_bytes <= usable
+        return memo[key]
+
+    extra = [0.0] * cfg.pp
+    extra[-1] = head
+    partition = min_max_partition(costs, cfg.pp, stage_extra=extra, fits=fits)
+    if partition is None:
+        return None
+    current = tuple(len(layers) for layers in stage_layers(model, cfg))
+    if partition.layers_per_stage == current:
+        return None
+    return dataclasses.replace(probe, layers_per_stage=partition.layers_per_stage)
+
+
 def canonical_key(cfg: ParallelConfig) -> tuple[object, ...]:
     """A total order on configurations for tie-breaking (fewer model-parallel GPUs first)."""
     return (cfg.tp * cfg.pp * cfg.cp, cfg.tp, cfg.pp, cfg.cp, cfg.ep, cfg.expert_tp, cfg.vpp,
             cfg.mbs, list(type(cfg.recompute)).index(cfg.recompute), cfg.zero,
-            cfg.vocab_strategy.value)
+            cfg.vocab_strategy.value, cfg.layers_per_stage)
 
 
 def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int = 5,
@@ -108,6 +146,14 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
                            Candidate(config=cfg, memory=memory, step=step)))
     by_key = lambda e: (e[0], e[1])  # noqa: E731
     leaders = [e[2] for e in heapq.nsmallest(max(rescore, top_k), ranked, key=by_key)]
+    seen = {c.config for c in leaders}
+    for candidate in list(leaders):
+        balanced = balanced_layout(model, candidate.config, cluster, capacity, headroom_frac)
+        if balanced is not None and balanced not in seen:
+            seen.add(balanced)
+            memory = estimate_memory(model, balanced, capacity, headroom_frac)
+            if memory.fits:
+                leaders.append(Candidate(config=balanced, memory=memory, step=None))
     exact = []
     for candidate in leaders:
         step = estimate_step(model, candidate.config, cluster)

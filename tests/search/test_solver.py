@@ -88,3 +88,21 @@ def test_cli_search_nothing_fits_exits_1(run_cli: Run) -> None:
     assert code == 1
     assert "no configuration fits" in err and "closest candidate" in out
     assert "does not fit" in out and "GiB" in out
+
+
+def test_balanced_layout_lightens_the_lm_head_stage() -> None:
+    """Nemotron-4 340B (256K vocabulary), tp 8, pp 16: the min-max split gives the last stage
+    (LM head and loss) fewer layers than the even split, and is not slower."""
+    from planner.cost.step import estimate_step
+    from planner.parallel import ParallelConfig
+    from planner.search.solver import balanced_layout
+
+    cluster = _cluster(32)
+    model = BUILTIN_MODELS["nemotron4-340b"]
+    even = ParallelConfig(tp=8, pp=16, dp=2, global_batch=128, seq_len=4096, zero=1,
+                          sequence_parallel=True)
+    balanced = balanced_layout(model, even, cluster, cluster.min_gpu_memory_bytes, 0.0)
+    assert balanced is not None and sum(balanced.layers_per_stage) == 96
+    assert balanced.layers_per_stage[-1] < 6
+    assert (estimate_step(model, balanced, cluster).iteration_s
+            <= estimate_step(model, even, cluster).iteration_s)

@@ -23,7 +23,7 @@ LAYERS = {
     "planner.cost.compute": 3, "planner.cost.comm": 3, "planner.cost.step": 4,
     "planner.advice": 4, "planner.plan": 4,
     "planner.search": 1, "planner.search.partition": 1, "planner.search.space": 3,
-    "planner.search.solver": 5,
+    "planner.search.solver": 5, "planner.search.explain": 5,
     "planner.calibration": 5,
     "planner.cli": 6, "planner.cli.render": 6,
 }
@@ -32,7 +32,7 @@ PURE = ("planner.units", "planner.gpus", "planner.model", "planner.catalog", "pl
         "planner.parallel", "planner.memory", "planner.advice", "planner.cost.flops",
         "planner.cost.pipeline", "planner.cost.compute", "planner.cost.comm",
         "planner.cost.step", "planner.nccl_tests", "planner.topo",
-        "planner.search.partition", "planner.search.space")
+        "planner.search.partition", "planner.search.space", "planner.search.explain")
 IO_MODULES = {"os", "pathlib", "json", "yaml", "importlib", "subprocess", "socket", "shutil"}
 
 

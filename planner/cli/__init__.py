@@ -35,6 +35,7 @@ from planner.model import ModelSpec
 from planner.model_io import load_model
 from planner.parallel import Framework, ParallelConfig, Precision, Recompute, VocabStrategy
 from planner.plan import Plan, content_hash, file_hash, load_plan, write_plan
+from planner.search.explain import explain
 from planner.search.solver import SearchResult
 from planner.search.solver import search as run_search
 from planner.search.space import SearchSpec
@@ -299,6 +300,8 @@ def search(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = 0.0,
     exhaustive: Annotated[bool, typer.Option(
         "--exhaustive", help="Evaluate every configuration, without memory pruning.")] = False,
+    explain_best: Annotated[bool, typer.Option(
+        "--explain", help="Why the best plan beat the runner-up, in numbers.")] = False,
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
     output: Annotated[Path | None, typer.Option(
@@ -353,12 +356,19 @@ def search(
                                                  result.candidates_evaluated})))
         write_plan(plan, output, force=force)
         render.err.print(f"wrote {output}")
+    why = explain(result.plans[0], result.plans[1]) if (
+        explain_best and len(result.plans) > 1) else None
     if fmt is Format.table:
         render.search_table(spec_model, cl, result)
+        if why is not None:
+            render.explanation(why)
         return
-    _emit({"plans": [_result(spec_model, cl, c.config, c.memory, c.step)
-                     for c in result.plans if c.step is not None],
-           "search": result.stats()}, fmt)
+    data: dict[str, Any] = {"plans": [_result(spec_model, cl, c.config, c.memory, c.step)
+                                      for c in result.plans if c.step is not None],
+                            "search": result.stats()}
+    if why is not None:
+        data["explain"] = why.to_dict()
+    _emit(data, fmt)
 
 
 def _no_plan(model: ModelSpec, cluster: Cluster, result: SearchResult, fmt: Format,

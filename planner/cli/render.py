@@ -14,6 +14,7 @@ from planner.hardware import Cluster
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate
 from planner.model import ModelSpec
 from planner.parallel import ParallelConfig
+from planner.search.explain import Explanation
 from planner.search.solver import SearchResult
 from planner.units import GiB, format_count
 
@@ -207,3 +208,16 @@ def search_table(model: ModelSpec, cluster: Cluster, result: SearchResult) -> No
                       f"{step.mfu:.1%}", _gib(c.memory.peak_bytes),
                       _gib(c.memory.usable_bytes - c.memory.peak_bytes))
     out.print(table)
+
+
+def explanation(why: Explanation) -> None:
+    out.print("[bold]why #1 beats #2[/bold]: "
+              + "; ".join(f"{k} {a} vs {b}" for k, a, b in why.differences))
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("seconds per step", "#1", "#2", "#2 - #1"):
+        table.add_column(column, justify="left" if column == "seconds per step" else "right")
+    for name, a, b in why.parts:
+        table.add_row(name, f"{a:.3f}", f"{b:.3f}", f"{b - a:+.3f}")
+    out.print(table)
+    a, b = why.peak_bytes
+    out.print(f"peak memory {_gib(a)} vs {_gib(b)} GiB ({_gib(b - a)} GiB)")

@@ -106,3 +106,19 @@ def test_balanced_layout_lightens_the_lm_head_stage() -> None:
     assert balanced.layers_per_stage[-1] < 6
     assert (estimate_step(model, balanced, cluster).iteration_s
             <= estimate_step(model, even, cluster).iteration_s)
+
+
+def test_explain_compares_the_two_best(run_cli: Run) -> None:
+    code, out, err = run_cli("search", "--model", "llama3-8b", "--cluster", "dgx-h100",
+                             "--global-batch", "128", "--seq-len", "8192", "--tp", "2", "--pp",
+                             "2", "--cp", "1", "--dp", "4", "--explain", "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    why = data["explain"]
+    best, second = data["plans"][0], data["plans"][1]
+    assert why["differences"] and all(
+        best["config"][d["setting"]] == d["best"] and second["config"][d["setting"]] ==
+        d["runner_up"] for d in why["differences"])
+    step = next(p for p in why["parts_s"] if p["part"] == "step time")
+    assert step["best"] == pytest.approx(best["time"]["iteration_s"], rel=1e-6)
+    assert step["delta"] >= 0

@@ -23,9 +23,9 @@ LAYERS = {
     "planner.cost.compute": 3, "planner.cost.comm": 3, "planner.cost.step": 4,
     "planner.advice": 4, "planner.plan": 4,
     "planner.search": 1, "planner.search.partition": 1, "planner.search.space": 3,
-    "planner.search.solver": 5, "planner.search.explain": 5,
+    "planner.search.solver": 5, "planner.search.explain": 6,
     "planner.calibration": 5,
-    "planner.cli": 6, "planner.cli.render": 6,
+    "planner.cli": 7, "planner.cli.render": 7,
 }
 # Pure functions of frozen inputs: no file, network or environment access.
 PURE = ("planner.units", "planner.gpus", "planner.model", "planner.catalog", "planner.hardware",

@@ -242,32 +242,11 @@ def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> Repor
         if "peak_mem_GiB" not in measured:
             skipped.append((case["id"], "no peak memory reported"))
             continue
-        if case.get("status") in _SKIP_STATUSES:
-            skipped.append((case["id"], f"status {case['status']}"))
+        reproduced = _reproduce(case)
+        if isinstance(reproduced, str):
+            skipped.append((case["id"], reproduced))
             continue
-        if case["config"].get("dp") is None:
-            skipped.append((case["id"], "data-parallel size not stated"))
-            continue
-        if "offloading" in case["id"]:
-            skipped.append((case["id"], "activations offloaded to host memory (the test's "
-                            "setting; not modelled)"))
-            continue
-        if str(case["config"].get("recompute")) == "not stated":
-            skipped.append((case["id"], "recompute setting not stated by the source"))
-            continue
-        if "muon" in str(case["config"].get("optimizer", "")):
-            skipped.append((case["id"], "Muon optimizer (the estimator models Adam)"))
-            continue
-        try:
-            model = _model(case)
-            cfg = case_config(case, model)
-        except (KeyError, ValueError, TypeError) as exc:
-            skipped.append((case["id"], f"configuration not reproducible: {exc}"))
-            continue
-        problems = cfg.problems(model)
-        if problems:
-            skipped.append((case["id"], "configuration rejected: " + problems[0]))
-            continue
+        model, cfg = reproduced
         estimate: MemoryEstimate = estimate_memory(model, cfg, capacity_bytes)
         measured_bytes = float(measured.get("peak_mem_bytes") or measured["peak_mem_GiB"] * GiB)
         if "allocated" in kind_text:
@@ -369,31 +348,21 @@ def time_report(calibration: dict[str, Any], measured: dict[str, Any],
         have = case.get("measured") or {}
         if "iter_time_s" not in have:
             continue
-        reason = _measured_skip_reason(case)
         cluster = _profile_for(str(case.get("cluster", {}).get("gpu", "")), clusters)
-        if reason is None and cluster is None:
-            reason = "no shipped profile for its GPU"
-        if reason is not None:
-            skipped.append((case["id"], reason))
+        reproduced = _reproduce(case) if cluster is not None else "no shipped profile for its GPU"
+        if isinstance(reproduced, str):
+            skipped.append((case["id"], reproduced))
             continue
         assert cluster is not None
-        try:
-            model = _model(case)
-            cfg = case_config(case, model)
-        except (KeyError, ValueError, TypeError) as exc:
-            skipped.append((case["id"], f"configuration not reproducible: {exc}"))
-            continue
-        problems = cfg.problems(model)
-        if problems:
-            skipped.append((case["id"], "configuration rejected: " + problems[0]))
-            continue
+        model, cfg = reproduced
         predicted = estimate_step(model, cfg, cluster).iteration_s
         cases.append(Comparison(id=case["id"], kind="step time",
                                 measured=float(have["iter_time_s"]), predicted=predicted))
     return Report(cases=tuple(cases), skipped=tuple(skipped), unit="s")
 
 
-def _measured_skip_reason(case: dict[str, Any]) -> str | None:
+def _reproduce(case: dict[str, Any]) -> tuple[ModelSpec, ParallelConfig] | str:
+    """The model and configuration a measured.yaml case ran, or why it cannot be reproduced."""
     if case.get("status") in _SKIP_STATUSES:
         return f"status {case['status']}"
     if case["config"].get("dp") is None:
@@ -401,7 +370,15 @@ def _measured_skip_reason(case: dict[str, Any]) -> str | None:
     if str(case["config"].get("recompute")) == "not stated":
         return "recompute setting not stated by the source"
     if "offloading" in case["id"]:
-        return "activations offloaded to host memory (not modelled)"
+        return "activations offloaded to host memory (the test's setting; not modelled)"
     if "muon" in str(case["config"].get("optimizer", "")):
         return "Muon optimizer (the estimator models Adam)"
-    return None
+    try:
+        model = _model(case)
+        cfg = case_config(case, model)
+    except (KeyError, ValueError, TypeError) as exc:
+        return f"configuration not reproducible: {exc}"
+    problems = cfg.problems(model)
+    if problems:
+        return "configuration rejected: " + problems[0]
+    return model, cfg

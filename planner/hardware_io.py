@@ -25,7 +25,7 @@ from planner.hardware import (
     NodeType,
     PairOverride,
 )
-from planner.schema import Reader, read_document
+from planner.schema import Reader, read_document, read_text
 from planner.units import GB, TB, TFLOPS, US, GiB
 
 SCHEMA = "planner.hardware/v1"
@@ -571,10 +571,7 @@ def import_nccl_tests(base: Path, logs: list[Path], op: str | None = None) -> st
     curves = measurements.setdefault("collective_curves", []) or []
     measurements["collective_curves"] = curves
     for log in logs:
-        try:
-            text = log.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise InputError(f"{log}: cannot read: {exc}") from None
+        text = read_text(log)
         try:
             parsed = nccl_tests.parse(text, str(log))
         except ValueError as exc:

@@ -27,7 +27,7 @@ from planner.parallel import (
     Recompute,
     VocabStrategy,
 )
-from planner.schema import Reader, read_document
+from planner.schema import Reader, read_document, write_new_file
 
 SCHEMA_VERSION = 1
 
@@ -90,11 +90,7 @@ def _round_floats(value: Any) -> Any:
 
 def write_plan(plan: Plan, path: Path, *, force: bool) -> None:
     """Write `plan` to `path`; an existing file is replaced only with `force`."""
-    if path.exists() and not force:
-        raise InputError(f"{path}: exists; not overwriting it",
-                         hint="pass --force to replace it, or choose another -o path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_plan(plan), encoding="utf-8")
+    write_new_file(path, dump_plan(plan), force=force)
 
 
 _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch", "seq_len",

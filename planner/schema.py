@@ -18,6 +18,30 @@ from planner.errors import InputError
 from planner.units import is_number
 
 
+def read_text(path: Path) -> str:
+    """A user's text file (a log, a topology dump); errors name the file."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file", hint="check the path") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+
+
+def refuse_overwrite(path: Path, *, force: bool) -> None:
+    """Nothing the user wrote is replaced unless they ask (--force)."""
+    if path.exists() and not force:
+        raise InputError(f"{path}: exists; not overwriting it",
+                         hint="pass --force to replace it, or choose another -o path")
+
+
+def write_new_file(path: Path, text: str, *, force: bool) -> None:
+    """Write `text` to `path`; an existing file is replaced only with `force`."""
+    refuse_overwrite(path, force=force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
 def read_document(path: Path) -> Any:
     """Load a YAML or JSON file; a syntax error becomes an InputError naming the line."""
     try:

@@ -35,6 +35,7 @@ from planner.model import ModelSpec
 from planner.model_io import load_model
 from planner.parallel import Framework, ParallelConfig, Precision, Recompute, VocabStrategy
 from planner.plan import Plan, content_hash, file_hash, load_plan, write_plan
+from planner.schema import read_text, refuse_overwrite, write_new_file
 from planner.search.explain import explain
 from planner.search.solver import SearchResult
 from planner.search.solver import search as run_search
@@ -489,11 +490,8 @@ def import_nccl_tests_command(
     Example: `planner profile import-nccl-tests ar_2x8.log a2a_2x8.log --base profiles/dgx-h100.yaml
     -o my-cluster.yaml`
     """
-    if output.exists() and not force:
-        raise InputError(f"{output}: exists; not overwriting it",
-                         hint="pass --force to replace it, or choose another -o path")
-    text = import_nccl_tests(base, logs, op)
-    output.write_text(text, encoding="utf-8")
+    refuse_overwrite(output, force=force)  # before the work, not after it
+    write_new_file(output, import_nccl_tests(base, logs, op), force=force)
     render.err.print(f"wrote {output}")
 
 
@@ -516,22 +514,16 @@ def import_topo_command(
     Example: `nvidia-smi topo -m > topo.txt; planner profile import-topo topo.txt --gpu
     h100-sxm5-80gb --nodes 'h100-[01-16]' --nic-rate-gbps 400 -o my-cluster.yaml`
     """
-    if output.exists() and not force:
-        raise InputError(f"{output}: exists; not overwriting it",
-                         hint="pass --force to replace it, or choose another -o path")
+    refuse_overwrite(output, force=force)  # before the work, not after it
     try:
-        text = topo_file.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise InputError(f"{topo_file}: cannot read: {exc}") from None
-    try:
-        topology = topo.parse(text, str(topo_file))
+        topology = topo.parse(read_text(topo_file), str(topo_file))
     except ValueError as exc:
         raise InputError(str(exc), hint="pass the output of `nvidia-smi topo -m`") from None
     if nic_rate <= 0:
         raise InputError(f"--nic-rate-gbps {nic_rate}: expected a rate > 0")
-    output.write_text(profile_from_topology(topology, gpu_id=gpu, nodes=nodes,
-                                            nic_rate_gbps=nic_rate, name=name,
-                                            source=str(topo_file)), encoding="utf-8")
+    write_new_file(output, profile_from_topology(topology, gpu_id=gpu, nodes=nodes,
+                                                 nic_rate_gbps=nic_rate, name=name,
+                                                 source=str(topo_file)), force=force)
     render.err.print(f"wrote {output}")
 
 

@@ -26,6 +26,7 @@ from planner.parallel import (
     Precision,
     Recompute,
     VocabStrategy,
+    stage_chunks,
 )
 from planner.schema import Reader, read_document, write_new_file
 
@@ -47,6 +48,9 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         model = model_to_dict(self.model)
+        layout = [{"stage": stage, "chunks": [[c[0], c[-1]] if c else [] for c in chunks],
+                   "num_layers": sum(len(c) for c in chunks)}
+                  for stage, chunks in enumerate(stage_chunks(self.model, self.config))]
         return {
             "schema_version": SCHEMA_VERSION,
             "planner_version": self.planner_version,
@@ -57,6 +61,8 @@ class Plan:
             },
             "model": model,
             "config": self.config.to_dict(),
+            # derived from model + config: each stage's virtual chunks as [first, last] layer
+            "layout": {"stages": layout},
             "headroom_frac": self.headroom_frac,
             **dict(self.predictions),
         }

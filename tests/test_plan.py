@@ -34,6 +34,13 @@ def test_schema_version_first_and_round_trip(tmp_path: Path) -> None:
     assert back.cluster_ref == "dgx-h100" and back.headroom_frac == 0.05
 
 
+def test_layout_lists_each_stage_chunks() -> None:
+    """llama3-70b, pp 4, vpp 5: 20 chunks of 4 layers; stage 0 holds model chunks 0, 4, 8, ..."""
+    layout = _plan().to_dict()["layout"]["stages"]
+    assert [s["num_layers"] for s in layout] == [20, 20, 20, 20]
+    assert layout[0]["chunks"][:2] == [[0, 3], [16, 19]]
+
+
 def test_same_plan_same_bytes() -> None:
     assert dump_plan(_plan()) == dump_plan(_plan())
 

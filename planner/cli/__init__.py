@@ -337,8 +337,9 @@ def search(
         recompute=recompute, zero=zero,
         vocab_strategy=None if vocab_strategy is VocabChoice.auto
         else VocabStrategy(vocab_strategy.value))
-    result = run_search(spec_model, spec, cl, top_k=top, headroom_frac=headroom,
-                        exhaustive=exhaustive)
+    with render.progress_bar("searching") as advance:
+        result = run_search(spec_model, spec, cl, top_k=top, headroom_frac=headroom,
+                            exhaustive=exhaustive, progress=advance)
     if not result.plans:
         _no_plan(spec_model, cl, result, fmt, headroom)
         raise typer.Exit(1)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from planner.advice import Remedy
@@ -83,6 +86,23 @@ def memory_table(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,
                            for s in over[:6])
         more = f" and {len(over) - 6} more" if len(over) > 6 else ""
         out.print(f"[red]does not fit[/red] in {_gib(usable)} GiB{headroom}: {stages}{more}")
+
+
+@contextlib.contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar on stderr when it is a terminal; a no-op otherwise (logs and
+    pipes stay clean). Yields `advance(done, total)`."""
+    if not err.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
 
 
 def time_lines(step: StepTime) -> None:

@@ -18,6 +18,7 @@ import dataclasses
 import heapq
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from planner.cost.step import StepLinks, StepTime, estimate_step, layer_costs, resolve_links
@@ -100,9 +101,11 @@ def canonical_key(cfg: ParallelConfig) -> tuple[object, ...]:
 
 def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int = 5,
            headroom_frac: float = 0.0, exhaustive: bool = False, rescore: int = 20,
-           clock: object = time.perf_counter) -> SearchResult:
-    """The fastest configurations of `model` for the job `spec` that fit on `cluster`."""
-    started = clock()  # type: ignore[operator]
+           clock: Callable[[], float] = time.perf_counter,
+           progress: Callable[[int, int], None] | None = None) -> SearchResult:
+    """The fastest configurations of `model` for the job `spec` that fit on `cluster`.
+    `progress(done, total)` is called after each family of degrees (for a progress bar)."""
+    started = clock()
     capacity = cluster.min_gpu_memory_bytes
     gpu = cluster.gpu_types[0]
     rejected: Counter[str] = Counter()
@@ -110,8 +113,11 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
     links_by_degrees: dict[tuple[object, ...], StepLinks] = {}
     ranked: list[tuple[float, tuple[object, ...], Candidate]] = []
     closest: list[tuple[int, tuple[object, ...], Candidate]] = []
-    for family in degree_families(model, spec):
+    all_families = list(degree_families(model, spec))
+    for family in all_families:
         families += 1
+        if progress is not None:
+            progress(families, len(all_families))
         light = lightest(family, spec)
         problems = light.problems(model, gpu)
         if problems:
@@ -165,7 +171,7 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
         closest=tuple(e[2] for e in heapq.nsmallest(top_k, closest, key=by_key)),
         families=families, families_pruned=pruned, candidates_evaluated=evaluated,
         candidates_fit=fit, rejected=tuple(sorted(rejected.items())),
-        elapsed_s=clock() - started,  # type: ignore[operator]
+        elapsed_s=clock() - started,
     )
 
 

@@ -122,3 +122,12 @@ def test_explain_compares_the_two_best(run_cli: Run) -> None:
     step = next(p for p in why["parts_s"] if p["part"] == "step time")
     assert step["best"] == pytest.approx(best["time"]["iteration_s"], rel=1e-6)
     assert step["delta"] >= 0
+
+
+def test_progress_reports_every_family() -> None:
+    cluster = _cluster(1)
+    calls: list[tuple[int, int]] = []
+    result = search(BUILTIN_MODELS["llama3-8b"], SearchSpec(world_size=8, global_batch=32,
+                                                            seq_len=4096), cluster,
+                    progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1][0] == calls[-1][1] == result.families

@@ -207,6 +207,14 @@ def pipeline_link(cluster: Cluster, cfg: ParallelConfig) -> RingLink:
     return RingLink(bandwidth_bytes_per_s=worst[0], latency_s=worst[1], size=2)
 
 
+def broadcast_s(num_bytes: float, ring: RingLink) -> float:
+    """Pipelined ring broadcast of `num_bytes` from one rank to the group (nccl-tests: bus
+    factor 1): M / B + (n - 1) steps of latency."""
+    if ring.size == 1 or num_bytes == 0:
+        return 0.0
+    return num_bytes / ring.bandwidth_bytes_per_s + (ring.size - 1) * ring.latency_s
+
+
 def p2p_s(num_bytes: float, link: RingLink) -> float:
     """Send of `num_bytes` over a stage-to-stage link (pipeline_link)."""
     if link.size == 1 or num_bytes == 0:

@@ -14,6 +14,10 @@ Communication per micro-batch and layer (Megatron-LM; Korthikanti et al. 2022 Se
   over tp (Narayanan et al. 2021 Sec. 4.1, scatter/gather), on the stage-to-stage links.
 - ZeRO-3 / FSDP: parameters all-gathered per pass and gradients reduce-scattered per
   micro-batch, overlapped with compute by prefetching (a pass takes the longer of the two).
+- Vocabulary parallelism (Yeung et al., arXiv 2411.05288): each stage computes 1/pp of the
+  LM head and loss per micro-batch; the last hidden states are broadcast over the pipeline
+  group and their gradient all-reduced back, charged in full (the paper's schedule hides part
+  of it, so this errs slow).
 - DP: gradients (fp32 with bf16 training, Megatron's default) reduce-scattered (distributed
   optimizer, then the bf16 parameters all-gathered) or all-reduced over dp*cp; expert
   gradients over expert-dp. With --overlap-grad-reduce only the last bucket is exposed
@@ -40,7 +44,14 @@ from planner.gpus import GpuType
 from planner.hardware import Cluster
 from planner.memory import precision_policy, stage_params
 from planner.model import ModelSpec
-from planner.parallel import ParallelConfig, Precision, Recompute, stage_chunks, stage_layers
+from planner.parallel import (
+    ParallelConfig,
+    Precision,
+    Recompute,
+    VocabStrategy,
+    stage_chunks,
+    stage_layers,
+)
 
 # Megatron's DDP bucket: max(40M, 1M x dp) parameters (distributed_data_parallel_config.py).
 BUCKET_PARAMS = 40_000_000
@@ -65,8 +76,7 @@ class StepLinks:
 
 def resolve_links(cluster: Cluster, cfg: ParallelConfig) -> StepLinks:
     return StepLinks(
-        rings=tuple((axis, comm.slowest_ring(cluster, cfg, axis)) for axis in Axis
-                    if axis is not Axis.PP),
+        rings=tuple((axis, comm.slowest_ring(cluster, cfg, axis)) for axis in Axis),
         pipeline=comm.pipeline_link(cluster, cfg))
 
 
@@ -196,6 +206,15 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
     totals = {"compute_s": 0.0, "tp_comm_s": 0.0, "cp_comm_s": 0.0, "cp_exposed_s": 0.0,
               "ep_comm_s": 0.0, "recompute_s": 0.0}
     passes = _PassCache(model, cfg, gpu, links)
+    vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
+    vocab_f = vocab_b = 0.0
+    if vocab_parallel:  # every stage runs 1/pp of the LM head and loss (Yeung et al. 2024)
+        head_f, head_b = head_time(model, cfg, gpu)
+        hidden = cfg.seq_len / cfg.cp * cfg.mbs * model.hidden_size * 2 / (
+            cfg.tp if cfg.sequence_parallel else 1)
+        pp_ring = links.ring(Axis.PP)
+        vocab_f = head_f / cfg.pp + comm.broadcast_s(hidden, pp_ring)
+        vocab_b = head_b / cfg.pp + comm.all_reduce_s(hidden, pp_ring)
     chunks: list[list[ChunkTimes]] = []
     for stage, per_chunk in enumerate(stage_chunks(model, cfg)):
         row = []
@@ -212,7 +231,10 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                 totals["ep_comm_s"] += lp.ep_busy_s * m
                 totals["cp_comm_s"] += lp.cp_busy_s * m
                 totals["cp_exposed_s"] += lp.cp_exposed_s * m
-            if stage == cfg.pp - 1 and c == cfg.vpp - 1:
+            if vocab_parallel and c == cfg.vpp - 1:
+                forward += vocab_f
+                backward += vocab_b
+            elif stage == cfg.pp - 1 and c == cfg.vpp - 1:
                 head_f, head_b = head_time(model, cfg, gpu)
                 forward += head_f
                 backward += head_b

@@ -43,7 +43,7 @@ class SearchSpec:
     mbs: int | None = None
     recompute: Recompute | None = None
     zero: int | None = None
-    vocab_strategy: VocabStrategy | None = None  # None = auto: baseline and redistribute
+    vocab_strategy: VocabStrategy | None = None  # None = auto: every placement
     max_mbs: int = 8
     max_vpp: int = 8
 
@@ -102,12 +102,8 @@ def _expert_and_layout(model: ModelSpec, spec: SearchSpec, tp: int, pp: int, cp:
             for etp in sorted({1, tp}):
                 if (tp * cp * dp) % (ep * etp) == 0 and model.moe.ffn_hidden_size % etp == 0:
                     expert_options.append((ep, None if etp == tp else etp))
-    # auto compares the placements whose step time the cost model captures; vocab-parallel's
-    # spreading of the LM head compute is not modelled in time yet, so it is searched only
-    # when asked for
     strategies = ([spec.vocab_strategy] if spec.vocab_strategy is not None
-                  else [VocabStrategy.BASELINE, VocabStrategy.REDISTRIBUTE] if pp > 1
-                  else [VocabStrategy.BASELINE])
+                  else list(VocabStrategy) if pp > 1 else [VocabStrategy.BASELINE])
     for (expert_parallel, expert_tp), strategy in itertools.product(expert_options,
                                                                      strategies):
         vpp_values = [v for v in range(1, spec.max_vpp + 1) if pp > 1 or v == 1]

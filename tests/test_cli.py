@@ -189,6 +189,8 @@ BAD_FLAGS = [
     (("--vocab-strategy", "auto", "--dp", "8"), "planner search"),
     (("--layers-per-stage", "a,b", "--pp", "2", "--dp", "8"), "--layers-per-stage"),
     (("--layers-per-stage", "10,10", "--pp", "2", "--dp", "8"), "sums to 20"),
+    (("--tp", "0"), "--tp 0: expected integers >= 1"),
+    (("--mbs", "0", "--dp", "8"), "--mbs 0"),
 ]
 
 
@@ -196,6 +198,13 @@ BAD_FLAGS = [
 def test_bad_flags(run_cli: Run, flags: tuple[str, ...], expected: str) -> None:
     code, out, err = run_cli(*_estimate_with("llama3-8b", "dgx-h100", *flags))
     _assert_bad_input(code, out, err, expected)
+
+
+def test_search_with_impossible_fixed_degrees(run_cli: Run) -> None:
+    code, out, err = run_cli("search", "--model", "llama3-8b", "--cluster", "dgx-h100",
+                             "--global-batch", "64", "--seq-len", "4096", "--tp", "3")
+    _assert_bad_input(code, out, err, "satisfies the fixed degrees (tp=3)")
+    assert "attention heads (32)" in err
 
 
 def test_fp8_needs_fp8_hardware(run_cli: Run) -> None:

@@ -88,6 +88,14 @@ def _cluster_source(ref: str) -> Path:
     return profiles[ref] if ref in profiles else Path(ref)
 
 
+def _check_degrees(**degrees: int | None) -> None:
+    """A degree given on the command line must be >= 1 (0 is not "unset")."""
+    bad = [f"--{name.replace('_', '-')} {value}" for name, value in degrees.items()
+           if value is not None and value < 1]
+    if bad:
+        raise InputError(", ".join(bad) + ": expected integers >= 1")
+
+
 def _world_size_problem(cluster: Cluster, cfg: ParallelConfig, dp_given: bool) -> str | None:
     """The world-size problem of a configuration on a cluster, if any. --dp may name a part of
     the cluster; without it the job uses every GPU."""
@@ -209,6 +217,9 @@ def estimate(
     """
     if headroom is not None and not 0 <= headroom < 1:
         raise InputError(f"--headroom {headroom}: expected a fraction in [0, 1)")
+    _check_degrees(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, etp=etp, vpp=vpp, mbs=mbs,
+                   global_batch=global_batch, seq_len=seq_len,
+                   recompute_num_layers=recompute_num_layers)
     if plan_file is not None:
         given = [name for name, value in (
             ("--model", model), ("--global-batch", global_batch), ("--seq-len", seq_len),
@@ -319,6 +330,8 @@ def search(
         raise InputError(f"--headroom {headroom}: expected a fraction in [0, 1)")
     if top < 1:
         raise InputError(f"--top {top}: expected an integer >= 1")
+    _check_degrees(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, mbs=mbs,
+                   global_batch=global_batch, seq_len=seq_len)
     spec_model = load_model(model)
     cl = load_cluster(cluster)
     world = cl.num_gpus
@@ -340,6 +353,17 @@ def search(
     with render.progress_bar("searching") as advance:
         result = run_search(spec_model, spec, cl, top_k=top, headroom_frac=headroom,
                             exhaustive=exhaustive, progress=advance)
+    if result.families == 0:
+        fixed_text = ", ".join(f"{k}={v}" for k, v in (("tp", tp), ("pp", pp), ("cp", cp),
+                                                       ("dp", dp), ("ep", ep), ("vpp", vpp))
+                               if v is not None) or "none"
+        raise InputError(
+            f"no parallel layout of {spec_model.name} on {world} GPUs satisfies the fixed "
+            f"degrees ({fixed_text}) and global_batch({global_batch})",
+            hint=f"tp must divide the attention heads ({spec_model.num_attention_heads}) and "
+                 f"query groups ({spec_model.num_query_groups}), pp * vpp the layers "
+                 f"({spec_model.num_layers}), tp * pp * cp the GPU count, 2 * cp the sequence, "
+                 "and dp the global batch")
     if not result.plans:
         _no_plan(spec_model, cl, result, fmt, headroom)
         raise typer.Exit(1)

@@ -5,7 +5,10 @@
    no distributed optimizer, so when that does not fit, no configuration of the family does
    (an exact prune; --exhaustive skips it and gives the same answer, slower).
 2. Every configuration of a surviving family that fits is timed with the closed-form pipeline
-   term (step.fast_makespan) on links resolved once per family.
+   term (step.fast_makespan) on links resolved once per family, except those dominated: for
+   one micro-batch size and ZeRO stage, more recompute only adds time (and the schedule's
+   makespan is monotone in pass durations), so once a recompute level fits, the heavier ones
+   are skipped (variants yields recompute none, selective, full in that order).
 3. For the best `rescore` of them, the layer split that minimises the slowest stage under
    each stage's memory (balanced_layout: the LM head makes the last stage heavy) joins them;
    all are timed with the event-driven schedule simulation and sorted; ties break on the
@@ -135,7 +138,10 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
         if degrees not in links_by_degrees:  # links depend on the degrees only
             links_by_degrees[degrees] = resolve_links(cluster, light)
         links = links_by_degrees[degrees]
+        dominated: set[tuple[int, int]] = set()  # (mbs, zero) already fitted at less recompute
         for cfg in variants(family, spec):
+            if (cfg.mbs, cfg.zero) in dominated:
+                continue
             problems = cfg.problems(model, gpu)
             if problems:
                 rejected[_reason(problems[0])] += 1
@@ -147,6 +153,8 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
                                 Candidate(config=cfg, memory=memory, step=None)))
                 continue
             fit += 1
+            if not exhaustive:
+                dominated.add((cfg.mbs, cfg.zero))
             step = estimate_step(model, cfg, cluster, links=links, exact=False)
             ranked.append((step.iteration_s, canonical_key(cfg),
                            Candidate(config=cfg, memory=memory, step=step)))

@@ -122,9 +122,9 @@ def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
     per_replica = spec.global_batch // family.dp
     mbs_values = [b for b in divisors(per_replica) if b <= spec.max_mbs]
     zero_values = [0, 1] if family.dp * family.cp > 1 else [0]
-    for mbs in _choose(spec.mbs, mbs_values):
-        for recompute in ([spec.recompute] if spec.recompute else list(Recompute)):
-            for zero in _choose(spec.zero, zero_values):
+    for mbs in _choose(spec.mbs, mbs_values):  # recompute from lightest compute to heaviest:
+        for recompute in ([spec.recompute] if spec.recompute else list(Recompute)):  # solver
+            for zero in _choose(spec.zero, zero_values):  # relies on this order
                 yield ParallelConfig(
                     tp=family.tp, pp=family.pp, dp=family.dp, cp=family.cp, ep=family.ep,
                     etp=family.etp, vpp=family.vpp, mbs=mbs, global_batch=spec.global_batch,

@@ -170,6 +170,7 @@ class Cluster:
     _islands: dict[str, Island] = field(init=False, repr=False, compare=False)
     _node_index: dict[str, int] = field(init=False, repr=False, compare=False)
     _num_gpus: int = field(init=False, repr=False, compare=False)
+    _width: int = field(init=False, repr=False, compare=False)  # GPUs per node if all equal
 
     def __post_init__(self) -> None:
         offsets = []
@@ -179,6 +180,8 @@ class Cluster:
             total += node.node_type.num_gpus
         object.__setattr__(self, "_offsets", tuple(offsets))
         object.__setattr__(self, "_num_gpus", total)
+        widths = {node.node_type.num_gpus for node in self.nodes}
+        object.__setattr__(self, "_width", widths.pop() if len(widths) == 1 else 0)
         object.__setattr__(self, "_pairs", dict(self.node_pair_bandwidth))
         object.__setattr__(self, "_islands", {i.name: i for i in self.islands})
         object.__setattr__(self, "_node_index", {n.name: i for i, n in enumerate(self.nodes)})
@@ -230,8 +233,10 @@ class Cluster:
             if int(local) >= self.nodes[index].node_type.num_gpus:
                 raise KeyError(f"no GPU {gpu!r} in cluster {self.name}")
             return index, int(local)
-        if not 0 <= gpu < self.num_gpus:
-            raise KeyError(f"GPU index {gpu} outside 0..{self.num_gpus - 1}")
+        if not 0 <= gpu < self._num_gpus:
+            raise KeyError(f"GPU index {gpu} outside 0..{self._num_gpus - 1}")
+        if self._width:  # every node has the same number of GPUs
+            return divmod(gpu, self._width)
         offsets = self._offsets
         lo, hi = 0, len(offsets) - 1
         while lo < hi:  # last offset <= gpu

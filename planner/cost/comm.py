@@ -68,15 +68,21 @@ class RingLink:
         return self.inter_bytes_per_s != float("inf")
 
 
-def rank_of(cfg: ParallelConfig, tp: int, cp: int, dp: int, pp: int) -> int:
-    """Global rank of the given coordinates in `cfg.rank_order` (fastest axis first)."""
-    coordinate = {"tp": tp, "cp": cp, "dp": dp, "pp": pp}
+def strides(cfg: ParallelConfig) -> tuple[int, int, int, int]:
+    """(tp, cp, dp, pp) strides of `cfg.rank_order` (fastest axis first): rank = sum of
+    coordinate x stride."""
     size = {"tp": cfg.tp, "cp": cfg.cp, "dp": cfg.dp, "pp": cfg.pp}
-    rank, stride = 0, 1
+    stride, out = 1, {}
     for axis in cfg.rank_order.split("-"):
-        rank += coordinate[axis] * stride
+        out[axis] = stride
         stride *= size[axis]
-    return rank
+    return out["tp"], out["cp"], out["dp"], out["pp"]
+
+
+def rank_of(cfg: ParallelConfig, tp: int, cp: int, dp: int, pp: int) -> int:
+    """Global rank of the given coordinates in `cfg.rank_order`."""
+    s_tp, s_cp, s_dp, s_pp = strides(cfg)
+    return tp * s_tp + cp * s_cp + dp * s_dp + pp * s_pp
 
 
 def groups(cfg: ParallelConfig, axis: Axis) -> list[tuple[int, ...]]:
@@ -84,21 +90,21 @@ def groups(cfg: ParallelConfig, axis: Axis) -> list[tuple[int, ...]]:
     coordinate). Expert groups are laid over each stage's ranks in ascending order: expert-TP
     fastest, then EP, then expert-DP (Megatron's expert rank generator)."""
     out: list[tuple[int, ...]] = []
-    tps, cps, dps, pps = range(cfg.tp), range(cfg.cp), range(cfg.dp), range(cfg.pp)
+    s_tp, s_cp, s_dp, s_pp = strides(cfg)
+    tps = [t * s_tp for t in range(cfg.tp)]
+    cps = [c * s_cp for c in range(cfg.cp)]
+    dps = [d * s_dp for d in range(cfg.dp)]
+    pps = [p * s_pp for p in range(cfg.pp)]
     if axis is Axis.PP:
-        return [tuple(rank_of(cfg, t, c, d, p) for p in pps)
-                for t in tps for c in cps for d in dps]
+        return [tuple(t + c + d + p for p in pps) for t in tps for c in cps for d in dps]
     if axis is Axis.TP:
-        return [tuple(rank_of(cfg, t, c, d, p) for t in tps)
-                for p in pps for d in dps for c in cps]
+        return [tuple(t + c + d + p for t in tps) for p in pps for d in dps for c in cps]
     if axis is Axis.CP:
-        return [tuple(rank_of(cfg, t, c, d, p) for c in cps)
-                for p in pps for d in dps for t in tps]
+        return [tuple(t + c + d + p for c in cps) for p in pps for d in dps for t in tps]
     if axis is Axis.DP:  # data x context parallel: the gradient group
-        return [tuple(rank_of(cfg, t, c, d, p) for d in dps for c in cps)
-                for p in pps for t in tps]
+        return [tuple(t + c + d + p for d in dps for c in cps) for p in pps for t in tps]
     for p in pps:
-        stage = sorted(rank_of(cfg, t, c, d, p) for t in tps for c in cps for d in dps)
+        stage = sorted(t + c + d + p for t in tps for c in cps for d in dps)
         if axis is Axis.EP:
             step, size = cfg.expert_tp, cfg.ep
         else:

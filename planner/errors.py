@@ -27,9 +27,3 @@ class InputError(PlannerError):
     ) -> None:
         super().__init__(message, hint=hint)
         self.problems = problems
-
-
-class InfeasibleError(PlannerError):
-    """The answer is "no": nothing fits, or nothing is feasible. Exit code 1."""
-
-    exit_code = 1

@@ -9,8 +9,11 @@ shared/reference/hardware.md Sec. 5.4:
 2. same node: the intra-node matrix entry, else the node's switch fabric bandwidth;
 3. different nodes of one island: the measured node-pair matrix, else the slower of the two
    NICs serving the GPUs (a NIC shared by k GPUs gives each 1/k), else the island default;
+   an oversubscribed fabric divides the unmeasured rates by its oversubscription (every GPU
+   sends at once in a collective);
 4. different islands: additionally capped by the inter-island link's per-node bandwidth
-   shared by the node's GPUs; latency is the largest of the parts.
+   shared by the node's GPUs and its aggregate bandwidth shared by the smaller island's GPUs;
+   latency is the largest of the parts.
 """
 
 from __future__ import annotations
@@ -171,6 +174,7 @@ class Cluster:
     _node_index: dict[str, int] = field(init=False, repr=False, compare=False)
     _num_gpus: int = field(init=False, repr=False, compare=False)
     _width: int = field(init=False, repr=False, compare=False)  # GPUs per node if all equal
+    _island_gpus: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         offsets = []
@@ -180,6 +184,10 @@ class Cluster:
             total += node.node_type.num_gpus
         object.__setattr__(self, "_offsets", tuple(offsets))
         object.__setattr__(self, "_num_gpus", total)
+        island_gpus: dict[str, int] = {}
+        for node in self.nodes:
+            island_gpus[node.island] = island_gpus.get(node.island, 0) + node.node_type.num_gpus
+        object.__setattr__(self, "_island_gpus", island_gpus)
         widths = {node.node_type.num_gpus for node in self.nodes}
         object.__setattr__(self, "_width", widths.pop() if len(widths) == 1 else 0)
         object.__setattr__(self, "_pairs", dict(self.node_pair_bandwidth))
@@ -328,7 +336,7 @@ class Cluster:
         for nic in (src_nic, dst_nic):
             if nic is not None:
                 latency = max(latency, nic.latency_s)
-        if measured is not None:
+        if measured is not None:  # measured as it was, oversubscription included
             bandwidth, rule = measured, "node-pair matrix"
         else:
             shares = [s for s in (src_share, dst_share) if s is not None]
@@ -342,9 +350,17 @@ class Cluster:
                         f"no bandwidth known between nodes {src_node.name} and {dst_node.name}"
                     )
                 bandwidth, rule = min(defaults), "island default"
+            oversubscription = max(src_island.oversubscription, dst_island.oversubscription)
+            if oversubscription > 1:  # a blocking fabric when every GPU sends at once
+                bandwidth /= oversubscription
+                rule += f" / oversubscription {oversubscription:g}"
         if src_island.name != dst_island.name:
             bridge = self._bridge(src_island.name, dst_island.name)
             per_gpu = bridge.bandwidth_per_node_bytes_per_s / src_node.node_type.num_gpus
+            if bridge.aggregate_bytes_per_s is not None:  # shared by the smaller island's GPUs
+                share = bridge.aggregate_bytes_per_s / min(
+                    self._island_gpus[src_island.name], self._island_gpus[dst_island.name])
+                per_gpu = min(per_gpu, share)
             if per_gpu < bandwidth:
                 bandwidth, rule = per_gpu, f"inter-island {bridge.transport}"
                 transport = bridge.transport

@@ -85,7 +85,7 @@ def test_link_rules_most_specific_first() -> None:
     assert c.link("a100-03:0", "a100-02:0").bandwidth_bytes_per_s == 22 * GB / 4
     assert c.link("a100-04:4", "a100-03:4").bandwidth_bytes_per_s == 11 * GB / 4
     cross = c.link("h100-01:0", "a100-01:0")
-    assert cross.bandwidth_bytes_per_s == pytest.approx(1.9 * GB / 8)
+    assert cross.bandwidth_bytes_per_s == pytest.approx(min(1.9 * GB / 8, 7.5 * GB / 32))
     assert cross.transport == "tcp" and cross.latency_s == pytest.approx(40e-6)
 
 
@@ -166,3 +166,16 @@ def test_node_pair_override_and_asymmetry(write: Callable[[str, str], Path]) -> 
     assert c.link("x1:0", "x2:1").bandwidth_bytes_per_s == 5 * GB
     assert c.link("x2:1", "x1:0").bandwidth_bytes_per_s == 47 * GB / 2  # NIC shared by 2 GPUs
     assert c.link("x1:0", "x1:1").bandwidth_bytes_per_s == 370 * GB  # same node: untouched
+
+
+def test_oversubscription_and_inter_island_aggregate(write: Callable[[str, str], Path]) -> None:
+    """An island with oversubscription 2 halves unmeasured inter-node rates; the aggregate
+    inter-island bandwidth (7.5 GB/s) shared by the smaller island's 32 GPUs caps a crossing
+    GPU at 0.234 GB/s, below its node's 1.9 GB/s / 8."""
+    text = RICH.replace("  - name: a\n", "  - name: a\n    fabric: {oversubscription: 2}\n")
+    c = load_cluster(str(write("c.yaml", text)))
+    assert c.link("x1:0", "x2:0").bandwidth_bytes_per_s == pytest.approx(47 * GB / 2 / 2)
+    assert "oversubscription" in c.link("x1:0", "x2:0").rule
+    two = load_cluster("two-island-degraded")
+    assert two.link("h100-01:0", "a100-01:0").bandwidth_bytes_per_s == pytest.approx(
+        7.5 * GB / 32)

@@ -102,6 +102,17 @@ class MoeSpec:
         return self.num_shared_experts * self.ffn_hidden_size
 
 
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """One weight matrix of a layer, in_dim x out_dim, and how tensor parallelism splits it
+    (Megatron-LM): "column" divides out_dim, "row" divides in_dim, "replicated" neither.
+    Parameter counts, FLOPs and the sharded GEMMs of the cost model all derive from these."""
+
+    in_dim: int
+    out_dim: int
+    split: str
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParamCounts:
     """Parameter counts of one model, split the way the memory estimator needs them.
@@ -227,35 +238,53 @@ class ModelSpec:
         w = self.hidden_size if width is None else width
         return 2 * w if self.norm is Norm.LAYERNORM else w
 
-    def attention_params(self) -> int:
-        """Attention block parameters without its input norm."""
+    def attention_projections(self) -> tuple[Projection, ...]:
+        """The attention block's weight matrices. MHA/GQA: fused QKV (column) and the output
+        projection (row). MLA (DeepSeek-V2, arXiv 2405.04434, Eq. 9-14): the query down-
+        projection W_DQ (replicated) and up-projection W_UQ (column) when queries are
+        compressed, the joint KV down-projection with the decoupled rotary key W_DKV
+        (replicated), the K/V up-projection W_UK|W_UV (column), and the output (row)."""
         h = self.hidden_size
+        if self.mla is None:
+            return (Projection(h, self.q_width + 2 * self.kv_width, "column"),
+                    Projection(self.attn_out_width, h, "row"))
+        m = self.mla
+        n = self.num_attention_heads
+        query: tuple[Projection, ...]
+        if m.q_lora_rank is None:
+            query = (Projection(h, n * m.qk_head_dim, "column"),)
+        else:
+            query = (Projection(h, m.q_lora_rank, "replicated"),
+                     Projection(m.q_lora_rank, n * m.qk_head_dim, "column"))
+        return (*query,
+                Projection(h, m.kv_lora_rank + m.qk_rope_head_dim, "replicated"),
+                Projection(m.kv_lora_rank, n * (m.qk_nope_head_dim + m.v_head_dim), "column"),
+                Projection(n * m.v_head_dim, h, "row"))
+
+    def mlp_projections(self, ffn_hidden_size: int) -> tuple[Projection, ...]:
+        """One MLP (or expert): FC1 of width f, 2f when gated (gate and up), column-parallel;
+        FC2 back to h, row-parallel."""
+        gate = 2 if self.activation.gated else 1
+        return (Projection(self.hidden_size, gate * ffn_hidden_size, "column"),
+                Projection(ffn_hidden_size, self.hidden_size, "row"))
+
+    def attention_params(self) -> int:
+        """Attention block parameters without its input norm: the projections, their biases
+        (Qwen2 biases q, k and v only), q/k norms, and MLA's q and kv latent norms."""
+        weights = sum(p.in_dim * p.out_dim for p in self.attention_projections())
         if self.mla is not None:
-            m = self.mla
-            n = self.num_attention_heads
-            if m.q_lora_rank is None:
-                q = h * n * m.qk_head_dim
-            else:  # W_DQ, q norm, W_UQ (DeepSeek-V2 eq. 12-13)
-                q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * n * m.qk_head_dim
-            # W_DKV with the decoupled rotary key, kv norm, W_UK and W_UV (eq. 9-11, 14)
-            kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
-            kv += m.kv_lora_rank * n * (m.qk_nope_head_dim + m.v_head_dim)
-            out = n * m.v_head_dim * h
-            return q + kv + out
-        qkv = h * (self.q_width + 2 * self.kv_width)
-        out = self.q_width * h
-        bias = h if self.add_bias_linear else 0
-        if self.add_bias_linear or self.qkv_bias:  # Qwen2 biases q, k and v only
+            return weights + (self.mla.q_lora_rank or 0) + self.mla.kv_lora_rank
+        bias = self.hidden_size if self.add_bias_linear else 0
+        if self.add_bias_linear or self.qkv_bias:
             bias += self.q_width + 2 * self.kv_width
         qk_norm = 2 * self.norm_params(self.head_dim) if self.qk_layernorm else 0
-        return qkv + out + bias + qk_norm
+        return weights + bias + qk_norm
 
     def mlp_params(self, ffn_hidden_size: int) -> int:
-        """One MLP (or one expert) of hidden width `ffn_hidden_size`."""
-        h = self.hidden_size
-        num_in = 2 if self.activation.gated else 1
-        weights = num_in * h * ffn_hidden_size + ffn_hidden_size * h
-        bias = (num_in * ffn_hidden_size + h) if self.add_bias_linear else 0
+        """One MLP (or one expert) of hidden width `ffn_hidden_size`, with biases if any."""
+        projections = self.mlp_projections(ffn_hidden_size)
+        weights = sum(p.in_dim * p.out_dim for p in projections)
+        bias = sum(p.out_dim for p in projections) if self.add_bias_linear else 0
         return weights + bias
 
     def router_params(self) -> int:

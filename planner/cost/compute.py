@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 
 from planner.gpus import GpuType
-from planner.model import ModelSpec
+from planner.model import ModelSpec, Projection
 from planner.parallel import ParallelConfig, Precision, Recompute
 
 # Output tile shapes (M x N) of cuBLAS / CUTLASS bf16 kernels on Ampere and Hopper.
@@ -130,45 +130,31 @@ def layer_gemms(model: ModelSpec, cfg: ParallelConfig, layer: int) -> tuple[Gemm
     """
     t = cfg.tp
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
-    h = model.hidden_size
-    gemms: list[Gemm] = []
-    if model.mla is not None:
-        m = model.mla
-        n_heads = model.num_attention_heads
-        if m.q_lora_rank is None:
-            gemms.append(Gemm(m=tokens, k=h, n=n_heads * m.qk_head_dim / t, role="column"))
-        else:
-            gemms.append(Gemm(m=tokens, k=h, n=m.q_lora_rank, role="replicated"))
-            gemms.append(Gemm(m=tokens, k=m.q_lora_rank, n=n_heads * m.qk_head_dim / t,
-                              role="column"))
-        gemms.append(Gemm(m=tokens, k=h, n=m.kv_lora_rank + m.qk_rope_head_dim,
-                          role="replicated"))
-        gemms.append(Gemm(m=tokens, k=m.kv_lora_rank,
-                          n=n_heads * (m.qk_nope_head_dim + m.v_head_dim) / t, role="column"))
-    else:
-        gemms.append(Gemm(m=tokens, k=h, n=(model.q_width + 2 * model.kv_width) / t,
-                          role="column"))
-    gemms.append(Gemm(m=tokens, k=model.attn_out_width / t, n=h, role="row"))
-    gate = 2 if model.activation.gated else 1
+    gemms = [_sharded(p, tokens, t) for p in model.attention_projections()]
     if not model.is_moe_layer(layer):
-        f = model.ffn_hidden_size
-        gemms += [Gemm(m=tokens, k=h, n=gate * f / t, role="column"),
-                  Gemm(m=tokens, k=f / t, n=h, role="row")]
+        gemms += [_sharded(p, tokens, t) for p in model.mlp_projections(model.ffn_hidden_size)]
         return tuple(gemms)
     moe = model.moe
     assert moe is not None
     sp = t if cfg.sequence_parallel else 1
-    gemms.append(Gemm(m=tokens / sp, k=h, n=moe.num_experts, role="router"))
+    gemms.append(Gemm(m=tokens / sp, k=model.hidden_size, n=moe.num_experts, role="router"))
     per_expert = (tokens / sp) * cfg.ep * moe.top_k / moe.num_experts * cfg.expert_tp
-    local_experts = moe.num_experts / cfg.ep
-    fe = moe.ffn_hidden_size / cfg.expert_tp
-    gemms += [Gemm(m=per_expert, k=h, n=gate * fe, batch=local_experts, role="expert"),
-              Gemm(m=per_expert, k=fe, n=h, batch=local_experts, role="expert")]
+    for p in model.mlp_projections(moe.ffn_hidden_size):  # split by expert-TP, grouped
+        shard = _sharded(p, per_expert, cfg.expert_tp)
+        gemms.append(Gemm(m=shard.m, k=shard.k, n=shard.n, batch=moe.num_experts / cfg.ep,
+                          role="expert"))
     if moe.shared_width:
-        fs = moe.shared_width
-        gemms += [Gemm(m=tokens, k=h, n=gate * fs / t, role="column"),
-                  Gemm(m=tokens, k=fs / t, n=h, role="row")]
+        gemms += [_sharded(p, tokens, t) for p in model.mlp_projections(moe.shared_width)]
     return tuple(gemms)
+
+
+def _sharded(p: Projection, tokens: float, tp: int) -> Gemm:
+    """The GEMM one GPU runs for projection `p` under `tp`-way tensor parallelism."""
+    if p.split == "column":
+        return Gemm(m=tokens, k=p.in_dim, n=p.out_dim / tp, role="column")
+    if p.split == "row":
+        return Gemm(m=tokens, k=p.in_dim / tp, n=p.out_dim, role="row")
+    return Gemm(m=tokens, k=p.in_dim, n=p.out_dim, role="replicated")
 
 
 # ---- attention and element-wise work ------------------------------------------------------

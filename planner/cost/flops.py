@@ -35,21 +35,9 @@ class LayerFlops:
 
 
 def attention_projection_flops(model: ModelSpec, tokens: float) -> float:
-    """Q, K, V and output projections (MLA: down- and up-projections, DeepSeek-V2 Eq. 9-14)."""
-    h = model.hidden_size
-    if model.mla is not None:
-        m = model.mla
-        n = model.num_attention_heads
-        if m.q_lora_rank is None:
-            q = h * n * m.qk_head_dim
-        else:
-            q = h * m.q_lora_rank + m.q_lora_rank * n * m.qk_head_dim
-        kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank * n * (
-            m.qk_nope_head_dim + m.v_head_dim)
-        out = n * m.v_head_dim * h
-        return 2.0 * tokens * (q + kv + out)
-    qkv = h * (model.q_width + 2 * model.kv_width)
-    return 2.0 * tokens * (qkv + model.attn_out_width * h)
+    """Q, K, V and output projections (MLA: down- and up-projections): 2 FLOPs per weight per
+    token (ModelSpec.attention_projections)."""
+    return 2.0 * tokens * sum(p.in_dim * p.out_dim for p in model.attention_projections())
 
 
 def attention_core_flops(model: ModelSpec, tokens: float, seq_len: int) -> float:
@@ -64,10 +52,9 @@ def attention_core_flops(model: ModelSpec, tokens: float, seq_len: int) -> float
 
 
 def mlp_flops(model: ModelSpec, tokens: float, ffn_hidden_size: int) -> float:
-    """One MLP (or expert) on `tokens` tokens: 2 (gate and up, SwiGLU) or 1 input projection
-    of width f, and the output projection."""
-    inputs = 2 if model.activation.gated else 1
-    return 2.0 * tokens * model.hidden_size * ffn_hidden_size * (inputs + 1)
+    """One MLP (or expert) on `tokens` tokens (ModelSpec.mlp_projections)."""
+    return 2.0 * tokens * sum(p.in_dim * p.out_dim
+                              for p in model.mlp_projections(ffn_hidden_size))
 
 
 def layer_flops(model: ModelSpec, layer: int, tokens: float, seq_len: int) -> LayerFlops:

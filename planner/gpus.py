@@ -26,7 +26,8 @@ class GpuType:
         scaleup_bytes_per_s: NVLink/xGMI bandwidth per GPU per direction (0 = PCIe only).
         scaleup_kind: nvlink, xgmi, nvlink-bridge or pcie.
         pcie_bytes_per_s: host link per direction.
-        num_sms: streaming multiprocessors (compute units on AMD), for wave quantization.
+        num_sms: streaming multiprocessors (compute units on AMD), for wave quantization;
+            0 when unknown (a custom GPU without `num_sms`), which leaves waves out.
         matmul_frac: best achievable fraction of peak for large GEMMs, per precision
             (maximum achievable matmul FLOPS, "MAMF", measured with stas00/ml-engineering's
             mamf-finder; shared/reference/hardware.md Sec. 4.2).
@@ -68,13 +69,17 @@ def _peaks(**tflops: float) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((k, v * TFLOPS) for k, v in tflops.items()))
 
 
-_PCIE4 = 32 * GB  # PCIe Gen4 x16, 16 GT/s x 16 lanes, per direction (PCI-SIG)
+PCIE4_BYTES_PER_S = 32 * GB  # PCIe Gen4 x16, 16 GT/s x 16 lanes, per direction (PCI-SIG)
+_PCIE4 = PCIE4_BYTES_PER_S
 _PCIE5 = 64 * GB  # PCIe Gen5 x16, per direction
+
+# hardware.md Sec. 4.2: the planner's matmul fraction for a GPU with no MAMF measurement.
+UNMEASURED_MATMUL_FRAC = 0.70
 
 # MAMF fractions (hardware.md Sec. 4.2, from stas00/ml-engineering's table): A100 SXM 86.9%,
 # H100 SXM 80.3%, H200-class 83.8%, B200 77.6%, MI300X 51-60% by ROCm version (midpoint 55%);
 # FP8 H100 70.9%, H200 73.4%, B200 76.3%. H800 is the H100 die. No measurement for L40S and
-# GeForce cards: hardware.md's planner default for them is 70%.
+# GeForce cards: they take UNMEASURED_MATMUL_FRAC.
 GPU_CATALOG: dict[str, GpuType] = {
     g.id: g
     for g in (
@@ -146,7 +151,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=0.864 * TB,
             peak_flops_per_s=_peaks(bf16=362.05, fp16=362.05, fp8=733, tf32=183, fp32=91.6),
             scaleup_bytes_per_s=0.0, scaleup_kind="pcie", pcie_bytes_per_s=_PCIE4,
-            num_sms=142, matmul_frac=_fracs(bf16=0.70),
+            num_sms=142, matmul_frac=_fracs(bf16=UNMEASURED_MATMUL_FRAC),
             source="NVIDIA L40S datasheet (sparse headline halved; 48 GB GDDR6, no NVLink)",
         ),
         GpuType(
@@ -154,7 +159,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=1.008 * TB,
             peak_flops_per_s=_peaks(bf16=165.2, fp16=165.2, fp8=330.3, fp32=82.6),
             scaleup_bytes_per_s=0.0, scaleup_kind="pcie", pcie_bytes_per_s=_PCIE4,
-            num_sms=128, matmul_frac=_fracs(bf16=0.70),
+            num_sms=128, matmul_frac=_fracs(bf16=UNMEASURED_MATMUL_FRAC),
             source="NVIDIA Ada Lovelace architecture whitepaper (FP32-accumulate tensor rates; "
                    "no NVLink, P2P disabled on GeForce)",
         ),
@@ -163,7 +168,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=0.936 * TB,
             peak_flops_per_s=_peaks(bf16=71, fp16=71, fp32=35.6),
             scaleup_bytes_per_s=56 * GB, scaleup_kind="nvlink-bridge", pcie_bytes_per_s=_PCIE4,
-            num_sms=82, matmul_frac=_fracs(bf16=0.70),
+            num_sms=82, matmul_frac=_fracs(bf16=UNMEASURED_MATMUL_FRAC),
             source="NVIDIA Ampere GA102 whitepaper (FP32-accumulate tensor rate); NVLink bridge "
                    "for one pair, 112.5 GB/s bidirectional",
         ),

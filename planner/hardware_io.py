@@ -13,7 +13,7 @@ import yaml
 
 from planner import nccl_tests, topo
 from planner.errors import InputError
-from planner.gpus import GPU_CATALOG, GpuType
+from planner.gpus import GPU_CATALOG, PCIE4_BYTES_PER_S, UNMEASURED_MATMUL_FRAC, GpuType
 from planner.hardware import (
     Cluster,
     CollectiveCurve,
@@ -107,7 +107,7 @@ def _gpu_mapping(r: Reader, gpu_id: str) -> GpuType | None:
     memory = r.number("memory_GiB", required=base is None)
     bandwidth = r.number("memory_bandwidth_TBps", required=base is None)
     scaleup = r.number("scaleup_bandwidth_GBps", positive=False, default=0.0)
-    pcie = r.number("pcie_bandwidth_GBps", default=32.0)
+    pcie = r.number("pcie_bandwidth_GBps", required=False)
     peaks: dict[str, float] = dict(base.peak_flops_per_s) if base else {}
     peak_reader = r.child("peak_tflops", required=base is None)
     if peak_reader is not None:
@@ -117,8 +117,9 @@ def _gpu_mapping(r: Reader, gpu_id: str) -> GpuType | None:
                 peaks[str(precision)] = value * TFLOPS
         if "bf16" not in peaks and "fp16" not in peaks:
             r.fail("peak_tflops", "needs at least bf16 (dense TFLOP/s)")
-    num_sms = r.int("num_sms", default=base.num_sms if base else 108)
-    fractions: dict[str, float] = dict(base.matmul_frac) if base else {"bf16": 0.7}
+    num_sms = r.int("num_sms", default=base.num_sms if base else 0)
+    fractions: dict[str, float] = (dict(base.matmul_frac) if base
+                                   else {"bf16": UNMEASURED_MATMUL_FRAC})
     frac_reader = r.child("matmul_efficiency")
     if frac_reader is not None:
         for precision in list(frac_reader.data):
@@ -140,8 +141,9 @@ def _gpu_mapping(r: Reader, gpu_id: str) -> GpuType | None:
         peak_flops_per_s=tuple(sorted(peaks.items())),
         scaleup_bytes_per_s=(scaleup or 0.0) * GB or (base.scaleup_bytes_per_s if base else 0.0),
         scaleup_kind=base.scaleup_kind if base else ("nvlink" if scaleup else "pcie"),
-        pcie_bytes_per_s=(pcie or 32.0) * GB,
-        num_sms=num_sms or 108,
+        pcie_bytes_per_s=pcie * GB if pcie else (
+            base.pcie_bytes_per_s if base else PCIE4_BYTES_PER_S),
+        num_sms=num_sms or 0,
         matmul_frac=tuple(sorted(fractions.items())),
         source=f"{r.source}: {r.prefix.rstrip('.')}",
     )

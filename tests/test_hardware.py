@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from planner.errors import InputError
-from planner.gpus import GPU_CATALOG
+from planner.gpus import GPU_CATALOG, PCIE4_BYTES_PER_S, UNMEASURED_MATMUL_FRAC
 from planner.hardware_io import builtin_profiles, expand_hostlist, load_cluster
 from planner.units import GB, GiB, MiB
 
@@ -66,7 +66,26 @@ intra_node: {bandwidth_GBps: 100}
 """)
     c = load_cluster(str(path))
     assert c.min_gpu_memory_bytes == 64 * GiB
-    assert c.gpu_type(0).peak("bf16") == 400e12
+    gpu = c.gpu_type(0)
+    assert gpu.peak("bf16") == 400e12
+    # Unmeasured: the hardware.md default fraction, PCIe Gen4, no SM count (no wave model).
+    assert dict(gpu.matmul_frac) == {"bf16": UNMEASURED_MATMUL_FRAC}
+    assert (gpu.pcie_bytes_per_s, gpu.num_sms) == (PCIE4_BYTES_PER_S, 0)
+
+
+def test_custom_gpu_on_a_base_keeps_what_it_does_not_override(
+        write: Callable[[str, str], Path]) -> None:
+    path = write("c.yaml", """\
+gpu: {name: h100-capped, base: h100-sxm5-80gb, peak_tflops: {bf16: 700}}
+num_nodes: 1
+gpus_per_node: 8
+intra_node: {bandwidth_GBps: 450}
+""")
+    gpu = load_cluster(str(path)).gpu_type(0)
+    base = GPU_CATALOG["h100-sxm5-80gb"]
+    assert gpu.peak("bf16") == 700e12
+    assert (gpu.pcie_bytes_per_s, gpu.num_sms, gpu.matmul_frac) == (
+        base.pcie_bytes_per_s, base.num_sms, base.matmul_frac)
 
 
 def test_link_rules_most_specific_first() -> None:

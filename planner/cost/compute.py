@@ -75,15 +75,16 @@ class Gemm:
 
 
 def quantization_efficiency(gemm: Gemm, num_sms: int) -> float:
-    """Best tile x wave quantization efficiency over TILE_SHAPES (1.0 = no idle hardware)."""
+    """Best tile x wave quantization efficiency over TILE_SHAPES (1.0 = no idle hardware).
+    With num_sms 0 (not known) only the tile padding counts."""
     best = 0.0
     for tile_m, tile_n in TILE_SHAPES:
         tiles_m = math.ceil(gemm.m / tile_m)
         tiles_n = math.ceil(gemm.n / tile_n)
         tile_eff = (gemm.m * gemm.n) / (tiles_m * tile_m * tiles_n * tile_n)
         tiles = tiles_m * tiles_n * math.ceil(gemm.batch)
-        waves = math.ceil(tiles / num_sms)
-        best = max(best, tile_eff * tiles / (waves * num_sms))
+        wave_eff = tiles / (math.ceil(tiles / num_sms) * num_sms) if num_sms > 0 else 1.0
+        best = max(best, tile_eff * wave_eff)
     return best
 
 
@@ -108,7 +109,7 @@ def gemm_time_s(gemm: Gemm, gpu: GpuType, precision: Precision) -> float:
 def matmul_rate(gpu: GpuType, precision: Precision) -> float:
     """Best-case GEMM FLOP/s: the calibrated in-framework fraction where one exists for 16-bit
     GEMMs, else the microbenchmark MAMF fraction."""
-    if precision in (Precision.BF16,) and gpu.id in CALIBRATED_MATMUL_FRAC:
+    if precision is Precision.BF16 and gpu.id in CALIBRATED_MATMUL_FRAC:
         return gpu.peak(precision.value) * CALIBRATED_MATMUL_FRAC[gpu.id]
     return gpu.achievable_matmul_flops_per_s(precision.value)
 

@@ -25,6 +25,8 @@ def test_quantization_by_hand() -> None:
     assert quantization_efficiency(Gemm(m=4096, n=4096, k=4096), 108) == pytest.approx(
         2048 / (19 * 108))
     assert quantization_efficiency(Gemm(m=100, n=4096, k=4096), 108) <= 100 / 128
+    # An unknown SM count leaves only the tile padding: 100 rows fill 128 of any tile height.
+    assert quantization_efficiency(Gemm(m=100, n=4096, k=4096), 0) == pytest.approx(100 / 128)
 
 
 def test_large_gemm_runs_at_mamf_or_the_calibrated_fraction() -> None:

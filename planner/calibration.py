@@ -289,12 +289,12 @@ def _calibration_time_case(case: dict[str, Any], cluster: Cluster) -> Comparison
         assumed.append("mbs=1")
     vpp = c.get("vpp")
     if not isinstance(vpp, int):
-        vpp = 2 if c["pp"] > 1 and vpp else 1
+        # Interleaving reported without its degree: 2 chunks per rank where the layers split.
+        vpp = 2 if c["pp"] > 1 and vpp and model.num_layers % (c["pp"] * 2) == 0 else 1
         if vpp > 1:
             assumed.append("vpp=2 (interleaved, degree not reported)")
-    layers_per_chunk = model.num_layers / (c["pp"] * vpp)
-    if not layers_per_chunk.is_integer():
-        vpp = 1
+        elif c["pp"] > 1 and c.get("vpp"):
+            assumed.append("vpp=1 (interleaved, degree not reported; layers do not split in 2)")
     recompute = Recompute.FULL if str(c["recompute"]).startswith("full") else (
         Recompute.SELECTIVE)
     zero = c.get("zero") or 0

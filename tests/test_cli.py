@@ -28,6 +28,7 @@ def test_estimate_json_follows_design(run_cli: Run) -> None:
     assert data["config"]["sequence_parallel"] is True  # default on with tp > 1
     memory = data["memory"]
     assert {"peak_bytes", "capacity_bytes", "fits", "stages"} <= set(memory)
+    assert len(memory["stages"]) == data["config"]["pp"]
     for stage in memory["stages"]:
         assert {"stage", "num_layers", "weights_bytes", "gradients_bytes", "optimizer_bytes",
                 "activations_bytes", "allocated_bytes", "reserved_bytes",

@@ -25,9 +25,10 @@ def _cluster(nodes: int):  # type: ignore[no-untyped-def]
 
 def test_fixed_degrees_are_honoured() -> None:
     spec = SearchSpec(world_size=32, global_batch=128, seq_len=4096, tp=4, mbs=2)
-    for family in degree_families(BUILTIN_MODELS["llama3-8b"], spec):
-        assert family.tp == 4
-        assert all(cfg.mbs == 2 for cfg in variants(family, spec))
+    families = list(degree_families(BUILTIN_MODELS["llama3-8b"], spec))
+    assert families and {f.tp for f in families} == {4}
+    configs = [cfg for family in families for cfg in variants(family, spec)]
+    assert configs and {cfg.mbs for cfg in configs} == {2}
 
 
 @pytest.mark.parametrize(("model", "nodes", "batch", "seq"), [

@@ -99,6 +99,9 @@ def write_plan(plan: Plan, path: Path, *, force: bool) -> None:
     write_new_file(path, dump_plan(plan), force=force)
 
 
+# What a plan file may leave out means what ParallelConfig means by it.
+_DEFAULT = ParallelConfig()
+
 _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch", "seq_len",
                 "num_microbatches", "recompute", "recompute_num_layers", "zero",
                 "sequence_parallel", "precision", "vocab_strategy", "layers_per_stage",
@@ -113,20 +116,24 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     global_batch = r.int("global_batch")
     seq_len = r.int("seq_len")
     r.int("num_microbatches", required=False)  # derived; written for readers
-    recompute = r.choice("recompute", [m.value for m in Recompute], default="none")
+    recompute = r.choice("recompute", [m.value for m in Recompute],
+                         default=_DEFAULT.recompute.value)
     recompute_layers = r.int("recompute_num_layers", required=False)
-    zero = r.int("zero", minimum=0, default=0)
-    sp = r.boolean("sequence_parallel", default=False)
-    precision = r.choice("precision", [p.value for p in Precision], default="bf16")
-    vocab = r.choice("vocab_strategy", [v.value for v in VocabStrategy], default="baseline")
-    framework = r.choice("framework", [f.value for f in Framework], default="megatron")
-    flash = r.boolean("flash_attention", default=True)
-    ce_fusion = r.boolean("cross_entropy_fusion", default=False)
-    imbalance = r.number("moe_token_imbalance", default=1.5)
-    overlap_grad = r.boolean("overlap_grad_reduce", default=True)
-    tp_overlap = r.boolean("tp_comm_overlap", default=False)
+    zero = r.int("zero", minimum=0, default=_DEFAULT.zero)
+    sp = r.boolean("sequence_parallel", default=_DEFAULT.sequence_parallel)
+    precision = r.choice("precision", [p.value for p in Precision],
+                         default=_DEFAULT.precision.value)
+    vocab = r.choice("vocab_strategy", [v.value for v in VocabStrategy],
+                     default=_DEFAULT.vocab_strategy.value)
+    framework = r.choice("framework", [f.value for f in Framework],
+                         default=_DEFAULT.framework.value)
+    flash = r.boolean("flash_attention", default=_DEFAULT.flash_attention)
+    ce_fusion = r.boolean("cross_entropy_fusion", default=_DEFAULT.cross_entropy_fusion)
+    imbalance = r.number("moe_token_imbalance", default=_DEFAULT.moe_token_imbalance)
+    overlap_grad = r.boolean("overlap_grad_reduce", default=_DEFAULT.overlap_grad_reduce)
+    tp_overlap = r.boolean("tp_comm_overlap", default=_DEFAULT.tp_comm_overlap)
     group = r.int("microbatch_group_size", required=False)
-    order = r.choice("rank_order", RANK_ORDERS, default=RANK_ORDERS[0]) or RANK_ORDERS[0]
+    order = r.choice("rank_order", RANK_ORDERS, default=_DEFAULT.rank_order) or _DEFAULT.rank_order
     layout = r.raw("layers_per_stage") or []
     if not isinstance(layout, list) or not all(
             isinstance(n, int) and not isinstance(n, bool) for n in layout):
@@ -143,7 +150,8 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         recompute=Recompute(recompute), recompute_num_layers=recompute_layers, zero=zero or 0,
         sequence_parallel=sp, precision=Precision(precision), vocab_strategy=VocabStrategy(vocab),
         layers_per_stage=tuple(layout), framework=Framework(framework), flash_attention=flash,
-        cross_entropy_fusion=ce_fusion, moe_token_imbalance=imbalance or 1.5,
+        cross_entropy_fusion=ce_fusion,
+        moe_token_imbalance=imbalance or _DEFAULT.moe_token_imbalance,
         overlap_grad_reduce=overlap_grad, tp_comm_overlap=tp_overlap,
         microbatch_group_size=group, rank_order=order,
     )

@@ -27,3 +27,9 @@ class InputError(PlannerError):
     ) -> None:
         super().__init__(message, hint=hint)
         self.problems = problems
+
+
+class DoesNotFitError(PlannerError):
+    """The answer is no: the configuration does not fit (exit code 1)."""
+
+    exit_code = 1

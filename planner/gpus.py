@@ -32,6 +32,10 @@ class GpuType:
             (maximum achievable matmul FLOPS, "MAMF", measured with stas00/ml-engineering's
             mamf-finder; shared/reference/hardware.md Sec. 4.2).
         source: datasheet(s) the numbers come from.
+        compute_capability: CUDA (major, minor) from NVIDIA's CUDA GPUs table
+            (developer.nvidia.com/cuda-gpus); None for non-CUDA or unknown GPUs. Launchers need
+            it: Megatron-LM requires CUDA_DEVICE_MAX_CONNECTIONS=1 with tp or cp > 1 below
+            major 10 (megatron/training/arguments.py, validate_args).
     """
 
     id: str
@@ -45,6 +49,7 @@ class GpuType:
     num_sms: int
     matmul_frac: tuple[tuple[str, float], ...]
     source: str
+    compute_capability: tuple[int, int] | None = None
 
     def peak(self, precision: str) -> float:
         """Dense peak FLOP/s for `precision`; fp8 falls back to bf16 where there is no fp8."""
@@ -90,6 +95,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             scaleup_bytes_per_s=300 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE4,
             num_sms=108, matmul_frac=_fracs(bf16=0.869),
             source="NVIDIA A100 Tensor Core GPU datasheet (dense; NVLink3 600 GB/s bidirectional)",
+            compute_capability=(8, 0),
         ),
         GpuType(
             id="a100-sxm4-80gb", name="NVIDIA A100-SXM4-80GB", memory_bytes=81920 * MiB,
@@ -98,6 +104,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             scaleup_bytes_per_s=300 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE4,
             num_sms=108, matmul_frac=_fracs(bf16=0.869),
             source="NVIDIA A100 Tensor Core GPU datasheet (dense; NVLink3 600 GB/s bidirectional)",
+            compute_capability=(8, 0),
         ),
         GpuType(
             id="h100-sxm5-80gb", name="NVIDIA H100 80GB HBM3", memory_bytes=81559 * MiB,
@@ -107,6 +114,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             num_sms=132, matmul_frac=_fracs(bf16=0.803, fp8=0.709),
             source="NVIDIA H100 Tensor Core GPU datasheet, SXM5 (sparse headline halved; "
                    "NVLink4 900 GB/s bidirectional)",
+            compute_capability=(9, 0),
         ),
         GpuType(
             id="h800-sxm5-80gb", name="NVIDIA H800 80GB HBM3", memory_bytes=81559 * MiB,
@@ -116,6 +124,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             num_sms=132, matmul_frac=_fracs(bf16=0.803, fp8=0.709),
             source="NVIDIA H800 SXM5 (export variant of H100: same compute, NVLink 400 GB/s "
                    "bidirectional); DeepSeek-V3 report arXiv 2412.19437 Sec. 3.1",
+            compute_capability=(9, 0),
         ),
         GpuType(
             id="h200-sxm-141gb", name="NVIDIA H200", memory_bytes=143771 * MiB,
@@ -125,6 +134,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             num_sms=132, matmul_frac=_fracs(bf16=0.838, fp8=0.734),
             source="NVIDIA H200 Tensor Core GPU datasheet, SXM (141 GB HBM3e, 4.8 TB/s; "
                    "compute as H100 SXM5)",
+            compute_capability=(9, 0),
         ),
         GpuType(
             id="b200", name="NVIDIA B200", memory_bytes=183359 * MiB,
@@ -135,6 +145,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             num_sms=148, matmul_frac=_fracs(bf16=0.776, fp8=0.763),
             source="NVIDIA HGX B200 per-GPU table (sparse halved); NVLink5 1.8 TB/s "
                    "bidirectional",
+            compute_capability=(10, 0),
         ),
         GpuType(
             id="mi300x", name="AMD Instinct MI300X", memory_bytes=196592 * MiB,
@@ -153,6 +164,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             scaleup_bytes_per_s=0.0, scaleup_kind="pcie", pcie_bytes_per_s=_PCIE4,
             num_sms=142, matmul_frac=_fracs(bf16=UNMEASURED_MATMUL_FRAC),
             source="NVIDIA L40S datasheet (sparse headline halved; 48 GB GDDR6, no NVLink)",
+            compute_capability=(8, 9),
         ),
         GpuType(
             id="rtx-4090", name="NVIDIA GeForce RTX 4090", memory_bytes=24564 * MiB,
@@ -162,6 +174,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             num_sms=128, matmul_frac=_fracs(bf16=UNMEASURED_MATMUL_FRAC),
             source="NVIDIA Ada Lovelace architecture whitepaper (FP32-accumulate tensor rates; "
                    "no NVLink, P2P disabled on GeForce)",
+            compute_capability=(8, 9),
         ),
         GpuType(
             id="rtx-3090", name="NVIDIA GeForce RTX 3090", memory_bytes=24576 * MiB,
@@ -171,6 +184,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             num_sms=82, matmul_frac=_fracs(bf16=UNMEASURED_MATMUL_FRAC),
             source="NVIDIA Ampere GA102 whitepaper (FP32-accumulate tensor rate); NVLink bridge "
                    "for one pair, 112.5 GB/s bidirectional",
+            compute_capability=(8, 6),
         ),
     )
 }

@@ -167,6 +167,8 @@ class Cluster:
     pair_overrides: tuple[PairOverride, ...] = ()
     collective_curves: tuple[CollectiveCurve, ...] = ()
     provenance: str = ""
+    # the node names are the site's host names (rich form), not numbered by the planner
+    named_nodes: bool = False
     # lookup tables derived from the fields above
     _offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _pairs: dict[tuple[int, int], float] = field(init=False, repr=False, compare=False)

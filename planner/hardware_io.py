@@ -146,6 +146,7 @@ def _gpu_mapping(r: Reader, gpu_id: str) -> GpuType | None:
         num_sms=num_sms or 0,
         matmul_frac=tuple(sorted(fractions.items())),
         source=f"{r.source}: {r.prefix.rstrip('.')}",
+        compute_capability=base.compute_capability if base else None,
     )
 
 
@@ -555,6 +556,7 @@ def _rich(r: Reader) -> Cluster:
         pair_overrides=tuple(overrides),
         collective_curves=tuple(curves),
         provenance=str(provenance) if provenance else r.source,
+        named_nodes=True,
     )
 
 

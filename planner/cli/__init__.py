@@ -22,7 +22,8 @@ from planner.calibration import load_measurements, memory_report, time_report
 from planner.catalog import BUILTIN_MODELS
 from planner.cli import render
 from planner.cost.step import StepTime, estimate_step
-from planner.errors import InputError, PlannerError
+from planner.emit import emit, write_emitted
+from planner.errors import DoesNotFitError, InputError, PlannerError
 from planner.hardware import Cluster
 from planner.hardware_io import (
     builtin_profiles,
@@ -458,6 +459,57 @@ def check(
         _emit(data, fmt)
     if not result.fits:
         raise typer.Exit(1)
+
+
+@app.command("emit")
+def emit_command(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.yaml", help="The plan to launch.")],
+    to: Annotated[str, typer.Option(
+        "--to", help="megatron, torchtitan, deepspeed, torchrun or slurm.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory for the files.")],
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", help="Cluster to launch on [default: the plan's].")] = None,
+    hosts: Annotated[str | None, typer.Option(
+        "--hosts", help="Host names in node-rank order: a file (one per line) or a "
+        "comma-separated list [default: the profile's node names, when it has them].")] = None,
+    skip_memory_check: Annotated[bool, typer.Option(
+        "--skip-memory-check", help="Write the launch even when the plan does not fit.")]
+    = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite files in the directory.")]
+    = False,
+) -> None:
+    """Write the launch configuration of a plan for a framework and launcher.
+
+    Example: `planner emit plan.yaml --to megatron -o launch/`
+    """
+    plan = load_plan(plan_file)
+    cl = load_cluster(cluster or plan.cluster_ref)
+    _check_config(plan.config, plan.model, cl, str(plan_file))
+    result = estimate_memory(plan.model, plan.config, cl.min_gpu_memory_bytes,
+                             plan.headroom_frac)
+    if not result.fits and not skip_memory_check:
+        worst = result.worst
+        raise DoesNotFitError(
+            f"{plan_file}: does not fit on {cl.name}: stage {worst.stage} needs "
+            f"{worst.peak_bytes / 2**30:.1f} GiB of {result.usable_bytes / 2**30:.1f} GiB",
+            hint="`planner check` shows remedies; --skip-memory-check writes it anyway")
+    emitted = emit(plan, cl, to, _host_list(hosts))
+    for path in write_emitted(emitted, output, force=force):
+        render.err.print(f"wrote {path}", markup=False)
+    for note in emitted.notes:
+        render.err.print(f"note: {note}", markup=False)
+
+
+def _host_list(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    path = Path(value)
+    text = read_text(path) if path.exists() else value.replace(",", "\n")
+    names = tuple(line.split()[0] for line in text.splitlines()
+                  if line.strip() and not line.lstrip().startswith("#"))
+    if not names:
+        raise InputError(f"--hosts {value}: no host names")
+    return names
 
 
 @app.command()

@@ -25,6 +25,8 @@ LAYERS = {
     "planner.search": 1, "planner.search.partition": 1, "planner.search.space": 3,
     "planner.search.solver": 5, "planner.search.explain": 6,
     "planner.calibration": 5,
+    "planner.emit.megatron": 3, "planner.emit.torchtitan": 3, "planner.emit.deepspeed": 3,
+    "planner.emit.launch": 3, "planner.emit": 5,
     "planner.cli": 7, "planner.cli.render": 7,
 }
 # Pure functions of frozen inputs: no file, network or environment access.
@@ -32,7 +34,8 @@ PURE = ("planner.units", "planner.gpus", "planner.model", "planner.catalog", "pl
         "planner.parallel", "planner.memory", "planner.advice", "planner.cost.flops",
         "planner.cost.pipeline", "planner.cost.compute", "planner.cost.comm",
         "planner.cost.step", "planner.nccl_tests", "planner.topo",
-        "planner.search.partition", "planner.search.space", "planner.search.explain")
+        "planner.search.partition", "planner.search.space", "planner.search.explain",
+        "planner.emit.megatron", "planner.emit.torchtitan", "planner.emit.launch")
 IO_MODULES = {"os", "pathlib", "json", "yaml", "importlib", "subprocess", "socket", "shutil"}
 
 

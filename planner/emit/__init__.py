@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planner import __version__
-from planner.emit import deepspeed, megatron, torchtitan
+from planner.emit.deepspeed import DEEPSPEED_VERSION, deepspeed_notes, ds_config_text
 from planner.emit.launch import (
     TORCHRUN_VERSION,
     Placement,
@@ -26,6 +26,13 @@ from planner.emit.launch import (
     slurm_script,
     torchrun_script,
 )
+from planner.emit.megatron import (
+    MEGATRON_VERSION,
+    megatron_args,
+    megatron_env,
+    megatron_notes,
+)
+from planner.emit.torchtitan import TORCHTITAN_VERSION, torchtitan_args
 from planner.errors import InputError
 from planner.hardware import Cluster
 from planner.parallel import Framework
@@ -67,27 +74,27 @@ def emit(plan: Plan, cluster: Cluster, target: str,
     gpu = cluster.gpu_types[0]
     files: list[tuple[str, str]] = []
     if framework is Framework.MEGATRON:
-        args = megatron.megatron_args(plan.model, cfg)
+        args = megatron_args(plan.model, cfg)
         files.append(("megatron.args", "\n".join(args) + "\n"))
-        env = megatron.megatron_env(cfg, gpu)
-        notes = megatron.megatron_notes(plan.model)
-        version = megatron.MEGATRON_VERSION
+        env = megatron_env(cfg, gpu)
+        notes = megatron_notes(plan.model)
+        version = MEGATRON_VERSION
         entry = '"$MEGATRON_LM/pretrain_gpt.py"'
         args_file = "megatron.args"
-        required: tuple[tuple[str, str], ...] = (("MEGATRON_LM", "set MEGATRON_LM to a Megatron-LM checkout"),
-                    ("TRAIN_ARGS", "set TRAIN_ARGS: data, tokenizer and schedule flags "
-                                   "(README.md)"))
+        required: tuple[tuple[str, str], ...] = (
+            ("MEGATRON_LM", "set MEGATRON_LM to a Megatron-LM checkout"),
+            ("TRAIN_ARGS", "set TRAIN_ARGS: data, tokenizer and schedule flags (README.md)"))
     elif framework is Framework.TORCHTITAN:
-        args = torchtitan.torchtitan_args(plan.model, cfg)
+        args = torchtitan_args(plan.model, cfg)
         files.append(("torchtitan.args", "\n".join(args) + "\n"))
         env, notes = (), ()
-        version = torchtitan.TORCHTITAN_VERSION
+        version = TORCHTITAN_VERSION
         entry, args_file = "-m torchtitan.train", "torchtitan.args"
         required = ()
     else:
-        files.append(("ds_config.json", deepspeed.ds_config_text(cfg)))
-        env, notes = (), deepspeed.deepspeed_notes(cfg)
-        version = deepspeed.DEEPSPEED_VERSION
+        files.append(("ds_config.json", ds_config_text(cfg)))
+        env, notes = (), deepspeed_notes(cfg)
+        version = DEEPSPEED_VERSION
         entry = '"$TRAIN_SCRIPT" --deepspeed --deepspeed_config "$here/ds_config.json"'
         args_file = ""
         required = (("TRAIN_SCRIPT", "set TRAIN_SCRIPT to your DeepSpeed training script"),)

@@ -203,13 +203,15 @@ def _recompute_args(cfg: ParallelConfig) -> list[str]:
 
 def _optimizer_args(cfg: ParallelConfig) -> list[str]:
     """ZeRO 1 = the distributed optimizer; 2 and 3 = Megatron FSDP with gradients (and
-    parameters) sharded over data parallelism."""
+    parameters) sharded over data parallelism, which validate_args() allows only with the
+    fsdp_dtensor checkpoint format."""
     args = []
     if cfg.zero == 1:
         args.append("--use-distributed-optimizer")
     elif cfg.zero >= 2:
         strategy = "optim_grads" if cfg.zero == 2 else "optim_grads_params"
-        args += ["--use-megatron-fsdp", f"--data-parallel-sharding-strategy {strategy}"]
+        args += ["--use-megatron-fsdp", f"--data-parallel-sharding-strategy {strategy}",
+                 "--ckpt-format fsdp_dtensor"]
     if cfg.overlap_grad_reduce:
         args.append("--overlap-grad-reduce")
         if cfg.zero == 1:

@@ -26,12 +26,12 @@ from planner.parallel import (
 
 TORCHTITAN_VERSION = "torchtitan 0.3.0"
 
-# Built-in models with a torchtitan 0.3.0 preset: (module, config function). The tests check
-# each preset's shape against ours with torchtitan's own registry (tests/frameworks).
+# Built-in models with a bf16 torchtitan 0.3.0 preset: (module, config function). The tests
+# check each preset's shape against ours with torchtitan's own registry (tests/frameworks).
+# llama3_405b is left out: that preset converts the model to float8 (needs torchao).
 PRESETS: dict[str, tuple[str, str]] = {
     "llama3-8b": ("llama3", "llama3_8b"),
     "llama3-70b": ("llama3", "llama3_70b"),
-    "llama3-405b": ("llama3", "llama3_405b"),
     "qwen3-30b-a3b": ("qwen3", "qwen3_30b_a3b"),
     "deepseek-v3": ("deepseek_v3", "deepseek_v3_671b"),
 }
@@ -86,6 +86,9 @@ def torchtitan_args(model: ModelSpec, cfg: ParallelConfig) -> tuple[str, ...]:
                 else "--parallelism.no_enable_sequence_parallel")
     if cfg.pp > 1:
         args += _pipeline_args(model, cfg)
+    # CUDA graphs (on by default in 0.3.0) keep private memory pools the memory model has no
+    # term for; torchtitan also refuses them with pipelining and with all-to-all expert dispatch
+    args.append("--training.disable_cuda_graphs")
     # with pipelining the local batch is split into pipeline micro-batches; without, the
     # trainer accumulates gradients over global / (local x dp) steps
     local = cfg.global_batch // cfg.dp if cfg.pp > 1 else cfg.mbs
@@ -135,6 +138,5 @@ def _pipeline_args(model: ModelSpec, cfg: ParallelConfig) -> list[str]:
                              f"{stages} stages for {effective} effective layers",
                              hint="plan with another --vpp")
         args.append(f"--parallelism.pipeline_parallel_layers_per_stage {per_stage}")
-    args += [f"--parallelism.pipeline_parallel_microbatch_size {cfg.mbs}",
-             "--training.disable_cuda_graphs"]
+    args.append(f"--parallelism.pipeline_parallel_microbatch_size {cfg.mbs}")
     return args

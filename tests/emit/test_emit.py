@@ -1,0 +1,221 @@
+"""planner emit without the frameworks: flags, layouts, placement, scripts, refusals.
+
+The frameworks' own parsers check the same files in tests/frameworks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from planner.catalog import BUILTIN_MODELS
+from planner.emit import emit, write_emitted
+from planner.emit.deepspeed import ds_config
+from planner.emit.launch import default_placement
+from planner.emit.megatron import layout_args, megatron_args, megatron_env
+from planner.emit.torchtitan import torchtitan_args
+from planner.errors import InputError
+from planner.gpus import GPU_CATALOG
+from planner.hardware_io import load_cluster
+from planner.parallel import Framework, ParallelConfig, Recompute, VocabStrategy
+from tests.emit.launching import plan_of, run_launch, stub_torchrun
+
+LLAMA70 = BUILTIN_MODELS["llama3-70b"]
+DSV3 = BUILTIN_MODELS["deepseek-v3"]
+
+
+def flags(args: tuple[str, ...]) -> dict[str, str]:
+    return {a.split(" ", 1)[0]: (a.split(" ", 1)[1] if " " in a else "") for a in args}
+
+
+def test_megatron_flags_realise_the_configuration() -> None:
+    cfg = ParallelConfig(tp=8, pp=4, dp=4, vpp=5, global_batch=512, seq_len=8192,
+                         sequence_parallel=True, zero=1, recompute=Recompute.SELECTIVE)
+    f = flags(megatron_args(LLAMA70, cfg))
+    assert f["--tensor-model-parallel-size"] == "8"
+    assert f["--pipeline-model-parallel-size"] == "4"
+    assert f["--num-layers-per-virtual-pipeline-stage"] == "4"  # 80 / (4 * 5)
+    assert f["--num-query-groups"] == "8" and "--group-query-attention" in f
+    assert f["--recompute-granularity"] == "selective"
+    assert "--use-distributed-optimizer" in f and "--sequence-parallel" in f
+    assert f["--global-batch-size"] == "512" and f["--seq-length"] == "8192"
+
+
+def test_megatron_moe_and_mla_flags() -> None:
+    cfg = ParallelConfig(tp=2, pp=8, dp=8, ep=8, etp=1, global_batch=64, seq_len=4096,
+                         sequence_parallel=True, zero=1)
+    f = flags(megatron_args(DSV3, cfg))
+    assert f["--num-experts"] == "256" and f["--moe-router-topk"] == "8"
+    assert f["--expert-model-parallel-size"] == "8"
+    assert f["--expert-tensor-parallel-size"] == "1"
+    assert f["--moe-layer-freq"] == "[" + ",".join(["0"] * 3 + ["1"] * 58) + "]"
+    assert "--multi-latent-attention" in f and f["--kv-lora-rank"] == "512"
+    assert f["--mtp-num-layers"] == "1"
+
+
+@pytest.mark.parametrize(("kw", "expected"), [
+    ({"pp": 4}, []),
+    ({"pp": 4, "vpp": 2}, ["--num-layers-per-virtual-pipeline-stage 5"]),  # 40 / 8
+    ({"pp": 6, "vocab_strategy": VocabStrategy.REDISTRIBUTE},
+     ["--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split"]),
+    ({"pp": 4, "layers_per_stage": (9, 11, 11, 9)},
+     ["--decoder-first-pipeline-num-layers 9", "--decoder-last-pipeline-num-layers 9"]),
+    ({"pp": 2, "layers_per_stage": (19, 21)},
+     ["--pipeline-model-parallel-layout E" + "t" * 19 + "|" + "t" * 21 + "L"]),
+])
+def test_layout_flags_reproduce_the_planned_split(kw: dict[str, object],
+                                                  expected: list[str]) -> None:
+    model = BUILTIN_MODELS["llama2-13b"]  # 40 layers
+    cfg = ParallelConfig(dp=1, global_batch=64, seq_len=4096, **kw)  # type: ignore[arg-type]
+    assert cfg.problems(model) == ()
+    assert layout_args(model, cfg) == expected
+
+
+def test_layout_string_puts_mtp_and_loss_on_the_last_virtual_stage() -> None:
+    cfg = ParallelConfig(tp=2, pp=8, dp=8, ep=8, etp=1, vpp=2, global_batch=64, seq_len=4096,
+                         sequence_parallel=True, vocab_strategy=VocabStrategy.REDISTRIBUTE)
+    (flag,) = layout_args(DSV3, cfg)
+    stages = flag.split(" ", 1)[1].split("|")
+    assert len(stages) == 16 and stages[0].startswith("E") and stages[-1].endswith("mL")
+    assert sum(s.count("t") for s in stages) == DSV3.num_layers
+
+
+def test_vocab_parallel_and_alibi_have_no_megatron_flags() -> None:
+    cfg = ParallelConfig(pp=4, global_batch=64, seq_len=2048,
+                         vocab_strategy=VocabStrategy.VOCAB_PARALLEL)
+    with pytest.raises(InputError, match="vocab-parallel"):
+        megatron_args(LLAMA70, cfg)
+    with pytest.raises(InputError, match="ALiBi"):
+        megatron_args(BUILTIN_MODELS["bloom-176b"], ParallelConfig(global_batch=8))
+
+
+def test_cuda_device_max_connections_follows_megatron_rules() -> None:
+    h100, b200 = GPU_CATALOG["h100-sxm5-80gb"], GPU_CATALOG["b200"]
+    tp8 = ParallelConfig(tp=8, global_batch=8)
+    assert megatron_env(tp8, h100)[0][:2] == ("CUDA_DEVICE_MAX_CONNECTIONS", "1")
+    assert megatron_env(tp8, b200) == ()
+    assert megatron_env(ParallelConfig(global_batch=8), h100) == ()
+    fsdp = ParallelConfig(tp=8, dp=2, zero=3, global_batch=8)
+    assert megatron_env(fsdp, h100)[0][:2] == ("CUDA_DEVICE_MAX_CONNECTIONS", None)
+
+
+def test_torchtitan_args_and_refusals() -> None:
+    cfg = ParallelConfig(tp=8, pp=4, dp=2, vpp=2, global_batch=64, seq_len=8192,
+                         sequence_parallel=True, framework=Framework.TORCHTITAN)
+    args = torchtitan_args(LLAMA70, cfg)
+    assert args[:2] == ("--module llama3", "--config llama3_70b")
+    f = flags(args)
+    assert f["--parallelism.pipeline_parallel_schedule"] == "Interleaved1F1B"
+    assert f["--parallelism.data_parallel_replicate_degree"] == "2"
+    assert f["--training.local_batch_size"] == "32"
+    assert args[-1] == "activation-checkpoint:none"
+    with pytest.raises(InputError, match="optimizer-only"):
+        torchtitan_args(LLAMA70, ParallelConfig(tp=8, dp=2, zero=1, global_batch=8))
+    with pytest.raises(InputError, match="no preset"):
+        torchtitan_args(BUILTIN_MODELS["gpt3-175b"], ParallelConfig(global_batch=8))
+
+
+def test_deepspeed_config_batch_identity_and_refusals() -> None:
+    cfg = ParallelConfig(dp=64, mbs=2, global_batch=1024, zero=3, framework=Framework.DEEPSPEED)
+    c = ds_config(cfg)
+    assert c["train_batch_size"] == c["train_micro_batch_size_per_gpu"] * c[
+        "gradient_accumulation_steps"] * cfg.dp
+    assert c["zero_optimization"]["stage"] == 3
+    with pytest.raises(InputError, match="tp=2"):
+        ds_config(ParallelConfig(tp=2, dp=4, global_batch=8))
+
+
+def test_placement_of_partial_and_odd_jobs() -> None:
+    cluster = load_cluster("dgx-h100")
+    four = default_placement(cluster, 4)
+    assert (four.num_nodes, four.procs_per_node, four.visible_devices) == (1, 4, (0, 1, 2, 3))
+    assert default_placement(cluster, 16).hosts == tuple(n.name for n in cluster.nodes[:2])
+    with pytest.raises(InputError, match="whole 8-GPU nodes"):
+        default_placement(cluster, 12)
+    with pytest.raises(InputError, match="names 1 hosts"):
+        default_placement(cluster, 16, ("a",))
+
+
+def test_emit_is_byte_stable_and_refuses_a_framework_mismatch() -> None:
+    cluster = load_cluster("dgx-h100")
+    plan = plan_of(LLAMA70, tp=8, pp=4, dp=4, vpp=5, global_batch=512, seq_len=8192,
+                   sequence_parallel=True, zero=1)
+    assert emit(plan, cluster, "megatron") == emit(plan, cluster, "megatron")
+    names = [n for n, _ in emit(plan, cluster, "megatron").files]
+    assert names == ["megatron.args", "env.sh", "launch_torchrun.sh", "launch_slurm.sbatch",
+                     "hostfile", "README.md"]
+    assert [n for n, _ in emit(plan, cluster, "slurm").files] == [
+        "megatron.args", "env.sh", "launch_torchrun.sh", "launch_slurm.sbatch", "hostfile",
+        "README.md"]
+    with pytest.raises(InputError, match="estimated for megatron"):
+        emit(plan, cluster, "torchtitan")
+
+
+def test_launch_script_takes_node_rank_from_the_hostfile(tmp_path: Path) -> None:
+    cluster = load_cluster("dgx-h100")
+    plan = plan_of(LLAMA70, tp=8, pp=4, dp=4, vpp=5, global_batch=512, seq_len=8192,
+                   sequence_parallel=True, zero=1)
+    hosts = tuple(f"host{i}" for i in range(15)) + (os.uname().nodename.split(".")[0],)
+    out = tmp_path / "launch"
+    write_emitted(emit(plan, cluster, "megatron", hosts), out, force=False)
+    for script in ("launch_torchrun.sh", "launch_slurm.sbatch", "env.sh"):
+        subprocess.run(["bash", "-n", str(out / script)], check=True)
+    got = run_launch(out, tmp_path, MEGATRON_LM="/opt/megatron", TRAIN_ARGS="--mock-data")
+    argv = got["argv"]
+    assert isinstance(argv, list)
+    assert argv[:12] == ["--nnodes", "16", "--nproc-per-node", "8", "--node-rank", "15",
+                         "--master-addr", "host0", "--master-port", "29500",
+                         "--rdzv-backend", "static"]
+    assert argv[12] == "/opt/megatron/pretrain_gpt.py" and argv[-1] == "--mock-data"
+    written = (out / "megatron.args").read_text().split()
+    assert argv[13:-1] == written
+    assert got["env"] == {"CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7",
+                          "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_DEVICE_MAX_CONNECTIONS": "1"}
+
+
+def test_launch_script_without_hosts_needs_node_rank(tmp_path: Path) -> None:
+    cluster = load_cluster("selene")
+    assert not cluster.named_nodes
+    plan = plan_of(LLAMA70, cluster="selene", tp=8, pp=2, global_batch=64, seq_len=4096,
+                   sequence_parallel=True)
+    out = tmp_path / "launch"
+    write_emitted(emit(plan, cluster, "torchrun"), out, force=False)
+    assert not (out / "hostfile").exists() and not (out / "launch_slurm.sbatch").exists()
+    env = {**os.environ, **stub_torchrun(tmp_path), "MEGATRON_LM": "/m", "TRAIN_ARGS": "-x"}
+    env.pop("NODE_RANK", None)
+    failed = subprocess.run(["bash", str(out / "launch_torchrun.sh")], env=env,
+                            capture_output=True, text=True)
+    assert failed.returncode != 0 and "NODE_RANK" in failed.stderr
+    got = run_launch(out, tmp_path, MEGATRON_LM="/m", TRAIN_ARGS="-x", NODE_RANK="1",
+                     MASTER_ADDR="n0")
+    argv = got["argv"]
+    assert isinstance(argv, list) and argv[:6] == ["--nnodes", "2", "--nproc-per-node", "8",
+                                                   "--node-rank", "1"]
+
+
+def test_cli_emit_writes_refuses_overwrite_and_unfit_plans(
+        run_cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    code, _, _ = run_cli("estimate", "--model", "llama3-8b", "--cluster", "dgx-h100",
+                         "--global-batch", "64", "--seq-len", "8192", "--tp", "2", "--dp", "4",
+                         "--recompute", "full", "--zero", "1",
+                         "-o", str(plan))
+    assert code == 0
+    out = tmp_path / "launch"
+    code, _, err = run_cli("emit", str(plan), "--to", "megatron", "-o", str(out))
+    assert code == 0, err
+    assert (out / "megatron.args").read_text().startswith("--num-layers 32\n")
+    code, _, err = run_cli("emit", str(plan), "--to", "megatron", "-o", str(out))
+    assert code == 2 and "exists" in err
+    code, _, err = run_cli("emit", str(plan), "--to", "nccl", "-o", str(tmp_path / "x"))
+    assert code == 2 and "expected one of" in err
+    big = tmp_path / "big.yaml"
+    run_cli("estimate", "--model", "llama3-70b", "--cluster", "dgx-h100", "--global-batch",
+            "64", "--seq-len", "8192", "--dp", "8", "-o", str(big))
+    code, _, err = run_cli("emit", str(big), "--to", "megatron", "-o", str(tmp_path / "y"))
+    assert code == 1 and "does not fit" in err
+    assert not (tmp_path / "y").exists()

@@ -27,6 +27,9 @@ LAYERS = {
     "planner.calibration": 5,
     "planner.emit.megatron": 3, "planner.emit.torchtitan": 3, "planner.emit.deepspeed": 3,
     "planner.emit.launch": 3, "planner.emit": 5,
+    "planner.importers.shell": 1, "planner.importers.imported": 3,
+    "planner.importers.megatron": 4, "planner.importers.deepspeed": 4,
+    "planner.importers.torchtitan": 4, "planner.importers": 5,
     "planner.cli": 7, "planner.cli.render": 7,
 }
 # Pure functions of frozen inputs: no file, network or environment access.
@@ -35,7 +38,9 @@ PURE = ("planner.units", "planner.gpus", "planner.model", "planner.catalog", "pl
         "planner.cost.pipeline", "planner.cost.compute", "planner.cost.comm",
         "planner.cost.step", "planner.nccl_tests", "planner.topo",
         "planner.search.partition", "planner.search.space", "planner.search.explain",
-        "planner.emit.megatron", "planner.emit.torchtitan", "planner.emit.launch")
+        "planner.emit.megatron", "planner.emit.torchtitan", "planner.emit.launch",
+        "planner.importers.shell", "planner.importers.megatron",
+        "planner.importers.torchtitan", "planner.importers.deepspeed")
 IO_MODULES = {"os", "pathlib", "json", "yaml", "importlib", "subprocess", "socket", "shutil"}
 
 

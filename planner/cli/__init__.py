@@ -31,6 +31,7 @@ from planner.hardware_io import (
     load_cluster,
     profile_from_topology,
 )
+from planner.importers import import_launch
 from planner.memory import MemoryEstimate, estimate_memory
 from planner.model import ModelSpec
 from planner.model_io import load_model
@@ -208,6 +209,9 @@ def estimate(
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="Write the configuration as a plan file.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the -o file.")] = False,
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="Read an existing launch instead: megatron (arguments file or launch "
+        "script), torchtitan (arguments or script) or deepspeed (ds_config.json).")] = None,
 ) -> None:
     """Estimate per-stage memory and the step time of one configuration.
 
@@ -215,12 +219,29 @@ def estimate(
     --seq-len 8192 --tp 8 --pp 4 --dp 4 --vpp 5 --zero 1`
 
     Or re-estimate a plan file: `planner estimate plan.yaml --cluster my-cluster.yaml`
+
+    Or an existing launch: `planner estimate --from megatron train.sh --cluster dgx-h100`
     """
     if headroom is not None and not 0 <= headroom < 1:
         raise InputError(f"--headroom {headroom}: expected a fraction in [0, 1)")
     _check_degrees(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, etp=etp, vpp=vpp, mbs=mbs,
                    global_batch=global_batch, seq_len=seq_len,
                    recompute_num_layers=recompute_num_layers)
+    if from_ is not None:
+        given = [name for name, value in (
+            ("--global-batch", global_batch), ("--tp", tp), ("--pp", pp), ("--cp", cp),
+            ("--ep", ep), ("--vpp", vpp), ("--mbs", mbs), ("--recompute", recompute),
+            ("--zero", zero)) if value is not None]
+        if given:
+            raise InputError(f"--from {from_}: the launch fixes the configuration; drop "
+                             + ", ".join(given), hint="edit the launch instead")
+        launch = _require_launch(plan_file, from_)
+        cl = load_cluster(_require_cluster(cluster, from_))
+        spec_in, cfg = _from_launch(from_, launch, model, cl, dp, seq_len)
+        room = headroom or 0.0
+        result = estimate_memory(spec_in, cfg, cl.min_gpu_memory_bytes, room)
+        _report(spec_in, cl, cfg, result, fmt, f"estimate of {launch}", room)
+        return
     if plan_file is not None:
         given = [name for name, value in (
             ("--model", model), ("--global-batch", global_batch), ("--seq-len", seq_len),
@@ -419,22 +440,79 @@ def _no_plan(model: ModelSpec, cluster: Cluster, result: SearchResult, fmt: Form
                      "global batch per replica", markup=False)
 
 
+def _require_launch(path: Path | None, framework: str) -> Path:
+    if path is None:
+        raise InputError(f"--from {framework}: give the launch file",
+                         hint=f"planner check --from {framework} FILE --cluster C")
+    return path
+
+
+def _require_cluster(cluster: str | None, framework: str) -> str:
+    if cluster is None:
+        raise InputError(f"--from {framework}: give --cluster (a launch does not name its "
+                         "hardware)")
+    return cluster
+
+
+def _from_launch(framework: str, path: Path, model: str | None, cl: Cluster, dp: int | None,
+                 seq_len: int | None) -> tuple[ModelSpec, ParallelConfig]:
+    """The model and configuration of an existing launch; what it does not model is listed on
+    stderr (never dropped silently)."""
+    imported = import_launch(framework, path, model=load_model(model) if model else None,
+                             dp=dp, world_size=cl.num_gpus, seq_len=seq_len)
+    for flag in imported.unknown:
+        render.err.print(f"warning: {path}: {flag}: not recognised; the estimate ignores it",
+                         markup=False)
+    if imported.ignored:
+        render.err.print(f"note: {path}: no effect on memory or time: "
+                         + ", ".join(imported.ignored), markup=False)
+    for note in imported.notes:
+        render.err.print(f"note: {path}: {note}", markup=False)
+    if imported.world_size is None and dp is None and framework != "deepspeed":
+        render.err.print(f"note: {path}: no launcher line gives the world size; assumed all "
+                         f"{cl.num_gpus} GPUs of {cl.name} (give --dp to say otherwise)",
+                         markup=False)
+    _check_config(imported.config, imported.model, cl, str(path))
+    return imported.model, imported.config
+
+
 @app.command()
 def check(
-    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.yaml", help="The plan to check.")],
+    plan_file: Annotated[Path, typer.Argument(
+        metavar="PLAN.yaml", help="The plan to check (or the launch file with --from).")],
     cluster: Annotated[str | None, typer.Option(
         "--cluster", help="Check against this cluster instead of the plan's.")] = None,
     headroom: Annotated[float | None, typer.Option(
         "--headroom", help="Fraction of device memory to keep free [default: the plan's].")]
     = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="Check an existing launch: megatron, torchtitan or deepspeed.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="With --from: the model, when the launch does not describe it.")]
+    = None,
+    dp: Annotated[int | None, typer.Option(
+        "--dp", help="With --from: data-parallel degree, when the launch does not say.")]
+    = None,
+    seq_len: Annotated[int | None, typer.Option(
+        "--seq-len", help="With --from deepspeed: tokens per sequence.")] = None,
 ) -> None:
     """CI gate: exit 0 when the plan fits on every stage, 1 when it does not, 2 on bad input.
 
     Example: `planner check plan.yaml --cluster dgx-h100 --headroom 0.05 --format json`
+
+    Hand-written launches: `planner check --from megatron train.sh --cluster dgx-h100`
     """
     if headroom is not None and not 0 <= headroom < 1:
         raise InputError(f"--headroom {headroom}: expected a fraction in [0, 1)")
+    _check_degrees(dp=dp, seq_len=seq_len)
+    if from_ is not None:
+        cl = load_cluster(_require_cluster(cluster, from_))
+        spec, cfg = _from_launch(from_, plan_file, model, cl, dp, seq_len)
+        room = headroom or 0.0
+        result = estimate_memory(spec, cfg, cl.min_gpu_memory_bytes, room)
+        _check_report(spec, cl, cfg, result, fmt, f"check {plan_file}", room)
+        return
     plan = load_plan(plan_file)
     cluster_ref = cluster or plan.cluster_ref
     cl = load_cluster(cluster_ref)
@@ -446,15 +524,19 @@ def check(
     room = plan.headroom_frac if headroom is None else headroom
     _check_config(plan.config, plan.model, cl, str(plan_file))
     result = estimate_memory(plan.model, plan.config, cl.min_gpu_memory_bytes, room)
+    _check_report(plan.model, cl, plan.config, result, fmt, f"check {plan_file}", room)
+
+
+def _check_report(spec: ModelSpec, cl: Cluster, cfg: ParallelConfig, result: MemoryEstimate,
+                  fmt: Format, title: str, room: float) -> None:
+    """The verdict of `check`: a report, then exit 1 when it does not fit."""
     if fmt is Format.table:
-        _report(plan.model, cl, plan.config, result, fmt, f"check {plan_file}", room)
+        _report(spec, cl, cfg, result, fmt, title, room)
     else:
-        data = _result(plan.model, cl, plan.config, result,
-                       estimate_step(plan.model, plan.config, cl))
+        data = _result(spec, cl, cfg, result, estimate_step(spec, cfg, cl))
         data["remedies"] = [
             {"change": r.change, "peak_bytes": r.peak_bytes, "fits": r.fits}
-            for r in (() if result.fits else remedies(plan.model, plan.config,
-                                                      result.capacity_bytes, room,
+            for r in (() if result.fits else remedies(spec, cfg, result.capacity_bytes, room,
                                                       cl.gpus_per_node))]
         _emit(data, fmt)
     if not result.fits:

@@ -1,0 +1,203 @@
+"""Existing launches read back: emit -> import round trips, hand-written scripts, refusals."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from planner.catalog import BUILTIN_MODELS
+from planner.emit.deepspeed import ds_config
+from planner.emit.megatron import megatron_args
+from planner.emit.torchtitan import torchtitan_args
+from planner.errors import InputError
+from planner.importers.deepspeed import import_deepspeed
+from planner.importers.megatron import import_megatron
+from planner.importers.shell import script_words
+from planner.importers.torchtitan import import_torchtitan
+from planner.model_io import model_to_dict
+from planner.parallel import (
+    Framework,
+    ParallelConfig,
+    Recompute,
+    VocabStrategy,
+    stage_layers,
+)
+from tests.frameworks.test_frameworks import MEGATRON_CASES, TORCHTITAN_CASES
+
+# What the import cannot tell apart from the plan: the split of a stage's layers over its
+# virtual chunks is kept, the strategy name may become an explicit layout of the same split.
+_SAME_SPLIT = {"vocab_strategy", "layers_per_stage"}
+
+
+def _shape(model: Any) -> dict[str, Any]:
+    data = model_to_dict(model)
+    return {k: v for k, v in data.items() if k not in ("name", "source")}
+
+
+@pytest.mark.parametrize("case", sorted(MEGATRON_CASES))
+def test_megatron_round_trip(case: str) -> None:
+    model_name, kw = MEGATRON_CASES[case]
+    model, cfg = BUILTIN_MODELS[model_name], ParallelConfig(**kw)
+    text = "\n".join(megatron_args(model, cfg)) + f"\n--vocab-size {model.vocab_size}\n"
+    got = import_megatron(text, "launch.args", dp=cfg.dp, world_size=None, model=None)
+    expected_moe = _shape(model).get("moe")
+    if expected_moe and expected_moe.get("num_shared_experts"):  # Megatron states the width
+        expected_moe["shared_ffn_hidden_size"] = model.moe.shared_width  # type: ignore[union-attr]
+    assert _shape(got.model) == {**_shape(model), **({"moe": expected_moe} if expected_moe
+                                                     else {})}
+    want = {**cfg.to_dict(), "etp": cfg.expert_tp}  # Megatron always states etp for MoE
+    have = {**got.config.to_dict(), "etp": got.config.expert_tp}
+    diff = {k for k in want if want[k] != have[k]}
+    assert diff <= _SAME_SPLIT, {k: (want[k], have[k]) for k in diff}
+    if diff:
+        assert [len(s) for s in stage_layers(model, cfg)] == [
+            len(s) for s in stage_layers(got.model, got.config)]
+    assert got.unknown == ()
+    assert set(got.ignored) <= {"--ckpt-format", "--moe-grouped-gemm",
+                                "--moe-token-dispatcher-type"}
+
+
+GPT3_SCRIPT = """#!/bin/bash
+# the shape of Megatron-LM's examples/gpt3 launch script
+export CUDA_DEVICE_MAX_CONNECTIONS=1
+GPUS_PER_NODE=8
+NUM_NODES=${NUM_NODES:-128}
+DISTRIBUTED_ARGS=(
+    --nproc_per_node $GPUS_PER_NODE
+    --nnodes $NUM_NODES   # nodes
+    --master_addr $MASTER_ADDR
+)
+GPT_MODEL_ARGS="--num-layers 96 --hidden-size 12288 \\
+    --num-attention-heads 96 --seq-length 2048 --max-position-embeddings 2048"
+TRAINING_ARGS=(
+    --micro-batch-size 1 --global-batch-size 1536 --train-iters 500000
+    --lr 6.0e-5 --bf16 --use-distributed-optimizer --recompute-activations
+)
+torchrun ${DISTRIBUTED_ARGS[@]} pretrain_gpt.py $GPT_MODEL_ARGS "${TRAINING_ARGS[@]}" \\
+    --tensor-model-parallel-size 8 --pipeline-model-parallel-size 16 --sequence-parallel \\
+    --data-path $DATA_PATH --vocab-size 51200 --use-magic-kernels --expert-model-parallel=2
+"""
+
+
+def test_megatron_launch_script_is_read_like_a_shell_would() -> None:
+    got = import_megatron(GPT3_SCRIPT, "train.sh", dp=None, world_size=None, model=None)
+    assert got.world_size == 1024
+    cfg = got.config
+    assert (cfg.tp, cfg.pp, cfg.dp, cfg.global_batch, cfg.seq_len) == (8, 16, 8, 1536, 2048)
+    assert cfg.recompute is Recompute.SELECTIVE and cfg.zero == 1 and cfg.sequence_parallel
+    assert got.model.params.total == pytest.approx(174.6e9, rel=0.01)
+    assert got.unknown == ("--use-magic-kernels", "--expert-model-parallel")
+    assert set(got.ignored) == {"--train-iters", "--lr", "--data-path"}
+
+
+def test_shell_words_expand_arrays_strings_and_defaults() -> None:
+    commands, variables = script_words(GPT3_SCRIPT)
+    assert variables["NUM_NODES"] == "128"
+    (torchrun,) = [c for c in commands if c and c[0] == "torchrun"]
+    assert torchrun[:5] == ["torchrun", "--nproc_per_node", "8", "--nnodes", "128"]
+    assert "--num-attention-heads" in torchrun and "--use-distributed-optimizer" in torchrun
+
+
+def test_megatron_import_refusals() -> None:
+    with pytest.raises(InputError, match="no vocabulary size"):
+        import_megatron("--num-layers 2 --hidden-size 64 --num-attention-heads 4",
+                        "a.args", dp=1, world_size=None, model=None)
+    with pytest.raises(InputError, match="another model"):
+        import_megatron("--num-layers 2 --hidden-size 64 --num-attention-heads 4 "
+                        "--global-batch-size 8 --seq-length 128", "a.args", dp=1,
+                        world_size=None, model=BUILTIN_MODELS["llama3-8b"])
+    with pytest.raises(InputError, match="expected an integer"):
+        import_megatron("--num-layers two --hidden-size 64 --num-attention-heads 4 "
+                        "--vocab-size 100", "a.args", dp=1, world_size=None, model=None)
+    with pytest.raises(InputError, match="layout"):
+        import_megatron("--num-layers 4 --hidden-size 64 --num-attention-heads 4 "
+                        "--vocab-size 100 --pipeline-model-parallel-size 2 "
+                        "--pipeline-model-parallel-layout Ett|tx|tL --global-batch-size 8 "
+                        "--seq-length 128", "a.args", dp=1, world_size=None, model=None)
+
+
+def test_megatron_layout_with_repeats() -> None:
+    text = ("--pipeline-model-parallel-size 4 --pipeline-model-parallel-layout "
+            "E|(t|)*3,(tt|)*3,tmL --global-batch-size 64 --seq-length 4096 "
+            "--vocab-size 129280")
+    model = BUILTIN_MODELS["llama2-7b"]  # only the layer count matters here: 32
+    shape = (f"--num-layers 10 --hidden-size {model.hidden_size} "
+             f"--num-attention-heads {model.num_attention_heads} ")
+    got = import_megatron(shape + text, "a.args", dp=1, world_size=None, model=None)
+    # virtual stages E | t | t | t | tt | tt | tt | tmL; stage k on rank k % 4
+    assert got.config.vpp == 2
+    assert got.config.layers_per_stage == (2, 3, 3, 2)
+
+
+@pytest.mark.parametrize("case", sorted(TORCHTITAN_CASES))
+def test_torchtitan_round_trip(case: str) -> None:
+    model_name, kw = TORCHTITAN_CASES[case]
+    model = BUILTIN_MODELS[model_name]
+    cfg = ParallelConfig(framework=Framework.TORCHTITAN, **kw)
+    text = "\n".join(torchtitan_args(model, cfg))
+    got = import_torchtitan(text, "tt.args", dp=None, world_size=cfg.world_size, model=None)
+    assert got.model is model
+    want, have = cfg.to_dict(), got.config.to_dict()
+    diff = {k: (want[k], have[k]) for k in want if want[k] != have[k]}
+    assert set(diff) <= {"etp"}, diff  # torchtitan's experts are never tensor-parallel
+    assert got.unknown == ()
+
+
+def test_deepspeed_round_trip_and_misspelled_keys() -> None:
+    cfg = ParallelConfig(dp=64, mbs=2, global_batch=1024, zero=2, seq_len=4096,
+                         framework=Framework.DEEPSPEED)
+    model = BUILTIN_MODELS["llama2-7b"]
+    got = import_deepspeed(ds_config(cfg), "ds.json", 64, model, 4096)
+    want, have = cfg.to_dict(), got.config.to_dict()
+    assert {k for k in want if want[k] != have[k]} == set()
+    data = {**ds_config(cfg), "zero_optimisation": {"stage": 3}, "optimizer": {"type": "Adam"}}
+    got = import_deepspeed(data, "ds.json", 64, model, 4096)
+    assert got.unknown == ("zero_optimisation (did you mean zero_optimization?)",)
+    assert got.ignored == ("optimizer",)
+    with pytest.raises(InputError, match="1000 != micro batch 2"):
+        import_deepspeed({**data, "train_batch_size": 1000}, "ds.json", 64, model, 4096)
+
+
+def test_cli_check_from_launches(run_cli: Callable[..., tuple[int, str, str]],
+                                 tmp_path: Path) -> None:
+    script = tmp_path / "train.sh"
+    script.write_text(GPT3_SCRIPT)
+    code, out, err = run_cli("check", "--from", "megatron", str(script), "--cluster", "selene",
+                             "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["config"]["pp"] == 16
+    assert "--use-magic-kernels: not recognised" in err
+    code, out, _ = run_cli("check", "--from", "megatron", str(script), "--cluster", "selene",
+                           "--dp", "2", "--format", "json")
+    assert code == 0 and json.loads(out)["config"]["dp"] == 2  # --dp beats the script
+    small = tmp_path / "small.sh"
+    small.write_text(GPT3_SCRIPT.replace("--recompute-activations", "")
+                     .replace("--pipeline-model-parallel-size 16",
+                              "--pipeline-model-parallel-size 1")
+                     .replace("NUM_NODES:-128", "NUM_NODES:-8"))
+    code, _, err = run_cli("check", "--from", "megatron", str(small), "--cluster", "selene")
+    assert code == 1
+    ds = tmp_path / "ds_config.json"
+    ds.write_text(json.dumps(ds_config(ParallelConfig(dp=8, mbs=1, global_batch=64, zero=3))))
+    code, _, err = run_cli("check", "--from", "deepspeed", str(ds), "--cluster",
+                           "rtx4090-8x-pcie", "--model", "llama2-7b", "--seq-len", "4096")
+    assert code in (0, 1) and "error:" not in err
+    code, _, err = run_cli("check", "--from", "deepspeed", str(ds), "--cluster",
+                           "rtx4090-8x-pcie")
+    assert code == 2 and "--model" in err
+    code, _, err = run_cli("estimate", "--from", "megatron", str(script), "--cluster",
+                           "selene", "--tp", "4")
+    assert code == 2 and "drop --tp" in err
+
+
+def test_vocab_strategy_is_kept_through_account_flags() -> None:
+    model, cfg = BUILTIN_MODELS["llama2-13b"], ParallelConfig(
+        tp=4, pp=6, dp=2, global_batch=64, seq_len=4096,
+        vocab_strategy=VocabStrategy.REDISTRIBUTE)
+    text = "\n".join(megatron_args(model, cfg)) + "\n--vocab-size 32000"
+    got = import_megatron(text, "a", dp=2, world_size=None, model=None)
+    assert got.config.vocab_strategy is VocabStrategy.REDISTRIBUTE

@@ -34,6 +34,7 @@ demo: $(STAMP)
 		--seq-len 8192 --tp 8 --pp 4 --dp 4 --vpp 5 --zero 1 --format json \
 		-o out/llama3-70b-plan.yaml --force > out/llama3-70b-estimate.json
 	$(BIN)/planner check out/llama3-70b-plan.yaml --cluster dgx-h100
+	$(BIN)/planner emit out/llama3-70b-plan.yaml --to megatron -o out/llama3-70b-launch --force
 
 frameworks: $(FW)/.ok
 

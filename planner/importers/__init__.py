@@ -21,10 +21,17 @@ def import_launch(framework: str, path: Path, *, model: ModelSpec | None, dp: in
     """Read `path` as a `framework` launch. `world_size` (the cluster's GPUs) is used when
     neither the launch nor `dp` says how many replicas there are."""
     source = str(path)
+
+    def beside(name: str) -> str | None:
+        """A file a script reads with $(cat ...): taken from the script's directory."""
+        candidate = path.parent / Path(name.replace("${here}", "").replace("$here", "")
+                                       .lstrip("/")).name
+        return candidate.read_text(errors="replace") if candidate.is_file() else None
+
     if framework == "megatron":
-        return import_megatron(read_text(path), source, dp, world_size, model)
+        return import_megatron(read_text(path), source, dp, world_size, model, beside)
     if framework == "torchtitan":
-        return import_torchtitan(read_text(path), source, dp, world_size, model)
+        return import_torchtitan(read_text(path), source, dp, world_size, model, beside)
     if framework == "deepspeed":
         if model is None or seq_len is None:
             raise InputError(f"{source}: a ds_config.json names neither the model nor the "

@@ -10,6 +10,7 @@ accepted as `ignored`; anything else is reported as `unknown`, never dropped sil
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from planner.errors import InputError
 from planner.importers.imported import ImportedLaunch, launcher_world
@@ -80,10 +81,12 @@ IGNORED_PREFIXES = (
 )
 
 
-def megatron_words(text: str) -> tuple[list[str], int | None]:
+def megatron_words(text: str, read: Callable[[str], str | None] = lambda name: None
+                   ) -> tuple[list[str], int | None]:
     """The Megatron flags of an arguments file or launch script, and the world size the
-    script's torchrun line names (--nnodes x --nproc-per-node), if any."""
-    commands, _ = script_words(text)
+    script's torchrun line names (--nnodes x --nproc-per-node), if any. `read` resolves
+    `$(cat FILE)` (shell.script_words)."""
+    commands, _ = script_words(text, read)
     for words in commands:
         script = next((i for i, w in enumerate(words) if re.search(r"pretrain\w*\.py$", w)),
                       None)
@@ -328,10 +331,11 @@ def _layout(text: str, pp: int, source: str) -> tuple[tuple[int, ...], int]:
 
 
 def import_megatron(text: str, source: str, dp: int | None, world_size: int | None,
-                    model: ModelSpec | None) -> ImportedLaunch:
+                    model: ModelSpec | None,
+                    read: Callable[[str], str | None] = lambda name: None) -> ImportedLaunch:
     """A Megatron launch as a model and configuration. The data-parallel degree comes from
     `dp`, else the world size (the script's torchrun line, else `world_size`)."""
-    words, launcher_world = megatron_words(text)
+    words, launcher_world = megatron_words(text, read)
     flags, unknown, ignored = parse_flags(words, source)
     from_flags = model_from_flags(flags, source, name=source.rsplit("/", 1)[-1])
     notes: list[str] = []

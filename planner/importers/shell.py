@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 
 _ASSIGN = re.compile(r"^(?:export\s+|declare\s+(?:-\w+\s+)*|local\s+)?([A-Za-z_]\w*)=(.*)$",
                      re.S)
@@ -78,8 +79,25 @@ def _expand(text: str, variables: dict[str, str]) -> str:
     return text
 
 
-def script_words(text: str) -> tuple[list[list[str]], dict[str, str]]:
-    """(the words of each command line after expansion, the variables assigned)."""
+_CAT = re.compile(r"\$\(\s*cat\s+\"?([^\"()]+?)\"?\s*\)")
+
+
+def _inline_cat(text: str, read: Callable[[str], str | None]) -> str:
+    """Replace `$(cat FILE)` by FILE's content where `read` finds it (the launch scripts
+    planner emit writes read their flags that way)."""
+
+    def sub(m: re.Match[str]) -> str:
+        content = read(m.group(1).strip())
+        return m.group(0) if content is None else " ".join(content.split())
+
+    return _CAT.sub(sub, text)
+
+
+def script_words(text: str, read: Callable[[str], str | None] = lambda name: None
+                 ) -> tuple[list[list[str]], dict[str, str]]:
+    """(the words of each command line after expansion, the variables assigned). `read`
+    resolves the file of a `$(cat FILE)` (None: leave it as written)."""
+    text = _inline_cat(text, read)
     variables: dict[str, str] = {}
     commands: list[list[str]] = []
     for line in logical_lines(text):

@@ -8,6 +8,8 @@ planner knows its shape (planner.emit.torchtitan.PRESETS), else from --model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from planner.catalog import BUILTIN_MODELS
 from planner.emit.torchtitan import PRESETS
 from planner.errors import InputError
@@ -36,8 +38,8 @@ _IGNORED = {"training.steps", "training.disable_cuda_graphs", "training.max_norm
             "training.gc_freq", "training.seed", "training.deterministic"}
 
 
-def _words(text: str) -> tuple[list[str], int | None]:
-    commands, _ = script_words(text)
+def _words(text: str, read: Callable[[str], str | None]) -> tuple[list[str], int | None]:
+    commands, _ = script_words(text, read)
     for words in commands:
         if "torchtitan.train" in words:
             at = words.index("torchtitan.train")
@@ -46,8 +48,9 @@ def _words(text: str) -> tuple[list[str], int | None]:
 
 
 def import_torchtitan(text: str, source: str, dp: int | None, world_size: int | None,
-                      model: ModelSpec | None) -> ImportedLaunch:
-    words, launcher_world = _words(text)
+                      model: ModelSpec | None,
+                      read: Callable[[str], str | None] = lambda name: None) -> ImportedLaunch:
+    words, launcher_world = _words(text, read)
     values: dict[str, str] = {}
     switches: dict[str, bool] = {}
     unknown: list[str] = []

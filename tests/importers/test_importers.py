@@ -201,3 +201,22 @@ def test_vocab_strategy_is_kept_through_account_flags() -> None:
     text = "\n".join(megatron_args(model, cfg)) + "\n--vocab-size 32000"
     got = import_megatron(text, "a", dp=2, world_size=None, model=None)
     assert got.config.vocab_strategy is VocabStrategy.REDISTRIBUTE
+
+
+def test_an_emitted_launch_script_checks_back_to_its_plan(
+        run_cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    """launch_torchrun.sh reads its flags with $(cat megatron.args): the importer follows it,
+    and the torchrun line gives the world size."""
+    plan = tmp_path / "plan.yaml"
+    run_cli("estimate", "--model", "llama3-70b", "--cluster", "dgx-h100", "--global-batch",
+            "512", "--seq-len", "8192", "--tp", "8", "--pp", "4", "--dp", "4", "--vpp", "5",
+            "--zero", "1", "--format", "json", "-o", str(plan))
+    assert run_cli("emit", str(plan), "--to", "megatron", "-o", str(tmp_path / "l"))[0] == 0
+    code, out, err = run_cli("check", "--from", "megatron", str(tmp_path / "l" /
+                                                                "launch_torchrun.sh"),
+                             "--cluster", "dgx-h100", "--model", "llama3-70b", "--format",
+                             "json")
+    assert code == 0, err
+    assert "not recognised" not in err and "assumed all" not in err
+    _, planned, _ = run_cli("estimate", str(plan), "--format", "json")
+    assert json.loads(out)["config"] == json.loads(planned)["config"]

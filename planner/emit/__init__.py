@@ -20,6 +20,7 @@ from planner.emit.deepspeed import DEEPSPEED_VERSION, deepspeed_notes, ds_config
 from planner.emit.launch import (
     TORCHRUN_VERSION,
     Placement,
+    deepspeed_script,
     default_placement,
     env_script,
     hostfile,
@@ -108,6 +109,8 @@ def emit(plan: Plan, cluster: Cluster, target: str,
                       slurm_script(placement, f"{plan.model.name}-{framework.value}", header)))
     if placement.hosts:
         files.append(("hostfile", hostfile(placement)))
+        if framework is Framework.DEEPSPEED and target == "deepspeed":
+            files.append(("launch_deepspeed.sh", deepspeed_script(placement, header)))
     files.append(("README.md", _readme(plan, framework, placement, version, notes,
                                        [name for name, _ in files])))
     return Emitted(files=tuple(files), notes=notes, framework=framework)
@@ -149,6 +152,8 @@ def _readme(plan: Plan, framework: Framework, placement: Placement, version: str
         "launch_slurm.sbatch": "`sbatch launch_slurm.sbatch`; one task per node runs "
                                "launch_torchrun.sh",
         "hostfile": "hosts in node-rank order (`host slots=N`)",
+        "launch_deepspeed.sh": "DeepSpeed's own launcher on the hostfile; run once, on the "
+                               "first host",
     }
     lines += [f"- `{name}`: {what[name]}" for name in names if name in what]
     lines += ["", "## Launch", ""]

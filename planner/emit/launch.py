@@ -150,3 +150,23 @@ else  # node ranks in the allocation's order
   srun --kill-on-bad-exit=1 bash -c "NODE_RANK=\\$SLURM_NODEID exec bash '$here/launch_torchrun.sh'"
 fi
 """
+
+
+def deepspeed_script(placement: Placement, header: str) -> str:
+    """launch_deepspeed.sh: DeepSpeed's own multi-node launcher (pdsh) on the hostfile, run on
+    the first host. Ranks follow the hostfile's order and each host's slots in ascending order
+    (deepspeed/launcher/runner.py), which is the plan's placement; the launcher sets
+    CUDA_VISIBLE_DEVICES itself."""
+    return f"""#!/usr/bin/env bash
+# {header}
+# Run once, on the first host of ./hostfile: bash launch_deepspeed.sh
+set -euo pipefail
+here=$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)
+: "${{TRAIN_SCRIPT:?set TRAIN_SCRIPT to your DeepSpeed training script}}"
+export CUDA_DEVICE_ORDER=PCI_BUS_ID
+# shellcheck disable=SC2086
+exec deepspeed --hostfile "$here/hostfile" --num_nodes {placement.num_nodes} \\
+  --num_gpus {placement.procs_per_node} --master_addr {placement.hosts[0]} \\
+  --master_port "${{MASTER_PORT:-{MASTER_PORT}}}" \\
+  "$TRAIN_SCRIPT" --deepspeed --deepspeed_config "$here/ds_config.json" ${{TRAIN_ARGS:-}}
+"""

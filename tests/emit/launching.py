@@ -19,11 +19,12 @@ def plan_of(model: ModelSpec, cluster: str = "dgx-h100", **kw: object) -> Plan:
                 config=cfg)
 
 
-def stub_torchrun(tmp_path: Path) -> dict[str, str]:
-    """A `torchrun` on PATH that records its arguments as JSON instead of launching."""
+def stub_torchrun(tmp_path: Path, program: str = "torchrun") -> dict[str, str]:
+    """A `torchrun` (or `program`) on PATH that records its arguments as JSON instead of
+    launching."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    stub = bin_dir / "torchrun"
+    stub = bin_dir / program
     stub.write_text('#!/usr/bin/env python3\nimport json, os, sys\n'
                     'json.dump({"argv": sys.argv[1:], "env": {k: os.environ.get(k) for k in '
                     '("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", '
@@ -33,10 +34,11 @@ def stub_torchrun(tmp_path: Path) -> dict[str, str]:
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_OUT": str(out)}
 
 
-def run_launch(directory: Path, tmp_path: Path, **env: str) -> dict[str, object]:
-    """Runs the emitted launch_torchrun.sh with a recording torchrun; its arguments."""
-    full = {**os.environ, **stub_torchrun(tmp_path), **env}
-    subprocess.run(["bash", str(directory / "launch_torchrun.sh")], env=full, check=True,
+def run_launch(directory: Path, tmp_path: Path, script: str = "launch_torchrun.sh",
+               program: str = "torchrun", **env: str) -> dict[str, object]:
+    """Runs an emitted launch script with a recording `program`; its arguments."""
+    full = {**os.environ, **stub_torchrun(tmp_path, program), **env}
+    subprocess.run(["bash", str(directory / script)], env=full, check=True,
                    capture_output=True, text=True)
     result: dict[str, object] = json.loads(Path(full["STUB_OUT"]).read_text())
     return result

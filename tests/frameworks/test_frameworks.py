@@ -226,15 +226,21 @@ def test_deepspeed_accepts_every_zero_stage(framework_check: Check, tmp_path: Pa
     assert argv[12:15] == ["/train.py", "--deepspeed", "--deepspeed_config"]
     written = ds_config(plan.config)
     assert set(written) == set(DS_TOP_LEVEL_KEYS)  # DeepSpeed would ignore a misspelled one
+    launcher = run_launch(out, tmp_path, script="launch_deepspeed.sh", program="deepspeed",
+                          TRAIN_SCRIPT="/train.py")["argv"]
     (result,) = framework_check("deepspeed", [{
         "config": written, "dp": plan.config.dp,
-        "hostfile": (out / "hostfile").read_text()}])
+        "hostfile": (out / "hostfile").read_text(), "launcher_argv": launcher}])
     assert result["ok"], result["error"]
     parsed = result["parsed"]
     assert parsed["zero_stage"] == zero and parsed["train_batch_size"] == 1024
     assert parsed["gradient_accumulation_steps"] == plan.config.num_microbatches
     assert parsed["bf16"] is True
     assert list(parsed["hosts"].values()) == [8] * 8
+    ds = parsed["launcher"]
+    assert (ds["num_nodes"], ds["num_gpus"], ds["master_addr"]) == (8, 8, "node000")
+    assert ds["user_script"] == "/train.py" and ds["hosts"] == parsed["hosts"]
+    assert ds["user_args"][:2] == ["--deepspeed", "--deepspeed_config"]
 
 
 def test_deepspeed_rejects_a_batch_the_planner_rejects(framework_check: Check) -> None:

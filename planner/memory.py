@@ -12,6 +12,7 @@ When a term is uncertain it errs high; each docstring says where from and by how
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -195,6 +196,17 @@ class StageParams:
 
 def stage_params(model: ModelSpec, cfg: ParallelConfig, stage: int,
                  layers: tuple[int, ...]) -> StageParams:
+    """Parameters on one GPU of `stage` (see _stage_params; memoised on the fields it reads,
+    since the search asks the same question for every micro-batch, recompute and ZeRO
+    variant of a configuration)."""
+    return _stage_params(model, cfg.tp, cfg.ep, cfg.expert_tp, cfg.pp, cfg.vocab_strategy,
+                         stage, tuple(layers))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _stage_params(model: ModelSpec, t: int, ep: int, etp: int, pp: int,
+                  vocab_strategy: VocabStrategy, stage: int,
+                  layers: tuple[int, ...]) -> StageParams:
     """Parameters on one GPU of `stage`.
 
     Transformer layers: dense parameters / tp (norms are replicated; counted / tp, an
@@ -207,17 +219,16 @@ def stage_params(model: ModelSpec, cfg: ParallelConfig, stage: int,
     decoder's.
     """
     p = model.params
-    t = cfg.tp
     dense = sum(p.per_layer_dense[i] for i in layers) / t
-    expert = sum(p.per_layer_expert[i] for i in layers) / (cfg.ep * cfg.expert_tp)
-    largest = max((p.per_layer_dense[i] / t + p.per_layer_expert[i] / (cfg.ep * cfg.expert_tp)
+    expert = sum(p.per_layer_expert[i] for i in layers) / (ep * etp)
+    largest = max((p.per_layer_dense[i] / t + p.per_layer_expert[i] / (ep * etp)
                    for i in layers), default=0.0)
     vocab_weights = model.padded_vocab_size(t) * model.hidden_size / t
     other_embedding = p.embedding - model.vocab_size * model.hidden_size  # positions, norm
-    first, last = stage == 0, stage == cfg.pp - 1
-    head = vocab_weights if (not model.tie_embeddings or cfg.pp > 1) else 0.0
-    if cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1:
-        dense += vocab_weights / cfg.pp + head / cfg.pp
+    first, last = stage == 0, stage == pp - 1
+    head = vocab_weights if (not model.tie_embeddings or pp > 1) else 0.0
+    if vocab_strategy is VocabStrategy.VOCAB_PARALLEL and pp > 1:
+        dense += vocab_weights / pp + head / pp
         if first:
             dense += other_embedding
     else:
@@ -228,7 +239,7 @@ def stage_params(model: ModelSpec, cfg: ParallelConfig, stage: int,
     if last:
         dense += p.final_norm
         dense += (p.mtp - p.mtp_expert) / t
-        expert += p.mtp_expert / (cfg.ep * cfg.expert_tp)
+        expert += p.mtp_expert / (ep * etp)
     return StageParams(dense=round(dense), expert=round(expert), largest_layer=round(largest))
 
 

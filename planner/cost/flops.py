@@ -9,6 +9,7 @@ causal halving), logits included, no recompute. For a GPT this is Narayanan et a
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from planner.model import ModelSpec
@@ -104,13 +105,20 @@ def hardware_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
     flops = model_flops_per_step(model, cfg)
     if cfg.recompute is Recompute.NONE:
         return flops
+    # layers of one kind (dense or MoE) under one recompute mode repeat the same FLOPs
+    first_of_kind: dict[bool, int] = {}
+    for i in range(model.num_layers):
+        first_of_kind.setdefault(model.is_moe_layer(i), i)
+    kinds: Counter[tuple[int, Recompute]] = Counter()
     for stage in stage_chunks(model, cfg):
         for chunk in stage:
             for position, layer in enumerate(chunk):
-                lf = layer_flops(model, layer, tokens, cfg.seq_len)
-                mode = cfg.layer_recompute(position)
-                if mode is Recompute.SELECTIVE:
-                    flops += lf.attention
-                elif mode is Recompute.FULL:
-                    flops += lf.total
+                kinds[(first_of_kind[model.is_moe_layer(layer)],
+                       cfg.layer_recompute(position))] += 1
+    for (layer, mode), count in sorted(kinds.items()):
+        lf = layer_flops(model, layer, tokens, cfg.seq_len)
+        if mode is Recompute.SELECTIVE:
+            flops += lf.attention * count
+        elif mode is Recompute.FULL:
+            flops += lf.total * count
     return flops

@@ -27,6 +27,7 @@ Busy time and exposed time are kept apart in the breakdown.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from planner.cost import comm
@@ -155,6 +156,13 @@ class _PassCache:
             self.cache[key] = layer_passes(*self.args, layer, mode)
         return self.cache[key]
 
+    def get_kind(self, is_moe: bool, mode: Recompute, layers: tuple[int, ...]) -> LayerPasses:
+        """The passes of a layer of `layers` of this kind (dense or MoE)."""
+        if (is_moe, mode) not in self.cache:
+            layer = next(i for i in layers if self.model.is_moe_layer(i) == is_moe)
+            self.cache[(is_moe, mode)] = layer_passes(*self.args, layer, mode)
+        return self.cache[(is_moe, mode)]
+
 
 def layer_costs(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
                 links: StepLinks | None = None) -> tuple[tuple[float, ...], float]:
@@ -216,21 +224,24 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
         vocab_f = head_f / cfg.pp + comm.broadcast_s(hidden, pp_ring)
         vocab_b = head_b / cfg.pp + comm.all_reduce_s(hidden, pp_ring)
     chunks: list[list[ChunkTimes]] = []
+    m = cfg.num_microbatches
     for stage, per_chunk in enumerate(stage_chunks(model, cfg)):
         row = []
         for c, chunk_layers in enumerate(per_chunk):
             forward = backward = 0.0
-            for position, layer in enumerate(chunk_layers):
-                lp = passes.get(layer, cfg.layer_recompute(position))
-                forward += lp.forward_s
-                backward += lp.backward_s
-                m = cfg.num_microbatches
-                totals["compute_s"] += lp.compute_s * m
-                totals["recompute_s"] += lp.recompute_s * m
-                totals["tp_comm_s"] += lp.tp_busy_s * m
-                totals["ep_comm_s"] += lp.ep_busy_s * m
-                totals["cp_comm_s"] += lp.cp_busy_s * m
-                totals["cp_exposed_s"] += lp.cp_exposed_s * m
+            # layers of one kind under one recompute mode cost the same: count them
+            kinds = Counter((model.is_moe_layer(layer), cfg.layer_recompute(position))
+                            for position, layer in enumerate(chunk_layers))
+            for (is_moe, mode), count in sorted(kinds.items()):
+                lp = passes.get_kind(is_moe, mode, chunk_layers)
+                forward += lp.forward_s * count
+                backward += lp.backward_s * count
+                totals["compute_s"] += lp.compute_s * m * count
+                totals["recompute_s"] += lp.recompute_s * m * count
+                totals["tp_comm_s"] += lp.tp_busy_s * m * count
+                totals["ep_comm_s"] += lp.ep_busy_s * m * count
+                totals["cp_comm_s"] += lp.cp_busy_s * m * count
+                totals["cp_exposed_s"] += lp.cp_exposed_s * m * count
             if vocab_parallel and c == cfg.vpp - 1:
                 forward += vocab_f
                 backward += vocab_b

@@ -8,7 +8,11 @@
    term (step.fast_makespan) on links resolved once per family, except those dominated: for
    one micro-batch size and ZeRO stage, more recompute only adds time (and the schedule's
    makespan is monotone in pass durations), so once a recompute level fits, the heavier ones
-   are skipped (variants yields recompute none, selective, full in that order).
+   are skipped (variants yields recompute none, selective, full in that order). And memory
+   only grows with the micro-batch (stored activations scale with in-flight micro-batches x
+   mbs, which never shrinks as mbs grows; transients grow with it), so once a (recompute,
+   ZeRO) pair overflows, its larger micro-batches are skipped (variants yields mbs
+   ascending).
 3. For the best `rescore` of them, the layer split that minimises the slowest stage under
    each stage's memory (balanced_layout: the LM head makes the last stage heavy) joins them;
    all are timed with the event-driven schedule simulation and sorted; ties break on the
@@ -28,7 +32,7 @@ from planner.cost.step import StepLinks, StepTime, estimate_step, layer_costs, r
 from planner.hardware import Cluster
 from planner.memory import MemoryEstimate, estimate_memory, stage_memory
 from planner.model import ModelSpec
-from planner.parallel import ParallelConfig, VocabStrategy, stage_layers
+from planner.parallel import ParallelConfig, Recompute, VocabStrategy, stage_layers
 from planner.search.partition import min_max_partition
 from planner.search.space import SearchSpec, degree_families, lightest, variants
 
@@ -139,8 +143,9 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
             links_by_degrees[degrees] = resolve_links(cluster, light)
         links = links_by_degrees[degrees]
         dominated: set[tuple[int, int]] = set()  # (mbs, zero) already fitted at less recompute
+        too_big: set[tuple[Recompute, int]] = set()  # (recompute, zero) overflowed at a smaller mbs
         for cfg in variants(family, spec):
-            if (cfg.mbs, cfg.zero) in dominated:
+            if (cfg.mbs, cfg.zero) in dominated or (cfg.recompute, cfg.zero) in too_big:
                 continue
             problems = cfg.problems(model, gpu)
             if problems:
@@ -151,6 +156,8 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
             if not memory.fits:
                 closest.append((memory.peak_bytes, canonical_key(cfg),
                                 Candidate(config=cfg, memory=memory, step=None)))
+                if not exhaustive:
+                    too_big.add((cfg.recompute, cfg.zero))
                 continue
             fit += 1
             if not exhaustive:

@@ -222,7 +222,9 @@ def search_table(model: ModelSpec, cluster: Cluster, result: SearchResult) -> No
         assert step is not None
         layers = layout_text(tuple(s.num_layers for s in c.memory.stages))
         table.add_row(str(rank), str(cfg.tp), str(cfg.pp), str(cfg.dp), str(cfg.cp),
-                      str(cfg.ep), str(cfg.vpp), str(cfg.mbs), cfg.recompute.value,
+                      str(cfg.ep), str(cfg.vpp), str(cfg.mbs),
+                      cfg.recompute.value + (f" ({cfg.recompute_num_layers}/chunk)"
+                                             if cfg.recompute_num_layers else ""),
                       str(cfg.zero), cfg.vocab_strategy.value,
                       layers, f"{step.tokens_per_s:,.0f}",
                       f"{step.mfu:.1%}", _gib(c.memory.peak_bytes),

@@ -32,7 +32,13 @@ from planner.cost.step import StepLinks, StepTime, estimate_step, layer_costs, r
 from planner.hardware import Cluster
 from planner.memory import MemoryEstimate, estimate_memory, stage_memory
 from planner.model import ModelSpec
-from planner.parallel import ParallelConfig, Recompute, VocabStrategy, stage_layers
+from planner.parallel import (
+    ParallelConfig,
+    Recompute,
+    VocabStrategy,
+    stage_chunks,
+    stage_layers,
+)
 from planner.search.partition import min_max_partition
 from planner.search.space import SearchSpec, degree_families, lightest, variants
 
@@ -102,7 +108,8 @@ def balanced_layout(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
 def canonical_key(cfg: ParallelConfig) -> tuple[object, ...]:
     """A total order on configurations for tie-breaking (fewer model-parallel GPUs first)."""
     return (cfg.tp * cfg.pp * cfg.cp, cfg.tp, cfg.pp, cfg.cp, cfg.ep, cfg.expert_tp, cfg.vpp,
-            cfg.mbs, list(type(cfg.recompute)).index(cfg.recompute), cfg.zero,
+            cfg.mbs, list(type(cfg.recompute)).index(cfg.recompute),
+            cfg.recompute_num_layers or 0, cfg.zero,
             cfg.vocab_strategy.value, cfg.layers_per_stage)
 
 
@@ -142,9 +149,16 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
         if degrees not in links_by_degrees:  # links depend on the degrees only
             links_by_degrees[degrees] = resolve_links(cluster, light)
         links = links_by_degrees[degrees]
+        none_fits: set[tuple[int, int]] = set()  # (mbs, zero) that fit without recompute
+        recompute_fits: set[tuple[int, int]] = set()  # (mbs, zero) that fit with some
         dominated: set[tuple[int, int]] = set()  # (mbs, zero) already fitted at less recompute
         too_big: set[tuple[Recompute, int]] = set()  # (recompute, zero) overflowed at a smaller mbs
+        # (mbs, zero) -> the full-recompute variant, where some recompute fits and none does
+        # not: recomputing only some layers may fit too (tried below)
+        partial_from: dict[tuple[int, int], ParallelConfig] = {}
         for cfg in variants(family, spec):
+            if cfg.recompute is Recompute.FULL and spec.recompute is None:
+                partial_from[(cfg.mbs, cfg.zero)] = cfg
             if (cfg.mbs, cfg.zero) in dominated or (cfg.recompute, cfg.zero) in too_big:
                 continue
             problems = cfg.problems(model, gpu)
@@ -160,11 +174,25 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
                     too_big.add((cfg.recompute, cfg.zero))
                 continue
             fit += 1
+            if cfg.recompute is Recompute.NONE:
+                none_fits.add((cfg.mbs, cfg.zero))
+            else:
+                recompute_fits.add((cfg.mbs, cfg.zero))
             if not exhaustive:
                 dominated.add((cfg.mbs, cfg.zero))
             step = estimate_step(model, cfg, cluster, links=links, exact=False)
             ranked.append((step.iteration_s, canonical_key(cfg),
                            Candidate(config=cfg, memory=memory, step=step)))
+        for key, cfg in partial_from.items():  # recompute the first N layers of each chunk
+            if key in none_fits or key not in recompute_fits:
+                continue
+            for partial, memory in _partial_recompute(model, cfg, capacity, headroom_frac,
+                                                      exhaustive):
+                evaluated += 1
+                fit += 1
+                step = estimate_step(model, partial, cluster, links=links, exact=False)
+                ranked.append((step.iteration_s, canonical_key(partial),
+                               Candidate(config=partial, memory=memory, step=step)))
     by_key = lambda e: (e[0], e[1])  # noqa: E731
     leaders = [e[2] for e in heapq.nsmallest(max(rescore, top_k), ranked, key=by_key)]
     seen = {c.config for c in leaders}
@@ -188,6 +216,39 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
         candidates_fit=fit, rejected=tuple(sorted(rejected.items())),
         elapsed_s=clock() - started,
     )
+
+
+def _partial_recompute(model: ModelSpec, full: ParallelConfig, capacity: int,
+                       headroom_frac: float, exhaustive: bool
+                       ) -> list[tuple[ParallelConfig, MemoryEstimate]]:
+    """Configurations that fully recompute only the first N layers of each chunk (Megatron
+    --recompute-method block --recompute-num-layers N) and fit, for a configuration `full`
+    whose no-recompute variant does not fit.
+
+    Memory falls and time rises as N grows (each recomputed layer keeps only its input and
+    runs its forward again), so the fastest that fits is the smallest fitting N: found by
+    bisection. `exhaustive` returns every fitting N instead."""
+    largest = max(len(chunk) for stage in stage_chunks(model, full) for chunk in stage)
+    options = range(1, largest)
+    if not options:
+        return []
+
+    def at(n: int) -> tuple[ParallelConfig, MemoryEstimate]:
+        cfg = dataclasses.replace(full, recompute_num_layers=n)
+        return cfg, estimate_memory(model, cfg, capacity, headroom_frac)
+
+    if exhaustive:
+        return [(cfg, memory) for cfg, memory in map(at, options) if memory.fits]
+    low, high = 1, largest - 1
+    best: tuple[ParallelConfig, MemoryEstimate] | None = None
+    while low <= high:
+        middle = (low + high) // 2
+        cfg, memory = at(middle)
+        if memory.fits:
+            best, high = (cfg, memory), middle - 1
+        else:
+            low = middle + 1
+    return [best] if best is not None else []
 
 
 def _reason(problem: str) -> str:

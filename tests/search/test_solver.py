@@ -132,3 +132,26 @@ def test_progress_reports_every_family() -> None:
                                                             seq_len=4096), cluster,
                     progress=lambda done, total: calls.append((done, total)))
     assert calls and calls[-1][0] == calls[-1][1] == result.families
+
+
+def test_recompute_of_some_layers_is_searched_and_exact() -> None:
+    """Llama 3 8B unsharded on 8 A100-80GB at 8K tokens: no recompute does not fit, and
+    recomputing only the first N layers (Megatron's block method) beats recomputing all 32;
+    bisection on N finds what the exhaustive search finds."""
+    selene = load_cluster("selene")
+    cluster = dataclasses.replace(selene, nodes=selene.nodes[:1])
+    spec = SearchSpec(world_size=8, global_batch=32, seq_len=8192, tp=1, pp=1, cp=1)
+    model = BUILTIN_MODELS["llama3-8b"]
+    fast = search(model, spec, cluster, top_k=3)
+    full = search(model, spec, cluster, top_k=3, exhaustive=True)
+    best = fast.plans[0].config
+    assert best.recompute.value == "full" and best.recompute_num_layers is not None
+    assert 0 < best.recompute_num_layers < model.num_layers
+    assert best == full.plans[0].config
+    everything = dataclasses.replace(best, recompute_num_layers=None)
+    assert estimate_memory(model, everything, cluster.min_gpu_memory_bytes).fits
+    slower = [p for p in fast.plans if p.config == everything]
+    assert slower and slower[0].step and fast.plans[0].step
+    assert fast.plans[0].step.iteration_s < slower[0].step.iteration_s
+    fewer = dataclasses.replace(best, recompute_num_layers=best.recompute_num_layers - 1)
+    assert not estimate_memory(model, fewer, cluster.min_gpu_memory_bytes).fits

@@ -54,6 +54,9 @@ class ParallelConfig:
     Attributes:
         layers_per_stage: transformer layers on each pipeline stage (uneven layouts); empty
             means the vocab strategy decides (even split for baseline).
+        layers_per_chunk: transformer layers of each of the pp * vpp model chunks in layer
+            order (chunk k runs on stage k % pp): interleaved layouts whose chunks differ
+            (Megatron --pipeline-model-parallel-layout). Overrides layers_per_stage.
         recompute_num_layers: with full recompute, only this many layers of each stage
             (Megatron --recompute-method block --recompute-num-layers); None = all layers.
         flash_attention: attention kernels that keep no s x s score matrix (FlashAttention /
@@ -92,6 +95,7 @@ class ParallelConfig:
     precision: Precision = Precision.BF16
     vocab_strategy: VocabStrategy = VocabStrategy.BASELINE
     layers_per_stage: tuple[int, ...] = ()
+    layers_per_chunk: tuple[int, ...] = ()
     framework: Framework = Framework.MEGATRON
     flash_attention: bool = True
     cross_entropy_fusion: bool = False
@@ -140,7 +144,8 @@ class ParallelConfig:
             "recompute_num_layers": self.recompute_num_layers, "zero": self.zero,
             "sequence_parallel": self.sequence_parallel, "precision": self.precision.value,
             "vocab_strategy": self.vocab_strategy.value,
-            "layers_per_stage": list(self.layers_per_stage), "framework": self.framework.value,
+            "layers_per_stage": list(self.layers_per_stage),
+            "layers_per_chunk": list(self.layers_per_chunk), "framework": self.framework.value,
             "flash_attention": self.flash_attention,
             "cross_entropy_fusion": self.cross_entropy_fusion,
             "moe_token_imbalance": self.moe_token_imbalance,
@@ -240,6 +245,19 @@ class ParallelConfig:
         if self.microbatch_group_size is not None and self.microbatch_group_size < self.pp:
             out.append(f"microbatch_group_size({self.microbatch_group_size}) must be >= "
                        f"pp({self.pp})")
+        if self.layers_per_chunk:
+            chunks = self.pp * self.vpp
+            if len(self.layers_per_chunk) != chunks:
+                out.append(f"layers_per_chunk has {len(self.layers_per_chunk)} entries, "
+                           f"expected pp({self.pp}) * vpp({self.vpp}) = {chunks}")
+            elif sum(self.layers_per_chunk) != layers:
+                out.append(f"layers_per_chunk sums to {sum(self.layers_per_chunk)}, expected "
+                           f"num_layers({layers})")
+            elif min(self.layers_per_chunk) < 0:
+                out.append("layers_per_chunk entries must be >= 0")
+            elif any(sum(self.layers_per_chunk[s::self.pp]) == 0 for s in range(self.pp)):
+                out.append("layers_per_chunk leaves a pipeline stage without layers")
+            return out
         if self.layers_per_stage:
             if len(self.layers_per_stage) != self.pp:
                 out.append(f"layers_per_stage has {len(self.layers_per_stage)} entries, "
@@ -275,6 +293,7 @@ def stage_chunks(model: ModelSpec, cfg: ParallelConfig) -> tuple[tuple[tuple[int
     """Transformer layer indices of each virtual chunk of each pipeline stage:
     result[stage][chunk] (chunk c of stage s is model chunk c * pp + s, Megatron's order).
 
+    - explicit `layers_per_chunk`: those counts, chunk k on stage k % pp;
     - explicit `layers_per_stage`: contiguous blocks in stage order, each stage's count split
       evenly over its chunks;
     - baseline / vocab-parallel: L / (pp * vpp) layers per chunk;
@@ -283,7 +302,9 @@ def stage_chunks(model: ModelSpec, cfg: ParallelConfig) -> tuple[tuple[tuple[int
       do, so the first and last chunks get one transformer layer fewer.
     """
     pp, vpp, num_layers = cfg.pp, cfg.vpp, model.num_layers
-    if cfg.layers_per_stage:
+    if cfg.layers_per_chunk:
+        counts = list(cfg.layers_per_chunk)
+    elif cfg.layers_per_stage:
         per_chunk = [even_split(n, vpp) for n in cfg.layers_per_stage]
         counts = [per_chunk[s][c] for c in range(vpp) for s in range(pp)]
     elif cfg.vocab_strategy is VocabStrategy.REDISTRIBUTE and pp > 1:

@@ -105,8 +105,9 @@ _DEFAULT = ParallelConfig()
 _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch", "seq_len",
                 "num_microbatches", "recompute", "recompute_num_layers", "zero",
                 "sequence_parallel", "precision", "vocab_strategy", "layers_per_stage",
-                "framework", "flash_attention", "cross_entropy_fusion", "moe_token_imbalance",
-                "overlap_grad_reduce", "tp_comm_overlap", "microbatch_group_size", "rank_order")
+                "layers_per_chunk", "framework", "flash_attention", "cross_entropy_fusion",
+                "moe_token_imbalance", "overlap_grad_reduce", "tp_comm_overlap",
+                "microbatch_group_size", "rank_order")
 
 
 def config_from_reader(r: Reader) -> ParallelConfig | None:
@@ -134,11 +135,8 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     tp_overlap = r.boolean("tp_comm_overlap", default=_DEFAULT.tp_comm_overlap)
     group = r.int("microbatch_group_size", required=False)
     order = r.choice("rank_order", RANK_ORDERS, default=_DEFAULT.rank_order) or _DEFAULT.rank_order
-    layout = r.raw("layers_per_stage") or []
-    if not isinstance(layout, list) or not all(
-            isinstance(n, int) and not isinstance(n, bool) for n in layout):
-        r.fail("layers_per_stage", f"expected a list of integers, got {layout!r}")
-        layout = []
+    layout = _int_list(r, "layers_per_stage")
+    chunk_layout = _int_list(r, "layers_per_chunk")
     r.unknown_keys(_CONFIG_KEYS)
     if (global_batch is None or seq_len is None or recompute is None or precision is None
             or vocab is None or framework is None):
@@ -149,12 +147,22 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         mbs=values["mbs"] or 1, global_batch=global_batch, seq_len=seq_len,
         recompute=Recompute(recompute), recompute_num_layers=recompute_layers, zero=zero or 0,
         sequence_parallel=sp, precision=Precision(precision), vocab_strategy=VocabStrategy(vocab),
-        layers_per_stage=tuple(layout), framework=Framework(framework), flash_attention=flash,
+        layers_per_stage=tuple(layout), layers_per_chunk=tuple(chunk_layout),
+        framework=Framework(framework), flash_attention=flash,
         cross_entropy_fusion=ce_fusion,
         moe_token_imbalance=imbalance or _DEFAULT.moe_token_imbalance,
         overlap_grad_reduce=overlap_grad, tp_comm_overlap=tp_overlap,
         microbatch_group_size=group, rank_order=order,
     )
+
+
+def _int_list(r: Reader, key: str) -> list[int]:
+    values = r.raw(key) or []
+    if not isinstance(values, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in values):
+        r.fail(key, f"expected a list of integers, got {values!r}")
+        return []
+    return values
 
 
 def load_plan(path: Path) -> Plan:

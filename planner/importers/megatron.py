@@ -245,8 +245,12 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         vpp = _int(flags, "--num-virtual-stages-per-pipeline-rank", source)
     layout: tuple[int, ...] = ()
     strategy = VocabStrategy.BASELINE
+    chunk_layout: tuple[int, ...] = ()
     if "--pipeline-model-parallel-layout" in flags:
-        layout, vpp = _layout(flags["--pipeline-model-parallel-layout"], pp, source)
+        chunk_layout = _layout(flags["--pipeline-model-parallel-layout"], pp, source)
+        vpp = len(chunk_layout) // pp
+        if vpp == 1:
+            layout, chunk_layout = chunk_layout, ()
     elif "--decoder-first-pipeline-num-layers" in flags or (
             "--decoder-last-pipeline-num-layers" in flags):
         first = _int(flags, "--decoder-first-pipeline-num-layers", source, -1)
@@ -300,7 +304,7 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         seq_len=_int(flags, "--seq-length", source),
         recompute=recompute, recompute_num_layers=recompute_layers, zero=zero,
         sequence_parallel="--sequence-parallel" in flags, precision=precision,
-        vocab_strategy=strategy, layers_per_stage=layout,
+        vocab_strategy=strategy, layers_per_stage=layout, layers_per_chunk=chunk_layout,
         flash_attention=flags.get("--attention-backend", "auto") not in ("unfused", "local"),
         cross_entropy_fusion="--cross-entropy-loss-fusion" in flags,
         overlap_grad_reduce="--overlap-grad-reduce" in flags,
@@ -309,10 +313,10 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
     return config, notes
 
 
-def _layout(text: str, pp: int, source: str) -> tuple[tuple[int, ...], int]:
-    """Decoder layers per pipeline rank and the virtual-stage count of a
-    --pipeline-model-parallel-layout string ("|" between virtual stages, X*N repeats, (...)*N
-    repeats a group; virtual stage k runs on rank k % pp)."""
+def _layout(text: str, pp: int, source: str) -> tuple[int, ...]:
+    """Decoder layers of each virtual stage of a --pipeline-model-parallel-layout string ("|"
+    between virtual stages, X*N repeats, (...)*N repeats a group; virtual stage k runs on
+    rank k % pp)."""
     expanded = text.replace(" ", "")
     for _ in range(10):
         new = re.sub(r"\(([^()]*)\)\*(\d+)", lambda m: m.group(1) * int(m.group(2)), expanded)
@@ -324,10 +328,7 @@ def _layout(text: str, pp: int, source: str) -> tuple[tuple[int, ...], int]:
     if len(stages) % pp or re.search(r"[^EtmL|,]", expanded):
         raise InputError(f"{source}: --pipeline-model-parallel-layout {text!r}: expected "
                          f"a multiple of pp({pp}) stages of E, t, m and L")
-    per_rank = [0] * pp
-    for k, stage in enumerate(stages):
-        per_rank[k % pp] += stage.count("t")
-    return tuple(per_rank), len(stages) // pp
+    return tuple(stage.count("t") for stage in stages)
 
 
 def import_megatron(text: str, source: str, dp: int | None, world_size: int | None,

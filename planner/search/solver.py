@@ -39,8 +39,11 @@ from planner.parallel import (
     stage_chunks,
     stage_layers,
 )
+from planner.search.chunking import min_max_chunks
 from planner.search.partition import min_max_partition
 from planner.search.space import SearchSpec, degree_families, lightest, variants
+
+CHUNKED_LEADERS = 3  # interleaved leaders whose chunk sizes CP-SAT rebalances
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,12 +108,47 @@ def balanced_layout(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     return dataclasses.replace(probe, layers_per_stage=partition.layers_per_stage)
 
 
+def balanced_chunks(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
+                    capacity_bytes: int, headroom_frac: float) -> ParallelConfig | None:
+    """`cfg` with the interleaved chunk sizes that minimise the slowest stage where every stage
+    fits (search.chunking, CP-SAT), when they differ from its own; None otherwise. Applies to
+    interleaved pipelines with the embedding and LM head on the end stages and a uniform
+    recompute mode."""
+    if cfg.pp == 1 or cfg.vpp == 1 or cfg.layers_per_stage or cfg.layers_per_chunk:
+        return None
+    if cfg.recompute_num_layers or cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL:
+        return None
+    costs, head = layer_costs(model, cfg, cluster)
+    usable = capacity_bytes * (1 - headroom_frac)
+    probe = dataclasses.replace(cfg, vocab_strategy=VocabStrategy.BASELINE)
+    dense_layers = [i for i in range(model.num_layers) if not model.is_moe_layer(i)]
+    moe_layers = [i for i in range(model.num_layers) if model.is_moe_layer(i)]
+
+    def fits(stage: int, dense: int, moe: int) -> bool:
+        if dense > len(dense_layers) or moe > len(moe_layers):
+            return False
+        if dense + moe == 0:
+            return True
+        chunk = (tuple(sorted(dense_layers[:dense] + moe_layers[:moe])),)
+        return stage_memory(model, probe, stage, chunk).peak_bytes <= usable
+
+    extra = [0.0] * cfg.pp
+    extra[-1] = head
+    current = [len(chunk) for k in range(cfg.pp * cfg.vpp)
+               for chunk in (stage_chunks(model, cfg)[k % cfg.pp][k // cfg.pp],)]
+    layout = min_max_chunks(costs, [model.is_moe_layer(i) for i in range(model.num_layers)],
+                            cfg.pp, cfg.vpp, stage_extra=extra, fits=fits, hint=current)
+    if layout is None or list(layout.layers_per_chunk) == current:
+        return None
+    return dataclasses.replace(probe, layers_per_chunk=layout.layers_per_chunk)
+
+
 def canonical_key(cfg: ParallelConfig) -> tuple[object, ...]:
     """A total order on configurations for tie-breaking (fewer model-parallel GPUs first)."""
     return (cfg.tp * cfg.pp * cfg.cp, cfg.tp, cfg.pp, cfg.cp, cfg.ep, cfg.expert_tp, cfg.vpp,
             cfg.mbs, list(type(cfg.recompute)).index(cfg.recompute),
             cfg.recompute_num_layers or 0, cfg.zero,
-            cfg.vocab_strategy.value, cfg.layers_per_stage)
+            cfg.vocab_strategy.value, cfg.layers_per_stage, cfg.layers_per_chunk)
 
 
 def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int = 5,
@@ -196,8 +234,13 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
     by_key = lambda e: (e[0], e[1])  # noqa: E731
     leaders = [e[2] for e in heapq.nsmallest(max(rescore, top_k), ranked, key=by_key)]
     seen = {c.config for c in leaders}
+    interleaved = 0
     for candidate in list(leaders):
         balanced = balanced_layout(model, candidate.config, cluster, capacity, headroom_frac)
+        if balanced is None and candidate.config.vpp > 1 and interleaved < CHUNKED_LEADERS:
+            interleaved += 1  # a CP-SAT solve each: the few best interleaved leaders only
+            balanced = balanced_chunks(model, candidate.config, cluster, capacity,
+                                       headroom_frac)
         if balanced is not None and balanced not in seen:
             seen.add(balanced)
             memory = estimate_memory(model, balanced, capacity, headroom_frac)

@@ -58,6 +58,10 @@ MEGATRON_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         tp=8, pp=12, dp=2, vpp=2, global_batch=96, seq_len=4096, sequence_parallel=True,
         zero=1, precision=Precision.FP8, rank_order="tp-cp-pp-dp",
         microbatch_group_size=12)),
+    "uneven-interleaved-chunks": ("llama3-70b", dict(
+        tp=8, pp=4, dp=4, vpp=5, global_batch=512, seq_len=8192, sequence_parallel=True,
+        zero=1, layers_per_chunk=(4, 4, 4, 2, 4, 3, 4, 4, 4, 4, 4, 5, 4, 5, 4, 5, 3, 5, 5,
+                                  3))),
     "qwen-moe-ep-only": ("qwen3-30b-a3b", dict(
         pp=4, dp=8, ep=8, global_batch=64, seq_len=4096, zero=1)),
 }

@@ -30,7 +30,7 @@ from tests.frameworks.test_frameworks import MEGATRON_CASES, TORCHTITAN_CASES
 
 # What the import cannot tell apart from the plan: the split of a stage's layers over its
 # virtual chunks is kept, the strategy name may become an explicit layout of the same split.
-_SAME_SPLIT = {"vocab_strategy", "layers_per_stage"}
+_SAME_SPLIT = {"vocab_strategy", "layers_per_stage", "layers_per_chunk"}
 
 
 def _shape(model: Any) -> dict[str, Any]:
@@ -130,7 +130,10 @@ def test_megatron_layout_with_repeats() -> None:
     got = import_megatron(shape + text, "a.args", dp=1, world_size=None, model=None)
     # virtual stages E | t | t | t | tt | tt | tt | tmL; stage k on rank k % 4
     assert got.config.vpp == 2
-    assert got.config.layers_per_stage == (2, 3, 3, 2)
+    assert got.config.layers_per_chunk == (0, 1, 1, 1, 2, 2, 2, 1)
+    assert got.config.problems(got.model) == ()
+    layers = stage_layers(got.model, got.config)
+    assert [len(s) for s in layers] == [2, 3, 3, 2]
 
 
 @pytest.mark.parametrize("case", sorted(TORCHTITAN_CASES))

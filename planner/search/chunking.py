@@ -1,0 +1,142 @@
+"""Layer counts of the virtual chunks of an interleaved pipeline (OR-Tools CP-SAT).
+
+With interleaving, model chunk k (chunk k of pp * vpp, in layer order) runs on stage k % pp:
+each stage holds vpp blocks spread over the model, so the contiguous dynamic program of
+search.partition does not apply. Choose chunk sizes n_k >= 1 with sum L to minimise the
+slowest stage, where a stage's time is the sum of its chunks' layer costs (plus the LM head and
+loss on the last stage's last chunk, the embedding on the first), subject to every stage's
+memory. Megatron-LM runs such layouts with --pipeline-model-parallel-layout (the motivation of
+its flexible-VPP change: DeepSeek-V3's 61 layers + MTP on PP16 x VPP2).
+
+CP-SAT model: prefix variables P_0 = 0 <= P_1 <= ... <= P_K = L; the MoE layers before P_k
+come from an element constraint on their prefix count. When every layer of a kind costs the
+same (the cost model under a uniform recompute mode) a chunk's cost is linear in its dense and
+MoE counts; otherwise it is cum[P_{k+1}] - cum[P_k] with `cum` the integer prefix sums of the
+layer costs (element constraints, slower to solve).
+Memory is exact for the cost model used: a stage's peak depends on its stage index and how many
+dense and MoE layers it holds (uniform recompute), so `fits(stage, dense, moe)` is tabulated as
+the largest MoE count allowed for each dense count and imposed with an element constraint.
+Costs are scaled to integers (COST_SCALE per unit) and the solve is bounded by CP-SAT's
+deterministic time, with one worker, so the same inputs give the same layout on any machine.
+The heuristic even split seeds the search (a hint); callers re-score the result with the
+exact schedule simulation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+
+from ortools.sat.python import cp_model
+
+COST_SCALE = 1e6  # seconds -> microseconds
+DETERMINISTIC_TIME_LIMIT = 1.0  # per solve, in CP-SAT deterministic time units (not seconds)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChunkLayout:
+    """Layers of each virtual chunk (model order), the slowest stage's cost (input units) and
+    the solver's status ("OPTIMAL" or "FEASIBLE")."""
+
+    layers_per_chunk: tuple[int, ...]
+    max_cost: float
+    status: str
+
+
+def min_max_chunks(costs: Sequence[float], moe: Sequence[bool], pp: int, vpp: int, *,
+                   stage_extra: Sequence[float] | None = None,
+                   fits: Callable[[int, int, int], bool] | None = None,
+                   hint: Sequence[int] | None = None) -> ChunkLayout | None:
+    """Chunk sizes minimising the slowest stage's summed cost where every stage `fits(stage,
+    dense_layers, moe_layers)`; None when no layout fits (or none is found in the limit)."""
+    n, chunks = len(costs), pp * vpp
+    if n < chunks:
+        return None
+    extra = list(stage_extra) if stage_extra is not None else [0.0] * pp
+    cum = [round(c * COST_SCALE) for c in [0.0, *accumulate(costs)]]
+    cum_moe = [0, *accumulate(int(m) for m in moe)]
+    total_moe = cum_moe[-1]
+    model = cp_model.CpModel()
+    prefix = [model.new_constant(0)] + [model.new_int_var(k + 1, n - (chunks - k - 1), f"p{k + 1}")
+                                       for k in range(chunks - 1)] + [model.new_constant(n)]
+    for k in range(chunks):
+        model.add(prefix[k + 1] >= prefix[k] + 1)
+    moe_at = [model.new_int_var(0, total_moe, f"moe{k}") for k in range(chunks + 1)]
+    for k in range(chunks + 1):
+        model.add_element(prefix[k], cum_moe, moe_at[k])
+    per_kind = _cost_per_kind(costs, moe)
+    if per_kind is not None:  # layers of a kind cost the same: chunk costs are linear
+        dense_cost, moe_cost = (round(c * COST_SCALE) for c in per_kind)
+        at = [dense_cost * (prefix[k] - moe_at[k]) + moe_cost * moe_at[k]
+              for k in range(chunks + 1)]
+    else:
+        at = [model.new_int_var(0, cum[-1], f"cum{k}") for k in range(chunks + 1)]
+        for k in range(chunks + 1):
+            model.add_element(prefix[k], cum, at[k])
+    worst = model.new_int_var(0, 2 * cum[-1] + round(max(extra) * COST_SCALE), "worst")
+    for s in range(pp):
+        mine = range(s, chunks, pp)
+        stage_cost = sum(at[k + 1] - at[k] for k in mine) + round(extra[s] * COST_SCALE)
+        model.add(worst >= stage_cost)
+        if fits is None:
+            continue
+        layers = sum(prefix[k + 1] - prefix[k] for k in mine)
+        moe_layers = sum(moe_at[k + 1] - moe_at[k] for k in mine)
+        dense = model.new_int_var(0, n - total_moe, f"dense{s}")
+        model.add(dense == layers - moe_layers)
+        allowed: list[int] = []  # the largest MoE count that fits with d dense layers (-1: none)
+        for d in range(n - total_moe + 1):
+            best = -1
+            # memory grows with either count: scan down from the previous row's limit
+            start = allowed[-1] if allowed else total_moe
+            for m in range(start, -1, -1):
+                if fits(s, d, m):
+                    best = m
+                    break
+            allowed.append(best)
+        cap = model.new_int_var(-1, total_moe, f"cap{s}")
+        model.add_element(dense, allowed, cap)
+        model.add(moe_layers <= cap)
+    model.minimize(worst)
+    if hint is not None and len(hint) == chunks:
+        for k, value in enumerate(accumulate(hint)):
+            if k < chunks - 1:
+                model.add_hint(prefix[k + 1], value)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = 0
+    solver.parameters.max_deterministic_time = DETERMINISTIC_TIME_LIMIT
+    status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    first_status = status
+    # second pass: among layouts with that slowest stage, the smallest largest chunk (the
+    # interleaved schedule's warm-up and cool-down run chunk by chunk)
+    model.add(worst <= solver.value(worst))
+    largest = model.new_int_var(0, 2 * cum[-1], "largest_chunk")
+    for k in range(chunks):
+        model.add(largest >= at[k + 1] - at[k])
+    model.clear_hints()
+    for k in range(1, chunks):
+        model.add_hint(prefix[k], solver.value(prefix[k]))
+    model.minimize(largest)
+    status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    if first_status != cp_model.OPTIMAL:
+        status = cp_model.FEASIBLE
+    bounds = [solver.value(p) for p in prefix]
+    sizes = tuple(b - a for a, b in zip(bounds, bounds[1:], strict=False))
+    return ChunkLayout(layers_per_chunk=sizes, max_cost=solver.value(worst) / COST_SCALE,
+                       status="OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE")
+
+
+def _cost_per_kind(costs: Sequence[float], moe: Sequence[bool]) -> tuple[float, float] | None:
+    """(dense layer cost, MoE layer cost) when every layer of a kind costs the same (what the
+    cost model gives under a uniform recompute mode), else None."""
+    kinds: dict[bool, float] = {}
+    for cost, is_moe in zip(costs, moe, strict=True):
+        if kinds.setdefault(is_moe, cost) != cost:
+            return None
+    return kinds.get(False, 0.0), kinds.get(True, 0.0)

@@ -27,6 +27,7 @@ Busy time and exposed time are kept apart in the breakdown.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
@@ -36,7 +37,9 @@ from planner.cost.compute import (
     CALIBRATED_MATMUL_FRAC,
     column_parallel_wgrad_s,
     head_time,
+    layer_gemms,
     layer_time,
+    matmul_rate,
     memory_time_s,
 )
 from planner.cost.flops import hardware_flops_per_step, model_flops_per_step
@@ -175,6 +178,50 @@ def layer_costs(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
                       + passes.get(i, cfg.recompute).backward_s
                       for i in range(model.num_layers))
     return per_layer, sum(head_time(model, cfg, gpu))
+
+
+def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
+                     links: StepLinks) -> float:
+    """A lower bound on estimate_step(..., exact=False).iteration_s for every configuration
+    that shares cfg's degrees, layout and vocabulary placement, whatever its micro-batch,
+    recompute or ZeRO stage: what lets the search drop a whole family of degrees.
+
+    The pipeline term is at least m x the busiest stage's per-micro-batch time
+    (fast_makespan), and a stage's time at least its GEMMs at the best-case rate (forward and
+    the two backward GEMMs: 3 x the forward FLOPs, compute.matmul_rate, tile quantization only
+    slows them) plus, without TP overlap, the forward tensor-parallel all-reduces at the ring's
+    bandwidth term (all_reduce_s's ring and tree both take at least 2(n-1)/n x bytes /
+    bandwidth; measured curves are left out of the bound). GEMM FLOPs and TP bytes are linear
+    in the micro-batch, so m x per-micro-batch = the replica's whole batch: the bound does not
+    depend on mbs. Attention cores, element-wise work, recompute, data-parallel and optimizer
+    time only add."""
+    gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))
+    unit = dataclasses.replace(cfg, mbs=1)
+    sequences = cfg.global_batch / cfg.dp  # per replica and step, all micro-batches
+    rate = matmul_rate(gpu, cfg.precision)
+    tp_ring = links.ring(Axis.TP)
+    tp_s = 0.0
+    if cfg.tp > 1 and not cfg.tp_comm_overlap and tp_ring.measured_busbw(
+            "all_reduce", 1.0) is None:
+        tokens = cfg.seq_len / cfg.cp
+        n = tp_ring.size
+        tp_s = 2 * 2 * (n - 1) / n * tokens * model.hidden_size * 2 / (
+            tp_ring.bandwidth_bytes_per_s)
+    per_kind: dict[bool, float] = {}
+    bound = 0.0
+    for stage, layers in enumerate(stage_layers(model, cfg)):
+        total = 0.0
+        for layer in layers:
+            kind = model.is_moe_layer(layer)
+            if kind not in per_kind:
+                flops = sum(g.flops for g in layer_gemms(model, unit, layer))
+                per_kind[kind] = 3 * flops / rate + tp_s
+            total += per_kind[kind]
+        if stage == cfg.pp - 1 and cfg.vocab_strategy is not VocabStrategy.VOCAB_PARALLEL:
+            vocab = model.padded_vocab_size(cfg.tp) / cfg.tp
+            total += 3 * 2 * cfg.seq_len / cfg.cp * model.hidden_size * vocab / rate
+        bound = max(bound, total)
+    return bound * sequences
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

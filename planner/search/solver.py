@@ -28,7 +28,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from planner.cost.step import StepLinks, StepTime, estimate_step, layer_costs, resolve_links
+from planner.cost.step import (
+    StepLinks,
+    StepTime,
+    estimate_step,
+    layer_costs,
+    resolve_links,
+    step_lower_bound,
+)
 from planner.hardware import Cluster
 from planner.memory import MemoryEstimate, estimate_memory, stage_memory
 from planner.model import ModelSpec
@@ -62,6 +69,7 @@ class SearchResult:
     closest: tuple[Candidate, ...]
     families: int
     families_pruned: int
+    families_bounded: int
     candidates_evaluated: int
     candidates_fit: int
     rejected: tuple[tuple[str, int], ...]
@@ -70,6 +78,7 @@ class SearchResult:
     def stats(self) -> dict[str, object]:
         return {"elapsed_s": round(self.elapsed_s, 3), "families": self.families,
                 "families_pruned_by_memory": self.families_pruned,
+                "families_pruned_by_step_time": self.families_bounded,
                 "candidates_evaluated": self.candidates_evaluated,
                 "candidates_fit": self.candidates_fit, "rejected": dict(self.rejected)}
 
@@ -161,7 +170,8 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
     capacity = cluster.min_gpu_memory_bytes
     gpu = cluster.gpu_types[0]
     rejected: Counter[str] = Counter()
-    families = pruned = evaluated = fit = 0
+    families = pruned = bounded = evaluated = fit = 0
+    best_times: list[float] = []  # the `rescore` fastest so far, negated (a max-heap)
     links_by_degrees: dict[tuple[object, ...], StepLinks] = {}
     ranked: list[tuple[float, tuple[object, ...], Candidate]] = []
     closest: list[tuple[int, tuple[object, ...], Candidate]] = []
@@ -187,6 +197,11 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
         if degrees not in links_by_degrees:  # links depend on the degrees only
             links_by_degrees[degrees] = resolve_links(cluster, light)
         links = links_by_degrees[degrees]
+        if not exhaustive and len(best_times) >= rescore:
+            bound = step_lower_bound(model, light, cluster, links)
+            if bound > -best_times[0]:  # no variant can join the leaders
+                bounded += 1
+                continue
         none_fits: set[tuple[int, int]] = set()  # (mbs, zero) that fit without recompute
         recompute_fits: set[tuple[int, int]] = set()  # (mbs, zero) that fit with some
         dominated: set[tuple[int, int]] = set()  # (mbs, zero) already fitted at less recompute
@@ -221,6 +236,7 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
             step = estimate_step(model, cfg, cluster, links=links, exact=False)
             ranked.append((step.iteration_s, canonical_key(cfg),
                            Candidate(config=cfg, memory=memory, step=step)))
+            _keep_best(best_times, step.iteration_s, rescore)
         for key, cfg in partial_from.items():  # recompute the first N layers of each chunk
             if key in none_fits or key not in recompute_fits:
                 continue
@@ -231,6 +247,7 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
                 step = estimate_step(model, partial, cluster, links=links, exact=False)
                 ranked.append((step.iteration_s, canonical_key(partial),
                                Candidate(config=partial, memory=memory, step=step)))
+                _keep_best(best_times, step.iteration_s, rescore)
     by_key = lambda e: (e[0], e[1])  # noqa: E731
     leaders = [e[2] for e in heapq.nsmallest(max(rescore, top_k), ranked, key=by_key)]
     seen = {c.config for c in leaders}
@@ -255,7 +272,8 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
     return SearchResult(
         plans=tuple(e[2] for e in exact[:top_k]),
         closest=tuple(e[2] for e in heapq.nsmallest(top_k, closest, key=by_key)),
-        families=families, families_pruned=pruned, candidates_evaluated=evaluated,
+        families=families, families_pruned=pruned, families_bounded=bounded,
+        candidates_evaluated=evaluated,
         candidates_fit=fit, rejected=tuple(sorted(rejected.items())),
         elapsed_s=clock() - started,
     )
@@ -292,6 +310,14 @@ def _partial_recompute(model: ModelSpec, full: ParallelConfig, capacity: int,
         else:
             low = middle + 1
     return [best] if best is not None else []
+
+
+def _keep_best(heap: list[float], seconds: float, size: int) -> None:
+    """Keep the `size` smallest times in `heap` (negated, so heap[0] is minus the largest)."""
+    if len(heap) < size:
+        heapq.heappush(heap, -seconds)
+    elif seconds < -heap[0]:
+        heapq.heapreplace(heap, -seconds)
 
 
 def _reason(problem: str) -> str:

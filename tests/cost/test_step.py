@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
 from planner.calibration import load_measurements, time_report
 from planner.catalog import BUILTIN_MODELS
 from planner.cost.compute import head_time, layer_time
-from planner.cost.step import estimate_step
+from planner.cost.step import estimate_step, resolve_links, step_lower_bound
 from planner.hardware_io import cluster_from_dict, load_cluster
-from planner.parallel import ParallelConfig, Recompute
+from planner.parallel import ParallelConfig, Precision, Recompute, VocabStrategy
 
 ONE_GPU = {"gpu": "h100-sxm5-80gb", "num_nodes": 1, "gpus_per_node": 1}
 
@@ -75,3 +76,39 @@ def test_vocab_parallel_spreads_the_lm_head() -> None:
     spread = dataclasses.replace(base, vocab_strategy=VocabStrategy.VOCAB_PARALLEL)
     assert (estimate_step(model, spread, cluster).iteration_s
             < estimate_step(model, base, cluster).iteration_s)
+
+
+@pytest.mark.parametrize(("model", "kw"), [
+    ("llama3-70b", dict(tp=8, pp=4, dp=4, vpp=5, mbs=1, global_batch=512, seq_len=8192,
+                        sequence_parallel=True, zero=1)),
+    ("llama3-70b", dict(tp=8, pp=4, dp=4, mbs=4, global_batch=512, seq_len=8192,
+                        sequence_parallel=True, zero=1, recompute=Recompute.FULL)),
+    ("llama3-8b", dict(tp=2, cp=2, dp=32, mbs=2, global_batch=256, seq_len=8192,
+                       sequence_parallel=True, zero=3)),
+    ("deepseek-v3", dict(tp=2, pp=16, dp=4, ep=8, etp=1, vpp=2, mbs=1, global_batch=256,
+                         seq_len=4096, sequence_parallel=True, zero=1,
+                         vocab_strategy=VocabStrategy.REDISTRIBUTE)),
+    ("gpt3-175b", dict(tp=4, pp=8, dp=4, mbs=2, global_batch=256, seq_len=2048,
+                       sequence_parallel=True, precision=Precision.FP8,
+                       vocab_strategy=VocabStrategy.VOCAB_PARALLEL)),
+    ("mixtral-8x7b", dict(tp=8, pp=2, dp=8, ep=8, mbs=1, global_batch=64, seq_len=4096,
+                          sequence_parallel=True, recompute=Recompute.SELECTIVE)),
+    ("gpt3-175b", dict(tp=16, pp=4, dp=2, mbs=1, global_batch=64, seq_len=2048,
+                       sequence_parallel=True, zero=1)),  # TP across nodes
+])
+def test_step_lower_bound_is_below_every_variant(model: str, kw: dict[str, Any]) -> None:
+    """What lets the search drop a family must never exceed a member's ranked time."""
+    cluster = load_cluster("dgx-h100")
+    spec = BUILTIN_MODELS[model]
+    cfg = ParallelConfig(**kw)
+    links = resolve_links(cluster, cfg)
+    bound = step_lower_bound(spec, cfg, cluster, links)
+    assert bound > 0
+    for mbs in (1, 2, 4):
+        for recompute in Recompute:
+            variant = dataclasses.replace(cfg, mbs=mbs, recompute=recompute)
+            if variant.problems(spec):
+                continue
+            fast = estimate_step(spec, variant, cluster, links=links, exact=False)
+            assert bound <= fast.iteration_s, (mbs, recompute)
+            assert bound <= estimate_step(spec, variant, cluster).iteration_s

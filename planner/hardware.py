@@ -177,6 +177,7 @@ class Cluster:
     _num_gpus: int = field(init=False, repr=False, compare=False)
     _width: int = field(init=False, repr=False, compare=False)  # GPUs per node if all equal
     _island_gpus: dict[str, int] = field(init=False, repr=False, compare=False)
+    _uniform: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         offsets = []
@@ -195,6 +196,11 @@ class Cluster:
         object.__setattr__(self, "_pairs", dict(self.node_pair_bandwidth))
         object.__setattr__(self, "_islands", {i.name: i for i in self.islands})
         object.__setattr__(self, "_node_index", {n.name: i for i, n in enumerate(self.nodes)})
+        first = self.nodes[0]
+        object.__setattr__(self, "_uniform", (
+            len(self.islands) == 1 and not self.node_pair_bandwidth and not self.pair_overrides
+            and all(n.node_type is first.node_type and n.nics == first.node_type.nics
+                    for n in self.nodes)))
 
     # ---- shape -------------------------------------------------------------------------------
 
@@ -205,12 +211,9 @@ class Cluster:
     @property
     def uniform(self) -> bool:
         """Every node alike, one island, nothing measured per pair or overridden per node:
-        then groups of the same shape (node offsets and local indices) see the same links."""
-        first = self.nodes[0]
-        return (len(self.islands) == 1 and not self.node_pair_bandwidth
-                and not self.pair_overrides
-                and all(n.node_type is first.node_type and n.nics == first.node_type.nics
-                        for n in self.nodes))
+        then groups of the same shape (node offsets and local indices) see the same links.
+        (Computed once, in __post_init__.)"""
+        return self._uniform
 
     @property
     def num_nodes(self) -> int:

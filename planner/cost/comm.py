@@ -144,11 +144,12 @@ def slowest_ring(cluster: Cluster, cfg: ParallelConfig, axis: Axis) -> RingLink:
     """The slowest ring of all groups of `axis` (they run in lockstep). On a uniform cluster
     groups of the same shape see the same links, so one group per shape is resolved."""
     members = groups(cfg, axis)
-    if cluster.uniform:
+    if cluster.uniform:  # every node alike: GPU g is local g % w of node g // w
+        width = cluster.gpus_per_node
         by_shape: dict[tuple[tuple[int, int], ...], tuple[int, ...]] = {}
         for group in members:
-            where = [cluster.locate(g) for g in group]
-            shape = tuple((node - where[0][0], local) for node, local in where)
+            first = group[0] // width
+            shape = tuple((g // width - first, g % width) for g in group)
             by_shape.setdefault(shape, group)
         members = list(by_shape.values())
     rings = [ring_link(cluster, g) for g in members]
@@ -204,8 +205,15 @@ def pipeline_link(cluster: Cluster, cfg: ParallelConfig) -> RingLink:
     if cfg.pp == 1:
         return RingLink(bandwidth_bytes_per_s=float("inf"), latency_s=0.0, size=1)
     worst: tuple[float, float] | None = None
+    width, uniform = cluster.gpus_per_node, cluster.uniform
+    seen: set[tuple[int, int, int]] = set()  # on a uniform cluster, hops of one shape match
     for group in groups(cfg, Axis.PP):
         for src, dst in zip(group, group[1:], strict=False):
+            if uniform:
+                shape = (dst // width - src // width, src % width, dst % width)
+                if shape in seen:
+                    continue
+                seen.add(shape)
             link = cluster.link(src, dst)
             if worst is None or link.bandwidth_bytes_per_s < worst[0]:
                 worst = (link.bandwidth_bytes_per_s, link.latency_s)

@@ -21,6 +21,7 @@ gradient), and runs two GEMMs per forward GEMM (data and weight gradients).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -76,13 +77,19 @@ class Gemm:
 
 def quantization_efficiency(gemm: Gemm, num_sms: int) -> float:
     """Best tile x wave quantization efficiency over TILE_SHAPES (1.0 = no idle hardware).
-    With num_sms 0 (not known) only the tile padding counts."""
+    With num_sms 0 (not known) only the tile padding counts. Depends on the shape only, so it
+    is memoised (a search asks about the same shapes many times)."""
+    return _quantization_efficiency(gemm.m, gemm.n, gemm.batch, num_sms)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _quantization_efficiency(m: float, n: float, batch: float, num_sms: int) -> float:
     best = 0.0
     for tile_m, tile_n in TILE_SHAPES:
-        tiles_m = math.ceil(gemm.m / tile_m)
-        tiles_n = math.ceil(gemm.n / tile_n)
-        tile_eff = (gemm.m * gemm.n) / (tiles_m * tile_m * tiles_n * tile_n)
-        tiles = tiles_m * tiles_n * math.ceil(gemm.batch)
+        tiles_m = math.ceil(m / tile_m)
+        tiles_n = math.ceil(n / tile_n)
+        tile_eff = (m * n) / (tiles_m * tile_m * tiles_n * tile_n)
+        tiles = tiles_m * tiles_n * math.ceil(batch)
         wave_eff = tiles / (math.ceil(tiles / num_sms) * num_sms) if num_sms > 0 else 1.0
         best = max(best, tile_eff * wave_eff)
     return best

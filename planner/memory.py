@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 from planner.model import ModelSpec
@@ -420,8 +421,11 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
             kinds[key] = layer_activation_bytes(model, cfg, layer, mode)
         return kinds[key]
 
-    per_mb = float(sum(stored_by(layer, cfg.layer_recompute(i))
-                       for chunk in chunks for i, layer in enumerate(chunk)))
+    counts = Counter((model.is_moe_layer(layer), cfg.layer_recompute(i))
+                     for chunk in chunks for i, layer in enumerate(chunk))
+    first_of = {model.is_moe_layer(layer): layer for layer in reversed(layers)}
+    per_mb = float(sum(stored_by(first_of[is_moe], mode) * count
+                       for (is_moe, mode), count in sorted(counts.items())))
     in_flight = in_flight_microbatches(cfg, stage)
     first, last = stage == 0, stage == cfg.pp - 1
     vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
@@ -452,7 +456,7 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     largest_tensor = max(2 * s * b * widest / t, 2 * sbh)
     backward = 2 * largest_tensor
     if layers and cfg.recompute is Recompute.FULL:
-        backward += max(stored_by(layer, Recompute.NONE) for layer in layers)
+        backward += max(stored_by(layer, Recompute.NONE) for layer in first_of.values())
     if fsdp and layers:
         params = stage_params(model, cfg, stage, layers)
         backward += params.largest_layer * (2 * 2 + 4)

@@ -28,6 +28,7 @@ Busy time and exposed time are kept apart in the breakdown.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from dataclasses import dataclass
 
@@ -145,26 +146,44 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
 
 class _PassCache:
     """Layers of one kind (dense or MoE) under one recompute mode cost the same: each kind is
-    timed once per configuration."""
+    timed once per configuration, and across configurations through _shared_passes."""
 
     def __init__(self, model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
                  links: StepLinks) -> None:
-        self.args = (model, cfg, gpu, links)
         self.model = model
+        self.args = (model, _passes_key(cfg), gpu, links)
         self.cache: dict[tuple[bool, Recompute], LayerPasses] = {}
+        self.first: dict[bool, int] = {}
+        for i in range(model.num_layers):
+            self.first.setdefault(model.is_moe_layer(i), i)
 
     def get(self, layer: int, mode: Recompute) -> LayerPasses:
-        key = (self.model.is_moe_layer(layer), mode)
+        return self.get_kind(self.model.is_moe_layer(layer), mode)
+
+    def get_kind(self, is_moe: bool, mode: Recompute) -> LayerPasses:
+        """The passes of a layer of this kind (dense or MoE)."""
+        key = (is_moe, mode)
         if key not in self.cache:
-            self.cache[key] = layer_passes(*self.args, layer, mode)
+            self.cache[key] = _shared_passes(*self.args, self.first[is_moe], mode)
         return self.cache[key]
 
-    def get_kind(self, is_moe: bool, mode: Recompute, layers: tuple[int, ...]) -> LayerPasses:
-        """The passes of a layer of `layers` of this kind (dense or MoE)."""
-        if (is_moe, mode) not in self.cache:
-            layer = next(i for i in layers if self.model.is_moe_layer(i) == is_moe)
-            self.cache[(is_moe, mode)] = layer_passes(*self.args, layer, mode)
-        return self.cache[(is_moe, mode)]
+
+def _passes_key(cfg: ParallelConfig) -> ParallelConfig:
+    """`cfg` with the fields layer_passes does not read set to defaults: configurations that
+    differ only in them (ZeRO stage, recompute choice, layout, interleaving, batch) share one
+    timing of each layer kind. layer_passes and compute.layer_time read the sequence, the
+    micro-batch, tp / cp / ep / expert-tp, sequence parallelism, TP overlap, precision,
+    attention kernels and routing; the recompute mode is their argument."""
+    return dataclasses.replace(
+        cfg, zero=0, recompute=Recompute.NONE, recompute_num_layers=None, vpp=1, pp=1,
+        vocab_strategy=VocabStrategy.BASELINE, layers_per_stage=(), layers_per_chunk=(),
+        microbatch_group_size=None, global_batch=cfg.mbs * cfg.dp)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _shared_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
+                   layer: int, mode: Recompute) -> LayerPasses:
+    return layer_passes(model, cfg, gpu, links, layer, mode)
 
 
 def layer_costs(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
@@ -280,7 +299,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
             kinds = Counter((model.is_moe_layer(layer), cfg.layer_recompute(position))
                             for position, layer in enumerate(chunk_layers))
             for (is_moe, mode), count in sorted(kinds.items()):
-                lp = passes.get_kind(is_moe, mode, chunk_layers)
+                lp = passes.get_kind(is_moe, mode)
                 forward += lp.forward_s * count
                 backward += lp.backward_s * count
                 totals["compute_s"] += lp.compute_s * m * count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,3 +72,16 @@ def test_plan_errors_name_file_and_field(write: Callable[[str, str], Path],
         load_plan(path)
     messages = " | ".join(info.value.problems) or str(info.value)
     assert expected in messages and "plan.yaml" in messages
+
+
+def test_chunk_layout_round_trips(tmp_path: Path) -> None:
+    """An interleaved layout with uneven chunks (search.chunking) survives the plan file."""
+    chunks = (4, 4, 4, 2, 4, 3, 4, 4, 4, 4, 4, 5, 4, 5, 4, 5, 3, 5, 5, 3)
+    plan = dataclasses.replace(_plan(), config=dataclasses.replace(CONFIG,
+                                                                   layers_per_chunk=chunks))
+    path = tmp_path / "plan.yaml"
+    write_plan(plan, path, force=False)
+    back = load_plan(path)
+    assert back.config.layers_per_chunk == chunks
+    stages = plan.to_dict()["layout"]["stages"]
+    assert [s["num_layers"] for s in stages] == [19, 21, 21, 19]  # chunk k on stage k % 4

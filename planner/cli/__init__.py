@@ -236,10 +236,8 @@ def estimate(
             raise InputError(f"--from {from_}: the launch fixes the configuration; drop "
                              + ", ".join(given), hint="edit the launch instead")
         launch = _require_launch(plan_file, from_)
-        cl = load_cluster(_require_cluster(cluster, from_))
-        spec_in, cfg = _from_launch(from_, launch, model, cl, dp, seq_len)
-        room = headroom or 0.0
-        result = estimate_memory(spec_in, cfg, cl.min_gpu_memory_bytes, room)
+        spec_in, cl, cfg, result, room = _judge_launch(from_, launch, model, cluster, dp,
+                                                       seq_len, headroom)
         _report(spec_in, cl, cfg, result, fmt, f"estimate of {launch}", room)
         return
     if plan_file is not None:
@@ -454,6 +452,16 @@ def _require_cluster(cluster: str | None, framework: str) -> str:
     return cluster
 
 
+def _judge_launch(framework: str, path: Path, model: str | None, cluster: str | None,
+                  dp: int | None, seq_len: int | None, headroom: float | None
+                  ) -> tuple[ModelSpec, Cluster, ParallelConfig, MemoryEstimate, float]:
+    """An existing launch's model, cluster, configuration and memory estimate."""
+    cl = load_cluster(_require_cluster(cluster, framework))
+    spec, cfg = _from_launch(framework, path, model, cl, dp, seq_len)
+    room = headroom or 0.0
+    return spec, cl, cfg, estimate_memory(spec, cfg, cl.min_gpu_memory_bytes, room), room
+
+
 def _from_launch(framework: str, path: Path, model: str | None, cl: Cluster, dp: int | None,
                  seq_len: int | None) -> tuple[ModelSpec, ParallelConfig]:
     """The model and configuration of an existing launch; what it does not model is listed on
@@ -507,10 +515,8 @@ def check(
         raise InputError(f"--headroom {headroom}: expected a fraction in [0, 1)")
     _check_degrees(dp=dp, seq_len=seq_len)
     if from_ is not None:
-        cl = load_cluster(_require_cluster(cluster, from_))
-        spec, cfg = _from_launch(from_, plan_file, model, cl, dp, seq_len)
-        room = headroom or 0.0
-        result = estimate_memory(spec, cfg, cl.min_gpu_memory_bytes, room)
+        spec, cl, cfg, result, room = _judge_launch(from_, plan_file, model, cluster, dp,
+                                                    seq_len, headroom)
         _check_report(spec, cl, cfg, result, fmt, f"check {plan_file}", room)
         return
     plan = load_plan(plan_file)

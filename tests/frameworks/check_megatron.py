@@ -29,6 +29,7 @@ import megatron.training.arguments as A  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from megatron.core import parallel_state as ps  # noqa: E402
+from protocol import serve  # noqa: E402  (tests/frameworks, beside this script)
 from torch.testing._internal.distributed.fake_pg import FakeStore  # noqa: E402
 
 KEEP = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size",
@@ -90,13 +91,5 @@ def check(case):
     return {"ok": True, "error": "", "args": json.loads(json.dumps(out, default=str))}
 
 
-def main():
-    cases = json.load(sys.stdin)["cases"]
-    out = os.fdopen(os.dup(1), "w")  # the JSON answer; Megatron logs to stdout, send it to stderr
-    os.dup2(2, 1)
-    json.dump([check(c) for c in cases], out)
-    out.close()
-
-
 if __name__ == "__main__":
-    main()
+    serve(check)

@@ -10,10 +10,8 @@ torch.distributed.run.get_args_parser() + config_from_args(): nothing is started
 
 import contextlib
 import io
-import json
-import os
-import sys
 
+from protocol import serve  # noqa: E402  (tests/frameworks, beside this script)
 from torch.distributed.run import config_from_args, get_args_parser
 
 
@@ -34,13 +32,5 @@ def check(case):
         "node_rank": config.rdzv_configs.get("rank"), "cmd": cmd, "cmd_args": cmd_args}}
 
 
-def main():
-    cases = json.load(sys.stdin)["cases"]
-    out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    json.dump([check(c) for c in cases], out)
-    out.close()
-
-
 if __name__ == "__main__":
-    main()
+    serve(check)

@@ -14,12 +14,11 @@ import contextlib
 import io
 import json
 import logging
-import os
-import sys
 
 logging.disable(logging.WARNING)
 
 import torch.distributed as dist  # noqa: E402
+from protocol import serve  # noqa: E402  (tests/frameworks, beside this script)
 from torch.distributed.pipelining.schedules import get_schedule_class  # noqa: E402
 from torch.testing._internal.distributed.fake_pg import FakeStore  # noqa: E402
 from torchtitan.config.manager import ConfigManager  # noqa: E402
@@ -81,13 +80,5 @@ def check(case):
             "model": _model_shape(cfg)}
 
 
-def main():
-    cases = json.load(sys.stdin)["cases"]
-    out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    json.dump([check(c) for c in cases], out)
-    out.close()
-
-
 if __name__ == "__main__":
-    main()
+    serve(check)

@@ -200,7 +200,7 @@ def layer_costs(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
 
 
 def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
-                     links: StepLinks) -> float:
+                     tp_ring: comm.RingLink) -> float:
     """A lower bound on estimate_step(..., exact=False).iteration_s for every configuration
     that shares cfg's degrees, layout and vocabulary placement, whatever its micro-batch,
     recompute or ZeRO stage: what lets the search drop a whole family of degrees.
@@ -213,12 +213,12 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     bandwidth; measured curves are left out of the bound). GEMM FLOPs and TP bytes are linear
     in the micro-batch, so m x per-micro-batch = the replica's whole batch: the bound does not
     depend on mbs. Attention cores, element-wise work, recompute, data-parallel and optimizer
-    time only add."""
+    time only add. `tp_ring` is the slowest TP ring (comm.slowest_ring), the only link the
+    bound needs."""
     gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))
     unit = dataclasses.replace(cfg, mbs=1)
     sequences = cfg.global_batch / cfg.dp  # per replica and step, all micro-batches
     rate = matmul_rate(gpu, cfg.precision)
-    tp_ring = links.ring(Axis.TP)
     tp_s = 0.0
     if cfg.tp > 1 and not cfg.tp_comm_overlap and tp_ring.measured_busbw(
             "all_reduce", 1.0) is None:

@@ -28,6 +28,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from planner.cost import comm
+from planner.cost.comm import Axis, RingLink
 from planner.cost.step import (
     StepLinks,
     StepTime,
@@ -48,7 +50,7 @@ from planner.parallel import (
 )
 from planner.search.chunking import min_max_chunks
 from planner.search.partition import min_max_partition
-from planner.search.space import SearchSpec, degree_families, lightest, variants
+from planner.search.space import Degrees, SearchSpec, degree_families, lightest, variants
 
 CHUNKED_LEADERS = 3  # interleaved leaders whose chunk sizes CP-SAT rebalances
 
@@ -165,21 +167,24 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
            clock: Callable[[], float] = time.perf_counter,
            progress: Callable[[int, int], None] | None = None) -> SearchResult:
     """The fastest configurations of `model` for the job `spec` that fit on `cluster`.
-    `progress(done, total)` is called after each family of degrees (for a progress bar)."""
+    `progress(done, total)` is called as families of degrees are settled (a progress bar)."""
     started = clock()
     capacity = cluster.min_gpu_memory_bytes
     gpu = cluster.gpu_types[0]
     rejected: Counter[str] = Counter()
-    families = pruned = bounded = evaluated = fit = 0
+    pruned = bounded = evaluated = fit = 0
     best_times: list[float] = []  # the `rescore` fastest so far, negated (a max-heap)
     links_by_degrees: dict[tuple[object, ...], StepLinks] = {}
     ranked: list[tuple[float, tuple[object, ...], Candidate]] = []
     closest: list[tuple[int, tuple[object, ...], Candidate]] = []
     all_families = list(degree_families(model, spec))
-    for family in all_families:
-        families += 1
-        if progress is not None:
-            progress(families, len(all_families))
+    total = len(all_families)
+    families = total
+    # pass 1: drop families that cannot run or whose lightest configuration does not fit, and
+    # bound the step time of the rest (cheap: their TP ring only)
+    screened: list[tuple[float, int, Degrees, ParallelConfig]] = []
+    tp_rings: dict[tuple[object, ...], RingLink] = {}
+    for index, family in enumerate(all_families):
         light = lightest(family, spec)
         problems = light.problems(model, gpu)
         if problems:
@@ -192,16 +197,31 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
                 closest.append((memory.peak_bytes, canonical_key(light),
                                 Candidate(config=light, memory=memory, step=None)))
                 continue
+        bound = 0.0
+        if not exhaustive:
+            ring_key = (light.tp, light.cp, light.dp, light.pp, light.rank_order)
+            if ring_key not in tp_rings:
+                tp_rings[ring_key] = comm.slowest_ring(cluster, light, Axis.TP)
+            bound = step_lower_bound(model, light, cluster, tp_rings[ring_key])
+        screened.append((bound, index, family, light))
+    done = total - len(screened)
+    if progress is not None:
+        progress(done, total)
+    # pass 2: the most promising families first, so that the leaders' threshold tightens
+    # early; once a family's bound exceeds the `rescore`-th best time, so do all after it
+    screened.sort(key=lambda e: (e[0], e[1]))
+    for position, (bound, _, family, light) in enumerate(screened):
+        if not exhaustive and len(best_times) >= rescore and bound > -best_times[0]:
+            bounded = len(screened) - position  # no variant of these can join the leaders
+            break
+        done += 1
+        if progress is not None:
+            progress(done, total)
         degrees = (light.tp, light.cp, light.dp, light.pp, light.ep, light.expert_tp,
                    light.rank_order)
         if degrees not in links_by_degrees:  # links depend on the degrees only
             links_by_degrees[degrees] = resolve_links(cluster, light)
         links = links_by_degrees[degrees]
-        if not exhaustive and len(best_times) >= rescore:
-            bound = step_lower_bound(model, light, cluster, links)
-            if bound > -best_times[0]:  # no variant can join the leaders
-                bounded += 1
-                continue
         none_fits: set[tuple[int, int]] = set()  # (mbs, zero) that fit without recompute
         recompute_fits: set[tuple[int, int]] = set()  # (mbs, zero) that fit with some
         dominated: set[tuple[int, int]] = set()  # (mbs, zero) already fitted at less recompute
@@ -248,6 +268,8 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
                 ranked.append((step.iteration_s, canonical_key(partial),
                                Candidate(config=partial, memory=memory, step=step)))
                 _keep_best(best_times, step.iteration_s, rescore)
+    if progress is not None:
+        progress(total, total)
     by_key = lambda e: (e[0], e[1])  # noqa: E731
     leaders = [e[2] for e in heapq.nsmallest(max(rescore, top_k), ranked, key=by_key)]
     seen = {c.config for c in leaders}

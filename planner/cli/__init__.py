@@ -391,6 +391,15 @@ def search(
     assert best.step is not None
     if not best.step.calibrated:
         render.err.print(UNCALIBRATED_WARNING.format(gpu=cl.gpu_types[0].id), markup=False)
+    if best.config.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and best.config.pp > 1:
+        stock = next((rank for rank, c in enumerate(result.plans, start=1)
+                      if c.config.vocab_strategy is not VocabStrategy.VOCAB_PARALLEL), None)
+        render.err.print(
+            "note: plan #1 splits the vocabulary over the pipeline stages (Yeung et al.); stock "
+            "Megatron-LM and torchtitan do not implement it (`planner emit` refuses it)"
+            + (f"; #{stock} is the best plan they run" if stock else "")
+            + "; --vocab-strategy redistribute or baseline keeps to layouts they run",
+            markup=False)
     if output is not None:
         plan = Plan(model=spec_model, model_ref=model, cluster_ref=cluster,
                     cluster_sha256=file_hash(_cluster_source(cluster)), config=best.config,

@@ -155,3 +155,18 @@ def test_recompute_of_some_layers_is_searched_and_exact() -> None:
     assert fast.plans[0].step.iteration_s < slower[0].step.iteration_s
     fewer = dataclasses.replace(best, recompute_num_layers=best.recompute_num_layers - 1)
     assert not estimate_memory(model, fewer, cluster.min_gpu_memory_bytes).fits
+
+
+def test_search_says_when_the_best_plan_needs_vocabulary_parallelism(run_cli: Run) -> None:
+    """Stock Megatron-LM and torchtitan have no vocabulary parallelism across stages:
+    the search says so when it picks it, and a fixed stock strategy avoids it."""
+    args = ("search", "--model", "llama3-70b", "--cluster", "dgx-h100", "--global-batch",
+            "512", "--seq-len", "8192", "--dp", "4", "--tp", "8", "--pp", "4", "--cp", "1",
+            "--format", "json")
+    code, out, err = run_cli(*args)
+    assert code == 0
+    if json.loads(out)["plans"][0]["config"]["vocab_strategy"] == "vocab-parallel":
+        assert "do not implement it" in err
+    code, out, err = run_cli(*args, "--vocab-strategy", "redistribute")
+    assert code == 0 and "do not implement it" not in err
+    assert json.loads(out)["plans"][0]["config"]["vocab_strategy"] == "redistribute"

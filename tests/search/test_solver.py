@@ -165,8 +165,9 @@ def test_search_says_when_the_best_plan_needs_vocabulary_parallelism(run_cli: Ru
             "--format", "json")
     code, out, err = run_cli(*args)
     assert code == 0
-    if json.loads(out)["plans"][0]["config"]["vocab_strategy"] == "vocab-parallel":
-        assert "do not implement it" in err
+    # the LM head makes the last of 4 stages the slowest: splitting the vocabulary wins
+    assert json.loads(out)["plans"][0]["config"]["vocab_strategy"] == "vocab-parallel"
+    assert "do not implement it" in err
     code, out, err = run_cli(*args, "--vocab-strategy", "redistribute")
     assert code == 0 and "do not implement it" not in err
     assert json.loads(out)["plans"][0]["config"]["vocab_strategy"] == "redistribute"

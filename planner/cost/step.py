@@ -36,7 +36,9 @@ from planner.cost import comm
 from planner.cost.comm import Axis
 from planner.cost.compute import (
     CALIBRATED_MATMUL_FRAC,
+    attention_time_s,
     column_parallel_wgrad_s,
+    elementwise_bytes,
     head_time,
     layer_gemms,
     layer_time,
@@ -200,47 +202,62 @@ def layer_costs(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
 
 
 def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
-                     tp_ring: comm.RingLink) -> float:
+                     tp_ring: comm.RingLink, ep_ring: comm.RingLink | None = None) -> float:
     """A lower bound on estimate_step(..., exact=False).iteration_s for every configuration
     that shares cfg's degrees, layout and vocabulary placement, whatever its micro-batch,
     recompute or ZeRO stage: what lets the search drop a whole family of degrees.
 
-    The pipeline term is at least m x the busiest stage's per-micro-batch time
-    (fast_makespan), and a stage's time at least its GEMMs at the best-case rate (forward and
-    the two backward GEMMs: 3 x the forward FLOPs, compute.matmul_rate, tile quantization only
-    slows them) plus, without TP overlap, the forward tensor-parallel all-reduces at the ring's
-    bandwidth term (all_reduce_s's ring and tree both take at least 2(n-1)/n x bytes /
-    bandwidth; measured curves are left out of the bound). GEMM FLOPs and TP bytes are linear
-    in the micro-batch, so m x per-micro-batch = the replica's whole batch: the bound does not
-    depend on mbs. Attention cores, element-wise work, recompute, data-parallel and optimizer
-    time only add. `tp_ring` is the slowest TP ring (comm.slowest_ring), the only link the
-    bound needs."""
+    Per layer and micro-batch, the parts of layer_passes that are linear in the micro-batch,
+    each at its best: the GEMMs at the best-case rate (forward and the two backward GEMMs,
+    3 x the forward FLOPs; tile quantization only slows them), FlashAttention's core (its
+    time is FLOPs / a fixed rate), the element-wise traffic (3 x the forward's: backward moves
+    twice), and the exposed forward TP all-reduces and MoE all-to-alls at their bandwidth terms
+    (all_reduce_s's ring and tree both take at least 2(n-1)/n x bytes / bandwidth; measured
+    curves are left out). A micro-batch of b sequences costs at least b x that, so over the m
+    = sequences / b micro-batches the busiest stage needs at least `sequences` x its sum, and
+    fast_makespan's fill and drain (the other stages' time / vpp) at least the other stages'
+    per-sequence sum / vpp. Latencies, recompute, CP, pipeline hops, data-parallel and
+    optimizer time only add. The rings are the slowest TP and EP rings (comm.slowest_ring)."""
     gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))
     unit = dataclasses.replace(cfg, mbs=1)
     sequences = cfg.global_batch / cfg.dp  # per replica and step, all micro-batches
     rate = matmul_rate(gpu, cfg.precision)
+    tokens = cfg.seq_len / cfg.cp  # one sequence on one GPU
     tp_s = 0.0
     if cfg.tp > 1 and not cfg.tp_comm_overlap and tp_ring.measured_busbw(
             "all_reduce", 1.0) is None:
-        tokens = cfg.seq_len / cfg.cp
         n = tp_ring.size
         tp_s = 2 * 2 * (n - 1) / n * tokens * model.hidden_size * 2 / (
             tp_ring.bandwidth_bytes_per_s)
+    ep_s = 0.0
+    if model.moe is not None and cfg.ep > 1 and ep_ring is not None and ep_ring.size > 1:
+        sp = cfg.tp if cfg.sequence_parallel else 1
+        routed = tokens / sp * model.moe.top_k * model.hidden_size * 2
+        n = ep_ring.size
+        k = ep_ring.gpus_per_node if ep_ring.spans_nodes else n
+        intra = (k - 1) / n * routed / ep_ring.intra_bytes_per_s if k > 1 else 0.0
+        inter = (n - k) / n * routed / ep_ring.inter_bytes_per_s if n > k else 0.0
+        ep_s = 3 * 2 * max(intra, inter)  # dispatch + combine, forward and twice in backward
+    attention = sum(attention_time_s(model, unit, gpu)) if cfg.flash_attention else 0.0
     per_kind: dict[bool, float] = {}
-    bound = 0.0
+    stages = []
     for stage, layers in enumerate(stage_layers(model, cfg)):
         total = 0.0
         for layer in layers:
             kind = model.is_moe_layer(layer)
             if kind not in per_kind:
                 flops = sum(g.flops for g in layer_gemms(model, unit, layer))
-                per_kind[kind] = 3 * flops / rate + tp_s
+                elementwise = 3 * memory_time_s(elementwise_bytes(model, unit, layer), gpu)
+                per_kind[kind] = (3 * flops / rate + attention + elementwise + tp_s
+                                  + (ep_s if kind else 0.0))
             total += per_kind[kind]
         if stage == cfg.pp - 1 and cfg.vocab_strategy is not VocabStrategy.VOCAB_PARALLEL:
             vocab = model.padded_vocab_size(cfg.tp) / cfg.tp
-            total += 3 * 2 * cfg.seq_len / cfg.cp * model.hidden_size * vocab / rate
-        bound = max(bound, total)
-    return bound * sequences
+            total += 3 * 2 * tokens * model.hidden_size * vocab / rate
+            total += 2 * memory_time_s(12.0 * tokens * vocab, gpu)  # the loss, both passes
+        stages.append(total)
+    busiest = max(stages)
+    return busiest * sequences + (sum(stages) - busiest) / cfg.vpp
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -180,35 +180,36 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
     all_families = list(degree_families(model, spec))
     total = len(all_families)
     families = total
-    # pass 1: drop families that cannot run or whose lightest configuration does not fit, and
-    # bound the step time of the rest (cheap: their TP ring only)
+    # pass 1: drop families that cannot run and bound the step time of the rest (cheap: their
+    # TP and EP rings only)
     screened: list[tuple[float, int, Degrees, ParallelConfig]] = []
     tp_rings: dict[tuple[object, ...], RingLink] = {}
+    ep_rings: dict[tuple[object, ...], RingLink] = {}
     for index, family in enumerate(all_families):
         light = lightest(family, spec)
         problems = light.problems(model, gpu)
         if problems:
             rejected[_reason(problems[0])] += 1
             continue
-        if not exhaustive:
-            memory = estimate_memory(model, light, capacity, headroom_frac)
-            if not memory.fits:
-                pruned += 1
-                closest.append((memory.peak_bytes, canonical_key(light),
-                                Candidate(config=light, memory=memory, step=None)))
-                continue
         bound = 0.0
         if not exhaustive:
             ring_key = (light.tp, light.cp, light.dp, light.pp, light.rank_order)
             if ring_key not in tp_rings:
                 tp_rings[ring_key] = comm.slowest_ring(cluster, light, Axis.TP)
-            bound = step_lower_bound(model, light, cluster, tp_rings[ring_key])
+            ep_ring = None
+            if light.ep > 1:
+                ep_key = (*ring_key, light.ep, light.expert_tp)
+                if ep_key not in ep_rings:
+                    ep_rings[ep_key] = comm.slowest_ring(cluster, light, Axis.EP)
+                ep_ring = ep_rings[ep_key]
+            bound = step_lower_bound(model, light, cluster, tp_rings[ring_key], ep_ring)
         screened.append((bound, index, family, light))
     done = total - len(screened)
     if progress is not None:
         progress(done, total)
     # pass 2: the most promising families first, so that the leaders' threshold tightens
-    # early; once a family's bound exceeds the `rescore`-th best time, so do all after it
+    # early; once a family's bound exceeds the `rescore`-th best time, so do all after it.
+    # A family whose lightest configuration does not fit has no configuration that does.
     screened.sort(key=lambda e: (e[0], e[1]))
     for position, (bound, _, family, light) in enumerate(screened):
         if not exhaustive and len(best_times) >= rescore and bound > -best_times[0]:
@@ -217,6 +218,13 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
         done += 1
         if progress is not None:
             progress(done, total)
+        if not exhaustive:
+            memory = estimate_memory(model, light, capacity, headroom_frac)
+            if not memory.fits:
+                pruned += 1
+                closest.append((memory.peak_bytes, canonical_key(light),
+                                Candidate(config=light, memory=memory, step=None)))
+                continue
         degrees = (light.tp, light.cp, light.dp, light.pp, light.ep, light.expert_tp,
                    light.rank_order)
         if degrees not in links_by_degrees:  # links depend on the degrees only

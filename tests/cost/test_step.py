@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import pytest
@@ -103,13 +104,15 @@ def test_step_lower_bound_is_below_every_variant(model: str, kw: dict[str, Any])
     spec = BUILTIN_MODELS[model]
     cfg = ParallelConfig(**kw)
     links = resolve_links(cluster, cfg)
-    bound = step_lower_bound(spec, cfg, cluster, links.ring(Axis.TP))
+    bound = step_lower_bound(spec, cfg, cluster, links.ring(Axis.TP), links.ring(Axis.EP))
     assert bound > 0
-    for mbs in (1, 2, 4):
-        for recompute in Recompute:
-            variant = dataclasses.replace(cfg, mbs=mbs, recompute=recompute)
-            if variant.problems(spec):
-                continue
-            fast = estimate_step(spec, variant, cluster, links=links, exact=False)
-            assert bound <= fast.iteration_s, (mbs, recompute)
-            assert bound <= estimate_step(spec, variant, cluster).iteration_s
+    checked = 0
+    for mbs, recompute, zero in itertools.product((1, 2, 4), Recompute, (0, 1, 3)):
+        variant = dataclasses.replace(cfg, mbs=mbs, recompute=recompute, zero=zero)
+        if variant.problems(spec):
+            continue
+        fast = estimate_step(spec, variant, cluster, links=links, exact=False)
+        assert bound <= fast.iteration_s, (mbs, recompute, zero)
+        assert bound <= estimate_step(spec, variant, cluster).iteration_s
+        checked += 1
+    assert checked >= 9  # the loop saw variants of every kind

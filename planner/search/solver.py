@@ -1,9 +1,12 @@
 """The search loop: prune by memory, rank by step time, re-score the leaders exactly.
 
-1. For each family of degrees (space.degree_families), estimate the memory of its lightest
-   configuration (space.lightest); memory only grows with the micro-batch, less recompute and
-   no distributed optimizer, so when that does not fit, no configuration of the family does
-   (an exact prune; --exhaustive skips it and gives the same answer, slower).
+1. Every family of degrees (space.degree_families) that can run gets a lower bound on its
+   step time (cost.step.step_lower_bound, valid for all its variants); families are taken in
+   order of it, and once a bound exceeds the `rescore`-th best time found the rest are
+   dropped. A family's lightest configurations (space.lightest_variants: micro-batch 1, full
+   recompute, the most-sharding ZeRO stages) are estimated first; memory only grows with the
+   micro-batch, less recompute and less sharding, so when none fits, no configuration of the
+   family does. Both prunes are exact; --exhaustive skips them and gives the same answer.
 2. Every configuration of a surviving family that fits is timed with the closed-form pipeline
    term (step.fast_makespan) on links resolved once per family, except those dominated: for
    one micro-batch size and ZeRO stage, more recompute only adds time (and the schedule's
@@ -42,6 +45,7 @@ from planner.hardware import Cluster
 from planner.memory import MemoryEstimate, estimate_memory, stage_memory
 from planner.model import ModelSpec
 from planner.parallel import (
+    Framework,
     ParallelConfig,
     Recompute,
     VocabStrategy,
@@ -50,7 +54,14 @@ from planner.parallel import (
 )
 from planner.search.chunking import min_max_chunks
 from planner.search.partition import min_max_partition
-from planner.search.space import Degrees, SearchSpec, degree_families, lightest, variants
+from planner.search.space import (
+    Degrees,
+    SearchSpec,
+    degree_families,
+    lightest,
+    lightest_variants,
+    variants,
+)
 
 CHUNKED_LEADERS = 3  # interleaved leaders whose chunk sizes CP-SAT rebalances
 
@@ -219,11 +230,13 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
         if progress is not None:
             progress(done, total)
         if not exhaustive:
-            memory = estimate_memory(model, light, capacity, headroom_frac)
-            if not memory.fits:
+            lightest_memory = [(estimate_memory(model, cfg, capacity, headroom_frac), cfg)
+                               for cfg in lightest_variants(family, spec)]
+            if not any(memory.fits for memory, _ in lightest_memory):
                 pruned += 1
-                closest.append((memory.peak_bytes, canonical_key(light),
-                                Candidate(config=light, memory=memory, step=None)))
+                memory, cfg = min(lightest_memory, key=lambda e: e[0].peak_bytes)
+                closest.append((memory.peak_bytes, canonical_key(cfg),
+                                Candidate(config=cfg, memory=memory, step=None)))
                 continue
         degrees = (light.tp, light.cp, light.dp, light.pp, light.ep, light.expert_tp,
                    light.rank_order)
@@ -238,7 +251,8 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
         # not: recomputing only some layers may fit too (tried below)
         partial_from: dict[tuple[int, int], ParallelConfig] = {}
         for cfg in variants(family, spec):
-            if cfg.recompute is Recompute.FULL and spec.recompute is None:
+            if (cfg.recompute is Recompute.FULL and spec.recompute is None
+                    and spec.framework is Framework.MEGATRON):  # the block method is Megatron's
                 partial_from[(cfg.mbs, cfg.zero)] = cfg
             if (cfg.mbs, cfg.zero) in dominated or (cfg.recompute, cfg.zero) in too_big:
                 continue

@@ -12,6 +12,7 @@ import pytest
 from planner.catalog import BUILTIN_MODELS
 from planner.hardware_io import load_cluster
 from planner.memory import estimate_memory
+from planner.parallel import Framework
 from planner.search.solver import search
 from planner.search.space import SearchSpec, degree_families, variants
 
@@ -171,3 +172,23 @@ def test_search_says_when_the_best_plan_needs_vocabulary_parallelism(run_cli: Ru
     code, out, err = run_cli(*args, "--vocab-strategy", "redistribute")
     assert code == 0 and "do not implement it" not in err
     assert json.loads(out)["plans"][0]["config"]["vocab_strategy"] == "redistribute"
+
+
+def test_zero_stages_and_partial_recompute_follow_the_framework() -> None:
+    """torchtitan plans FSDP (no optimizer-only sharding, no block recompute); DeepSpeed all
+    ZeRO stages; Megatron its distributed optimizer (FSDP only when asked)."""
+    cluster = _cluster(1)
+    model = BUILTIN_MODELS["llama3-8b"]
+    seen = {}
+    for framework in Framework:
+        spec = SearchSpec(world_size=8, global_batch=64, seq_len=8192, tp=1, pp=1, cp=1,
+                          framework=framework)
+        result = search(model, spec, cluster, top_k=20, exhaustive=True)
+        configs = [p.config for p in result.plans]
+        assert configs, framework
+        seen[framework] = {c.zero for c in configs}
+        if framework is not Framework.MEGATRON:
+            assert all(c.recompute_num_layers is None for c in configs), framework
+    assert seen[Framework.MEGATRON] <= {0, 1}
+    assert 1 not in seen[Framework.TORCHTITAN] and seen[Framework.TORCHTITAN] & {2, 3}
+    assert seen[Framework.DEEPSPEED] & {2, 3}

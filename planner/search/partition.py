@@ -31,10 +31,14 @@ class Partition:
 def min_max_partition(costs: Sequence[float], num_stages: int, *,
                       stage_extra: Sequence[float] | None = None,
                       fits: Callable[[int, int, int], bool] | None = None,
-                      min_layers: int = 1) -> Partition | None:
+                      min_layers: int = 1,
+                      block_cost: Callable[[int, int], float] | None = None
+                      ) -> Partition | None:
     """The contiguous split of `costs` into `num_stages` blocks of at least `min_layers`
     minimising the largest block cost (+ its stage's extra), among splits where every block
-    `fits`; None when no split fits."""
+    `fits`; None when no split fits. `block_cost(start, end)` replaces the sum of `costs` when
+    a block's cost is not the sum of its layers' (recomputing the first N layers of a stage:
+    which layers those are depends on where the block starts)."""
     n = len(costs)
     extra = list(stage_extra) if stage_extra is not None else [0.0] * num_stages
     if len(extra) != num_stages:
@@ -42,6 +46,10 @@ def min_max_partition(costs: Sequence[float], num_stages: int, *,
     if num_stages < 1 or n < num_stages * min_layers:
         return None
     prefix = [0.0, *accumulate(costs)]
+
+    def cost_of(i: int, j: int) -> float:
+        return block_cost(i, j) if block_cost is not None else prefix[j] - prefix[i]
+
     inf = float("inf")
     # best[s][j]: the smallest max-cost of stages 0..s holding layers [0, j)
     best = [[(inf, inf)] * (n + 1) for _ in range(num_stages)]  # (max cost, sum of squares)
@@ -49,7 +57,7 @@ def min_max_partition(costs: Sequence[float], num_stages: int, *,
     start = [[-1] * (n + 1) for _ in range(num_stages)]
     for j in range(min_layers, n + 1):
         if fits is None or fits(0, 0, j):
-            cost = prefix[j] + extra[0]
+            cost = cost_of(0, j) + extra[0]
             best[0][j] = (cost, cost * cost)
             start[0][j] = 0
     for s in range(1, num_stages):
@@ -62,7 +70,7 @@ def min_max_partition(costs: Sequence[float], num_stages: int, *,
                     continue
                 if fits is not None and not fits(s, i, j):
                     continue
-                cost = prefix[j] - prefix[i] + extra[s]
+                cost = cost_of(i, j) + extra[s]
                 value = (max(previous_max, cost), previous_sq + cost * cost)
                 if value < best[s][j]:
                     best[s][j], start[s][j] = value, i

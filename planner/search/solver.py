@@ -28,8 +28,9 @@ import dataclasses
 import heapq
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from planner.cost import comm
 from planner.cost.comm import Axis, RingLink
@@ -100,34 +101,68 @@ def balanced_layout(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
                     capacity_bytes: int, headroom_frac: float) -> ParallelConfig | None:
     """`cfg` with the layer split that minimises its slowest stage (search.partition) where
     every stage fits, when that differs from its own split; None otherwise. Applies to
-    non-interleaved pipelines with the embedding and LM head on the end stages (baseline
-    placement) and a uniform recompute mode."""
-    if cfg.pp == 1 or cfg.vpp > 1 or cfg.layers_per_stage or cfg.recompute_num_layers:
+    non-interleaved pipelines with the embedding and LM head on the end stages.
+
+    With recompute of the first N layers of each stage (Megatron's block method: one N for
+    every stage), the split and N are chosen together: for each N up to cfg's, the DP runs
+    with block costs where a stage's first N layers pay the recompute, and the fastest split
+    over all N wins (a lighter first stage may need a smaller N)."""
+    if cfg.pp == 1 or cfg.vpp > 1 or cfg.layers_per_stage or cfg.layers_per_chunk:
         return None
     if cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL:
         return None
-    costs, head = layer_costs(model, cfg, cluster)
     usable = capacity_bytes * (1 - headroom_frac)
     probe = dataclasses.replace(cfg, vocab_strategy=VocabStrategy.BASELINE)
-    memo: dict[tuple[int, int, int], bool] = {}
-
-    def fits(stage: int, start: int, end: int) -> bool:
-        moe = sum(model.is_moe_layer(i) for i in range(start, end))
-        key = (stage, end - start, moe)  # a block's memory depends on these only
-        if key not in memo:
-            chunk = (tuple(range(start, end)),)
-            memo[key] = stage_memory(model, probe, stage, chunk).peak_bytes <= usable
-        return memo[key]
-
     extra = [0.0] * cfg.pp
-    extra[-1] = head
-    partition = min_max_partition(costs, cfg.pp, stage_extra=extra, fits=fits)
-    if partition is None:
+    if cfg.recompute_num_layers is None:
+        costs, head = layer_costs(model, cfg, cluster)
+        extra[-1] = head
+        options: list[tuple[int | None, Callable[[int, int], float] | None]] = [(None, None)]
+    else:
+        full, head = layer_costs(model, cfg, cluster)
+        costs, _ = layer_costs(model, dataclasses.replace(
+            cfg, recompute=Recompute.NONE, recompute_num_layers=None), cluster)
+        extra[-1] = head
+        options = [(n, _first_n_cost(full, costs, n))
+                   for n in range(1, cfg.recompute_num_layers + 1)]
+    best: tuple[float, tuple[int, ...], int | None] | None = None
+    for n, block_cost in options:
+        trial = dataclasses.replace(probe, recompute_num_layers=n)
+        memo: dict[tuple[int, int, int], bool] = {}
+
+        def fits(stage: int, start: int, end: int, trial: ParallelConfig = trial,
+                 memo: dict[tuple[int, int, int], bool] = memo) -> bool:
+            moe = sum(model.is_moe_layer(i) for i in range(start, end))
+            key = (stage, end - start, moe)  # a block's memory depends on these only
+            if key not in memo:
+                chunk = (tuple(range(start, end)),)
+                memo[key] = stage_memory(model, trial, stage, chunk).peak_bytes <= usable
+            return memo[key]
+
+        partition = min_max_partition(costs, cfg.pp, stage_extra=extra, fits=fits,
+                                      block_cost=block_cost)
+        if partition is not None and (best is None or partition.max_cost < best[0]):
+            best = (partition.max_cost, partition.layers_per_stage, n)
+    if best is None:
         return None
+    _, layout, n = best
     current = tuple(len(layers) for layers in stage_layers(model, cfg))
-    if partition.layers_per_stage == current:
+    if layout == current and n == cfg.recompute_num_layers:
         return None
-    return dataclasses.replace(probe, layers_per_stage=partition.layers_per_stage)
+    return dataclasses.replace(probe, layers_per_stage=layout, recompute_num_layers=n)
+
+
+def _first_n_cost(full: Sequence[float], plain: Sequence[float],
+                  n: int) -> Callable[[int, int], float]:
+    """Cost of layers [i, j) as one stage whose first n layers are recomputed."""
+    full_prefix = [0.0, *accumulate(full)]
+    plain_prefix = [0.0, *accumulate(plain)]
+
+    def cost(i: int, j: int) -> float:
+        k = min(j, i + n)
+        return full_prefix[k] - full_prefix[i] + plain_prefix[j] - plain_prefix[k]
+
+    return cost
 
 
 def balanced_chunks(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,

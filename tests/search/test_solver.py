@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from itertools import combinations
 from pathlib import Path
 
 import pytest
 
 from planner.catalog import BUILTIN_MODELS
+from planner.cost.step import layer_costs
 from planner.hardware_io import load_cluster
-from planner.memory import estimate_memory
-from planner.parallel import Framework
-from planner.search.solver import search
+from planner.memory import estimate_memory, stage_memory
+from planner.parallel import Framework, ParallelConfig, Recompute, stage_layers
+from planner.search.solver import _first_n_cost, balanced_layout, search
 from planner.search.space import SearchSpec, degree_families, variants
 
 Run = Callable[..., tuple[int, str, str]]
@@ -192,3 +194,51 @@ def test_zero_stages_and_partial_recompute_follow_the_framework() -> None:
     assert seen[Framework.MEGATRON] <= {0, 1}
     assert 1 not in seen[Framework.TORCHTITAN] and seen[Framework.TORCHTITAN] & {2, 3}
     assert seen[Framework.DEEPSPEED] & {2, 3}
+
+
+@pytest.mark.parametrize(("model", "pp", "n"), [
+    ("llama3-8b", 2, 3),  # the even split with N = 3 is already best
+    ("llama3-8b", 4, 2),  # 9/8/9/6 layers with N = 1 beats the even split with N = 2
+])
+def test_split_and_block_recompute_are_chosen_together(model: str, pp: int, n: int) -> None:
+    """Against brute force over every contiguous split and every N <= the configuration's:
+    the split and N balanced_layout returns (or the configuration itself when it returns
+    None) have the smallest slowest-stage cost among those where every stage fits."""
+    selene = load_cluster("selene")
+    spec = BUILTIN_MODELS[model]
+    cap = selene.min_gpu_memory_bytes
+    cfg = ParallelConfig(tp=1, pp=pp, dp=4, global_batch=64, seq_len=8192, zero=1,
+                         recompute=Recompute.FULL, recompute_num_layers=n)
+    full, head = layer_costs(spec, cfg, selene)
+    plain, _ = layer_costs(spec, dataclasses.replace(cfg, recompute=Recompute.NONE,
+                                                     recompute_num_layers=None), selene)
+
+    def worst(split: tuple[int, ...], k: int) -> float | None:
+        trial = dataclasses.replace(cfg, layers_per_stage=split, recompute_num_layers=k)
+        cost = _first_n_cost(full, plain, k)
+        start, out = 0, 0.0
+        for stage, size in enumerate(split):
+            chunk = (tuple(range(start, start + size)),)
+            if stage_memory(spec, trial, stage, chunk).peak_bytes > cap:
+                return None
+            out = max(out, cost(start, start + size) + (head if stage == pp - 1 else 0.0))
+            start += size
+        return out
+
+    layers = spec.num_layers
+    options = []
+    for cuts in combinations(range(1, layers), pp - 1):
+        bounds = (0, *cuts, layers)
+        split = tuple(b - a for a, b in zip(bounds, bounds[1:], strict=False))
+        for k in range(1, n + 1):
+            value = worst(split, k)
+            if value is not None:
+                options.append(value)
+    assert options
+    got = balanced_layout(spec, cfg, selene, cap, 0.0)
+    if (model, pp) == ("llama3-8b", 4):
+        assert got is not None and got.recompute_num_layers == 1
+    chosen = got if got is not None else cfg
+    split = chosen.layers_per_stage or tuple(len(s) for s in stage_layers(spec, cfg))
+    value = worst(split, chosen.recompute_num_layers or n)
+    assert value is not None and value == pytest.approx(min(options), rel=1e-12)

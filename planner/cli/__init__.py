@@ -408,7 +408,9 @@ def search(
                                  ("time", best.step.to_dict()),
                                  ("search", {"exhaustive": exhaustive, "top": top,
                                              "candidates_evaluated":
-                                                 result.candidates_evaluated})))
+                                                 result.candidates_evaluated,
+                                             "layout_solver": best.layout_solver
+                                             or "the vocabulary strategy's split"})))
         write_plan(plan, output, force=force)
         render.err.print(f"wrote {output}")
     why = explain(result.plans[0], result.plans[1]) if (
@@ -418,7 +420,8 @@ def search(
         if why is not None:
             render.explanation(why)
         return
-    data: dict[str, Any] = {"plans": [_result(spec_model, cl, c.config, c.memory, c.step)
+    data: dict[str, Any] = {"plans": [{**_result(spec_model, cl, c.config, c.memory, c.step),
+                                       "layout_solver": c.layout_solver or None}
                                       for c in result.plans if c.step is not None],
                             "search": result.stats()}
     if why is not None:

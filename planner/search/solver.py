@@ -69,9 +69,13 @@ CHUNKED_LEADERS = 3  # interleaved leaders whose chunk sizes CP-SAT rebalances
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Candidate:
+    """A configuration with its estimates; `layout_solver` says where its layer split came
+    from ("" = the vocabulary strategy's own split, else the solver and its status)."""
+
     config: ParallelConfig
     memory: MemoryEstimate
     step: StepTime | None
+    layout_solver: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,11 +170,12 @@ def _first_n_cost(full: Sequence[float], plain: Sequence[float],
 
 
 def balanced_chunks(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
-                    capacity_bytes: int, headroom_frac: float) -> ParallelConfig | None:
+                    capacity_bytes: int, headroom_frac: float
+                    ) -> tuple[ParallelConfig, str] | None:
     """`cfg` with the interleaved chunk sizes that minimise the slowest stage where every stage
-    fits (search.chunking, CP-SAT), when they differ from its own; None otherwise. Applies to
-    interleaved pipelines with the embedding and LM head on the end stages and a uniform
-    recompute mode."""
+    fits (search.chunking, CP-SAT), and the solver's status, when they differ from its own;
+    None otherwise. Applies to interleaved pipelines with the embedding and LM head on the end
+    stages and a uniform recompute mode."""
     if cfg.pp == 1 or cfg.vpp == 1 or cfg.layers_per_stage or cfg.layers_per_chunk:
         return None
     if cfg.recompute_num_layers or cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL:
@@ -197,7 +202,8 @@ def balanced_chunks(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
                             cfg.pp, cfg.vpp, stage_extra=extra, fits=fits, hint=current)
     if layout is None or list(layout.layers_per_chunk) == current:
         return None
-    return dataclasses.replace(probe, layers_per_chunk=layout.layers_per_chunk)
+    return (dataclasses.replace(probe, layers_per_chunk=layout.layers_per_chunk),
+            f"CP-SAT {layout.status}")
 
 
 def canonical_key(cfg: ParallelConfig) -> tuple[object, ...]:
@@ -333,20 +339,24 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
     interleaved = 0
     for candidate in list(leaders):
         balanced = balanced_layout(model, candidate.config, cluster, capacity, headroom_frac)
+        solver = "min-max DP"
         if balanced is None and candidate.config.vpp > 1 and interleaved < CHUNKED_LEADERS:
             interleaved += 1  # a CP-SAT solve each: the few best interleaved leaders only
-            balanced = balanced_chunks(model, candidate.config, cluster, capacity,
-                                       headroom_frac)
+            chunked = balanced_chunks(model, candidate.config, cluster, capacity,
+                                      headroom_frac)
+            if chunked is not None:
+                balanced, solver = chunked
         if balanced is not None and balanced not in seen:
             seen.add(balanced)
             memory = estimate_memory(model, balanced, capacity, headroom_frac)
             if memory.fits:
-                leaders.append(Candidate(config=balanced, memory=memory, step=None))
+                leaders.append(Candidate(config=balanced, memory=memory, step=None,
+                                         layout_solver=solver))
     exact = []
     for candidate in leaders:
         step = estimate_step(model, candidate.config, cluster)
         exact.append((step.iteration_s, canonical_key(candidate.config),
-                      Candidate(config=candidate.config, memory=candidate.memory, step=step)))
+                      dataclasses.replace(candidate, step=step)))
     exact.sort(key=lambda e: (e[0], e[1]))
     return SearchResult(
         plans=tuple(e[2] for e in exact[:top_k]),

@@ -80,9 +80,11 @@ def test_balanced_chunks_plan_is_deterministic_valid_and_faster() -> None:
     model = BUILTIN_MODELS["llama3-70b"]
     cfg = ParallelConfig(tp=8, pp=4, dp=4, vpp=5, global_batch=512, seq_len=8192,
                          sequence_parallel=True, zero=1)
-    first = balanced_chunks(model, cfg, cluster, cluster.min_gpu_memory_bytes, 0.0)
-    again = balanced_chunks(model, cfg, cluster, cluster.min_gpu_memory_bytes, 0.0)
-    assert first is not None and first == again
+    solved = balanced_chunks(model, cfg, cluster, cluster.min_gpu_memory_bytes, 0.0)
+    assert solved is not None and solved == balanced_chunks(
+        model, cfg, cluster, cluster.min_gpu_memory_bytes, 0.0)
+    first, status = solved
+    assert status in ("CP-SAT OPTIMAL", "CP-SAT FEASIBLE")
     assert first.problems(model) == ()
     assert estimate_memory(model, first, cluster.min_gpu_memory_bytes).fits
     # the last stage carries the LM head: the layout gives it fewer layers

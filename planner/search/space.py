@@ -5,7 +5,10 @@ tp divides the attention heads and query groups (no fixed cap: the cost model ju
 TP spreads beyond a node), pp leaves at least one layer per virtual chunk, cp splits the
 sequence in 2*cp chunks, dp is what the world size leaves, ep divides the experts and fits in
 tp*cp*dp, and the micro-batch divides the global batch per data-parallel replica. Recompute,
-ZeRO (0, or 1 = distributed optimizer), interleaving and the vocabulary placement complete it.
+ZeRO (zero_stages: per framework), interleaving and the vocabulary placement complete it.
+Sequence parallelism is on whenever tp > 1: it moves the same bytes as TP's all-reduce (as a
+reduce-scatter plus an all-gather) and divides the norm and dropout activations by tp, so the
+cost model never prefers it off.
 Enumeration is in a fixed order, so ties break the same way on every run.
 """
 

@@ -603,8 +603,10 @@ def emit_command(
 def _host_list(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
-    path = Path(value)
-    text = read_text(path) if path.exists() else value.replace(",", "\n")
+    if "," in value or ("/" not in value and not Path(value).is_file()):
+        text = value.replace(",", "\n")  # host1,host2,... (or a single host)
+    else:
+        text = read_text(Path(value))  # one host per line; a missing file is an error
     names = tuple(line.split()[0] for line in text.splitlines()
                   if line.strip() and not line.lstrip().startswith("#"))
     if not names:

@@ -219,3 +219,28 @@ def test_cli_emit_writes_refuses_overwrite_and_unfit_plans(
     code, _, err = run_cli("emit", str(big), "--to", "megatron", "-o", str(tmp_path / "y"))
     assert code == 1 and "does not fit" in err
     assert not (tmp_path / "y").exists()
+
+
+def test_cli_hosts_from_a_list_or_a_file(run_cli: Callable[..., tuple[int, str, str]],
+                                         tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    run_cli("estimate", "--model", "llama3-8b", "--cluster", "selene", "--global-batch", "64",
+            "--seq-len", "4096", "--tp", "8", "--dp", "2", "--zero", "1", "-o", str(plan))
+    listed = ",".join(f"gpu{i:02d}.cluster.local" for i in range(40))  # longer than a path
+    code, _, err = run_cli("emit", str(plan), "--to", "megatron", "-o", str(tmp_path / "a"),
+                           "--hosts", listed)
+    assert code == 0, err
+    assert (tmp_path / "a" / "hostfile").read_text() == (
+        "gpu00.cluster.local slots=8\ngpu01.cluster.local slots=8\n")
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("# rack 1\nn1\nn2 slots=8\n")
+    code, _, err = run_cli("emit", str(plan), "--to", "deepspeed", "-o", str(tmp_path / "b"),
+                           "--hosts", str(hosts))
+    assert code == 2 and "estimated for megatron" in err  # the plan is Megatron's
+    code, _, err = run_cli("emit", str(plan), "--to", "slurm", "-o", str(tmp_path / "b"),
+                           "--hosts", str(hosts))
+    assert code == 0, err
+    assert "#SBATCH --nodelist=n1,n2" in (tmp_path / "b" / "launch_slurm.sbatch").read_text()
+    code, _, err = run_cli("emit", str(plan), "--to", "megatron", "-o", str(tmp_path / "c"),
+                           "--hosts", str(tmp_path / "missing" / "hosts"))
+    assert code == 2 and "no such file" in err

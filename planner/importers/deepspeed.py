@@ -61,7 +61,12 @@ def import_deepspeed(data: Any, source: str, dp: int, model: ModelSpec,
     batch, micro, accum = (num("train_batch_size"), num("train_micro_batch_size_per_gpu"),
                            num("gradient_accumulation_steps"))
     if batch is None and micro is None:
-        raise InputError(f"{source}: needs train_batch_size or train_micro_batch_size_per_gpu")
+        auto = [k for k in ("train_batch_size", "train_micro_batch_size_per_gpu")
+                if data.get(k) == "auto"]
+        raise InputError(f"{source}: needs train_batch_size or train_micro_batch_size_per_gpu"
+                         + (f" as numbers ({', '.join(auto)}: \"auto\" is filled in by the "
+                            "Hugging Face Trainer at launch)" if auto else ""),
+                         hint="write the values the launch will use")
     if micro is None:
         assert batch is not None
         micro = batch // (dp * (accum or 1))

@@ -93,9 +93,12 @@ def torchrun_script(placement: Placement, entry: str, args_file: str, header: st
 
     The node rank is NODE_RANK when set, else this host's line in `hostfile`; the master is
     MASTER_ADDR or the hostfile's first host. `entry` is the torchrun program (a script path or
-    `-m module`), followed by the flags of `args_file` and $TRAIN_ARGS.
+    `-m module`), followed by $TRAIN_ARGS and then the flags of `args_file`: the plan's flags
+    come last, so they win over a repeated one (argparse and tyro keep the last), and
+    torchtitan's activation-checkpoint subcommand stays last (tyro rejects options after it).
     """
     checks = "\n".join(f': "${{{name}:?{message}}}"' for name, message in required)
+    flags = f' $(cat "$here/{args_file}")' if args_file else ""
     return f"""#!/usr/bin/env bash
 # {header}
 # Run on every node of the job: bash launch_torchrun.sh
@@ -120,7 +123,7 @@ set -f  # the flags hold brackets and bars; no globbing when they are split into
 exec torchrun --nnodes {placement.num_nodes} --nproc-per-node {placement.procs_per_node} \\
   --node-rank "$NODE_RANK" --master-addr "$MASTER_ADDR" \\
   --master-port "${{MASTER_PORT:-{MASTER_PORT}}}" --rdzv-backend static \\
-  {entry} $(cat "$here/{args_file}") ${{TRAIN_ARGS:-}}
+  {entry} ${{TRAIN_ARGS:-}}{flags}
 """
 
 

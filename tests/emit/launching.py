@@ -38,7 +38,8 @@ def run_launch(directory: Path, tmp_path: Path, script: str = "launch_torchrun.s
                program: str = "torchrun", **env: str) -> dict[str, object]:
     """Runs an emitted launch script with a recording `program`; its arguments."""
     full = {**os.environ, **stub_torchrun(tmp_path, program), **env}
-    subprocess.run(["bash", str(directory / script)], env=full, check=True,
-                   capture_output=True, text=True)
+    done = subprocess.run(["bash", str(directory / script)], env=full, check=True,
+                          capture_output=True, text=True)
+    assert done.stderr == "", done.stderr  # e.g. a `cat` of a missing file
     result: dict[str, object] = json.loads(Path(full["STUB_OUT"]).read_text())
     return result

@@ -185,7 +185,10 @@ def test_torchtitan_accepts_every_emitted_launch(framework_check: Check,
     cases, plans = [], []
     for name, (model, kw) in TORCHTITAN_CASES.items():
         plan = plan_of(BUILTIN_MODELS[model], framework=Framework.TORCHTITAN, **kw)
-        _, argv = _launch(plan, "torchtitan", tmp_path / name)
+        # the user's overrides go before the plan's flags (tyro takes none after the
+        # activation-checkpoint subcommand that ends them)
+        _, argv = _launch(plan, "torchtitan", tmp_path / name,
+                          TRAIN_ARGS="--training.steps 10 --metrics.log_freq 5")
         entry = argv.index("torchtitan.train")
         cases.append({"argv": argv[entry + 1:], "world_size": plan.config.world_size,
                       "name": name})
@@ -226,8 +229,10 @@ def test_deepspeed_accepts_every_zero_stage(framework_check: Check, tmp_path: Pa
                                             zero: int) -> None:
     plan = plan_of(BUILTIN_MODELS["llama2-7b"], framework=Framework.DEEPSPEED, dp=64, mbs=2,
                    global_batch=1024, zero=zero, recompute=Recompute.FULL)
-    out, argv = _launch(plan, "deepspeed", tmp_path, TRAIN_SCRIPT="/train.py")
+    out, argv = _launch(plan, "deepspeed", tmp_path, TRAIN_SCRIPT="/train.py",
+                        TRAIN_ARGS="--epochs 1")
     assert argv[12:15] == ["/train.py", "--deepspeed", "--deepspeed_config"]
+    assert argv[-2:] == ["--epochs", "1"]  # no args file: the script's own flags last
     written = ds_config(plan.config)
     assert set(written) == set(DS_TOP_LEVEL_KEYS)  # DeepSpeed would ignore a misspelled one
     launcher = run_launch(out, tmp_path, script="launch_deepspeed.sh", program="deepspeed",

@@ -5,6 +5,7 @@ The frameworks' own parsers check the same files in tests/frameworks.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -245,3 +246,33 @@ def test_cli_hosts_from_a_list_or_a_file(run_cli: Callable[..., tuple[int, str, 
     code, _, err = run_cli("emit", str(plan), "--to", "megatron", "-o", str(tmp_path / "c"),
                            "--hosts", str(tmp_path / "missing" / "hosts"))
     assert code == 2 and "no such file" in err
+
+
+def _stub(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("with_hosts", [False, True])
+def test_slurm_script_gives_each_node_its_rank(tmp_path: Path, with_hosts: bool) -> None:
+    """launch_slurm.sbatch under a fake srun (one task, the allocation's second node) and
+    scontrol: the node rank comes from the hostfile when there is one, else SLURM_NODEID."""
+    cluster = load_cluster("selene")
+    plan = plan_of(LLAMA70, cluster="selene", tp=8, pp=2, global_batch=64, seq_len=4096,
+                   sequence_parallel=True)
+    out = tmp_path / "launch"
+    hosts = ("n7", os.uname().nodename.split(".")[0]) if with_hosts else None
+    write_emitted(emit(plan, cluster, "slurm", hosts), out, force=False)
+    env = {**os.environ, **stub_torchrun(tmp_path), "MEGATRON_LM": "/m", "TRAIN_ARGS": "-x",
+           "SLURM_JOB_NODELIST": "n[0-1]", "SLURM_SUBMIT_DIR": str(out)}
+    env.pop("NODE_RANK", None)
+    env.pop("MASTER_ADDR", None)
+    bin_dir = tmp_path / "bin"
+    _stub(bin_dir, "scontrol", 'printf "n0\\nn1\\n"\n')
+    _stub(bin_dir, "srun", 'shift; SLURM_NODEID=1 exec "$@"\n')  # drop --kill-on-bad-exit
+    done = subprocess.run(["bash", str(out / "launch_slurm.sbatch")], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    argv = json.loads(Path(env["STUB_OUT"]).read_text())["argv"]
+    assert argv[4:8] == ["--node-rank", "1", "--master-addr", "n7" if with_hosts else "n0"]

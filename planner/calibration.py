@@ -50,6 +50,7 @@ class Comparison:
     predicted: float
     kind: str = ""
     note: str = ""
+    group: str = ""  # framework, model size class and GPU: errors are summarised per group
 
     @property
     def error_frac(self) -> float:
@@ -77,6 +78,13 @@ class Report:
     def max_abs_error_frac(self) -> float:
         return max((abs(c.error_frac) for c in self.cases), default=0.0)
 
+    def groups(self) -> dict[str, tuple[int, float, float]]:
+        """Per comparison group: (cases, median |error|, max |error|), groups sorted."""
+        out: dict[str, list[float]] = {}
+        for c in self.cases:
+            out.setdefault(c.group, []).append(abs(c.error_frac))
+        return {g: (len(v), statistics.median(v), max(v)) for g, v in sorted(out.items())}
+
     @property
     def under_estimates(self) -> tuple[Comparison, ...]:
         return tuple(c for c in self.cases if c.error_frac < 0)
@@ -101,6 +109,9 @@ class Report:
                        "error_frac": round(c.error_frac, 4), "note": c.note}
                       for c in self.cases],
             "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
+            "groups": [{"group": g, "num_cases": n, "median_abs_error_frac": round(med, 4),
+                        "max_abs_error_frac": round(top, 4)}
+                       for g, (n, med, top) in self.groups().items() if g],
         }
 
 
@@ -321,8 +332,20 @@ def _calibration_time_case(case: dict[str, Any], cluster: Cluster) -> Comparison
     else:
         return "no step time or throughput reported"
     predicted = estimate_step(model, cfg, cluster).iteration_s
+    framework = "DeepSpeed ZeRO-3" if cfg.zero >= 3 else "Megatron-LM"
     return Comparison(id=case["id"], kind="step time", measured=measured_s,
-                      predicted=predicted, note="assumed " + ", ".join(assumed) if assumed else "")
+                      predicted=predicted, note="assumed " + ", ".join(assumed) if assumed else "",
+                      group=_group(framework + " (papers)", model, cluster))
+
+
+# Below this hidden size a step is dominated by what the model does not time (kernel launches,
+# logging, per-step framework work): Megatron's CI runs its functional tests at h = 512-1024.
+TOY_HIDDEN_SIZE = 2048
+
+
+def _group(framework: str, model: ModelSpec, cluster: Cluster) -> str:
+    size = "toy" if model.hidden_size < TOY_HIDDEN_SIZE else "real size"
+    return f"{framework}, {size}, {cluster.gpu_types[0].id}"
 
 
 def time_report(calibration: dict[str, Any], measured: dict[str, Any],
@@ -356,8 +379,10 @@ def time_report(calibration: dict[str, Any], measured: dict[str, Any],
         assert cluster is not None
         model, cfg = reproduced
         predicted = estimate_step(model, cfg, cluster).iteration_s
+        framework = str(case["config"].get("framework") or "megatron")
         cases.append(Comparison(id=case["id"], kind="step time",
-                                measured=float(have["iter_time_s"]), predicted=predicted))
+                                measured=float(have["iter_time_s"]), predicted=predicted,
+                                group=_group(framework, model, cluster)))
     return Report(cases=tuple(cases), skipped=tuple(skipped), unit="s")
 
 

@@ -81,11 +81,19 @@ def degree_families(model: ModelSpec, spec: SearchSpec) -> Iterator[Degrees]:
     heads = model.num_attention_heads
     groups = model.num_query_groups if model.mla is None else heads
     tp_values = [t for t in divisors(world) if heads % t == 0 and groups % t == 0]
+    # plain DeepSpeed is ZeRO data parallelism (what the deepspeed launch target writes):
+    # model-parallel degrees only when the user fixes them
+    data_parallel_only = spec.framework is Framework.DEEPSPEED
+    if data_parallel_only:
+        tp_values = [1]
     for tp in _choose(spec.tp, tp_values):
-        for pp in _choose(spec.pp, [p for p in divisors(world // tp) if p <= model.num_layers]):
+        pp_values = [p for p in divisors(world // tp) if p <= model.num_layers]
+        for pp in _choose(spec.pp, [1] if data_parallel_only else pp_values):
             rest = world // (tp * pp)
             cp_values = [c for c in divisors(rest) if spec.seq_len % (2 * c) == 0
                          and (c == 1 or spec.seq_len // c >= 1024)]
+            if data_parallel_only:
+                cp_values = [1]
             for cp in _choose(spec.cp, cp_values):
                 if world % (tp * pp * cp):
                     continue
@@ -100,7 +108,9 @@ def degree_families(model: ModelSpec, spec: SearchSpec) -> Iterator[Degrees]:
 def _expert_and_layout(model: ModelSpec, spec: SearchSpec, tp: int, pp: int, cp: int,
                        dp: int) -> Iterator[Degrees]:
     expert_options: list[tuple[int, int | None]] = [(1, None)]
-    if model.moe is not None:
+    if model.moe is not None and spec.framework is Framework.DEEPSPEED and spec.ep is None:
+        expert_options = [(1, None)]
+    elif model.moe is not None:
         expert_options = []
         for ep in _choose(spec.ep, divisors(model.moe.num_experts)):
             for etp in sorted({1, tp}):

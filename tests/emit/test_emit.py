@@ -23,6 +23,7 @@ from planner.errors import InputError
 from planner.gpus import GPU_CATALOG
 from planner.hardware_io import load_cluster
 from planner.parallel import Framework, ParallelConfig, Recompute, VocabStrategy
+from planner.search.space import SearchSpec, degree_families
 from tests.emit.launching import plan_of, run_launch, stub_torchrun
 
 LLAMA70 = BUILTIN_MODELS["llama3-70b"]
@@ -276,3 +277,31 @@ def test_slurm_script_gives_each_node_its_rank(tmp_path: Path, with_hosts: bool)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     argv = json.loads(Path(env["STUB_OUT"]).read_text())["argv"]
     assert argv[4:8] == ["--node-rank", "1", "--master-addr", "n7" if with_hosts else "n0"]
+
+
+@pytest.mark.parametrize(("framework", "target", "model"), [
+    ("megatron", "megatron", "llama3-8b"), ("torchtitan", "torchtitan", "llama3-8b"),
+    ("deepspeed", "deepspeed", "llama2-7b")])
+def test_searched_plans_can_be_emitted(run_cli: Callable[..., tuple[int, str, str]],
+                                       tmp_path: Path, framework: str, target: str,
+                                       model: str) -> None:
+    """What `search --framework F -o` writes, `emit --to F` can launch: the search keeps to
+    what each executor runs (stock layouts, ZeRO stages it has, data parallelism only for
+    plain DeepSpeed)."""
+    plan = tmp_path / "plan.yaml"
+    code, _, err = run_cli("search", "--model", model, "--cluster", "selene", "--global-batch",
+                           "128", "--seq-len", "4096", "--tp", "1" if target == "deepspeed"
+                           else "2", "--pp", "1", "--cp", "1", "--dp", "8", "--framework",
+                           framework, "--vocab-strategy", "baseline", "-o", str(plan))
+    assert code == 0, err
+    code, _, err = run_cli("emit", str(plan), "--to", target, "-o", str(tmp_path / "out"))
+    assert code == 0, err
+
+
+def test_deepspeed_search_is_data_parallel() -> None:
+    cluster = load_cluster("dgx-h100")
+    spec = SearchSpec(world_size=32, global_batch=256, seq_len=4096,
+                      framework=Framework.DEEPSPEED)
+    families = list(degree_families(BUILTIN_MODELS["llama3-8b"], spec))
+    assert families and {(f.tp, f.pp, f.cp, f.ep) for f in families} == {(1, 1, 1, 1)}
+    assert cluster.num_gpus >= 32

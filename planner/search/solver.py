@@ -337,7 +337,9 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
     leaders = [e[2] for e in heapq.nsmallest(max(rescore, top_k), ranked, key=by_key)]
     seen = {c.config for c in leaders}
     interleaved = 0
-    for candidate in list(leaders):
+    # custom layer splits are Megatron's (decoder-first/last, the pipeline layout string);
+    # torchtitan takes only its own even or first/last-lighter splits
+    for candidate in list(leaders) if spec.framework is Framework.MEGATRON else []:
         balanced = balanced_layout(model, candidate.config, cluster, capacity, headroom_frac)
         solver = "min-max DP"
         if balanced is None and candidate.config.vpp > 1 and interleaved < CHUNKED_LEADERS:

@@ -118,6 +118,9 @@ def _expert_and_layout(model: ModelSpec, spec: SearchSpec, tp: int, pp: int, cp:
                     expert_options.append((ep, None if etp == tp else etp))
     strategies = ([spec.vocab_strategy] if spec.vocab_strategy is not None
                   else list(VocabStrategy) if pp > 1 else [VocabStrategy.BASELINE])
+    if spec.framework is Framework.TORCHTITAN and spec.vocab_strategy is None:
+        # torchtitan splits by first/last-stage weights only: no vocabulary parallelism
+        strategies = [v for v in strategies if v is not VocabStrategy.VOCAB_PARALLEL]
     for (expert_parallel, expert_tp), strategy in itertools.product(expert_options,
                                                                      strategies):
         vpp_values = [v for v in range(1, spec.max_vpp + 1) if pp > 1 or v == 1]

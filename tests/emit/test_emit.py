@@ -279,20 +279,21 @@ def test_slurm_script_gives_each_node_its_rank(tmp_path: Path, with_hosts: bool)
     assert argv[4:8] == ["--node-rank", "1", "--master-addr", "n7" if with_hosts else "n0"]
 
 
-@pytest.mark.parametrize(("framework", "target", "model"), [
-    ("megatron", "megatron", "llama3-8b"), ("torchtitan", "torchtitan", "llama3-8b"),
-    ("deepspeed", "deepspeed", "llama2-7b")])
+@pytest.mark.parametrize(("framework", "target", "model", "tp", "pp", "dp"), [
+    ("megatron", "megatron", "llama3-8b", "2", "1", "8"),
+    ("torchtitan", "torchtitan", "llama3-8b", "2", "1", "8"),
+    ("torchtitan", "torchtitan", "llama3-70b", "8", "4", "2"),
+    ("deepspeed", "deepspeed", "llama2-7b", "1", "1", "8")])
 def test_searched_plans_can_be_emitted(run_cli: Callable[..., tuple[int, str, str]],
                                        tmp_path: Path, framework: str, target: str,
-                                       model: str) -> None:
+                                       model: str, tp: str, pp: str, dp: str) -> None:
     """What `search --framework F -o` writes, `emit --to F` can launch: the search keeps to
     what each executor runs (stock layouts, ZeRO stages it has, data parallelism only for
     plain DeepSpeed)."""
     plan = tmp_path / "plan.yaml"
     code, _, err = run_cli("search", "--model", model, "--cluster", "selene", "--global-batch",
-                           "128", "--seq-len", "4096", "--tp", "1" if target == "deepspeed"
-                           else "2", "--pp", "1", "--cp", "1", "--dp", "8", "--framework",
-                           framework, "--vocab-strategy", "baseline", "-o", str(plan))
+                           "128", "--seq-len", "4096", "--tp", tp, "--pp", pp, "--cp", "1",
+                           "--dp", dp, "--framework", framework, "-o", str(plan))
     assert code == 0, err
     code, _, err = run_cli("emit", str(plan), "--to", target, "-o", str(tmp_path / "out"))
     assert code == 0, err

@@ -346,3 +346,11 @@ def in_flight_microbatches(cfg: ParallelConfig, stage: int) -> float:
         return float(min(cfg.pp - stage, m))
     chunks = (cfg.pp - stage - 1) * 2 + (cfg.vpp - 1) * cfg.group_size + 1
     return min(chunks, m * cfg.vpp) / cfg.vpp
+
+
+def torchtitan_layers_per_stage(effective_layers: int, stages: int) -> int | None:
+    """torchtitan 0.3.0 derives its virtual stage count from pipeline_parallel_layers_per_stage
+    as ceil(effective layers / per stage) (torchtitan/distributed/pipeline_parallel.py): the
+    per-stage value that gives exactly `stages`, or None when none does."""
+    per_stage = -(-effective_layers // stages)
+    return per_stage if -(-effective_layers // per_stage) == stages else None

@@ -22,6 +22,7 @@ from planner.parallel import (
     VocabStrategy,
     even_split,
     stage_chunks,
+    torchtitan_layers_per_stage,
 )
 
 TORCHTITAN_VERSION = "torchtitan 0.3.0"
@@ -132,8 +133,8 @@ def _pipeline_args(model: ModelSpec, cfg: ParallelConfig) -> list[str]:
             f"--parallelism.pipeline_parallel_first_stage_less_layers {less}",
             f"--parallelism.pipeline_parallel_last_stage_less_layers {less}"]
     if cfg.vpp > 2:
-        per_stage = -(-effective // stages)
-        if -(-effective // per_stage) != stages:
+        per_stage = torchtitan_layers_per_stage(effective, stages)
+        if per_stage is None:
             raise InputError(f"vpp {cfg.vpp}: no pipeline_parallel_layers_per_stage gives "
                              f"{stages} stages for {effective} effective layers",
                              hint="plan with another --vpp")

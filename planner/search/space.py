@@ -26,6 +26,7 @@ from planner.parallel import (
     Precision,
     Recompute,
     VocabStrategy,
+    torchtitan_layers_per_stage,
 )
 
 
@@ -130,6 +131,9 @@ def _expert_and_layout(model: ModelSpec, spec: SearchSpec, tp: int, pp: int, cp:
                 continue
             if strategy is VocabStrategy.REDISTRIBUTE and units < pp * vpp + 2:
                 continue
+            if (spec.framework is Framework.TORCHTITAN and vpp > 2
+                    and torchtitan_layers_per_stage(units, pp * vpp) is None):
+                continue  # torchtitan cannot make this many virtual stages of these layers
             yield Degrees(tp=tp, pp=pp, cp=cp, dp=dp, ep=expert_parallel, etp=expert_tp,
                           vpp=vpp, vocab_strategy=strategy)
 

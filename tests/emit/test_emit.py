@@ -306,3 +306,18 @@ def test_deepspeed_search_is_data_parallel() -> None:
     families = list(degree_families(BUILTIN_MODELS["llama3-8b"], spec))
     assert families and {(f.tp, f.pp, f.cp, f.ep) for f in families} == {(1, 1, 1, 1)}
     assert cluster.num_gpus >= 32
+
+
+def test_every_torchtitan_family_the_search_makes_can_be_emitted() -> None:
+    """The search offers torchtitan only interleaving degrees it can split the layers into."""
+    model = BUILTIN_MODELS["llama3-70b"]
+    spec = SearchSpec(world_size=64, global_batch=128, seq_len=4096, tp=8, pp=4,
+                      framework=Framework.TORCHTITAN)
+    families = list(degree_families(model, spec))
+    assert len({f.vpp for f in families}) > 2  # beyond Interleaved1F1B's default of 2
+    for family in families:
+        cfg = ParallelConfig(tp=family.tp, pp=family.pp, dp=family.dp, vpp=family.vpp,
+                             global_batch=128, seq_len=4096, sequence_parallel=True,
+                             vocab_strategy=family.vocab_strategy,
+                             framework=Framework.TORCHTITAN)
+        assert torchtitan_args(model, cfg)[-1].startswith("activation-checkpoint:")

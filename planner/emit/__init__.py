@@ -3,7 +3,7 @@
 `emit()` is pure: plan + cluster + target -> file names and contents (byte-stable) plus notes on
 what the launch leaves to the user. The file names are public contract (scripts consume them):
 megatron.args, torchtitan.args, ds_config.json, env.sh, launch_torchrun.sh, launch_slurm.sbatch,
-hostfile, README.md.
+launch_deepspeed.sh, hostfile, README.md.
 
 Targets: `megatron`, `torchtitan`, `deepspeed` write the framework's configuration with both
 launchers; `torchrun` and `slurm` write the plan's framework's configuration with that launcher

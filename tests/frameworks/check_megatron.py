@@ -2,12 +2,15 @@
 environment (tests/frameworks/setup.sh), never imported by the planner.
 
 stdin: {"cases": [{"argv": [...], "world_size": N, "env": {...}, "gpu_arch": [9, 0]}, ...]}
-stdout: one JSON list, per case {"ok": bool, "error": str, "args": {dest: value, ...}}.
+stdout: one JSON list, per case {"ok": bool, "error": str, "args": {dest: value, ...},
+"layers": [decoder layers per virtual stage, model order]}.
 
 Each case goes through parse_args() + validate_args() + core_transformer_config_from_args(),
 then Megatron's initialize_model_parallel() on a fake process group (its world-size and
-expert-grid checks live there). The two CUDA queries validate_args makes are answered with the
-target GPU's architecture, which is a property of the planned cluster (launchers.md Sec. 1).
+expert-grid checks live there), and get_num_layers_to_build() for every pipeline rank and
+virtual stage, so the tests can compare Megatron's layer split with the plan's. The two CUDA
+queries validate_args makes are answered with the target GPU's architecture, which is a
+property of the planned cluster (launchers.md Sec. 1).
 """
 
 import contextlib
@@ -63,7 +66,7 @@ def check(case):
             # choose kernels, not the parallel layout (launchers.md Sec. 1, "one more trap")
             args.apply_rope_fusion = False
             args.moe_permute_fusion = False
-            A.core_transformer_config_from_args(args)
+            config = A.core_transformer_config_from_args(args)
             if dist.is_initialized():
                 ps.destroy_model_parallel()
                 dist.destroy_process_group()
@@ -78,6 +81,7 @@ def check(case):
                 virtual_pipeline_model_parallel_size=args.virtual_pipeline_model_parallel_size,
                 order="tp-cp-ep-pp-dp" if args.use_tp_pp_dp_mapping else "tp-cp-ep-dp-pp",
                 create_gloo_process_groups=False)
+            layers = _layers_per_virtual_stage(config, args)
     except SystemExit as exc:
         return {"ok": False, "error": f"SystemExit({exc.code}): {err.getvalue().strip()[-600:]}"}
     except Exception as exc:  # the framework's own rejection, reported as data
@@ -88,7 +92,25 @@ def check(case):
         os.environ.clear()
         os.environ.update(saved_env)
     out = {k: getattr(args, k, None) for k in KEEP}
-    return {"ok": True, "error": "", "args": json.loads(json.dumps(out, default=str))}
+    return {"ok": True, "error": "", "args": json.loads(json.dumps(out, default=str)),
+            "layers": layers}
+
+
+def _layers_per_virtual_stage(config, args):
+    """Decoder layers Megatron builds on each virtual stage, in model order (virtual stage
+    k = chunk k // pp of pipeline rank k % pp): get_num_layers_to_build, per rank and chunk."""
+    from megatron.core.transformer.transformer_block import get_num_layers_to_build
+
+    pp = args.pipeline_model_parallel_size
+    vpp = args.virtual_pipeline_model_parallel_size or 1
+    counts = []
+    for chunk in range(vpp):
+        for rank in range(pp):
+            ps.set_pipeline_model_parallel_rank(rank)
+            counts.append(get_num_layers_to_build(
+                config, vp_stage=chunk if vpp > 1 else None, pp_rank=rank))
+    ps.set_pipeline_model_parallel_rank(0)
+    return counts
 
 
 if __name__ == "__main__":

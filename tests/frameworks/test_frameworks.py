@@ -21,7 +21,14 @@ from planner.emit.megatron import megatron_args, megatron_env
 from planner.emit.torchtitan import PRESETS, torchtitan_args
 from planner.gpus import GPU_CATALOG
 from planner.hardware_io import load_cluster
-from planner.parallel import Framework, ParallelConfig, Precision, Recompute, VocabStrategy
+from planner.parallel import (
+    Framework,
+    ParallelConfig,
+    Precision,
+    Recompute,
+    VocabStrategy,
+    stage_chunks,
+)
 from planner.plan import Plan
 from tests.emit.launching import plan_of, run_launch
 from tests.frameworks.conftest import Check
@@ -107,6 +114,10 @@ def test_megatron_accepts_every_emitted_launch(framework_check: Check, tmp_path:
         # Megatron FSDP turns the distributed optimizer on itself (validate_args)
         assert args["use_distributed_optimizer"] == (cfg.zero >= 1)
         assert args["use_megatron_fsdp"] == (cfg.zero >= 2)
+        # the layer split Megatron builds is the plan's, virtual stage by virtual stage
+        chunks = stage_chunks(plan.model, cfg)
+        assert result["layers"] == [len(chunks[k % cfg.pp][k // cfg.pp])
+                                    for k in range(cfg.pp * cfg.vpp)], case["name"]
     launches = framework_check("torchrun", [{"argv": c["torchrun"]} for c in cases])
     for case, plan, launch in zip(cases, plans, launches, strict=True):
         assert launch["ok"], launch["error"]

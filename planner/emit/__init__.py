@@ -33,7 +33,7 @@ from planner.emit.megatron import (
     megatron_env,
     megatron_notes,
 )
-from planner.emit.torchtitan import TORCHTITAN_VERSION, torchtitan_args
+from planner.emit.torchtitan import TORCHTITAN_VERSION, torchtitan_args, torchtitan_notes
 from planner.errors import InputError
 from planner.hardware import Cluster
 from planner.parallel import Framework
@@ -88,7 +88,7 @@ def emit(plan: Plan, cluster: Cluster, target: str,
     elif framework is Framework.TORCHTITAN:
         args = torchtitan_args(plan.model, cfg)
         files.append(("torchtitan.args", "\n".join(args) + "\n"))
-        env, notes = (), ()
+        env, notes = (), torchtitan_notes(plan.model)
         version = TORCHTITAN_VERSION
         entry, args_file = "-m torchtitan.train", "torchtitan.args"
         required = ()

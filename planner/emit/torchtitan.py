@@ -52,8 +52,16 @@ def preset_for(model: ModelSpec) -> tuple[str, str]:
             return preset
     raise InputError(f"model {model.name}: torchtitan {TORCHTITAN_VERSION.split()[1]} has no "
                      "preset of this shape (presets: " + ", ".join(PRESETS) + ")",
-                     hint="add a config_registry function for the model to torchtitan and "
-                          "emit one of its presets' shape, or emit --to megatron")
+                     hint="torchtitan launches name a config_registry preset: add one for "
+                          "this model to torchtitan, or emit --to megatron")
+
+
+def torchtitan_notes(model: ModelSpec) -> tuple[str, ...]:
+    """What the preset builds differently from the planned model."""
+    if model.num_mtp_layers:
+        return (f"the preset builds no multi-token-prediction module (the plan counted "
+                f"{model.num_mtp_layers}: its memory and time are over-estimated, not under)",)
+    return ()
 
 
 def torchtitan_args(model: ModelSpec, cfg: ParallelConfig) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ def _model_shape(cfg):
     model = cfg.model_spec.model
     layers = model.layers
     first = layers[0]
-    out = {"num_layers": len(layers)}
+    out = {"num_layers": len(layers), "mtp_layers": len(getattr(model, "mtp_layers", None) or [])}
     for name in ("dim", "vocab_size"):
         if hasattr(model, name):
             out[name] = getattr(model, name)

@@ -18,7 +18,7 @@ from planner.catalog import BUILTIN_MODELS
 from planner.emit import emit, write_emitted
 from planner.emit.deepspeed import DS_TOP_LEVEL_KEYS, ds_config
 from planner.emit.megatron import megatron_args, megatron_env
-from planner.emit.torchtitan import PRESETS, torchtitan_args
+from planner.emit.torchtitan import PRESETS, torchtitan_args, torchtitan_notes
 from planner.gpus import GPU_CATALOG
 from planner.hardware_io import load_cluster
 from planner.parallel import (
@@ -220,6 +220,9 @@ def test_torchtitan_accepts_every_emitted_launch(framework_check: Check,
         assert shape["n_heads"] == model.num_attention_heads
         if "n_kv_heads" in shape and shape["n_kv_heads"] is not None:
             assert shape["n_kv_heads"] == model.num_query_groups
+        # presets build no MTP module; the emitter says so where the model has one
+        assert shape["mtp_layers"] == 0
+        assert bool(torchtitan_notes(model)) == bool(model.num_mtp_layers)
 
 
 def test_every_torchtitan_preset_is_listed_in_a_case() -> None:

@@ -481,7 +481,7 @@ def _from_launch(framework: str, path: Path, model: str | None, cl: Cluster, dp:
     imported = import_launch(framework, path, model=load_model(model) if model else None,
                              dp=dp, world_size=cl.num_gpus, seq_len=seq_len)
     for flag in imported.unknown:
-        render.err.print(f"warning: {path}: {flag}: not recognised; the estimate ignores it",
+        render.err.print(f"warning: {path}: {flag}: not modelled; the estimate ignores it",
                          markup=False)
     if imported.ignored:
         render.err.print(f"note: {path}: no effect on memory or time: "

@@ -12,7 +12,7 @@ from planner.parallel import ParallelConfig
 class ImportedLaunch:
     """What a launch says: the model (from the launch or --model), the configuration, the
     world size its launcher line names (None if none), and what the planner does not model:
-    `unknown` flags (not recognised), `ignored` flags (recognised, no effect on memory or time)
+    `unknown` flags (not modelled), `ignored` flags (recognised, no effect on memory or time)
     and `notes` (approximations made)."""
 
     model: ModelSpec

@@ -52,32 +52,27 @@ MAPPED: dict[str, bool] = {
     "--data-parallel-sharding-strategy": True, "--overlap-grad-reduce": False,
     "--overlap-param-gather": False, "--tp-comm-overlap": False, "--attention-backend": True,
     "--cross-entropy-loss-fusion": False, "--use-flash-attn": False,
+    "--moe-grouped-gemm": False, "--moe-token-dispatcher-type": True,
 }
 
-# Flags that do not change memory or step time as the planner models them.
+# Flags with no effect on memory or step time: data, tokenizer, optimizer hyperparameters,
+# schedule length, logging, checkpoint paths, initialisation, numerics of the loss scale,
+# router loss coefficients. Anything else the planner does not map (kernel fusions, fp8
+# parameter gathering, fp32 gradient accumulation, ...) is reported as not modelled.
 IGNORED_PREFIXES = (
     "--lr", "--min-lr", "--weight-decay", "--adam-", "--clip-grad", "--init-method",
-    "--data-", "--split", "--vocab-file", "--merge-file", "--tokenizer-", "--save", "--load",
-    "--log-", "--eval-", "--tensorboard-", "--wandb-", "--train-iters", "--train-samples",
-    "--seed", "--exit-", "--mock-data", "--distributed-backend", "--distributed-timeout",
-    "--attention-dropout", "--hidden-dropout", "--rotary-", "--norm-epsilon",
-    "--no-masked-softmax-fusion", "--no-bias-", "--no-gradient-accumulation-fusion",
+    "--data-path", "--data-cache-path", "--split", "--vocab-file", "--merge-file",
+    "--tokenizer-", "--save", "--load", "--log-", "--eval-", "--tensorboard-", "--wandb-",
+    "--train-iters", "--train-samples", "--seed", "--exit-", "--mock-data",
+    "--distributed-backend", "--distributed-timeout", "--rotary-", "--norm-epsilon",
     "--use-mcore-models", "--transformer-impl", "--ckpt-", "--no-load-", "--no-save-",
-    "--finetune", "--dataloader-type", "--num-workers", "--micro-batch-size-", "--rampup-",
-    "--moe-router-load-balancing-type", "--moe-aux-loss-coeff", "--moe-router-score-function",
-    "--moe-router-enable-expert-bias", "--moe-router-bias-update-rate", "--moe-grouped-gemm",
-    "--moe-token-dispatcher-type", "--moe-router-dtype", "--moe-z-loss-coeff",
-    "--moe-router-topk-scaling-factor", "--moe-router-pre-softmax", "--moe-router-num-groups",
-    "--moe-router-group-topk", "--moe-permute-fusion", "--moe-shared-expert-overlap",
-    "--make-vocab-size-divisible-by", "--fp8-recipe", "--fp8-amax", "--fp8-margin",
-    "--fp8-param-gather", "--timing-log", "--manual-gc", "--no-create-attention-mask",
-    "--apply-layernorm-1p", "--no-persist-layer-norm", "--use-checkpoint-args",
-    "--no-rope-fusion", "--apply-rope-fusion", "--check-for-nan", "--profile",
-    "--use-pytorch-profiler", "--accumulate-allreduce-grads-in-fp32", "--loss-scale",
-    "--initial-loss-scale", "--hysteresis", "--bf16-", "--te-rng-tracker",
-    "--disable-te-fused-rope", "--ckpt-format", "--async-save", "--dist-ckpt",
-    "--override-opt", "--no-initialization", "--num-dataset-builder-threads", "--no-mmap",
-    "--reset-", "--eod-mask-loss", "--swiglu-", "--qk-clip", "--sft", "--enable-experimental",
+    "--finetune", "--dataloader-type", "--num-workers", "--moe-aux-loss-coeff",
+    "--moe-z-loss-coeff", "--moe-router-score-function", "--moe-router-enable-expert-bias",
+    "--moe-router-bias-update-rate", "--moe-router-topk-scaling-factor",
+    "--moe-router-pre-softmax", "--make-vocab-size-divisible-by", "--timing-log",
+    "--loss-scale", "--initial-loss-scale", "--hysteresis", "--async-save", "--dist-ckpt",
+    "--no-initialization", "--num-dataset-builder-threads", "--no-mmap", "--reset-",
+    "--eod-mask-loss",
 )
 
 
@@ -281,6 +276,12 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         elif _int(flags, "--recompute-num-layers", source, 1) > 1:
             notes.append("uniform recompute of several layers per checkpoint: modelled as "
                          "one checkpoint per layer (keeps more inputs: conservative)")
+    dispatcher = flags.get("--moe-token-dispatcher-type", "alltoall")
+    if "--num-experts" in flags and dispatcher != "alltoall":
+        notes.append(f"--moe-token-dispatcher-type {dispatcher}: modelled as alltoall")
+    if "--num-experts" in flags and "--moe-grouped-gemm" not in flags:
+        notes.append("experts without --moe-grouped-gemm: modelled as one grouped GEMM "
+                     "(sequential per-expert GEMMs are slower)")
     zero = 0
     if "--use-distributed-optimizer" in flags:
         zero = 1

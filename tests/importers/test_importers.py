@@ -57,8 +57,7 @@ def test_megatron_round_trip(case: str) -> None:
         assert [len(s) for s in stage_layers(model, cfg)] == [
             len(s) for s in stage_layers(got.model, got.config)]
     assert got.unknown == ()
-    assert set(got.ignored) <= {"--ckpt-format", "--moe-grouped-gemm",
-                                "--moe-token-dispatcher-type"}
+    assert set(got.ignored) <= {"--ckpt-format"} and got.notes == ()
 
 
 GPT3_SCRIPT = """#!/bin/bash
@@ -173,7 +172,7 @@ def test_cli_check_from_launches(run_cli: Callable[..., tuple[int, str, str]],
                              "--format", "json")
     assert code == 0, err
     assert json.loads(out)["config"]["pp"] == 16
-    assert "--use-magic-kernels: not recognised" in err
+    assert "--use-magic-kernels: not modelled" in err
     code, out, _ = run_cli("check", "--from", "megatron", str(script), "--cluster", "selene",
                            "--dp", "2", "--format", "json")
     assert code == 0 and json.loads(out)["config"]["dp"] == 2  # --dp beats the script
@@ -220,6 +219,21 @@ def test_an_emitted_launch_script_checks_back_to_its_plan(
                              "--cluster", "dgx-h100", "--model", "llama3-70b", "--format",
                              "json")
     assert code == 0, err
-    assert "not recognised" not in err and "assumed all" not in err
+    assert "not modelled" not in err and "assumed all" not in err
     _, planned, _ = run_cli("estimate", str(plan), "--format", "json")
     assert json.loads(out)["config"] == json.loads(planned)["config"]
+
+
+def test_flags_that_change_memory_or_time_are_never_called_irrelevant() -> None:
+    """Only data, optimizer, logging and checkpoint flags count as having no effect; kernel
+    and numerics choices the planner does not model are reported as such, and MoE kernel
+    choices other than the modelled ones leave a note."""
+    shape = ("--num-layers 4 --hidden-size 64 --num-attention-heads 4 --vocab-size 100 "
+             "--global-batch-size 8 --seq-length 128 --num-experts 4 ")
+    got = import_megatron(shape + "--fp8-param-gather --accumulate-allreduce-grads-in-fp32 "
+                          "--moe-token-dispatcher-type allgather --lr 1e-4 --data-path /d",
+                          "a.args", dp=1, world_size=None, model=None)
+    assert got.unknown == ("--fp8-param-gather", "--accumulate-allreduce-grads-in-fp32")
+    assert got.ignored == ("--lr", "--data-path")
+    assert any("allgather: modelled as alltoall" in n for n in got.notes)
+    assert any("--moe-grouped-gemm" in n for n in got.notes)

@@ -102,9 +102,17 @@ def script_words(text: str, read: Callable[[str], str | None] = lambda name: Non
     commands: list[list[str]] = []
     for line in logical_lines(text):
         match = _ASSIGN.match(line)
+        while match and not _is_array(match.group(2).strip()):
+            # `A=1 B=2 torchrun ...`: assignments that prefix a command on the same line
+            raw = _split(match.group(2).strip())
+            if len(raw) < 2:
+                break
+            variables[match.group(1)] = _expand(raw[0], variables)
+            line = match.group(2).strip()[len(_first_word(match.group(2).strip())):].strip()
+            match = _ASSIGN.match(line)
         if match:
             name, value = match.group(1), match.group(2).strip()
-            array = value.startswith("(") and value.endswith(")")
+            array = _is_array(value)
             value = _expand(value[1:-1] if array else value, variables)
             try:
                 words = shlex.split(value)
@@ -119,3 +127,23 @@ def script_words(text: str, read: Callable[[str], str | None] = lambda name: Non
         except ValueError:
             commands.append(_expand(line, variables).split())
     return commands, variables
+
+
+def _is_array(value: str) -> bool:
+    return value.startswith("(") and value.endswith(")")
+
+
+def _split(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+_WORD = re.compile(r"""(?:[^\s"']|"[^"]*"|'[^']*')+""")
+
+
+def _first_word(text: str) -> str:
+    """The first shell word of `text` as written (quotes included)."""
+    match = _WORD.match(text)
+    return match.group(0) if match else text

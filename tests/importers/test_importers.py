@@ -93,6 +93,19 @@ def test_megatron_launch_script_is_read_like_a_shell_would() -> None:
     assert set(got.ignored) == {"--train-iters", "--lr", "--data-path"}
 
 
+def test_environment_prefixed_launch_line_is_a_command() -> None:
+    """`CUDA_DEVICE_MAX_CONNECTIONS=1 torchrun ...` on one line is the launch, not only an
+    assignment."""
+    script = ('CUDA_DEVICE_MAX_CONNECTIONS=1 NCCL_DEBUG="WARN" torchrun --nnodes 2 '
+              "--nproc_per_node 8 pretrain_gpt.py --num-layers 2 --hidden-size 64 "
+              "--num-attention-heads 4 --vocab-size 100 --global-batch-size 32 "
+              "--seq-length 128 --tensor-model-parallel-size 2\n")
+    got = import_megatron(script, "train.sh", dp=None, world_size=None, model=None)
+    assert got.world_size == 16 and got.config.tp == 2 and got.config.dp == 8
+    commands, variables = script_words(script)
+    assert commands[0][0] == "torchrun" and variables["NCCL_DEBUG"] == "WARN"
+
+
 def test_shell_words_expand_arrays_strings_and_defaults() -> None:
     commands, variables = script_words(GPT3_SCRIPT)
     assert variables["NUM_NODES"] == "128"

@@ -186,17 +186,27 @@ def all_gather_s(num_bytes: float, ring: RingLink) -> float:
     return (n - 1) / n * num_bytes / ring.bandwidth_bytes_per_s + (n - 1) * ring.latency_s
 
 
-def all_to_all_s(num_bytes: float, ring: RingLink) -> float:
+def all_to_all_s(num_bytes: float, ring: RingLink, *, latency: bool = True) -> float:
     """All-to-all where each rank holds `num_bytes` and sends 1/n of it to every rank: (k-1)/n
     of it stays on the node (intra-node links), (n-k)/n leaves through the GPU's own NIC; both
-    run at once, the slower sets the time."""
+    run at once, the slower sets the time. `latency=False` gives the bandwidth term alone."""
     n = ring.size
     if n == 1 or num_bytes == 0:
         return 0.0
     k = ring.gpus_per_node if ring.spans_nodes else n
     intra = (k - 1) / n * num_bytes / ring.intra_bytes_per_s if k > 1 else 0.0
     inter = (n - k) / n * num_bytes / ring.inter_bytes_per_s if n > k else 0.0
-    return max(intra, inter) + (n - 1) * ring.latency_s
+    return max(intra, inter) + ((n - 1) * ring.latency_s if latency else 0.0)
+
+
+def all_reduce_bandwidth_s(num_bytes: float, ring: RingLink) -> float:
+    """A lower bound on all_reduce_s: the ring's bandwidth term 2(n-1)/n x bytes / bandwidth,
+    which the double binary tree (2 x bytes / bandwidth) never beats; 0 where a measured
+    curve decides instead."""
+    n = ring.size
+    if n == 1 or ring.measured_busbw("all_reduce", num_bytes) is not None:
+        return 0.0
+    return 2 * (n - 1) / n * num_bytes / ring.bandwidth_bytes_per_s
 
 
 def pipeline_link(cluster: Cluster, cfg: ParallelConfig) -> RingLink:

@@ -272,15 +272,25 @@ def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
                      attention_forward_s=attn_fwd, elementwise_s=3 * elem_fwd)
 
 
+# The cross entropy reads and writes fp32 logits: about 12 bytes per logit, forward and again
+# backward (Megatron's vocab-parallel cross entropy: max, exp-sum, softmax, gradient).
+LOSS_BYTES_PER_LOGIT = 12.0
+
+
+def head_gemm(model: ModelSpec, cfg: ParallelConfig) -> Gemm:
+    """The LM head's logits GEMM on one GPU: the micro-batch's tokens x the padded vocabulary
+    / tp."""
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    return Gemm(m=tokens, k=model.hidden_size, n=model.padded_vocab_size(cfg.tp) / cfg.tp)
+
+
 def head_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tuple[float, float]:
     """(forward, backward) of the final norm, LM head and cross entropy on the last stage: the
-    logits GEMM over the padded vocabulary / tp, and the loss's passes over the logits (read
-    and write fp32: about 12 bytes per logit forward and backward)."""
-    tokens = cfg.seq_len / cfg.cp * cfg.mbs
-    vocab = model.padded_vocab_size(cfg.tp) / cfg.tp
-    logits = Gemm(m=tokens, k=model.hidden_size, n=vocab)
+    logits GEMM (head_gemm), and the loss's passes over the logits (LOSS_BYTES_PER_LOGIT)."""
+    logits = head_gemm(model, cfg)
+    tokens = logits.m
     forward = gemm_time_s(logits, gpu, cfg.precision)
     backward = sum(gemm_time_s(g, gpu, cfg.precision) for g in logits.backward())
-    loss = memory_time_s(12.0 * tokens * vocab, gpu)
+    loss = memory_time_s(LOSS_BYTES_PER_LOGIT * tokens * logits.n, gpu)
     norm = memory_time_s(4.0 * model.hidden_size * tokens, gpu)
     return forward + loss + norm, backward + loss + 2 * norm

@@ -36,9 +36,11 @@ from planner.cost import comm
 from planner.cost.comm import Axis
 from planner.cost.compute import (
     CALIBRATED_MATMUL_FRAC,
+    LOSS_BYTES_PER_LOGIT,
     attention_time_s,
     column_parallel_wgrad_s,
     elementwise_bytes,
+    head_gemm,
     head_time,
     layer_gemms,
     layer_time,
@@ -113,6 +115,21 @@ class LayerPasses:
     ep_busy_s: float
 
 
+def tp_bytes(model: ModelSpec, cfg: ParallelConfig) -> float:
+    """Bytes of one tensor-parallel all-reduce of a micro-batch's 16-bit activations (two in
+    each layer's forward: after attention and after the MLP; Megatron-LM)."""
+    return cfg.seq_len / cfg.cp * cfg.mbs * model.hidden_size * 2
+
+
+def routed_bytes(model: ModelSpec, cfg: ParallelConfig) -> float:
+    """Bytes each rank sends in one MoE dispatch (or combine) all-to-all: its tokens (split
+    by tp with sequence parallelism) x top_k copies of h 16-bit values."""
+    assert model.moe is not None
+    sp = cfg.tp if cfg.sequence_parallel else 1
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    return tokens / sp * model.moe.top_k * model.hidden_size * 2
+
+
 def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
                  layer: int, mode: Recompute) -> LayerPasses:
     """Compute (compute.layer_time) plus the communication of the module docstring: TP
@@ -122,7 +139,7 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     lt = layer_time(model, cfg, gpu, layer, mode)
     hidden = column_parallel_wgrad_s(model, cfg, gpu, layer)
-    tp_fwd = 2 * comm.all_reduce_s(tokens * model.hidden_size * 2, links.ring(Axis.TP))
+    tp_fwd = 2 * comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))
     exposed = 0.0 if cfg.tp_comm_overlap else 1.0
     full = mode is Recompute.FULL
     tp_bwd_exposed = max(0.0, tp_fwd - hidden) + (tp_fwd if full else 0.0)
@@ -134,10 +151,7 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
         cp_busy = 3 * transfer
     ep_fwd = 0.0
     if model.is_moe_layer(layer) and cfg.ep > 1:
-        assert model.moe is not None
-        sp = cfg.tp if cfg.sequence_parallel else 1
-        routed = tokens / sp * model.moe.top_k * model.hidden_size * 2
-        ep_fwd = 2 * comm.all_to_all_s(routed, links.ring(Axis.EP))
+        ep_fwd = 2 * comm.all_to_all_s(routed_bytes(model, cfg), links.ring(Axis.EP))
     return LayerPasses(
         forward_s=lt.forward_s + exposed * tp_fwd + cp_fwd + ep_fwd,
         backward_s=lt.backward_s + exposed * tp_bwd_exposed + 2 * cp_fwd + 2 * ep_fwd,
@@ -219,25 +233,16 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     per-sequence sum / vpp. Latencies, recompute, CP, pipeline hops, data-parallel and
     optimizer time only add. The rings are the slowest TP and EP rings (comm.slowest_ring)."""
     gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))
-    unit = dataclasses.replace(cfg, mbs=1)
+    unit = dataclasses.replace(cfg, mbs=1)  # one sequence
     sequences = cfg.global_batch / cfg.dp  # per replica and step, all micro-batches
     rate = matmul_rate(gpu, cfg.precision)
-    tokens = cfg.seq_len / cfg.cp  # one sequence on one GPU
     tp_s = 0.0
-    if cfg.tp > 1 and not cfg.tp_comm_overlap and tp_ring.measured_busbw(
-            "all_reduce", 1.0) is None:
-        n = tp_ring.size
-        tp_s = 2 * 2 * (n - 1) / n * tokens * model.hidden_size * 2 / (
-            tp_ring.bandwidth_bytes_per_s)
+    if cfg.tp > 1 and not cfg.tp_comm_overlap:  # layer_passes' exposed forward all-reduces
+        tp_s = 2 * comm.all_reduce_bandwidth_s(tp_bytes(model, unit), tp_ring)
     ep_s = 0.0
-    if model.moe is not None and cfg.ep > 1 and ep_ring is not None and ep_ring.size > 1:
-        sp = cfg.tp if cfg.sequence_parallel else 1
-        routed = tokens / sp * model.moe.top_k * model.hidden_size * 2
-        n = ep_ring.size
-        k = ep_ring.gpus_per_node if ep_ring.spans_nodes else n
-        intra = (k - 1) / n * routed / ep_ring.intra_bytes_per_s if k > 1 else 0.0
-        inter = (n - k) / n * routed / ep_ring.inter_bytes_per_s if n > k else 0.0
-        ep_s = 3 * 2 * max(intra, inter)  # dispatch + combine, forward and twice in backward
+    if model.moe is not None and cfg.ep > 1 and ep_ring is not None:
+        # dispatch + combine, in forward and twice in backward (layer_passes)
+        ep_s = 3 * 2 * comm.all_to_all_s(routed_bytes(model, unit), ep_ring, latency=False)
     attention = sum(attention_time_s(model, unit, gpu)) if cfg.flash_attention else 0.0
     per_kind: dict[bool, float] = {}
     stages = []
@@ -252,9 +257,9 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
                                   + (ep_s if kind else 0.0))
             total += per_kind[kind]
         if stage == cfg.pp - 1 and cfg.vocab_strategy is not VocabStrategy.VOCAB_PARALLEL:
-            vocab = model.padded_vocab_size(cfg.tp) / cfg.tp
-            total += 3 * 2 * tokens * model.hidden_size * vocab / rate
-            total += 2 * memory_time_s(12.0 * tokens * vocab, gpu)  # the loss, both passes
+            logits = head_gemm(model, unit)  # head_time: 3 GEMMs, the loss in both passes
+            total += 3 * logits.flops / rate
+            total += 2 * memory_time_s(LOSS_BYTES_PER_LOGIT * logits.m * logits.n, gpu)
         stages.append(total)
     busiest = max(stages)
     return busiest * sequences + (sum(stages) - busiest) / cfg.vpp

@@ -200,7 +200,8 @@ def test_cli_check_from_launches(run_cli: Callable[..., tuple[int, str, str]],
     ds.write_text(json.dumps(ds_config(ParallelConfig(dp=8, mbs=1, global_batch=64, zero=3))))
     code, _, err = run_cli("check", "--from", "deepspeed", str(ds), "--cluster",
                            "rtx4090-8x-pcie", "--model", "llama2-7b", "--seq-len", "4096")
-    assert code in (0, 1) and "error:" not in err
+    # 7B on 24 GiB cards without recompute: over by ~17 GiB (the launch has no checkpointing)
+    assert code == 1 and "error:" not in err
     code, _, err = run_cli("check", "--from", "deepspeed", str(ds), "--cluster",
                            "rtx4090-8x-pcie")
     assert code == 2 and "--model" in err

@@ -8,6 +8,7 @@ planner knows its shape (planner.emit.torchtitan.PRESETS), else from --model.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from planner.catalog import BUILTIN_MODELS
@@ -29,6 +30,7 @@ _MAPPED = {
     "parallelism.fsdp_reshard_after_forward", "training.local_batch_size",
     "training.global_batch_size", "training.seq_len", "module", "config",
 }
+_SUBCOMMAND = re.compile(r"activation[-_]checkpoint:")  # tyro's subcommand, ends the options
 _SWITCHES = {"parallelism.enable_sequence_parallel": True,
              "parallelism.no_enable_sequence_parallel": False}
 _IGNORED_SECTIONS = ("job.", "metrics.", "checkpoint.", "profiler.", "optimizer.",
@@ -60,7 +62,7 @@ def import_torchtitan(text: str, source: str, dp: int | None, world_size: int | 
     i = 0
     while i < len(words):
         word = words[i]
-        if word.startswith("activation-checkpoint:") or word.startswith("activation_checkpoint:"):
+        if _SUBCOMMAND.match(word):
             mode = word.split(":", 1)[1]
             recompute = {"none": Recompute.NONE, "selective": Recompute.SELECTIVE,
                          "full": Recompute.FULL}.get(mode)
@@ -80,7 +82,7 @@ def import_torchtitan(text: str, source: str, dp: int | None, world_size: int | 
             i += 1
             continue
         takes_value = bool(eq) or (i + 1 < len(words) and not words[i + 1].startswith("--")
-                                   and ":" not in words[i + 1])
+                                   and not _SUBCOMMAND.match(words[i + 1]))
         value = inline if eq else (words[i + 1] if takes_value else "")
         if key in _MAPPED:
             values[key] = value

@@ -251,3 +251,11 @@ def test_flags_that_change_memory_or_time_are_never_called_irrelevant() -> None:
     assert got.ignored == ("--lr", "--data-path")
     assert any("allgather: modelled as alltoall" in n for n in got.notes)
     assert any("--moe-grouped-gemm" in n for n in got.notes)
+
+
+def test_torchtitan_option_values_may_contain_colons() -> None:
+    text = ("--module llama3 --config llama3_8b --job.dump_folder /runs/a:b "
+            "--training.local_batch_size 1 --training.seq_len 8192 activation-checkpoint:full")
+    got = import_torchtitan(text, "tt.args", dp=8, world_size=None, model=None)
+    assert got.config.recompute is Recompute.FULL and got.ignored == ("--job.dump_folder",)
+    assert got.unknown == ()

@@ -199,6 +199,14 @@ class ModelSpec:
             return False
         return index % self.moe.layer_freq == 0
 
+    def first_layer_of_kind(self) -> dict[bool, int]:
+        """The first dense (False) and MoE (True) layer: layers of one kind have the same
+        shapes, so one stands for all of its kind in FLOP, time and memory counts."""
+        first: dict[bool, int] = {}
+        for i in range(self.num_layers):
+            first.setdefault(self.is_moe_layer(i), i)
+        return first
+
     @property
     def num_moe_layers(self) -> int:
         return sum(self.is_moe_layer(i) for i in range(self.num_layers))

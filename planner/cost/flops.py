@@ -88,10 +88,10 @@ def model_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
     tokens = float(cfg.global_batch * cfg.seq_len)
     moe_layers = model.num_moe_layers
     forward = 0.0
+    first = model.first_layer_of_kind()
     for is_moe, count in ((True, moe_layers), (False, model.num_layers - moe_layers)):
         if count:  # layers of one kind have the same FLOPs
-            layer = next(i for i in range(model.num_layers) if model.is_moe_layer(i) == is_moe)
-            forward += count * layer_flops(model, layer, tokens, cfg.seq_len).total
+            forward += count * layer_flops(model, first[is_moe], tokens, cfg.seq_len).total
     forward += logits_flops(model, tokens)
     return 3.0 * forward
 
@@ -106,9 +106,7 @@ def hardware_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
     if cfg.recompute is Recompute.NONE:
         return flops
     # layers of one kind (dense or MoE) under one recompute mode repeat the same FLOPs
-    first_of_kind: dict[bool, int] = {}
-    for i in range(model.num_layers):
-        first_of_kind.setdefault(model.is_moe_layer(i), i)
+    first_of_kind = model.first_layer_of_kind()
     kinds: Counter[tuple[int, Recompute]] = Counter()
     for stage in stage_chunks(model, cfg):
         for chunk in stage:

@@ -169,9 +169,7 @@ class _PassCache:
         self.model = model
         self.args = (model, _passes_key(cfg), gpu, links)
         self.cache: dict[tuple[bool, Recompute], LayerPasses] = {}
-        self.first: dict[bool, int] = {}
-        for i in range(model.num_layers):
-            self.first.setdefault(model.is_moe_layer(i), i)
+        self.first = model.first_layer_of_kind()
 
     def get(self, layer: int, mode: Recompute) -> LayerPasses:
         return self.get_kind(self.model.is_moe_layer(layer), mode)

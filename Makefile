@@ -45,11 +45,11 @@ $(FW)/.ok: tests/frameworks/setup.sh
 
 test: $(TEST_STAMP) frameworks
 	$(BIN)/python -m pytest
-	$(BIN)/python -m ruff check planner tests
+	$(BIN)/python -m ruff check planner tests bench
 	$(BIN)/python -m mypy
 
 lint: $(TEST_STAMP)
-	$(BIN)/python -m ruff check planner tests
+	$(BIN)/python -m ruff check planner tests bench
 	$(BIN)/python -m mypy
 
 clean:

@@ -22,7 +22,7 @@ from planner.cost.step import estimate_step
 from planner.hardware import Cluster
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate, estimate_memory
 from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
-from planner.parallel import Framework, ParallelConfig, Precision, Recompute
+from planner.parallel import AttentionKernel, Framework, ParallelConfig, Precision, Recompute
 from planner.units import GiB
 
 # Cases whose configuration cannot be reproduced from what the source states.
@@ -194,6 +194,28 @@ def _recompute(value: object) -> tuple[Recompute, int | None]:
     return Recompute.NONE, None
 
 
+# PyTorch made cuDNN its default SDPA kernel on sm90/sm100 in 2.9 (pytorch/pytorch PR #162073,
+# merged 2025-09-04); runs on an older PyTorch got FlashAttention-2.
+_SDPA_CUDNN_SINCE = ((2, 9), "2025-09-04")
+
+
+def _sdpa_kernel(case: dict[str, Any]) -> AttentionKernel:
+    """The attention kernel a PyTorch-SDPA (torchtitan) case ran, from the versions its source
+    states: FA2 before PyTorch 2.9 (by version, or by the date of a nightly), else the
+    framework default. FlexAttention (a Triton kernel, ~90% of FA2's forward and ~85% of its
+    backward rate by PyTorch's FlexAttention blog, 2024-08) is priced as FA2."""
+    if "flex" in str(case["config"].get("attention", "")):
+        return AttentionKernel.FA2
+    versions = str(case.get("source", {}).get("versions", ""))
+    release = re.search(r"torch (\d+)\.(\d+)", versions)
+    if release and (int(release.group(1)), int(release.group(2))) < _SDPA_CUDNN_SINCE[0]:
+        return AttentionKernel.FA2
+    nightly = re.search(r"torch \w+ \((\d{4}-\d{2}-\d{2})\)", versions)
+    if nightly and nightly.group(1) < _SDPA_CUDNN_SINCE[1]:
+        return AttentionKernel.FA2
+    return AttentionKernel.AUTO
+
+
 def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
     """The ParallelConfig a measured case ran with, as far as its source states it."""
     c = case["config"]
@@ -237,6 +259,8 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
         zero=zero, sequence_parallel=bool(c.get("sequence_parallel")) and c["tp"] > 1,
         precision=precision, layers_per_stage=layers_per_stage, framework=framework,
         flash_attention=flash,
+        attention_kernel=(_sdpa_kernel(case) if framework is Framework.TORCHTITAN
+                          else AttentionKernel.AUTO),
         cross_entropy_fusion=bool(args.get("--cross-entropy-loss-fusion")),
         microbatch_group_size=args.get("--microbatch-group-size-per-virtual-pipeline-stage"),
     )

@@ -39,6 +39,21 @@ class Precision(enum.StrEnum):
     FP8 = "fp8"
 
 
+class AttentionKernel(enum.StrEnum):
+    """Which fused attention kernel runs (with flash_attention; the unfused path is separate).
+
+    AUTO is what the framework picks on the GPU: Transformer Engine prefers cuDNN's fused
+    attention on Hopper and later and Tri Dao's FlashAttention-2 on Ampere (NeMo docs,
+    "Turn Flash Attention On and Off", NVIDIA/NeMo PR #9188); PyTorch's SDPA (torchtitan,
+    DeepSpeed models) runs FlashAttention-2 first until cuDNN became the default on sm90/sm100
+    (pytorch/pytorch PR #162073, PyTorch 2.9, effective where the bundled cuDNN is newer than
+    9.15: PyTorch 2.11). FA2 or CUDNN pins one, e.g. for a job on an older PyTorch."""
+
+    AUTO = "auto"
+    FA2 = "fa2"
+    CUDNN = "cudnn"
+
+
 class Framework(enum.StrEnum):
     """The executor; it decides gradient dtypes, loss buffers and sharding details."""
 
@@ -61,6 +76,8 @@ class ParallelConfig:
             (Megatron --recompute-method block --recompute-num-layers); None = all layers.
         flash_attention: attention kernels that keep no s x s score matrix (FlashAttention /
             cuDNN fused attention), the default of Megatron-Core with Transformer Engine.
+        attention_kernel: the fused attention kernel (AttentionKernel; AUTO = the framework's
+            pick for the GPU).
         cross_entropy_fusion: Megatron's --cross-entropy-loss-fusion (its fused kernel keeps
             more fp32 logit buffers; memory.loss_bytes_per_element).
         overlap_grad_reduce: gradient reduction overlapped with the backward pass (Megatron
@@ -98,6 +115,7 @@ class ParallelConfig:
     layers_per_chunk: tuple[int, ...] = ()
     framework: Framework = Framework.MEGATRON
     flash_attention: bool = True
+    attention_kernel: AttentionKernel = AttentionKernel.AUTO
     cross_entropy_fusion: bool = False
     moe_token_imbalance: float = 1.5
     overlap_grad_reduce: bool = True
@@ -147,6 +165,7 @@ class ParallelConfig:
             "layers_per_stage": list(self.layers_per_stage),
             "layers_per_chunk": list(self.layers_per_chunk), "framework": self.framework.value,
             "flash_attention": self.flash_attention,
+            "attention_kernel": self.attention_kernel.value,
             "cross_entropy_fusion": self.cross_entropy_fusion,
             "moe_token_imbalance": self.moe_token_imbalance,
             "overlap_grad_reduce": self.overlap_grad_reduce,

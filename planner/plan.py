@@ -21,6 +21,7 @@ from planner.model import ModelSpec
 from planner.model_io import model_from_dict, model_to_dict
 from planner.parallel import (
     RANK_ORDERS,
+    AttentionKernel,
     Framework,
     ParallelConfig,
     Precision,
@@ -105,7 +106,8 @@ _DEFAULT = ParallelConfig()
 _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch", "seq_len",
                 "num_microbatches", "recompute", "recompute_num_layers", "zero",
                 "sequence_parallel", "precision", "vocab_strategy", "layers_per_stage",
-                "layers_per_chunk", "framework", "flash_attention", "cross_entropy_fusion",
+                "layers_per_chunk", "framework", "flash_attention", "attention_kernel",
+                "cross_entropy_fusion",
                 "moe_token_imbalance", "overlap_grad_reduce", "tp_comm_overlap",
                 "microbatch_group_size", "rank_order")
 
@@ -129,6 +131,8 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     framework = r.choice("framework", [f.value for f in Framework],
                          default=_DEFAULT.framework.value)
     flash = r.boolean("flash_attention", default=_DEFAULT.flash_attention)
+    kernel = r.choice("attention_kernel", [k.value for k in AttentionKernel],
+                      default=_DEFAULT.attention_kernel.value) or _DEFAULT.attention_kernel.value
     ce_fusion = r.boolean("cross_entropy_fusion", default=_DEFAULT.cross_entropy_fusion)
     imbalance = r.number("moe_token_imbalance", default=_DEFAULT.moe_token_imbalance)
     overlap_grad = r.boolean("overlap_grad_reduce", default=_DEFAULT.overlap_grad_reduce)
@@ -149,7 +153,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         sequence_parallel=sp, precision=Precision(precision), vocab_strategy=VocabStrategy(vocab),
         layers_per_stage=tuple(layout), layers_per_chunk=tuple(chunk_layout),
         framework=Framework(framework), flash_attention=flash,
-        cross_entropy_fusion=ce_fusion,
+        attention_kernel=AttentionKernel(kernel), cross_entropy_fusion=ce_fusion,
         moe_token_imbalance=imbalance or _DEFAULT.moe_token_imbalance,
         overlap_grad_reduce=overlap_grad, tp_comm_overlap=tp_overlap,
         microbatch_group_size=group, rank_order=order,

@@ -16,7 +16,7 @@ PACKAGE = REPO / "planner"
 LAYERS = {
     "planner.units": 0, "planner.errors": 0,
     "planner.gpus": 1, "planner.model": 1, "planner.schema": 1, "planner.nccl_tests": 1,
-    "planner.topo": 1,
+    "planner.topo": 1, "planner.cost.kernels": 1,
     "planner.catalog": 2, "planner.hardware": 2, "planner.parallel": 2,
     "planner.memory": 3, "planner.model_io": 3, "planner.hardware_io": 3,
     "planner.cost": 3, "planner.cost.flops": 3, "planner.cost.pipeline": 3,
@@ -37,6 +37,7 @@ LAYERS = {
 PURE = ("planner.units", "planner.gpus", "planner.model", "planner.catalog", "planner.hardware",
         "planner.parallel", "planner.memory", "planner.advice", "planner.cost.flops",
         "planner.cost.pipeline", "planner.cost.compute", "planner.cost.comm",
+        "planner.cost.kernels",
         "planner.cost.step", "planner.nccl_tests", "planner.topo",
         "planner.search.partition", "planner.search.chunking", "planner.search.space",
         "planner.search.explain",

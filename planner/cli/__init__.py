@@ -125,10 +125,11 @@ def _check_config(cfg: ParallelConfig, model: ModelSpec, cluster: Cluster, where
 
 # What `planner validate` measured for the step-time model (README, Validation: Step time).
 UNCALIBRATED_WARNING = (
-    "warning: the step time on {gpu} is not calibrated: against published runs the model "
-    "predicts such steps 24-38% too fast on real-size H100 layers and more on small models; "
-    "use it to compare configurations, not as a promise (calibrated: Megatron-LM on A100, "
-    "median error 4.6%)")
+    "warning: the step time on {gpu} is not validated: against published runs the model "
+    "predicts real-size H100 and H200 steps 20-44% too fast (their kernel rates are measured; "
+    "framework overheads are not modelled), small models far more, and GPUs never measured "
+    "are priced from datasheets; use it to compare configurations, not as a promise "
+    "(validated: Megatron-LM on A100, median error 4.6%)")
 
 
 def _result(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,

@@ -191,7 +191,7 @@ def timing_table(report: Report) -> None:
     out.print(table)
     out.print(f"{len(report.cases)} cases: median |error| {report.median_abs_error_frac:.1%}, "
               f"max {report.max_abs_error_frac:.1%}; {len(report.skipped)} skipped. The "
-              "step-time model is calibrated for A100 only; `estimate` warns elsewhere.")
+              "step-time model is validated on A100 only; `estimate` warns elsewhere.")
     for group, (count, median, worst) in report.groups().items():
         out.print(f"  {group}: {count} cases, median |error| {median:.1%}, max {worst:.1%}",
                   markup=False)

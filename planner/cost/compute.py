@@ -8,10 +8,15 @@ cut into output tiles spread over the SMs in waves; partial tiles and a partial 
 hardware), taking the best of the tile shapes cuBLAS chooses among. Small and skinny GEMMs
 therefore run far below peak.
 
-Attention: FlashAttention computes only the causal lower triangle (about s^2/2 scores) at
-FLASH_ATTENTION_FRAC of peak; the unfused path (Megatron "local" / unfused backends)
-computes the full s x s scores with batched GEMMs (then masks) and moves the scores through
-HBM for scale-mask-softmax and dropout.
+GPUs measured for this project (cost/kernels.py: H100, H800 by its H100 die, H200): GEMMs at
+the sustained fraction of peak measured on the validation cases' own shapes, attention at
+the measured rate of the kernel the framework runs, for the size of the call. Others: the
+published figures below.
+
+Attention: fused kernels compute only the causal lower triangle (about s^2/2 scores), at the
+measured rate where there is one, else at FLASH_ATTENTION_FRAC of peak; the unfused path
+(Megatron "local" / unfused backends) computes the full s x s scores with batched GEMMs (then
+masks) and moves the scores through HBM for scale-mask-softmax and dropout.
 
 Element-wise work (norms, bias-dropout-add, activation functions, rotary embeddings, the loss)
 is memory-bound: bytes moved / (HBM bandwidth x HBM_EFFICIENCY). Backward moves about twice
@@ -25,16 +30,17 @@ import functools
 import math
 from dataclasses import dataclass
 
+import planner.cost.kernels as kernels
 from planner.gpus import GpuType
 from planner.model import ModelSpec, Projection
-from planner.parallel import ParallelConfig, Precision, Recompute
+from planner.parallel import AttentionKernel, ParallelConfig, Precision, Recompute
 
 # Output tile shapes (M x N) of cuBLAS / CUTLASS bf16 kernels on Ampere and Hopper.
 TILE_SHAPES = ((128, 128), (128, 256), (256, 128), (64, 128))
 
-# FlashAttention-2 reaches 50-73% of peak on A100 (Dao 2023, arXiv 2307.08691, Sec. 4.1),
-# FlashAttention-3 75% on H100 forward (Shah et al. 2024, arXiv 2407.08608); the backward
-# pass is the slower one: 60% of peak over forward and backward.
+# GPUs without a measured attention rate: FlashAttention-2 reaches 50-73% of peak on A100 (Dao
+# 2023, arXiv 2307.08691, Sec. 4.1); the backward pass is the slower one: 60% of peak over
+# forward and backward. (On the H100 it measured far lower: cost/kernels.py.)
 FLASH_ATTENTION_FRAC = 0.6
 
 # Calibrated fraction of peak that transformer-layer GEMMs reach inside the framework, where a
@@ -115,9 +121,13 @@ def gemm_time_s(gemm: Gemm, gpu: GpuType, precision: Precision) -> float:
 
 def matmul_rate(gpu: GpuType, precision: Precision) -> float:
     """Best-case GEMM FLOP/s: the calibrated in-framework fraction where one exists for 16-bit
-    GEMMs, else the microbenchmark MAMF fraction."""
+    GEMMs, else the sustained fraction measured on the GPU (kernels.MATMUL_FRAC), else the
+    microbenchmark MAMF fraction."""
     if precision is Precision.BF16 and gpu.id in CALIBRATED_MATMUL_FRAC:
         return gpu.peak(precision.value) * CALIBRATED_MATMUL_FRAC[gpu.id]
+    measured = kernels.matmul_frac(gpu.id, precision.value)
+    if measured is not None:
+        return gpu.peak(precision.value) * measured
     return gpu.achievable_matmul_flops_per_s(precision.value)
 
 
@@ -167,12 +177,16 @@ def _sharded(p: Projection, tokens: float, tp: int) -> Gemm:
 
 # ---- attention and element-wise work ------------------------------------------------------
 
-def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tuple[float, float]:
+def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
+                     best_rate: bool = False) -> tuple[float, float]:
     """(forward, backward) of the attention core for one micro-batch on one GPU.
 
-    Flash: causal FLOPs (half the s x s scores; with context parallelism each rank holds s/cp
-    queries against all keys, causal overall) at FLASH_ATTENTION_FRAC of peak, backward 2.5x
-    forward's FLOPs (it recomputes the scores: Dao 2023 Sec. 3.2). Unfused: QK^T and PV as
+    Fused (flash_attention): causal FLOPs (half the s x s scores; with context parallelism each
+    rank holds s/cp queries against all keys, causal overall), backward 2.5x forward's FLOPs
+    (it recomputes the scores: Dao 2023 Sec. 3.2), at the measured rates of the kernel
+    (fused_attention_kernel) for a call of this size where the GPU was measured
+    (kernels.attention_rates; with best_rate, the fastest rate of any size: a lower bound),
+    else at FLASH_ATTENTION_FRAC of peak. Unfused: QK^T and PV as
     batched GEMMs over the full s x s, plus scale-mask-softmax and dropout through HBM (read
     and write 2-byte scores, a 1-byte mask: 9 bytes per score forward, twice in backward).
     """
@@ -186,8 +200,13 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tup
         d_qk = d_v = model.head_dim
     if cfg.flash_attention:
         flops = 2.0 * b * heads * queries * cfg.seq_len * (d_qk + d_v) * 0.5
-        rate = gpu.peak(cfg.precision.value) * FLASH_ATTENTION_FRAC
-        return flops / rate, 2.5 * flops / rate
+        kernel = fused_attention_kernel(cfg, gpu).value
+        rates = (kernels.best_attention_rates(gpu.id, kernel) if best_rate
+                 else kernels.attention_rates(gpu.id, kernel, flops))
+        if rates is None:
+            rate = gpu.peak(cfg.precision.value) * FLASH_ATTENTION_FRAC
+            rates = (rate, rate)
+        return flops / rates[0], 2.5 * flops / rates[1]
     scores = Gemm(m=queries, n=cfg.seq_len, k=d_qk, batch=b * heads)
     context = Gemm(m=queries, n=d_v, k=cfg.seq_len, batch=b * heads)
     forward = gemm_time_s(scores, gpu, cfg.precision) + gemm_time_s(context, gpu, cfg.precision)
@@ -196,6 +215,16 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tup
     softmax_bytes = 9.0 * b * heads * queries * cfg.seq_len
     return (forward + memory_time_s(softmax_bytes, gpu),
             backward + memory_time_s(2 * softmax_bytes, gpu))
+
+
+def fused_attention_kernel(cfg: ParallelConfig, gpu: GpuType) -> AttentionKernel:
+    """The fused attention kernel the job runs: cfg.attention_kernel, or for AUTO what the
+    frameworks pick today (parallel.AttentionKernel): cuDNN on compute capability 9.0 and
+    later, FlashAttention-2 before."""
+    if cfg.attention_kernel is not AttentionKernel.AUTO:
+        return cfg.attention_kernel
+    capability = gpu.compute_capability
+    return AttentionKernel.CUDNN if capability and capability >= (9, 0) else AttentionKernel.FA2
 
 
 def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> float:

@@ -221,12 +221,13 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
 
     Per layer and micro-batch, the parts of layer_passes that are linear in the micro-batch,
     each at its best: the GEMMs at the best-case rate (forward and the two backward GEMMs,
-    3 x the forward FLOPs; tile quantization only slows them), FlashAttention's core (its
-    time is FLOPs / a fixed rate), the element-wise traffic (3 x the forward's: backward moves
-    twice), and the exposed forward TP all-reduces and MoE all-to-alls at their bandwidth terms
-    (all_reduce_s's ring and tree both take at least 2(n-1)/n x bytes / bandwidth; measured
-    curves are left out). A micro-batch of b sequences costs at least b x that, so over the m
-    = sequences / b micro-batches the busiest stage needs at least `sequences` x its sum, and
+    3 x the forward FLOPs; tile quantization only slows them), the fused attention core at the
+    fastest rate its kernel reaches at any call size, the element-wise traffic (3 x the
+    forward's: backward moves twice), and the exposed forward TP all-reduces and MoE
+    all-to-alls at their bandwidth terms (all_reduce_s's ring and tree both take at least
+    2(n-1)/n x bytes / bandwidth; measured curves are left out). A micro-batch of b sequences
+    costs at least b x that, so over the m = sequences / b micro-batches the busiest stage
+    needs at least `sequences` x its sum, and
     fast_makespan's fill and drain (the other stages' time / vpp) at least the other stages'
     per-sequence sum / vpp. Latencies, recompute, CP, pipeline hops, data-parallel and
     optimizer time only add. The rings are the slowest TP and EP rings (comm.slowest_ring)."""
@@ -241,7 +242,8 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     if model.moe is not None and cfg.ep > 1 and ep_ring is not None:
         # dispatch + combine, in forward and twice in backward (layer_passes)
         ep_s = 3 * 2 * comm.all_to_all_s(routed_bytes(model, unit), ep_ring, latency=False)
-    attention = sum(attention_time_s(model, unit, gpu)) if cfg.flash_attention else 0.0
+    attention = (sum(attention_time_s(model, unit, gpu, best_rate=True))
+                 if cfg.flash_attention else 0.0)
     per_kind: dict[bool, float] = {}
     stages = []
     for stage, layers in enumerate(stage_layers(model, cfg)):

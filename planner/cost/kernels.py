@@ -1,0 +1,118 @@
+"""Kernel rates measured for this project on real GPUs, per GPU type (pure data).
+
+bench/device/kernels.py timed, on one lent GPU of each type (2026-11-27; the machine, its 700 W
+power limit and clocks are in each file), the validation cases' own GEMM shapes in bf16 and fp8
+and causal attention per PyTorch SDPA backend; the raw timings are in bench/device/results/,
+and bench/device/derive.py turns them into the tables below (tests/cost/test_kernels.py
+re-derives them, so the two cannot drift apart).
+
+What the measurements showed that datasheet and microbenchmark figures miss:
+- Sustained clocks. A bf16 8192^3 GEMM run back to back for 6 s held the H100 at its 700 W
+  limit with the SM clock at 1372 MHz (1980 maximum), 663 TFLOP/s; short bursts run near 800
+  (the MAMF figure in gpus.py). On the validation cases' large GEMMs the H100 sustained 0.71 of
+  peak after tile and wave quantization, not 0.80. Training runs for hours: the sustained rate
+  is the one to price GEMMs at.
+- Attention kernels differ by 2x. At sequence 8192, 32 heads of 128, causal, PyTorch's
+  FlashAttention-2 backend ran at 322 TFLOP/s forward and 284 backward on the H100; cuDNN's
+  fused attention (what Transformer Engine and recent PyTorch pick on Hopper) at 629 and 497.
+  Small calls run far below large ones (too few query tiles to fill 132 SMs, short key loops).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+
+# GPU types without their own measurement that share another's silicon: the H800 is the H100
+# die (same SMs, clocks and 700 W board power; only NVLink differs).
+SAME_SILICON = {"h800-sxm5-80gb": "h100-sxm5-80gb"}
+
+# (GPU id, precision) -> sustained fraction of dense peak on large GEMMs (>= 1e11 FLOPs),
+# with compute.py's quantization efficiency applied on top.
+MATMUL_FRAC: dict[tuple[str, str], float] = {
+    ("h100-sxm5-80gb", "bf16"): 0.712,
+    ("h100-sxm5-80gb", "fp8"): 0.628,
+    ("h200-sxm-141gb", "bf16"): 0.699,
+    ("h200-sxm-141gb", "fp8"): 0.639,
+}
+
+# (GPU id, attention kernel) -> measured causal calls in order of size:
+# (forward FLOPs counting half the scores, forward TFLOP/s, backward TFLOP/s with backward
+# FLOPs = 2.5 x forward).
+ATTENTION_TFLOPS: dict[tuple[str, str], tuple[tuple[float, float, float], ...]] = {
+    ("h100-sxm5-80gb", "cudnn"): (
+        (4295000000.0, 179.7, 52.7),
+        (12880000000.0, 286.1, 153.7),
+        (68720000000.0, 448.5, 338.7),
+        (137400000000.0, 406.5, 323.6),
+        (1100000000000.0, 628.7, 497.1),
+        (8796000000000.0, 560.7, 553.4),
+        (35180000000000.0, 612.7, 520.1),
+    ),
+    ("h100-sxm5-80gb", "fa2"): (
+        (4295000000.0, 93.6, 68.4),
+        (12880000000.0, 128.7, 118.9),
+        (68720000000.0, 221.6, 191.8),
+        (137400000000.0, 264.6, 209.7),
+        (1100000000000.0, 321.8, 284.2),
+        (8796000000000.0, 344.3, 305.6),
+        (35180000000000.0, 333.6, 315.0),
+    ),
+    ("h200-sxm-141gb", "cudnn"): (
+        (4295000000.0, 138.8, 58.2),
+        (12880000000.0, 280.2, 154.0),
+        (68720000000.0, 449.2, 361.4),
+        (137400000000.0, 413.9, 326.7),
+        (1100000000000.0, 625.2, 456.9),
+        (8796000000000.0, 573.3, 521.9),
+        (35180000000000.0, 587.9, 532.6),
+    ),
+    ("h200-sxm-141gb", "fa2"): (
+        (4295000000.0, 127.1, 53.7),
+        (12880000000.0, 127.2, 122.4),
+        (68720000000.0, 214.0, 201.9),
+        (137400000000.0, 260.3, 212.9),
+        (1100000000000.0, 324.4, 279.0),
+        (8796000000000.0, 326.9, 323.7),
+        (35180000000000.0, 339.1, 320.5),
+    ),
+}
+
+
+def _measured(gpu_id: str) -> str:
+    return SAME_SILICON.get(gpu_id, gpu_id)
+
+
+def matmul_frac(gpu_id: str, precision: str) -> float | None:
+    """Sustained large-GEMM fraction of peak measured on the GPU, or None."""
+    return MATMUL_FRAC.get((_measured(gpu_id), precision))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def attention_rates(gpu_id: str, kernel: str, forward_flops: float) -> tuple[float, float] | None:
+    """Measured (forward, backward) FLOP/s of causal fused attention `kernel` ("fa2",
+    "cudnn") for a call of `forward_flops`, or None where not measured: interpolated linearly
+    in log10(FLOPs) between the measured calls, held at the end points outside them."""
+    rows = ATTENTION_TFLOPS.get((_measured(gpu_id), kernel))
+    if not rows:
+        return None
+    xs = [math.log10(r[0]) for r in rows]
+    x = math.log10(max(forward_flops, 1.0))
+    if x <= xs[0]:
+        return rows[0][1] * 1e12, rows[0][2] * 1e12
+    if x >= xs[-1]:
+        return rows[-1][1] * 1e12, rows[-1][2] * 1e12
+    i = bisect.bisect_right(xs, x)
+    w = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+    lo, hi = rows[i - 1], rows[i]
+    return (lo[1] + w * (hi[1] - lo[1])) * 1e12, (lo[2] + w * (hi[2] - lo[2])) * 1e12
+
+
+def best_attention_rates(gpu_id: str, kernel: str) -> tuple[float, float] | None:
+    """The fastest measured (forward, backward) FLOP/s of `kernel` over all call sizes: no call
+    runs faster (a bound for step.step_lower_bound)."""
+    rows = ATTENTION_TFLOPS.get((_measured(gpu_id), kernel))
+    if not rows:
+        return None
+    return max(r[1] for r in rows) * 1e12, max(r[2] for r in rows) * 1e12

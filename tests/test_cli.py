@@ -40,8 +40,29 @@ def test_estimate_json_follows_design(run_cli: Run) -> None:
             "breakdown", "calibrated"} <= set(time)
     assert time["tokens_per_s"] == pytest.approx(64 * 8192 / time["iteration_s"])
     assert 0 < time["mfu"] <= time["hfu"] < 1
-    assert time["calibrated"] is False and "not calibrated" in err  # H100: warned
+    assert time["calibrated"] is False and "not validated" in err  # H100: warned
 
+
+
+def test_attention_kernel_is_priced_and_kept_in_the_plan(run_cli: Run, tmp_path: Path) -> None:
+    """On an H100, FlashAttention-2 (older PyTorch's SDPA pick) makes the step slower than the
+    default cuDNN kernel; the choice goes into the plan file and back."""
+    times = {}
+    for kernel in ("auto", "fa2"):
+        plan = tmp_path / f"{kernel}.yaml"
+        code, out, err = run_cli(*BASE, "--tp", "2", "--dp", "8", "--attention-kernel", kernel,
+                                 "--format", "json", "-o", str(plan))
+        assert code == 0, err
+        data = json.loads(out)
+        assert data["config"]["attention_kernel"] == kernel
+        times[kernel] = data["time"]["iteration_s"]
+        code, out, err = run_cli("estimate", str(plan), "--format", "json")
+        assert code == 0, err
+        assert json.loads(out)["config"]["attention_kernel"] == kernel
+        assert json.loads(out)["time"]["iteration_s"] == times[kernel]
+    assert times["fa2"] > 1.03 * times["auto"]
+    code, _, err = run_cli(*BASE, "--attention-kernel", "fa3")
+    assert code == 2 and "fa3" in err
 
 def test_calibrated_gpu_has_no_warning(run_cli: Run) -> None:
     code, out, err = run_cli("estimate", "--model", "gpt3-175b", "--cluster", "selene",

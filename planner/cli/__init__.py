@@ -35,7 +35,14 @@ from planner.importers import import_launch
 from planner.memory import MemoryEstimate, estimate_memory
 from planner.model import ModelSpec
 from planner.model_io import load_model
-from planner.parallel import Framework, ParallelConfig, Precision, Recompute, VocabStrategy
+from planner.parallel import (
+    AttentionKernel,
+    Framework,
+    ParallelConfig,
+    Precision,
+    Recompute,
+    VocabStrategy,
+)
 from planner.plan import Plan, content_hash, file_hash, load_plan, write_plan
 from planner.schema import read_text, refuse_overwrite, write_new_file
 from planner.search.explain import explain
@@ -201,6 +208,10 @@ def estimate(
         "--framework", help="Executor whose memory behaviour to model.")] = None,
     flash_attention: Annotated[bool | None, typer.Option(
         "--flash-attention/--no-flash-attention", help="[default: on]")] = None,
+    attention_kernel: Annotated[AttentionKernel, typer.Option(
+        "--attention-kernel", help="Fused attention kernel to price: auto (the framework's "
+        "pick: cuDNN on Hopper and later, FlashAttention-2 before), fa2 or cudnn.")]
+    = AttentionKernel.AUTO,
     use_tp_pp_dp_mapping: Annotated[bool, typer.Option(
         "--use-tp-pp-dp-mapping", help="Megatron's rank order tp-cp-pp-dp instead of "
         "tp-cp-dp-pp.")] = False,
@@ -291,6 +302,7 @@ def estimate(
         vocab_strategy=VocabStrategy((vocab_strategy or VocabChoice.baseline).value),
         layers_per_stage=layout, framework=framework or Framework.MEGATRON,
         flash_attention=True if flash_attention is None else flash_attention,
+        attention_kernel=attention_kernel,
         rank_order="tp-cp-pp-dp" if use_tp_pp_dp_mapping else "tp-cp-dp-pp",
     )
     _check_config(cfg, spec, cl, "configuration", dp_given=dp is not None)
@@ -329,6 +341,10 @@ def search(
     vocab_strategy: Annotated[VocabChoice, typer.Option("--vocab-strategy")]
     = VocabChoice.auto,
     framework: Annotated[Framework, typer.Option("--framework")] = Framework.MEGATRON,
+    attention_kernel: Annotated[AttentionKernel, typer.Option(
+        "--attention-kernel", help="Fused attention kernel to price: auto (the framework's "
+        "pick: cuDNN on Hopper and later, FlashAttention-2 before), fa2 or cudnn.")]
+    = AttentionKernel.AUTO,
     headroom: Annotated[float, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = 0.0,
     exhaustive: Annotated[bool, typer.Option(
@@ -367,8 +383,8 @@ def search(
         world = fixed
     spec = SearchSpec(
         world_size=world, global_batch=global_batch, seq_len=seq_len, precision=precision,
-        framework=framework, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vpp=vpp, mbs=mbs,
-        recompute=recompute, zero=zero,
+        framework=framework, attention_kernel=attention_kernel, tp=tp, pp=pp, dp=dp, cp=cp,
+        ep=ep, vpp=vpp, mbs=mbs, recompute=recompute, zero=zero,
         vocab_strategy=None if vocab_strategy is VocabChoice.auto
         else VocabStrategy(vocab_strategy.value))
     with render.progress_bar("searching") as advance:

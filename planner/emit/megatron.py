@@ -14,7 +14,20 @@ from __future__ import annotations
 from planner.errors import InputError
 from planner.gpus import GpuType
 from planner.model import Activation, ModelSpec, Norm, PositionEmbedding
-from planner.parallel import ParallelConfig, Precision, Recompute, VocabStrategy, stage_chunks
+from planner.parallel import (
+    AttentionKernel,
+    ParallelConfig,
+    Precision,
+    Recompute,
+    VocabStrategy,
+    stage_chunks,
+)
+
+# --attention-backend for a pinned fused kernel (megatron/core/transformer/enums.py AttnBackend):
+# "flash" is Transformer Engine's FlashAttention path, "fused" its cuDNN FusedAttention; AUTO
+# writes nothing (Megatron's default, auto: TE picks cuDNN on Hopper and later). The importer
+# reads this table back.
+ATTENTION_BACKEND = {AttentionKernel.FA2: "flash", AttentionKernel.CUDNN: "fused"}
 
 MEGATRON_VERSION = "megatron-core 0.19.2"
 
@@ -220,6 +233,8 @@ def _optimizer_args(cfg: ParallelConfig) -> list[str]:
         args.append("--tp-comm-overlap")
     if not cfg.flash_attention:
         args.append("--attention-backend unfused")
+    elif cfg.attention_kernel in ATTENTION_BACKEND:
+        args.append(f"--attention-backend {ATTENTION_BACKEND[cfg.attention_kernel]}")
     if cfg.cross_entropy_fusion:
         args.append("--cross-entropy-loss-fusion")
     return args

@@ -12,11 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from planner.emit.megatron import ATTENTION_BACKEND
 from planner.errors import InputError
 from planner.importers.imported import ImportedLaunch, launcher_world
 from planner.importers.shell import script_words
 from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
-from planner.parallel import ParallelConfig, Precision, Recompute, VocabStrategy
+from planner.parallel import AttentionKernel, ParallelConfig, Precision, Recompute, VocabStrategy
+
+_KERNEL_OF_BACKEND = {backend: kernel for kernel, backend in ATTENTION_BACKEND.items()}
 
 # flag -> takes a value. Flags mapped onto the model or the configuration.
 MAPPED: dict[str, bool] = {
@@ -307,6 +310,8 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         sequence_parallel="--sequence-parallel" in flags, precision=precision,
         vocab_strategy=strategy, layers_per_stage=layout, layers_per_chunk=chunk_layout,
         flash_attention=flags.get("--attention-backend", "auto") not in ("unfused", "local"),
+        attention_kernel=_KERNEL_OF_BACKEND.get(str(flags.get("--attention-backend", "auto")),
+                                                AttentionKernel.AUTO),
         cross_entropy_fusion="--cross-entropy-loss-fusion" in flags,
         overlap_grad_reduce="--overlap-grad-reduce" in flags,
         tp_comm_overlap="--tp-comm-overlap" in flags, microbatch_group_size=group,

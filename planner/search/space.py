@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from planner.model import ModelSpec
 from planner.parallel import (
+    AttentionKernel,
     Framework,
     ParallelConfig,
     Precision,
@@ -39,6 +40,7 @@ class SearchSpec:
     seq_len: int
     precision: Precision = Precision.BF16
     framework: Framework = Framework.MEGATRON
+    attention_kernel: AttentionKernel = AttentionKernel.AUTO
     tp: int | None = None
     pp: int | None = None
     dp: int | None = None
@@ -151,7 +153,8 @@ def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
                     etp=family.etp, vpp=family.vpp, mbs=mbs, global_batch=spec.global_batch,
                     seq_len=spec.seq_len, recompute=recompute, zero=zero,
                     sequence_parallel=family.tp > 1, precision=spec.precision,
-                    vocab_strategy=family.vocab_strategy, framework=spec.framework)
+                    vocab_strategy=family.vocab_strategy, framework=spec.framework,
+                    attention_kernel=spec.attention_kernel)
 
 
 def zero_stages(family: Degrees, spec: SearchSpec) -> list[int]:
@@ -194,4 +197,5 @@ def lightest(family: Degrees, spec: SearchSpec) -> ParallelConfig:
         seq_len=spec.seq_len, recompute=spec.recompute or Recompute.FULL,
         zero=spec.zero if spec.zero is not None else (1 if family.dp * family.cp > 1 else 0),
         sequence_parallel=family.tp > 1, precision=spec.precision,
-        vocab_strategy=family.vocab_strategy, framework=spec.framework)
+        vocab_strategy=family.vocab_strategy, framework=spec.framework,
+        attention_kernel=spec.attention_kernel)

@@ -22,6 +22,7 @@ from planner.emit.torchtitan import PRESETS, torchtitan_args, torchtitan_notes
 from planner.gpus import GPU_CATALOG
 from planner.hardware_io import load_cluster
 from planner.parallel import (
+    AttentionKernel,
     Framework,
     ParallelConfig,
     Precision,
@@ -44,7 +45,8 @@ MEGATRON_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         zero=1, recompute=Recompute.SELECTIVE)),
     "cp-zero3-fsdp": ("llama3-8b", dict(
         tp=2, cp=2, dp=4, global_batch=64, seq_len=8192, sequence_parallel=True, zero=3)),
-    "zero2-fsdp": ("llama2-7b", dict(dp=16, global_batch=64, seq_len=4096, zero=2)),
+    "zero2-fsdp-flash": ("llama2-7b", dict(dp=16, global_batch=64, seq_len=4096, zero=2,
+                                          attention_kernel=AttentionKernel.FA2)),
     "zero0-full-recompute": ("gpt3-175b", dict(
         tp=8, pp=8, dp=2, global_batch=64, seq_len=2048, sequence_parallel=True,
         recompute=Recompute.FULL)),
@@ -69,8 +71,9 @@ MEGATRON_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         tp=8, pp=4, dp=4, vpp=5, global_batch=512, seq_len=8192, sequence_parallel=True,
         zero=1, layers_per_chunk=(4, 4, 4, 2, 4, 3, 4, 4, 4, 4, 4, 5, 4, 5, 4, 5, 3, 5, 5,
                                   3))),
-    "qwen-moe-ep-only": ("qwen3-30b-a3b", dict(
-        pp=4, dp=8, ep=8, global_batch=64, seq_len=4096, zero=1)),
+    "qwen-moe-ep-only-cudnn": ("qwen3-30b-a3b", dict(
+        pp=4, dp=8, ep=8, global_batch=64, seq_len=4096, zero=1,
+        attention_kernel=AttentionKernel.CUDNN)),
 }
 
 

@@ -10,6 +10,10 @@ and fails if kernels.py and the measurement files disagree.
   fraction and the quantization model together reproduce the measurements.
 - Attention: each measured causal call of a backend as (forward FLOPs, forward FLOP/s,
   backward FLOP/s), in order of size.
+- Host time per layer pass, where the GPU waits on Python and kernel launches: Megatron-Core's
+  GPT model (local layer spec) with 12 layers minus 1 layer, over 11, forward and backward
+  (megatron_host.py; the h 512 model, whose GPU time per layer is well under its wall time);
+  plain PyTorch modules (torchtitan, DeepSpeed): the eager h 512 layer of kernels.py.
 """
 
 from __future__ import annotations
@@ -64,17 +68,35 @@ def attention_rates(gpu_id: str) -> dict[str, tuple[tuple[float, float, float], 
     return {k: tuple(sorted(v)) for k, v in sorted(rows.items())}
 
 
+def host_layer_pass() -> dict[str, tuple[float, float]]:
+    runs = json.loads((RESULTS / "megatron-host-h100-sxm5-80gb.json").read_text())["runs"]
+    by = {(r["layers"], r["h"]): r for r in runs}
+    one, many = by[(1, 512)], by[(12, 512)]
+    layers = many["layers"] - one["layers"]
+    forward = (many["forward_s"] - one["forward_s"]) / layers
+    both = (many["forward_backward_s"] - one["forward_backward_s"]) / layers
+    assert (many["kernel_busy_s"] - one["kernel_busy_s"]) / layers < both  # host-bound
+    toy = next(e for e in load("h100-sxm5-80gb")["layers"] if e["h"] == 512)
+    assert toy["kernel_busy_s"] < toy["forward_backward_s"]
+    plain = (round(toy["forward_s"], 5), round(toy["forward_backward_s"] - toy["forward_s"], 5))
+    return {"megatron": (round(forward, 5), round(both - forward, 5)),
+            "torchtitan": plain, "deepspeed": plain}
+
+
 def main() -> None:
-    for path in sorted(RESULTS.glob("*.json")):
+    gpus = sorted(p for p in RESULTS.glob("*.json") if p.stem in GPU_CATALOG)
+    for path in gpus:
         gpu_id = path.stem
         for precision, frac in matmul_fracs(gpu_id).items():
             print(f'    ("{gpu_id}", "{precision}"): {frac},')
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in gpus:
         for kernel, rows in attention_rates(path.stem).items():
             print(f'    ("{path.stem}", "{kernel}"): (')
             for row in rows:
                 print(f"        {row},")
             print("    ),")
+    for framework, (forward, backward) in host_layer_pass().items():
+        print(f'    "{framework}": ({forward}, {backward}),')
 
 
 if __name__ == "__main__":

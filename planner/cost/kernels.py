@@ -1,4 +1,4 @@
-"""Kernel rates measured for this project on real GPUs, per GPU type (pure data).
+"""Kernel rates and host time measured for this project on real GPUs (pure data).
 
 bench/device/kernels.py timed, on one lent GPU of each type (2026-11-27; the machine, its 700 W
 power limit and clocks are in each file), the validation cases' own GEMM shapes in bf16 and fp8
@@ -16,6 +16,10 @@ What the measurements showed that datasheet and microbenchmark figures miss:
   FlashAttention-2 backend ran at 322 TFLOP/s forward and 284 backward on the H100; cuDNN's
   fused attention (what Transformer Engine and recent PyTorch pick on Hopper) at 629 and 497.
   Small calls run far below large ones (too few query tiles to fill 132 SMs, short key loops).
+- Host time. Megatron-Core's GPT model (local layer spec, h 512, micro-batch 4, sequence 1024)
+  took 4.8 ms per layer for forward and backward while its kernels kept the GPU busy for 1.9
+  ms: the GPU waited on Python, autograd and kernel launches (75 kernels per layer). A layer
+  pass never takes less than its host time, however little GPU work it has.
 """
 
 from __future__ import annotations
@@ -77,6 +81,18 @@ ATTENTION_TFLOPS: dict[tuple[str, str], tuple[tuple[float, float, float], ...]] 
         (8796000000000.0, 326.9, 323.7),
         (35180000000000.0, 339.1, 320.5),
     ),
+}
+
+
+# Framework -> host seconds per layer and micro-batch (forward, backward) when the GPU work is
+# smaller: Megatron-Core's own layer (bench/device/megatron_host.py, 12 layers minus 1 over
+# 11), plain PyTorch modules for torchtitan and DeepSpeed models (bench/device/kernels.py's
+# eager layer). Measured on the lent H100 machine's CPU (a VM's 16 cores); a faster host CPU,
+# torch.compile or CUDA graphs take less, Transformer Engine's modules were not measured.
+HOST_LAYER_PASS_S: dict[str, tuple[float, float]] = {
+    "megatron": (0.00222, 0.00259),
+    "torchtitan": (0.00097, 0.00217),
+    "deepspeed": (0.00097, 0.00217),
 }
 
 

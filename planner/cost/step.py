@@ -32,7 +32,7 @@ import functools
 from collections import Counter
 from dataclasses import dataclass
 
-from planner.cost import comm
+from planner.cost import comm, kernels
 from planner.cost.comm import Axis
 from planner.cost.compute import (
     CALIBRATED_MATMUL_FRAC,
@@ -113,6 +113,7 @@ class LayerPasses:
     cp_busy_s: float
     cp_exposed_s: float
     ep_busy_s: float
+    host_wait_s: float = 0.0
 
 
 def tp_bytes(model: ModelSpec, cfg: ParallelConfig) -> float:
@@ -135,7 +136,9 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     """Compute (compute.layer_time) plus the communication of the module docstring: TP
     forward exposed, backward hidden behind the weight-gradient GEMMs up to their length, a
     full recompute repeating the forward's; CP beyond the attention it overlaps; EP
-    dispatch + combine, twice in backward."""
+    dispatch + combine, twice in backward. A pass takes at least the framework's host time
+    per layer pass (kernels.HOST_LAYER_PASS_S; a full recompute runs the forward's host work
+    again in backward): small layers wait on the CPU, not the GPU."""
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     lt = layer_time(model, cfg, gpu, layer, mode)
     hidden = column_parallel_wgrad_s(model, cfg, gpu, layer)
@@ -152,12 +155,16 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     ep_fwd = 0.0
     if model.is_moe_layer(layer) and cfg.ep > 1:
         ep_fwd = 2 * comm.all_to_all_s(routed_bytes(model, cfg), links.ring(Axis.EP))
+    forward = lt.forward_s + exposed * tp_fwd + cp_fwd + ep_fwd
+    backward = lt.backward_s + exposed * tp_bwd_exposed + 2 * cp_fwd + 2 * ep_fwd
+    host_fwd, host_bwd = kernels.HOST_LAYER_PASS_S[cfg.framework.value]
+    host_bwd += host_fwd if full else 0.0
+    wait = max(0.0, host_fwd - forward) + max(0.0, host_bwd - backward)
     return LayerPasses(
-        forward_s=lt.forward_s + exposed * tp_fwd + cp_fwd + ep_fwd,
-        backward_s=lt.backward_s + exposed * tp_bwd_exposed + 2 * cp_fwd + 2 * ep_fwd,
+        forward_s=max(forward, host_fwd), backward_s=max(backward, host_bwd),
         compute_s=lt.forward_s + lt.backward_s, recompute_s=lt.recompute_s,
         tp_busy_s=tp_fwd * (3 if full else 2), cp_busy_s=cp_busy,
-        cp_exposed_s=3 * cp_fwd, ep_busy_s=3 * ep_fwd)
+        cp_exposed_s=3 * cp_fwd, ep_busy_s=3 * ep_fwd, host_wait_s=wait)
 
 
 class _PassCache:
@@ -300,7 +307,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
     send = comm.p2p_s(activation_bytes / cfg.tp, links.pipeline)
 
     totals = {"compute_s": 0.0, "tp_comm_s": 0.0, "cp_comm_s": 0.0, "cp_exposed_s": 0.0,
-              "ep_comm_s": 0.0, "recompute_s": 0.0}
+              "ep_comm_s": 0.0, "recompute_s": 0.0, "host_wait_s": 0.0}
     passes = _PassCache(model, cfg, gpu, links)
     vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
     vocab_f = vocab_b = 0.0
@@ -330,6 +337,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                 totals["ep_comm_s"] += lp.ep_busy_s * m * count
                 totals["cp_comm_s"] += lp.cp_busy_s * m * count
                 totals["cp_exposed_s"] += lp.cp_exposed_s * m * count
+                totals["host_wait_s"] += lp.host_wait_s * m * count
             if vocab_parallel and c == cfg.vpp - 1:
                 forward += vocab_f
                 backward += vocab_b

@@ -52,6 +52,7 @@ def test_tables_are_what_the_measurements_give(gpu_id: str) -> None:
         assert kernels.ATTENTION_TFLOPS[(gpu_id, kernel)] == rows
     assert {k for k in kernels.MATMUL_FRAC if k[0] == gpu_id} == {
         (gpu_id, p) for p in derive.matmul_fracs(gpu_id)}
+    assert derive.host_layer_pass() == kernels.HOST_LAYER_PASS_S
 
 
 @pytest.mark.parametrize("gpu_id", MEASURED)

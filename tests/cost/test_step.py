@@ -12,18 +12,18 @@ from planner.calibration import load_measurements, time_report
 from planner.catalog import BUILTIN_MODELS
 from planner.cost.comm import Axis
 from planner.cost.compute import head_time, layer_time
-from planner.cost.step import estimate_step, resolve_links, step_lower_bound
+from planner.cost.step import estimate_step, layer_passes, resolve_links, step_lower_bound
 from planner.hardware_io import cluster_from_dict, load_cluster
-from planner.parallel import ParallelConfig, Precision, Recompute, VocabStrategy
+from planner.parallel import Framework, ParallelConfig, Precision, Recompute, VocabStrategy
 
 ONE_GPU = {"gpu": "h100-sxm5-80gb", "num_nodes": 1, "gpus_per_node": 1}
 
 
 def test_single_gpu_step_is_the_sum_of_its_parts() -> None:
     """No parallelism: m micro-batches of (every layer's forward + backward + the head's),
-    then the optimizer; nothing else."""
+    then the optimizer; nothing else. (Sequence 4096: each pass outlasts the host time.)"""
     model = BUILTIN_MODELS["llama2-7b"]
-    cfg = ParallelConfig(global_batch=4, mbs=1, seq_len=2048, recompute=Recompute.FULL)
+    cfg = ParallelConfig(global_batch=4, mbs=1, seq_len=4096, recompute=Recompute.FULL)
     cluster = cluster_from_dict(ONE_GPU, "one-gpu")
     gpu = cluster.gpu_types[0]
     per_mb = sum(layer_time(model, cfg, gpu, i, Recompute.FULL).forward_s
@@ -34,8 +34,38 @@ def test_single_gpu_step_is_the_sum_of_its_parts() -> None:
     breakdown = dict(step.breakdown)
     assert breakdown["pipeline_s"] == pytest.approx(4 * per_mb)
     assert step.iteration_s == pytest.approx(4 * per_mb + breakdown["optimizer_s"])
-    assert step.tokens_per_s == pytest.approx(4 * 2048 / step.iteration_s)
+    assert step.tokens_per_s == pytest.approx(4 * 4096 / step.iteration_s)
     assert 0 < step.mfu < step.hfu < 1
+    assert breakdown["host_wait_s"] == 0.0
+
+
+def test_small_layers_wait_on_the_host() -> None:
+    """Megatron's toy test model (h 512, micro-batch 4, sequence 1024): a layer's GPU work
+    (well under a millisecond on an H100) is shorter than Megatron-Core's measured host time
+    per layer pass, so each pass takes the host time; torchtitan's plain modules take less.
+    A full recompute runs the forward's host work again in backward."""
+    from planner.cost import kernels
+    from planner.model import Activation, ModelSpec, Norm, PositionEmbedding
+    toy = ModelSpec(name="toy", num_layers=12, hidden_size=512, num_attention_heads=8,
+                    num_query_groups=8, ffn_hidden_size=2048, vocab_size=50304,
+                    activation=Activation.GELU, norm=Norm.LAYERNORM,
+                    position_embedding=PositionEmbedding.LEARNED,
+                    max_position_embeddings=1024, tie_embeddings=True, add_bias_linear=True,
+                    head_dim=64)
+    cluster = cluster_from_dict(ONE_GPU, "one-gpu")
+    cfg = ParallelConfig(global_batch=8, mbs=4, seq_len=1024)
+    links = resolve_links(cluster, cfg)
+    gpu = cluster.gpu_types[0]
+    lp = layer_passes(toy, cfg, gpu, links, 0, Recompute.NONE)
+    host_f, host_b = kernels.HOST_LAYER_PASS_S["megatron"]
+    assert (lp.forward_s, lp.backward_s) == (host_f, host_b)
+    assert lp.host_wait_s == pytest.approx(host_f + host_b - lp.compute_s)
+    full = layer_passes(toy, cfg, gpu, links, 0, Recompute.FULL)
+    assert full.backward_s == pytest.approx(host_f + host_b)
+    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
+    assert layer_passes(toy, titan, gpu, links, 0, Recompute.NONE).forward_s < lp.forward_s
+    step = dict(estimate_step(toy, cfg, cluster).breakdown)
+    assert step["host_wait_s"] == pytest.approx(2 * 12 * lp.host_wait_s)
 
 
 def test_a_degraded_link_slows_the_data_parallel_ring() -> None:
@@ -53,16 +83,21 @@ def test_a_degraded_link_slows_the_data_parallel_ring() -> None:
 
 def test_megatron_a100_runs_not_used_for_calibration() -> None:
     """The 25 Megatron-LM A100 runs of PTD-P Tables 1-2 and Korthikanti Table 5 (the A100
-    GEMM fraction comes from Table 4's per-layer timings only): median error <= 5%, max <= 13%
-    (a ratchet on the current 4.6% / 12%; README, Validation)."""
+    GEMM fraction comes from Table 4's per-layer timings only). Ratchets (README, Validation):
+    the runs whose layer passes outlast the host time, max <= 13% (12% before the host floor
+    and now); all 25, median <= 6% and max <= 21% (5.5% / 20.1%): PTD-P Table 1's models under
+    20B at the assumed micro-batch of 1 wait on the host time measured for Megatron-Core in
+    2026 on a VM's CPU, and come out 5-20% slow (the 2021 code on Selene's CPUs was faster)."""
     calibration = load_measurements("calibration.yaml")
     calibration = {"cases": [c for c in calibration["cases"]
                              if c["id"].startswith(("ptdp_t1", "ptdp_t2_ptdp", "korthikanti_t5",
                                                     "korthikanti_530b"))]}
     report = time_report(calibration, {"cases": []}, {"selene": load_cluster("selene")})
     assert len(report.cases) == 25
-    assert report.median_abs_error_frac <= 0.05
-    assert report.max_abs_error_frac <= 0.13
+    assert report.median_abs_error_frac <= 0.06
+    assert report.max_abs_error_frac <= 0.21
+    small = ("ptdp_t1_1p7B", "ptdp_t1_3p6B", "ptdp_t1_7p5B", "ptdp_t1_18p4B")
+    assert max(abs(c.error_frac) for c in report.cases if c.id not in small) <= 0.13
 
 
 def test_vocab_parallel_spreads_the_lm_head() -> None:

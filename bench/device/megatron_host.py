@@ -1,0 +1,131 @@
+"""Time Megatron-Core's own GPT model (the "local" layer spec the Megatron functional tests'
+toy models run, no Transformer Engine) forward and backward on one GPU, with 1 and with N
+layers, to measure the host (Python, autograd, kernel launch) time per layer pass next to the
+GPU's busy time. Needs PyTorch and megatron-core on PYTHONPATH.
+
+    PYTHONPATH=mcore python3 bench/device/megatron_host.py -o megatron_host.json
+
+Each configuration: median wall time of synchronised forward+backward iterations (and of
+forward alone) after warm-up, and the summed kernel time of one iteration (torch.profiler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if not hasattr(typing, "override"):  # megatron-core 0.19 uses typing.override (Python 3.12)
+    import typing_extensions
+    typing.override = typing_extensions.override  # type: ignore[attr-defined]
+
+CUDA = torch.cuda.is_available()
+
+
+def _setup() -> None:
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29511")
+    torch.distributed.init_process_group("nccl" if CUDA else "gloo", world_size=1, rank=0)
+    from megatron.core import parallel_state
+    parallel_state.initialize_model_parallel(1, 1)
+    if CUDA:
+        from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+        model_parallel_cuda_manual_seed(1234)
+
+
+def _model(layers: int, h: int, heads: int, ffn: int, seq: int, vocab: int) -> Any:
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+    from megatron.core.models.gpt.gpt_model import GPTModel
+    from megatron.core.transformer.transformer_config import TransformerConfig
+    config = TransformerConfig(
+        num_layers=layers, hidden_size=h, num_attention_heads=heads, ffn_hidden_size=ffn,
+        bf16=True, params_dtype=torch.bfloat16, pipeline_dtype=torch.bfloat16,
+        use_cpu_initialization=not CUDA, hidden_dropout=0.1, attention_dropout=0.1,
+        apply_query_key_layer_scaling=True, bias_activation_fusion=True,
+        masked_softmax_fusion=False, bias_dropout_fusion=True,  # fused softmax needs apex/TE
+        gradient_accumulation_fusion=False)
+    model = GPTModel(config=config, transformer_layer_spec=get_gpt_layer_local_spec(),
+                     vocab_size=vocab, max_sequence_length=seq,
+                     position_embedding_type="learned_absolute",
+                     share_embeddings_and_output_weights=True)
+    # as megatron.training wraps a bf16 model: parameters and activations in bf16
+    from megatron.core.transformer.module import Float16Module
+    return Float16Module(config, model.to("cuda" if CUDA else "cpu"))
+
+
+def _time(fn: Any, reps: int) -> float:
+    samples = []
+    for i in range(reps + 3):
+        if CUDA:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if CUDA:
+            torch.cuda.synchronize()
+        if i >= 3:
+            samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def measure(layers: int, h: int, heads: int, ffn: int, seq: int, mbs: int, vocab: int,
+            reps: int) -> dict[str, Any]:
+    device = "cuda" if CUDA else "cpu"
+    model = _model(layers, h, heads, ffn, seq, vocab)
+    tokens = torch.randint(0, vocab, (mbs, seq), device=device)
+    positions = torch.arange(seq, device=device).unsqueeze(0).expand(mbs, seq)
+    mask = torch.triu(torch.ones(1, 1, seq, seq, device=device, dtype=torch.bool), diagonal=1)
+
+    def forward() -> Any:
+        return model(tokens, positions, mask, labels=tokens)
+
+    def step() -> None:
+        forward().float().mean().backward()
+
+    def forward_only() -> None:
+        with torch.no_grad():
+            forward()
+    out: dict[str, Any] = {"layers": layers, "h": h, "heads": heads, "ffn": ffn, "seq": seq,
+                           "mbs": mbs, "vocab": vocab}
+    out["forward_backward_s"] = _time(step, reps)
+    out["forward_s"] = _time(forward_only, reps)
+    if CUDA:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+        out["kernels"] = len(kernels)
+        out["kernel_busy_s"] = sum(e.device_time for e in kernels) / 1e6
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    _setup()
+    results: dict[str, Any] = {"torch": torch.__version__, "runs": []}
+    if CUDA:
+        results["gpu"] = torch.cuda.get_device_name(0)
+    reps = 2 if args.quick else 20
+    shapes = [(1, 512, 8, 2048, 1024, 4), (12, 512, 8, 2048, 1024, 4),
+              (1, 1024, 16, 4096, 1024, 4), (12, 1024, 16, 4096, 1024, 4)]
+    if args.quick:
+        shapes = [(1, 64, 2, 128, 64, 1), (3, 64, 2, 128, 64, 1)]
+    for layers, h, heads, ffn, seq, mbs in shapes:
+        entry = measure(layers, h, heads, ffn, seq, mbs, 50304 if not args.quick else 512, reps)
+        results["runs"].append(entry)
+        print(entry, flush=True)
+        args.output.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

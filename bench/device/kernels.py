@@ -7,6 +7,9 @@ Needs only PyTorch (and pynvml where present). Run on the GPU machine:
 
     python3 bench/device/kernels.py --shapes bench/device/shapes.json -o results.json
 
+(shapes.json is written on a machine with planner installed: `bench/device/shapes.py -o
+bench/device/shapes.json`; git ignores it, so name it in the device call's carry.)
+
 Times are medians of CUDA-event timings over back-to-back launches on rotating inputs (so small
 GEMMs do not run from L2), after warm-up. `--quick` shrinks everything for a CPU dry run.
 """

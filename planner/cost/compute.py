@@ -189,6 +189,9 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
     else at FLASH_ATTENTION_FRAC of peak. Unfused: QK^T and PV as
     batched GEMMs over the full s x s, plus scale-mask-softmax and dropout through HBM (read
     and write 2-byte scores, a 1-byte mask: 9 bytes per score forward, twice in backward).
+    fp8 training runs attention in bf16 (Transformer Engine keeps dot-product attention in
+    bf16 unless --fp8-dot-product-attention; torchao's float8 converts linear layers only);
+    the measured rates are bf16 ones and do not apply to fp32.
     """
     t = cfg.tp
     heads = model.num_attention_heads / t
@@ -198,19 +201,22 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
         d_qk, d_v = model.mla.qk_head_dim, model.mla.v_head_dim
     else:
         d_qk = d_v = model.head_dim
+    precision = Precision.BF16 if cfg.precision is Precision.FP8 else cfg.precision
     if cfg.flash_attention:
         flops = 2.0 * b * heads * queries * cfg.seq_len * (d_qk + d_v) * 0.5
         kernel = fused_attention_kernel(cfg, gpu).value
-        rates = (kernels.best_attention_rates(gpu.id, kernel) if best_rate
-                 else kernels.attention_rates(gpu.id, kernel, flops))
+        rates = None
+        if precision is Precision.BF16:
+            rates = (kernels.best_attention_rates(gpu.id, kernel) if best_rate
+                     else kernels.attention_rates(gpu.id, kernel, flops))
         if rates is None:
-            rate = gpu.peak(cfg.precision.value) * FLASH_ATTENTION_FRAC
+            rate = gpu.peak(precision.value) * FLASH_ATTENTION_FRAC
             rates = (rate, rate)
         return flops / rates[0], 2.5 * flops / rates[1]
     scores = Gemm(m=queries, n=cfg.seq_len, k=d_qk, batch=b * heads)
     context = Gemm(m=queries, n=d_v, k=cfg.seq_len, batch=b * heads)
-    forward = gemm_time_s(scores, gpu, cfg.precision) + gemm_time_s(context, gpu, cfg.precision)
-    backward = sum(gemm_time_s(g, gpu, cfg.precision)
+    forward = gemm_time_s(scores, gpu, precision) + gemm_time_s(context, gpu, precision)
+    backward = sum(gemm_time_s(g, gpu, precision)
                    for gemm in (scores, context) for g in gemm.backward())
     softmax_bytes = 9.0 * b * heads * queries * cfg.seq_len
     return (forward + memory_time_s(softmax_bytes, gpu),

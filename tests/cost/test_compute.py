@@ -8,6 +8,7 @@ from planner.catalog import BUILTIN_MODELS
 from planner.cost.compute import (
     HBM_EFFICIENCY,
     Gemm,
+    attention_time_s,
     gemm_time_s,
     layer_gemms,
     quantization_efficiency,
@@ -75,3 +76,15 @@ def test_expert_gemms_follow_ep() -> None:
     experts = [g for g in layer_gemms(BUILTIN_MODELS["mixtral-8x7b"], cfg, 0)
                if g.role == "expert"]
     assert [(g.m, g.batch) for g in experts] == [(8192, 1), (8192, 1)]
+
+
+def test_fp8_training_runs_attention_in_bf16() -> None:
+    """Only the linear layers run in fp8: attention costs the same as in bf16, on a GPU with
+    measured rates (H100) and on one priced from its datasheet (B200), fused or not."""
+    model = BUILTIN_MODELS["llama3-8b"]
+    for gpu_id in ("h100-sxm5-80gb", "b200"):
+        gpu = GPU_CATALOG[gpu_id]
+        for flash in (True, False):
+            bf16 = ParallelConfig(seq_len=4096, flash_attention=flash)
+            fp8 = ParallelConfig(seq_len=4096, flash_attention=flash, precision=Precision.FP8)
+            assert attention_time_s(model, fp8, gpu) == attention_time_s(model, bf16, gpu)

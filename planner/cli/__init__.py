@@ -136,7 +136,7 @@ UNCALIBRATED_WARNING = (
     "predicts real-size H100 and H200 steps 20-44% too fast (their kernel rates are measured; "
     "framework overheads are not modelled), small models far more, and GPUs never measured "
     "are priced from datasheets; use it to compare configurations, not as a promise "
-    "(validated: Megatron-LM on A100, median error 4.6%)")
+    "(validated: Megatron-LM on A100, median error 5.5%)")
 
 
 def _result(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,

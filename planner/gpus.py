@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import planner.cost.kernels as kernels
 from planner.units import GB, TB, TFLOPS, MiB
 
 
@@ -32,6 +33,9 @@ class GpuType:
             (maximum achievable matmul FLOPS, "MAMF", measured with stas00/ml-engineering's
             mamf-finder; shared/reference/hardware.md Sec. 4.2).
         source: datasheet(s) the numbers come from.
+        kernels_measured_on: the catalog GPU whose kernels were timed for this project
+            (cost/kernels.py: attention rates per kernel); None where none was. A GPU built
+            on a catalog one inherits it.
         compute_capability: CUDA (major, minor) from NVIDIA's CUDA GPUs table
             (developer.nvidia.com/cuda-gpus); None for non-CUDA or unknown GPUs. Launchers need
             it: Megatron-LM requires CUDA_DEVICE_MAX_CONNECTIONS=1 with tp or cp > 1 below
@@ -50,6 +54,7 @@ class GpuType:
     matmul_frac: tuple[tuple[str, float], ...]
     source: str
     compute_capability: tuple[int, int] | None = None
+    kernels_measured_on: str | None = None
 
     def peak(self, precision: str) -> float:
         """Dense peak FLOP/s for `precision`; fp8 falls back to bf16 where there is no fp8."""
@@ -82,9 +87,14 @@ _PCIE5 = 64 * GB  # PCIe Gen5 x16, per direction
 UNMEASURED_MATMUL_FRAC = 0.70
 
 # MAMF fractions (hardware.md Sec. 4.2, from stas00/ml-engineering's table): A100 SXM 86.9%,
-# H100 SXM 80.3%, H200-class 83.8%, B200 77.6%, MI300X 51-60% by ROCm version (midpoint 55%);
-# FP8 H100 70.9%, H200 73.4%, B200 76.3%. H800 is the H100 die. No measurement for L40S and
-# GeForce cards: they take UNMEASURED_MATMUL_FRAC.
+# B200 77.6%, MI300X 51-60% by ROCm version (midpoint 55%); FP8 B200 76.3%. No measurement for
+# L40S and GeForce cards: they take UNMEASURED_MATMUL_FRAC. H100 and H200 take the sustained
+# fractions measured for this project on the validation cases' GEMMs (cost/kernels.py: H100
+# 71.2% bf16, 62.8% fp8; H200 69.9%, 63.9%), not their MAMF burst figures (80.3% / 70.9%,
+# 83.8% / 73.4%): under a sustained GEMM the H100 held its 700 W limit at 1372 MHz. The H800 is
+# the H100 die (same SMs, clocks and 700 W) and takes the H100's.
+_H100 = "h100-sxm5-80gb"
+_H200 = "h200-sxm-141gb"
 GPU_CATALOG: dict[str, GpuType] = {
     g.id: g
     for g in (
@@ -111,30 +121,30 @@ GPU_CATALOG: dict[str, GpuType] = {
             memory_bandwidth_bytes_per_s=3.35 * TB,
             peak_flops_per_s=_peaks(bf16=989.4, fp16=989.4, fp8=1978.9, tf32=494.7, fp32=66.9),
             scaleup_bytes_per_s=450 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE5,
-            num_sms=132, matmul_frac=_fracs(bf16=0.803, fp8=0.709),
+            num_sms=132, matmul_frac=_fracs(**kernels.matmul_fracs(_H100)),
             source="NVIDIA H100 Tensor Core GPU datasheet, SXM5 (sparse headline halved; "
                    "NVLink4 900 GB/s bidirectional)",
-            compute_capability=(9, 0),
+            compute_capability=(9, 0), kernels_measured_on=_H100,
         ),
         GpuType(
             id="h800-sxm5-80gb", name="NVIDIA H800 80GB HBM3", memory_bytes=81559 * MiB,
             memory_bandwidth_bytes_per_s=3.35 * TB,
             peak_flops_per_s=_peaks(bf16=989.4, fp16=989.4, fp8=1978.9, tf32=494.7, fp32=66.9),
             scaleup_bytes_per_s=200 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE5,
-            num_sms=132, matmul_frac=_fracs(bf16=0.803, fp8=0.709),
+            num_sms=132, matmul_frac=_fracs(**kernels.matmul_fracs(_H100)),
             source="NVIDIA H800 SXM5 (export variant of H100: same compute, NVLink 400 GB/s "
                    "bidirectional); DeepSeek-V3 report arXiv 2412.19437 Sec. 3.1",
-            compute_capability=(9, 0),
+            compute_capability=(9, 0), kernels_measured_on=_H100,
         ),
         GpuType(
             id="h200-sxm-141gb", name="NVIDIA H200", memory_bytes=143771 * MiB,
             memory_bandwidth_bytes_per_s=4.8 * TB,
             peak_flops_per_s=_peaks(bf16=989.4, fp16=989.4, fp8=1978.9, tf32=494.7, fp32=66.9),
             scaleup_bytes_per_s=450 * GB, scaleup_kind="nvlink", pcie_bytes_per_s=_PCIE5,
-            num_sms=132, matmul_frac=_fracs(bf16=0.838, fp8=0.734),
+            num_sms=132, matmul_frac=_fracs(**kernels.matmul_fracs(_H200)),
             source="NVIDIA H200 Tensor Core GPU datasheet, SXM (141 GB HBM3e, 4.8 TB/s; "
                    "compute as H100 SXM5)",
-            compute_capability=(9, 0),
+            compute_capability=(9, 0), kernels_measured_on=_H200,
         ),
         GpuType(
             id="b200", name="NVIDIA B200", memory_bytes=183359 * MiB,

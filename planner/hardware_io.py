@@ -147,6 +147,7 @@ def _gpu_mapping(r: Reader, gpu_id: str) -> GpuType | None:
         matmul_frac=tuple(sorted(fractions.items())),
         source=f"{r.source}: {r.prefix.rstrip('.')}",
         compute_capability=base.compute_capability if base else None,
+        kernels_measured_on=base.kernels_measured_on if base else None,
     )
 
 

@@ -16,7 +16,7 @@ PACKAGE = REPO / "planner"
 LAYERS = {
     "planner.units": 0, "planner.errors": 0,
     "planner.gpus": 1, "planner.model": 1, "planner.schema": 1, "planner.nccl_tests": 1,
-    "planner.topo": 1, "planner.cost.kernels": 1,
+    "planner.topo": 1, "planner.cost.kernels": 0,
     "planner.catalog": 2, "planner.hardware": 2, "planner.parallel": 2,
     "planner.memory": 3, "planner.model_io": 3, "planner.hardware_io": 3,
     "planner.cost": 3, "planner.cost.flops": 3, "planner.cost.pipeline": 3,

@@ -84,8 +84,29 @@ intra_node: {bandwidth_GBps: 450}
     gpu = load_cluster(str(path)).gpu_type(0)
     base = GPU_CATALOG["h100-sxm5-80gb"]
     assert gpu.peak("bf16") == 700e12
-    assert (gpu.pcie_bytes_per_s, gpu.num_sms, gpu.matmul_frac) == (
-        base.pcie_bytes_per_s, base.num_sms, base.matmul_frac)
+    assert (gpu.pcie_bytes_per_s, gpu.num_sms, gpu.matmul_frac, gpu.kernels_measured_on) == (
+        base.pcie_bytes_per_s, base.num_sms, base.matmul_frac, base.kernels_measured_on)
+
+
+def test_profile_matmul_efficiency_overrides_the_measured_one(
+        write: Callable[[str, str], Path]) -> None:
+    """A user who measured their own GPUs (e.g. at a lower power cap) states the fraction; it
+    wins over the catalog's measured one, and the step is slower for it."""
+    from planner.catalog import BUILTIN_MODELS
+    from planner.cost.step import estimate_step
+    from planner.parallel import ParallelConfig
+    path = write("c.yaml", """\
+gpu: {name: h100-500w, base: h100-sxm5-80gb, matmul_efficiency: {bf16: 0.6}}
+num_nodes: 1
+gpus_per_node: 8
+intra_node: {bandwidth_GBps: 450}
+""")
+    capped = load_cluster(str(path))
+    assert dict(capped.gpu_type(0).matmul_frac)["bf16"] == 0.6
+    cfg = ParallelConfig(tp=8, global_batch=8, seq_len=8192, sequence_parallel=True)
+    model = BUILTIN_MODELS["llama3-8b"]
+    assert (estimate_step(model, cfg, capped).iteration_s
+            > estimate_step(model, cfg, load_cluster("dgx-h100")).iteration_s)
 
 
 def test_link_rules_most_specific_first() -> None:

@@ -8,10 +8,10 @@ cut into output tiles spread over the SMs in waves; partial tiles and a partial 
 hardware), taking the best of the tile shapes cuBLAS chooses among. Small and skinny GEMMs
 therefore run far below peak.
 
-GPUs measured for this project (cost/kernels.py: H100, H800 by its H100 die, H200): GEMMs at
-the sustained fraction of peak measured on the validation cases' own shapes, attention at
-the measured rate of the kernel the framework runs, for the size of the call. Others: the
-published figures below.
+GPUs measured for this project (GpuType.kernels_measured_on, cost/kernels.py: H100, H800 by
+its H100 die, H200): GEMMs at the sustained fraction of peak measured on the validation
+cases' own shapes (their catalog matmul fraction), attention at the measured rate of the
+kernel the framework runs, for the size of the call. Others: the published figures below.
 
 Attention: fused kernels compute only the causal lower triangle (about s^2/2 scores), at the
 measured rate where there is one, else at FLASH_ATTENTION_FRAC of peak; the unfused path
@@ -121,13 +121,10 @@ def gemm_time_s(gemm: Gemm, gpu: GpuType, precision: Precision) -> float:
 
 def matmul_rate(gpu: GpuType, precision: Precision) -> float:
     """Best-case GEMM FLOP/s: the calibrated in-framework fraction where one exists for 16-bit
-    GEMMs, else the sustained fraction measured on the GPU (kernels.MATMUL_FRAC), else the
-    microbenchmark MAMF fraction."""
+    GEMMs, else the GPU's matmul fraction (gpus.py: sustained, measured for this project on
+    H100 and H200; MAMF elsewhere; a profile may override it)."""
     if precision is Precision.BF16 and gpu.id in CALIBRATED_MATMUL_FRAC:
         return gpu.peak(precision.value) * CALIBRATED_MATMUL_FRAC[gpu.id]
-    measured = kernels.matmul_frac(gpu.id, precision.value)
-    if measured is not None:
-        return gpu.peak(precision.value) * measured
     return gpu.achievable_matmul_flops_per_s(precision.value)
 
 
@@ -206,9 +203,10 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
         flops = 2.0 * b * heads * queries * cfg.seq_len * (d_qk + d_v) * 0.5
         kernel = fused_attention_kernel(cfg, gpu).value
         rates = None
-        if precision is Precision.BF16:
-            rates = (kernels.best_attention_rates(gpu.id, kernel) if best_rate
-                     else kernels.attention_rates(gpu.id, kernel, flops))
+        measured = gpu.kernels_measured_on
+        if precision is Precision.BF16 and measured is not None:
+            rates = (kernels.best_attention_rates(measured, kernel) if best_rate
+                     else kernels.attention_rates(measured, kernel, flops))
         if rates is None:
             rate = gpu.peak(precision.value) * FLASH_ATTENTION_FRAC
             rates = (rate, rate)

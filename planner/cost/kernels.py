@@ -28,12 +28,9 @@ import bisect
 import functools
 import math
 
-# GPU types without their own measurement that share another's silicon: the H800 is the H100
-# die (same SMs, clocks and 700 W board power; only NVLink differs).
-SAME_SILICON = {"h800-sxm5-80gb": "h100-sxm5-80gb"}
-
 # (GPU id, precision) -> sustained fraction of dense peak on large GEMMs (>= 1e11 FLOPs),
-# with compute.py's quantization efficiency applied on top.
+# with compute.py's quantization efficiency applied on top. gpus.py's catalog takes these as
+# the matmul fractions of the GPUs measured (and of the H800, the H100's die).
 MATMUL_FRAC: dict[tuple[str, str], float] = {
     ("h100-sxm5-80gb", "bf16"): 0.712,
     ("h100-sxm5-80gb", "fp8"): 0.628,
@@ -96,21 +93,18 @@ HOST_LAYER_PASS_S: dict[str, tuple[float, float]] = {
 }
 
 
-def _measured(gpu_id: str) -> str:
-    return SAME_SILICON.get(gpu_id, gpu_id)
-
-
-def matmul_frac(gpu_id: str, precision: str) -> float | None:
-    """Sustained large-GEMM fraction of peak measured on the GPU, or None."""
-    return MATMUL_FRAC.get((_measured(gpu_id), precision))
+def matmul_fracs(gpu_id: str) -> dict[str, float]:
+    """precision -> sustained large-GEMM fraction measured on `gpu_id` (empty if none)."""
+    return {p: frac for (g, p), frac in MATMUL_FRAC.items() if g == gpu_id}
 
 
 @functools.lru_cache(maxsize=1 << 14)
 def attention_rates(gpu_id: str, kernel: str, forward_flops: float) -> tuple[float, float] | None:
     """Measured (forward, backward) FLOP/s of causal fused attention `kernel` ("fa2",
-    "cudnn") for a call of `forward_flops`, or None where not measured: interpolated linearly
-    in log10(FLOPs) between the measured calls, held at the end points outside them."""
-    rows = ATTENTION_TFLOPS.get((_measured(gpu_id), kernel))
+    "cudnn") on the measured GPU `gpu_id` for a call of `forward_flops`, or None where not
+    measured: interpolated linearly in log10(FLOPs) between the measured calls, held at the
+    end points outside them."""
+    rows = ATTENTION_TFLOPS.get((gpu_id, kernel))
     if not rows:
         return None
     xs = [math.log10(r[0]) for r in rows]
@@ -128,7 +122,7 @@ def attention_rates(gpu_id: str, kernel: str, forward_flops: float) -> tuple[flo
 def best_attention_rates(gpu_id: str, kernel: str) -> tuple[float, float] | None:
     """The fastest measured (forward, backward) FLOP/s of `kernel` over all call sizes: no call
     runs faster (a bound for step.step_lower_bound)."""
-    rows = ATTENTION_TFLOPS.get((_measured(gpu_id), kernel))
+    rows = ATTENTION_TFLOPS.get((gpu_id, kernel))
     if not rows:
         return None
     return max(r[1] for r in rows) * 1e12, max(r[2] for r in rows) * 1e12

@@ -81,12 +81,25 @@ def test_attention_rate_is_interpolated_between_measured_calls() -> None:
     forward, backward = kernels.attention_rates("h100-sxm5-80gb", "fa2", middle) or (0, 0)
     assert forward == pytest.approx((first[1] + second[1]) / 2 * 1e12)
     assert backward == pytest.approx((first[2] + second[2]) / 2 * 1e12)
-    # held at the ends; the H800 (the H100 die) takes the H100's rates; no table, no rate
+    # held at the ends; no table, no rate
     assert kernels.attention_rates("h100-sxm5-80gb", "fa2", 1.0) == pytest.approx(
         (first[1] * 1e12, first[2] * 1e12))
-    assert kernels.attention_rates("h800-sxm5-80gb", "cudnn", 1e12) == (
-        kernels.attention_rates("h100-sxm5-80gb", "cudnn", 1e12))
     assert kernels.attention_rates("a100-sxm4-80gb", "fa2", 1e12) is None
+
+
+def test_catalog_takes_the_measured_fractions() -> None:
+    """H100 and H200 run GEMMs at their measured sustained fractions; the H800 (the H100 die)
+    at the H100's, and it takes the H100's attention rates; A100 keeps its MAMF."""
+    for gpu_id, measured in (("h100-sxm5-80gb", "h100-sxm5-80gb"),
+                             ("h800-sxm5-80gb", "h100-sxm5-80gb"),
+                             ("h200-sxm-141gb", "h200-sxm-141gb")):
+        gpu = GPU_CATALOG[gpu_id]
+        assert dict(gpu.matmul_frac) == kernels.matmul_fracs(measured)
+        assert gpu.kernels_measured_on == measured
+    assert GPU_CATALOG["a100-sxm4-80gb"].kernels_measured_on is None
+    model, cfg = BUILTIN_MODELS["llama3-8b"], ParallelConfig(seq_len=8192)
+    assert attention_time_s(model, cfg, GPU_CATALOG["h800-sxm5-80gb"]) == attention_time_s(
+        model, cfg, GPU_CATALOG["h100-sxm5-80gb"])
 
 
 def test_framework_default_kernel_follows_the_gpu_generation() -> None:

@@ -40,18 +40,25 @@ def _setup() -> None:
         model_parallel_cuda_manual_seed(1234)
 
 
-def _model(layers: int, h: int, heads: int, ffn: int, seq: int, vocab: int) -> Any:
+def _model(layers: int, h: int, heads: int, ffn: int, seq: int, vocab: int,
+           experts: int | None = None, topk: int = 2) -> Any:
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from megatron.core.models.gpt.gpt_model import GPTModel
     from megatron.core.transformer.transformer_config import TransformerConfig
+    moe: dict[str, Any] = {}
+    if experts:  # Megatron's defaults: a sequential loop over the local experts, dropless
+        moe = dict(num_moe_experts=experts, moe_router_topk=topk,
+                   moe_token_dispatcher_type="alltoall", moe_grouped_gemm=False,
+                   bias_activation_fusion=False, add_bias_linear=False)  # as the MoE tests run
     config = TransformerConfig(
         num_layers=layers, hidden_size=h, num_attention_heads=heads, ffn_hidden_size=ffn,
         bf16=True, params_dtype=torch.bfloat16, pipeline_dtype=torch.bfloat16,
         use_cpu_initialization=not CUDA, hidden_dropout=0.1, attention_dropout=0.1,
-        apply_query_key_layer_scaling=True, bias_activation_fusion=True,
-        masked_softmax_fusion=False, bias_dropout_fusion=True,  # fused softmax needs apex/TE
-        gradient_accumulation_fusion=False)
-    model = GPTModel(config=config, transformer_layer_spec=get_gpt_layer_local_spec(),
+        **{"apply_query_key_layer_scaling": True, "bias_activation_fusion": True,
+           "masked_softmax_fusion": False,  # the fused softmax needs apex / TE
+           "bias_dropout_fusion": True, "gradient_accumulation_fusion": False, **moe})
+    spec = get_gpt_layer_local_spec(num_experts=experts, moe_grouped_gemm=False)
+    model = GPTModel(config=config, transformer_layer_spec=spec,
                      vocab_size=vocab, max_sequence_length=seq,
                      position_embedding_type="learned_absolute",
                      share_embeddings_and_output_weights=True)
@@ -75,9 +82,9 @@ def _time(fn: Any, reps: int) -> float:
 
 
 def measure(layers: int, h: int, heads: int, ffn: int, seq: int, mbs: int, vocab: int,
-            reps: int) -> dict[str, Any]:
+            reps: int, experts: int | None = None) -> dict[str, Any]:
     device = "cuda" if CUDA else "cpu"
-    model = _model(layers, h, heads, ffn, seq, vocab)
+    model = _model(layers, h, heads, ffn, seq, vocab, experts)
     tokens = torch.randint(0, vocab, (mbs, seq), device=device)
     positions = torch.arange(seq, device=device).unsqueeze(0).expand(mbs, seq)
     mask = torch.triu(torch.ones(1, 1, seq, seq, device=device, dtype=torch.bool), diagonal=1)
@@ -92,7 +99,7 @@ def measure(layers: int, h: int, heads: int, ffn: int, seq: int, mbs: int, vocab
         with torch.no_grad():
             forward()
     out: dict[str, Any] = {"layers": layers, "h": h, "heads": heads, "ffn": ffn, "seq": seq,
-                           "mbs": mbs, "vocab": vocab}
+                           "mbs": mbs, "vocab": vocab, "experts": experts, "topk": 2}
     out["forward_backward_s"] = _time(step, reps)
     out["forward_s"] = _time(forward_only, reps)
     if CUDA:
@@ -110,18 +117,29 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only-moe", action="store_true", help="only the MoE configurations")
     args = parser.parse_args()
     _setup()
     results: dict[str, Any] = {"torch": torch.__version__, "runs": []}
     if CUDA:
         results["gpu"] = torch.cuda.get_device_name(0)
+    cpu = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+           if line.startswith("model name")]
+    results["cpu"] = {"model": cpu[0] if cpu else "unknown", "logical_cpus": len(cpu)}
     reps = 2 if args.quick else 20
-    shapes = [(1, 512, 8, 2048, 1024, 4), (12, 512, 8, 2048, 1024, 4),
-              (1, 1024, 16, 4096, 1024, 4), (12, 1024, 16, 4096, 1024, 4)]
+    # (layers, h, heads, ffn, seq, micro-batch, experts): the dense pairs, then MoE layers
+    shapes: list[tuple[int, int, int, int, int, int, int | None]] = [
+        (1, 512, 8, 2048, 1024, 4, None), (12, 512, 8, 2048, 1024, 4, None),
+        (1, 1024, 16, 4096, 1024, 4, None), (12, 1024, 16, 4096, 1024, 4, None),
+        (1, 512, 8, 2048, 1024, 4, 8), (12, 512, 8, 2048, 1024, 4, 8),
+        (1, 512, 8, 2048, 1024, 4, 2), (12, 512, 8, 2048, 1024, 4, 2)]
+    if args.only_moe:
+        shapes = [s for s in shapes if s[-1]]
     if args.quick:
-        shapes = [(1, 64, 2, 128, 64, 1), (3, 64, 2, 128, 64, 1)]
-    for layers, h, heads, ffn, seq, mbs in shapes:
-        entry = measure(layers, h, heads, ffn, seq, mbs, 50304 if not args.quick else 512, reps)
+        shapes = [(1, 64, 2, 128, 64, 1, None), (3, 64, 2, 128, 64, 1, None)]
+    for layers, h, heads, ffn, seq, mbs, experts in shapes:
+        entry = measure(layers, h, heads, ffn, seq, mbs, 50304 if not args.quick else 512, reps,
+                        experts)
         results["runs"].append(entry)
         print(entry, flush=True)
         args.output.write_text(json.dumps(results, indent=1))

@@ -36,7 +36,7 @@ from planner.emit.megatron import (
 from planner.emit.torchtitan import TORCHTITAN_VERSION, torchtitan_args, torchtitan_notes
 from planner.errors import InputError
 from planner.hardware import Cluster
-from planner.parallel import Framework
+from planner.parallel import AttentionKernel, Framework, ParallelConfig
 from planner.plan import Plan, content_hash
 from planner.schema import refuse_overwrite
 
@@ -98,6 +98,8 @@ def emit(plan: Plan, cluster: Cluster, target: str,
         version = DEEPSPEED_VERSION
         entry = '"$TRAIN_SCRIPT" --deepspeed --deepspeed_config "$here/ds_config.json"'
         args_file = ""
+    if framework is not Framework.MEGATRON:
+        notes += _sdpa_note(cfg)
         required = (("TRAIN_SCRIPT", "set TRAIN_SCRIPT to your DeepSpeed training script"),)
     header = f"{header}; for {version}, {TORCHRUN_VERSION}"
     files.append(("env.sh", env_script(placement, env, header)))
@@ -128,6 +130,17 @@ def write_emitted(emitted: Emitted, directory: Path, *, force: bool) -> list[Pat
         if path.suffix in (".sh", ".sbatch"):
             path.chmod(0o755)
     return paths
+
+
+def _sdpa_note(cfg: ParallelConfig) -> tuple[str, ...]:
+    """PyTorch SDPA (torchtitan, DeepSpeed models) picks its attention kernel itself; a plan
+    priced with a pinned kernel holds only where PyTorch picks that one."""
+    if not cfg.flash_attention or cfg.attention_kernel is AttentionKernel.AUTO:
+        return ()
+    return (f"attention was priced as {cfg.attention_kernel.value}; PyTorch's SDPA picks its "
+            "kernel itself (cuDNN on Hopper and later from PyTorch 2.9 with a bundled cuDNN "
+            "newer than 9.15, FlashAttention-2 before), so the step time holds only where "
+            "it picks that one",)
 
 
 def _readme(plan: Plan, framework: Framework, placement: Placement, version: str,

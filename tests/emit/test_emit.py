@@ -22,7 +22,7 @@ from planner.emit.torchtitan import torchtitan_args
 from planner.errors import InputError
 from planner.gpus import GPU_CATALOG
 from planner.hardware_io import load_cluster
-from planner.parallel import Framework, ParallelConfig, Recompute, VocabStrategy
+from planner.parallel import AttentionKernel, Framework, ParallelConfig, Recompute, VocabStrategy
 from planner.search.space import SearchSpec, degree_families
 from tests.emit.launching import plan_of, run_launch, stub_torchrun
 
@@ -322,3 +322,20 @@ def test_every_torchtitan_family_the_search_makes_can_be_emitted() -> None:
                              vocab_strategy=family.vocab_strategy,
                              framework=Framework.TORCHTITAN)
         assert torchtitan_args(model, cfg)[-1].startswith("activation-checkpoint:")
+
+
+def test_sdpa_launches_say_when_the_attention_kernel_was_pinned() -> None:
+    """torchtitan cannot pin PyTorch's SDPA kernel: a plan priced with FA2 says so in the
+    launch README; the framework default adds nothing. Megatron pins it with a flag instead."""
+    cluster = load_cluster("dgx-h100")
+    for kernel, expected in ((AttentionKernel.FA2, 1), (AttentionKernel.AUTO, 0)):
+        plan = plan_of(LLAMA70, cluster="dgx-h100", tp=8, dp=2, zero=3, global_batch=8,
+                       seq_len=8192, sequence_parallel=True, framework=Framework.TORCHTITAN,
+                       attention_kernel=kernel)
+        notes = emit(plan, cluster, "torchtitan", None).notes
+        assert sum("priced as fa2" in n for n in notes) == expected
+    plan = plan_of(LLAMA70, cluster="dgx-h100", tp=8, dp=2, zero=1, global_batch=8,
+                   seq_len=8192, sequence_parallel=True, attention_kernel=AttentionKernel.FA2)
+    emitted = emit(plan, cluster, "megatron", None)
+    assert "--attention-backend flash" in dict(emitted.files)["megatron.args"]
+    assert not any("priced as" in n for n in emitted.notes)

@@ -98,9 +98,9 @@ def emit(plan: Plan, cluster: Cluster, target: str,
         version = DEEPSPEED_VERSION
         entry = '"$TRAIN_SCRIPT" --deepspeed --deepspeed_config "$here/ds_config.json"'
         args_file = ""
+        required = (("TRAIN_SCRIPT", "set TRAIN_SCRIPT to your DeepSpeed training script"),)
     if framework is not Framework.MEGATRON:
         notes += _sdpa_note(cfg)
-        required = (("TRAIN_SCRIPT", "set TRAIN_SCRIPT to your DeepSpeed training script"),)
     header = f"{header}; for {version}, {TORCHRUN_VERSION}"
     files.append(("env.sh", env_script(placement, env, header)))
     if "torchrun" in launchers or "slurm" in launchers:

@@ -306,3 +306,17 @@ def test_layout_text() -> None:
 
     assert layout_text((7, 6, 6, 6, 5)) == "7,6x3,5"
     assert layout_text((4,)) == "4"
+
+
+def test_estimate_says_when_layers_wait_on_the_host(run_cli: Run) -> None:
+    """Llama 3 8B at tp 8 with 1024-token micro-batches: each layer's GPU work is shorter
+    than Megatron's host time per layer, and the table says so; unsharded at 8192 tokens a
+    layer's GPU work outlasts it."""
+    job = ("estimate", "--model", "llama3-8b", "--cluster", "dgx-h100", "--global-batch", "64")
+    code, out, err = run_cli(*job, "--tp", "8", "--dp", "8", "--seq-len", "1024")
+    assert code == 0, err
+    assert "on the host" in out
+    code, out, err = run_cli(*job, "--tp", "1", "--dp", "8", "--seq-len", "8192", "--zero", "1",
+                             "--recompute", "full")
+    assert code == 0, err
+    assert "on the host" not in out

@@ -115,6 +115,10 @@ def time_lines(step: StepTime) -> None:
               f"data-parallel {b['dp_exposed_s']:.3f} s of {b['dp_comm_s']:.3f}, context-"
               f"parallel {b['cp_exposed_s']:.3f} s; optimizer {b['optimizer_s']:.3f} s; "
               f"TP comm busy {b['tp_comm_s']:.3f} s, EP {b['ep_comm_s']:.3f} s per GPU")
+    if b.get("host_wait_s", 0.0) > 0:
+        out.print(f"  layers wait {b['host_wait_s']:.3f} s per GPU on the host (Python and "
+                  "kernel launches outlast their GPU work: larger micro-batches, fewer "
+                  "tensor-parallel ranks or CUDA graphs would hide it)")
 
 
 def remedy_lines(remedies: tuple[Remedy, ...]) -> None:

@@ -109,7 +109,7 @@ def attention_rates(gpu_id: str, kernel: str, forward_flops: float) -> tuple[flo
     """Measured (forward, backward) FLOP/s of causal fused attention `kernel` ("fa2",
     "cudnn") on the measured GPU `gpu_id` for a call of `forward_flops`, or None where not
     measured: interpolated linearly in log10(FLOPs) between the measured calls, held at the
-    end points outside them."""
+    end points outside them (below the smallest call measured, 4.3 GFLOP, that errs fast)."""
     rows = ATTENTION_TFLOPS.get((gpu_id, kernel))
     if not rows:
         return None

@@ -284,25 +284,49 @@ def column_parallel_wgrad_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
                for g in layer_gemms(model, cfg, layer) if g.role == "column")
 
 
+# fp8 GEMMs take fp8 inputs that cast kernels make from bf16, and Hopper's fp8 tensor cores
+# take only the "TN" layout, so each cast also writes the transpose the other pass needs
+# (Transformer Engine's fused cast_transpose, transformer_engine/common/transpose/; torchao's
+# float8 training casts input, weight and output gradient per linear call likewise): read 2
+# bytes, write 1 byte twice, per element of each GEMM input in forward and of the output
+# gradient in backward. Weights are counted every micro-batch (torchao recasts them; Transformer
+# Engine caches them across a step's micro-batches, where this errs slow).
+FP8_CAST_BYTES_PER_ELEMENT = 4.0
+
+
+def fp8_cast_bytes(gemms: tuple[Gemm, ...]) -> tuple[float, float]:
+    """(forward, backward) HBM bytes of casting the fp8 GEMMs' operands: both inputs forward,
+    the output gradient backward (FP8_CAST_BYTES_PER_ELEMENT)."""
+    forward = sum((g.m * g.k + g.k * g.n) * g.batch for g in gemms)
+    backward = sum(g.m * g.n * g.batch for g in gemms)
+    return FP8_CAST_BYTES_PER_ELEMENT * forward, FP8_CAST_BYTES_PER_ELEMENT * backward
+
+
 def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
                recompute: Recompute) -> LayerTime:
-    """Compute time of one transformer layer (communication is added by step.py)."""
+    """Compute time of one transformer layer (communication is added by step.py). With fp8,
+    the linear layers' GEMMs run in fp8 and their operands' casts (fp8_cast_bytes) are
+    memory-bound work; the router stays in bf16-sized work (its cast is counted too: small)."""
     gemms = layer_gemms(model, cfg, layer)
     gemm_fwd = sum(gemm_time_s(g, gpu, cfg.precision) for g in gemms)
     gemm_bwd = sum(gemm_time_s(b, gpu, cfg.precision) for g in gemms for b in g.backward())
     attn_fwd, attn_bwd = attention_time_s(model, cfg, gpu)
     elem_fwd = memory_time_s(elementwise_bytes(model, cfg, layer), gpu)
-    forward = gemm_fwd + attn_fwd + elem_fwd
+    cast_fwd = cast_bwd = 0.0
+    if cfg.precision is Precision.FP8:
+        cast_fwd, cast_bwd = (memory_time_s(b, gpu) for b in fp8_cast_bytes(gemms))
+    forward = gemm_fwd + attn_fwd + elem_fwd + cast_fwd
     if recompute is Recompute.FULL:
         redo = forward
     elif recompute is Recompute.SELECTIVE:
         redo = attn_fwd
     else:
         redo = 0.0
-    backward = gemm_bwd + attn_bwd + 2 * elem_fwd + redo
+    backward = gemm_bwd + attn_bwd + 2 * elem_fwd + cast_bwd + redo
     return LayerTime(forward_s=forward, backward_s=backward, recompute_s=redo,
                      gemm_s=gemm_fwd + gemm_bwd, attention_s=attn_fwd + attn_bwd,
-                     attention_forward_s=attn_fwd, elementwise_s=3 * elem_fwd)
+                     attention_forward_s=attn_fwd,
+                     elementwise_s=3 * elem_fwd + cast_fwd + cast_bwd)
 
 
 # The cross entropy reads and writes fp32 logits: about 12 bytes per logit, forward and again
@@ -319,11 +343,14 @@ def head_gemm(model: ModelSpec, cfg: ParallelConfig) -> Gemm:
 
 def head_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tuple[float, float]:
     """(forward, backward) of the final norm, LM head and cross entropy on the last stage: the
-    logits GEMM (head_gemm), and the loss's passes over the logits (LOSS_BYTES_PER_LOGIT)."""
+    logits GEMM (head_gemm), and the loss's passes over the logits (LOSS_BYTES_PER_LOGIT).
+    fp8 training keeps the LM head in bf16 (Megatron's output layer is not a Transformer
+    Engine module; torchtitan's float8 skips the `output` linear by default)."""
     logits = head_gemm(model, cfg)
     tokens = logits.m
-    forward = gemm_time_s(logits, gpu, cfg.precision)
-    backward = sum(gemm_time_s(g, gpu, cfg.precision) for g in logits.backward())
+    precision = Precision.BF16 if cfg.precision is Precision.FP8 else cfg.precision
+    forward = gemm_time_s(logits, gpu, precision)
+    backward = sum(gemm_time_s(g, gpu, precision) for g in logits.backward())
     loss = memory_time_s(LOSS_BYTES_PER_LOGIT * tokens * logits.n, gpu)
     norm = memory_time_s(4.0 * model.hidden_size * tokens, gpu)
     return forward + loss + norm, backward + loss + 2 * norm

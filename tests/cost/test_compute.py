@@ -9,12 +9,15 @@ from planner.cost.compute import (
     HBM_EFFICIENCY,
     Gemm,
     attention_time_s,
+    fp8_cast_bytes,
     gemm_time_s,
+    head_time,
     layer_gemms,
+    layer_time,
     quantization_efficiency,
 )
 from planner.gpus import GPU_CATALOG
-from planner.parallel import ParallelConfig, Precision
+from planner.parallel import ParallelConfig, Precision, Recompute
 
 A100 = GPU_CATALOG["a100-sxm4-80gb"]
 
@@ -88,3 +91,24 @@ def test_fp8_training_runs_attention_in_bf16() -> None:
             bf16 = ParallelConfig(seq_len=4096, flash_attention=flash)
             fp8 = ParallelConfig(seq_len=4096, flash_attention=flash, precision=Precision.FP8)
             assert attention_time_s(model, fp8, gpu) == attention_time_s(model, bf16, gpu)
+
+
+def test_fp8_pays_for_casting_its_operands_and_keeps_the_head_in_bf16() -> None:
+    """fp8 layer time = bf16-shaped elementwise work + 4 bytes per GEMM input element forward
+    (cast and transpose) and per output-gradient element backward; the LM head runs in bf16."""
+    model = BUILTIN_MODELS["llama3-8b"]
+    gpu = GPU_CATALOG["h100-sxm5-80gb"]
+    fp8 = ParallelConfig(seq_len=8192, precision=Precision.FP8)
+    gemms = layer_gemms(model, fp8, 0)
+    forward, backward = fp8_cast_bytes(gemms)
+    tokens, h = 8192, model.hidden_size
+    qkv = next(g for g in gemms if g.role == "column")
+    assert (qkv.m, qkv.k) == (tokens, h)
+    assert forward == 4 * sum(g.m * g.k + g.k * g.n for g in gemms)
+    assert backward == 4 * sum(g.m * g.n for g in gemms)
+    with_cast = layer_time(model, fp8, gpu, 0, Recompute.NONE)
+    cast_s = (forward + backward) / (gpu.memory_bandwidth_bytes_per_s * HBM_EFFICIENCY)
+    gemm_s = sum(gemm_time_s(g, gpu, Precision.FP8) for g in gemms)
+    assert with_cast.elementwise_s > cast_s > 0.1 * gemm_s  # not negligible next to the GEMMs
+    bf16 = ParallelConfig(seq_len=8192)
+    assert head_time(model, fp8, gpu) == head_time(model, bf16, gpu)

@@ -427,8 +427,7 @@ def search(
                                  ("search", {"exhaustive": exhaustive, "top": top,
                                              "candidates_evaluated":
                                                  result.candidates_evaluated,
-                                             "layout_solver": best.layout_solver
-                                             or "the vocabulary strategy's split"})))
+                                             "layout_solver": best.layout_solver or None})))
         write_plan(plan, output, force=force)
         render.err.print(f"wrote {output}")
     why = explain(result.plans[0], result.plans[1]) if (

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from planner.catalog import BUILTIN_MODELS
 from planner.emit import emit, write_emitted
@@ -295,6 +296,9 @@ def test_searched_plans_can_be_emitted(run_cli: Callable[..., tuple[int, str, st
                            "128", "--seq-len", "4096", "--tp", tp, "--pp", pp, "--cp", "1",
                            "--dp", dp, "--framework", framework, "-o", str(plan))
     assert code == 0, err
+    # where the layer split came from, as search --format json says it: null = the strategy's
+    solver = yaml.safe_load(plan.read_text())["search"]["layout_solver"]
+    assert solver is None or solver == "min-max DP" or solver.startswith("CP-SAT")
     code, _, err = run_cli("emit", str(plan), "--to", target, "-o", str(tmp_path / "out"))
     assert code == 0, err
 

@@ -392,13 +392,28 @@ def _zero3_per_microbatch(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.R
                           edp_ring: comm.RingLink) -> tuple[float, float]:
     """ZeRO-3 / FSDP (Rajbhandari et al. 2020 Sec. 7.2.2): every micro-batch all-gathers the
     16-bit parameters for its forward and again for its backward, and reduce-scatters the
-    gradients: (gather per pass, reduce-scatter) seconds. pp is 1 with ZeRO-3."""
+    gradients: (gather per pass, reduce-scatter) seconds. pp is 1 with ZeRO-3.
+
+    One collective per transformer layer and one for the rest (embedding, final norm, head):
+    FSDP's wrapping unit in torchtitan and Megatron-FSDP; DeepSpeed ZeRO-3 gathers per
+    submodule, finer still. Each pays the ring's (n - 1) latency steps, which at thousands of
+    ranks is milliseconds per collective."""
     policy = precision_policy(cfg.precision, cfg.framework)
-    params = stage_params(model, cfg, 0, stage_layers(model, cfg)[0])
+    layers = stage_layers(model, cfg)[0]
+    params = stage_params(model, cfg, 0, layers)
+    p = model.params
+    units: Counter[tuple[float, float]] = Counter(
+        (p.per_layer_dense[i] / cfg.tp, p.per_layer_expert[i] / (cfg.ep * cfg.expert_tp))
+        for i in layers)
+    rest = (params.dense - sum(d * n for (d, _), n in units.items()),
+            params.expert - sum(e * n for (_, e), n in units.items()))
+    units[rest] += 1
     gather = reduce = 0.0
-    for count, ring in ((params.dense, dp_ring), (params.expert, edp_ring)):
-        gather += comm.all_gather_s(count * 2, ring)
-        reduce += comm.all_gather_s(count * policy.grad_bytes, ring)
+    for (dense, expert), count in units.items():
+        for size, ring in ((dense, dp_ring), (expert, edp_ring)):
+            if size > 0:
+                gather += count * comm.all_gather_s(size * 2, ring)
+                reduce += count * comm.all_gather_s(size * policy.grad_bytes, ring)
     return gather, reduce
 
 

@@ -189,3 +189,18 @@ def test_step_lower_bound_holds_on_random_configurations() -> None:
         fast = estimate_step(spec, cfg, cluster, links=links, exact=False).iteration_s
         assert bound <= fast, (name, spec.name, cfg)
         checked += 1
+
+
+def test_zero3_gathers_each_layer_and_pays_each_collectives_latency() -> None:
+    """FSDP / ZeRO-3 gathers one transformer layer at a time (and the embedding, norm and
+    head as one more unit): the bandwidth term is the whole model's, the latency term is paid
+    layers + 1 times; bf16 gradients are reduce-scattered likewise."""
+    from planner.cost.comm import RingLink
+    from planner.cost.step import _zero3_per_microbatch
+    model = BUILTIN_MODELS["llama3-8b"]
+    cfg = ParallelConfig(dp=1024, global_batch=1024, seq_len=4096, zero=3)
+    ring = RingLink(bandwidth_bytes_per_s=25e9, latency_s=5e-6, size=1024)
+    gather, _ = _zero3_per_microbatch(model, cfg, ring, ring)
+    n, total = 1024, model.params.total
+    bandwidth = (n - 1) / n * 2 * total / 25e9
+    assert gather == pytest.approx(bandwidth + (model.num_layers + 1) * (n - 1) * 5e-6)

@@ -234,10 +234,10 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     all-to-alls at their bandwidth terms (all_reduce_s's ring and tree both take at least
     2(n-1)/n x bytes / bandwidth; measured curves are left out). A micro-batch of b sequences
     costs at least b x that, so over the m = sequences / b micro-batches the busiest stage
-    needs at least `sequences` x its sum, and
-    fast_makespan's fill and drain (the other stages' time / vpp) at least the other stages'
-    per-sequence sum / vpp. Latencies, recompute, CP, pipeline hops, data-parallel and
-    optimizer time only add. The rings are the slowest TP and EP rings (comm.slowest_ring)."""
+    needs at least `sequences` x its sum, and fast_makespan's fill and drain (the other
+    stages' time / vpp) at least the other stages' per-sequence sum / vpp. Latencies,
+    recompute, CP, pipeline hops, host waits, data-parallel and optimizer time only add. The
+    rings are the slowest TP and EP rings (comm.slowest_ring)."""
     gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))
     unit = dataclasses.replace(cfg, mbs=1)  # one sequence
     sequences = cfg.global_batch / cfg.dp  # per replica and step, all micro-batches

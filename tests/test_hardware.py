@@ -219,3 +219,18 @@ def test_oversubscription_and_inter_island_aggregate(write: Callable[[str, str],
     two = load_cluster("two-island-degraded")
     assert two.link("h100-01:0", "a100-01:0").bandwidth_bytes_per_s == pytest.approx(
         7.5 * GB / 32)
+
+
+def test_a_gpu_built_on_the_a100_keeps_its_in_framework_fraction(
+        write: Callable[[str, str], Path]) -> None:
+    """The A100's calibrated fraction lives in the catalog, so a profile GPU built on it is
+    priced the same (it was keyed by the catalog id and fell back to MAMF for any other)."""
+    from planner.gpus import A100_IN_FRAMEWORK_MATMUL_FRAC
+    path = write("c.yaml", """\
+gpu: {name: my-a100, base: a100-sxm4-80gb}
+num_nodes: 1
+gpus_per_node: 8
+intra_node: {bandwidth_GBps: 230}
+""")
+    gpu = load_cluster(str(path)).gpu_type(0)
+    assert dict(gpu.matmul_frac) == {"bf16": A100_IN_FRAMEWORK_MATMUL_FRAC}

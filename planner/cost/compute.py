@@ -43,14 +43,10 @@ TILE_SHAPES = ((128, 128), (128, 256), (256, 128), (64, 128))
 # forward and backward. (On the H100 it measured far lower: cost/kernels.py.)
 FLASH_ATTENTION_FRAC = 0.6
 
-# Calibrated fraction of peak that transformer-layer GEMMs reach inside the framework, where a
-# measurement exists; it replaces the microbenchmark MAMF fraction (gpus.py) for 16-bit GEMMs.
-# A100: derived from Korthikanti et al. 2022 Table 4 (calibration.yaml
-# korthikanti_t4_22b_layer_baseline_no_recompute: a 22B layer, tp 8, micro-batch 4, 7.7 ms
-# forward + 11.9 ms backward on Selene): 0.716 makes this model's layer take 19.6 ms, and it
-# then gives 7.58 / 12.02 ms for the two passes. tests/cost/test_calibration.py re-derives it
-# and checks Table 4's other rows, which were not used.
-CALIBRATED_MATMUL_FRAC: dict[str, float] = {"a100-sxm4-80gb": 0.716, "a100-sxm4-40gb": 0.716}
+# GPUs on which the step-time model has been validated against published runs (README,
+# Validation): A100, whose catalog matmul fraction is itself an in-framework calibration
+# (gpus.A100_IN_FRAMEWORK_MATMUL_FRAC). Elsewhere `estimate` warns.
+STEP_TIME_VALIDATED_GPUS = frozenset({"a100-sxm4-80gb", "a100-sxm4-40gb"})
 
 # Streaming (coalesced) kernels reach ~84% of HBM peak on H100 (measured with Nsight Compute,
 # mikamirai.com/blog/gpu-memory-bandwidth: 2.8 of 3.35 TB/s); an assumption for other GPUs.
@@ -120,11 +116,9 @@ def gemm_time_s(gemm: Gemm, gpu: GpuType, precision: Precision) -> float:
 
 
 def matmul_rate(gpu: GpuType, precision: Precision) -> float:
-    """Best-case GEMM FLOP/s: the calibrated in-framework fraction where one exists for 16-bit
-    GEMMs, else the GPU's matmul fraction (gpus.py: sustained, measured for this project on
-    H100 and H200; MAMF elsewhere; a profile may override it)."""
-    if precision is Precision.BF16 and gpu.id in CALIBRATED_MATMUL_FRAC:
-        return gpu.peak(precision.value) * CALIBRATED_MATMUL_FRAC[gpu.id]
+    """Best-case GEMM FLOP/s: peak x the GPU's matmul fraction (gpus.py: in-framework on
+    A100, sustained and measured for this project on H100 and H200, MAMF elsewhere; a profile
+    may override it)."""
     return gpu.achievable_matmul_flops_per_s(precision.value)
 
 

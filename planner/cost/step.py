@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from planner.cost import comm, kernels
 from planner.cost.comm import Axis
 from planner.cost.compute import (
-    CALIBRATED_MATMUL_FRAC,
     LOSS_BYTES_PER_LOGIT,
+    STEP_TIME_VALIDATED_GPUS,
     attention_time_s,
     column_parallel_wgrad_s,
     elementwise_bytes,
@@ -384,7 +384,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
         mfu=model_flops / iteration / world / peak,
         hfu=hardware_flops / iteration / world / peak,
         breakdown=tuple(sorted((k, float(v)) for k, v in breakdown.items())),
-        calibrated=gpu.id in CALIBRATED_MATMUL_FRAC and cfg.precision is Precision.BF16,
+        calibrated=gpu.id in STEP_TIME_VALIDATED_GPUS and cfg.precision is Precision.BF16,
     )
 
 

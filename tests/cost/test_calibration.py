@@ -9,8 +9,8 @@ import pytest
 from planner.calibration import load_measurements
 from planner.cost import comm
 from planner.cost.comm import Axis
-from planner.cost.compute import CALIBRATED_MATMUL_FRAC, column_parallel_wgrad_s, layer_time
-from planner.gpus import GPU_CATALOG
+from planner.cost.compute import column_parallel_wgrad_s, layer_time
+from planner.gpus import A100_IN_FRAMEWORK_MATMUL_FRAC, GPU_CATALOG
 from planner.hardware_io import load_cluster
 from planner.model import make_model
 from planner.parallel import ParallelConfig, Recompute
@@ -30,8 +30,8 @@ def _layer_ms(case_id: str, frac: float | None) -> tuple[float, float]:
                          sequence_parallel=bool(c["sequence_parallel"]), flash_attention=False)
     cluster = load_cluster("selene")
     gpu = GPU_CATALOG["a100-sxm4-80gb"]
-    if frac is not None:  # a GPU type with this fraction and no calibration entry
-        gpu = dataclasses.replace(gpu, id="probe", matmul_frac=(("bf16", frac),))
+    if frac is not None:  # the A100 at this matmul fraction
+        gpu = dataclasses.replace(gpu, matmul_frac=(("bf16", frac),))
     tp = 2 * comm.all_reduce_s(2048 * 4 * 6144 * 2, comm.slowest_ring(cluster, cfg, Axis.TP))
     lt = layer_time(GPT22, cfg, gpu, 0, recompute)
     hidden = column_parallel_wgrad_s(GPT22, cfg, gpu, 0)
@@ -49,7 +49,9 @@ def test_a100_fraction_is_derived_from_table4_baseline() -> None:
             lo = mid
         else:
             hi = mid
-    assert CALIBRATED_MATMUL_FRAC["a100-sxm4-80gb"] == pytest.approx(mid, abs=0.002)
+    assert pytest.approx(mid, abs=0.002) == A100_IN_FRAMEWORK_MATMUL_FRAC
+    assert dict(GPU_CATALOG["a100-sxm4-80gb"].matmul_frac) == {
+        "bf16": A100_IN_FRAMEWORK_MATMUL_FRAC}
 
 
 @pytest.mark.parametrize("case_id", [

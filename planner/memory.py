@@ -204,6 +204,17 @@ def stage_params(model: ModelSpec, cfg: ParallelConfig, stage: int,
                          stage, tuple(layers))
 
 
+def layer_params(model: ModelSpec, cfg: ParallelConfig, layer: int) -> tuple[float, float]:
+    """(dense, routed-expert) parameters of one transformer layer on one GPU: dense / tp,
+    experts / (ep * expert-tp), as _stage_params counts them."""
+    return _layer_share(model, layer, cfg.tp, cfg.ep, cfg.expert_tp)
+
+
+def _layer_share(model: ModelSpec, layer: int, t: int, ep: int, etp: int) -> tuple[float, float]:
+    p = model.params
+    return p.per_layer_dense[layer] / t, p.per_layer_expert[layer] / (ep * etp)
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _stage_params(model: ModelSpec, t: int, ep: int, etp: int, pp: int,
                   vocab_strategy: VocabStrategy, stage: int,
@@ -220,10 +231,10 @@ def _stage_params(model: ModelSpec, t: int, ep: int, etp: int, pp: int,
     decoder's.
     """
     p = model.params
-    dense = sum(p.per_layer_dense[i] for i in layers) / t
-    expert = sum(p.per_layer_expert[i] for i in layers) / (ep * etp)
-    largest = max((p.per_layer_dense[i] / t + p.per_layer_expert[i] / (ep * etp)
-                   for i in layers), default=0.0)
+    shares = [_layer_share(model, i, t, ep, etp) for i in layers]
+    dense = sum(d for d, _ in shares)
+    expert = sum(e for _, e in shares)
+    largest = max((d + e for d, e in shares), default=0.0)
     vocab_weights = model.padded_vocab_size(t) * model.hidden_size / t
     other_embedding = p.embedding - model.vocab_size * model.hidden_size  # positions, norm
     first, last = stage == 0, stage == pp - 1

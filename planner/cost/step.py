@@ -51,7 +51,7 @@ from planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from planner.cost.pipeline import ChunkTimes, PipelineResult, simulate
 from planner.gpus import GpuType
 from planner.hardware import Cluster
-from planner.memory import precision_policy, stage_params
+from planner.memory import layer_params, precision_policy, stage_params
 from planner.model import ModelSpec
 from planner.parallel import (
     ParallelConfig,
@@ -401,10 +401,7 @@ def _zero3_per_microbatch(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.R
     policy = precision_policy(cfg.precision, cfg.framework)
     layers = stage_layers(model, cfg)[0]
     params = stage_params(model, cfg, 0, layers)
-    p = model.params
-    units: Counter[tuple[float, float]] = Counter(
-        (p.per_layer_dense[i] / cfg.tp, p.per_layer_expert[i] / (cfg.ep * cfg.expert_tp))
-        for i in layers)
+    units: Counter[tuple[float, float]] = Counter(layer_params(model, cfg, i) for i in layers)
     rest = (params.dense - sum(d * n for (d, _), n in units.items()),
             params.expert - sum(e * n for (_, e), n in units.items()))
     units[rest] += 1

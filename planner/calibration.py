@@ -194,24 +194,27 @@ def _recompute(value: object) -> tuple[Recompute, int | None]:
     return Recompute.NONE, None
 
 
-# PyTorch made cuDNN its default SDPA kernel on sm90/sm100 in 2.9 (pytorch/pytorch PR #162073,
-# merged 2025-09-04); runs on an older PyTorch got FlashAttention-2.
-_SDPA_CUDNN_SINCE = ((2, 9), "2025-09-04")
+# PyTorch prefers cuDNN's SDPA kernel on sm90/sm100 from pytorch/pytorch PR #162073 (merged
+# 2025-09-04, for 2.9), only where the cuDNN it loads is newer than 9.15, which its wheels
+# bundle from 2.11 (parallel.AttentionKernel). A release before 2.11, or a nightly built before
+# the PR, ran FlashAttention-2.
+_SDPA_CUDNN_RELEASE = (2, 11)
+_SDPA_CUDNN_PR_MERGED = "2025-09-04"
 
 
 def _sdpa_kernel(case: dict[str, Any]) -> AttentionKernel:
     """The attention kernel a PyTorch-SDPA (torchtitan) case ran, from the versions its source
-    states: FA2 before PyTorch 2.9 (by version, or by the date of a nightly), else the
+    states: FA2 on a release before 2.11 or a nightly dated before PR #162073, else the
     framework default. FlexAttention (a Triton kernel, ~90% of FA2's forward and ~85% of its
     backward rate by PyTorch's FlexAttention blog, 2024-08) is priced as FA2."""
     if "flex" in str(case["config"].get("attention", "")):
         return AttentionKernel.FA2
     versions = str(case.get("source", {}).get("versions", ""))
     release = re.search(r"torch (\d+)\.(\d+)", versions)
-    if release and (int(release.group(1)), int(release.group(2))) < _SDPA_CUDNN_SINCE[0]:
+    if release and (int(release.group(1)), int(release.group(2))) < _SDPA_CUDNN_RELEASE:
         return AttentionKernel.FA2
     nightly = re.search(r"torch \w+ \((\d{4}-\d{2}-\d{2})\)", versions)
-    if nightly and nightly.group(1) < _SDPA_CUDNN_SINCE[1]:
+    if nightly and nightly.group(1) < _SDPA_CUDNN_PR_MERGED:
         return AttentionKernel.FA2
     return AttentionKernel.AUTO
 

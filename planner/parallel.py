@@ -46,8 +46,8 @@ class AttentionKernel(enum.StrEnum):
     attention on Hopper and later and Tri Dao's FlashAttention-2 on Ampere (NeMo docs,
     "Turn Flash Attention On and Off", NVIDIA/NeMo PR #9188); PyTorch's SDPA (torchtitan,
     DeepSpeed models) runs FlashAttention-2 first until cuDNN became the default on sm90/sm100
-    (pytorch/pytorch PR #162073, PyTorch 2.9, effective where the bundled cuDNN is newer than
-    9.15: PyTorch 2.11). FA2 or CUDNN pins one, e.g. for a job on an older PyTorch."""
+    (pytorch/pytorch PR #162073, in 2.9, gated on a cuDNN newer than 9.15, which PyTorch's
+    wheels bundle from 2.11). FA2 or CUDNN pins one, e.g. for a job on an older PyTorch."""
 
     AUTO = "auto"
     FA2 = "fa2"

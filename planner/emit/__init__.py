@@ -138,8 +138,8 @@ def _sdpa_note(cfg: ParallelConfig) -> tuple[str, ...]:
     if not cfg.flash_attention or cfg.attention_kernel is AttentionKernel.AUTO:
         return ()
     return (f"attention was priced as {cfg.attention_kernel.value}; PyTorch's SDPA picks its "
-            "kernel itself (cuDNN on Hopper and later from PyTorch 2.9 with a bundled cuDNN "
-            "newer than 9.15, FlashAttention-2 before), so the step time holds only where "
+            "kernel itself (cuDNN on Hopper and later from PyTorch 2.11's wheels, "
+            "FlashAttention-2 before), so the step time holds only where "
             "it picks that one",)
 
 

@@ -26,7 +26,8 @@ from planner.parallel import (
 # --attention-backend for a pinned fused kernel (megatron/core/transformer/enums.py AttnBackend):
 # "flash" is Transformer Engine's FlashAttention path, "fused" its cuDNN FusedAttention; AUTO
 # writes nothing (Megatron's default, auto: TE picks cuDNN on Hopper and later). The importer
-# reads this table back.
+# reads this table back. "flash" runs FlashAttention-3 on Hopper where flash-attn 3 is
+# installed (near cuDNN's rate); priced as FA2, it errs slow.
 ATTENTION_BACKEND = {AttentionKernel.FA2: "flash", AttentionKernel.CUDNN: "fused"}
 
 MEGATRON_VERSION = "megatron-core 0.19.2"

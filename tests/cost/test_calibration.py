@@ -65,3 +65,18 @@ def test_table4_rows_not_used_for_calibration(case_id: str) -> None:
     measured = CASES[case_id]["measured"]["per_layer_fwd_plus_bwd_ms"]
     forward, backward = _layer_ms(case_id, None)
     assert forward + backward == pytest.approx(measured, rel=0.08)
+
+
+@pytest.mark.parametrize(("versions", "attention", "kernel"), [
+    ("torch 1963fc8 (2024-12-23), torchao eab345c", "", "fa2"),  # nightly before the PR
+    ("torch 2.8.0a0+5228986c39 (NGC 25.05)", "", "fa2"),
+    ("torch 2.10.0", "", "fa2"),  # the switch is in, but its cuDNN is not new enough
+    ("torch 2.11.0", "", "auto"),
+    ("", "flex_attention", "fa2"),
+    ("", "", "auto"),
+])
+def test_torchtitan_cases_run_the_attention_kernel_their_pytorch_picked(
+        versions: str, attention: str, kernel: str) -> None:
+    from planner.calibration import _sdpa_kernel
+    case = {"source": {"versions": versions}, "config": {"attention": attention}}
+    assert _sdpa_kernel(case).value == kernel

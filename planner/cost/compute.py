@@ -300,15 +300,21 @@ def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
                recompute: Recompute) -> LayerTime:
     """Compute time of one transformer layer (communication is added by step.py). With fp8,
     the linear layers' GEMMs run in fp8 and their operands' casts (fp8_cast_bytes) are
-    memory-bound work; the router stays in bf16-sized work (its cast is counted too: small)."""
+    memory-bound work; the MoE router's GEMM stays in bf16 (Megatron's TopKRouter is not a
+    Transformer Engine linear and runs in the parameter or router dtype)."""
     gemms = layer_gemms(model, cfg, layer)
-    gemm_fwd = sum(gemm_time_s(g, gpu, cfg.precision) for g in gemms)
-    gemm_bwd = sum(gemm_time_s(b, gpu, cfg.precision) for g in gemms for b in g.backward())
+    fp8 = cfg.precision is Precision.FP8
+
+    def precision(g: Gemm) -> Precision:
+        return Precision.BF16 if fp8 and g.role == "router" else cfg.precision
+    gemm_fwd = sum(gemm_time_s(g, gpu, precision(g)) for g in gemms)
+    gemm_bwd = sum(gemm_time_s(b, gpu, precision(g)) for g in gemms for b in g.backward())
     attn_fwd, attn_bwd = attention_time_s(model, cfg, gpu)
     elem_fwd = memory_time_s(elementwise_bytes(model, cfg, layer), gpu)
     cast_fwd = cast_bwd = 0.0
-    if cfg.precision is Precision.FP8:
-        cast_fwd, cast_bwd = (memory_time_s(b, gpu) for b in fp8_cast_bytes(gemms))
+    if fp8:
+        cast_fwd, cast_bwd = (memory_time_s(b, gpu) for b in fp8_cast_bytes(
+            tuple(g for g in gemms if g.role != "router")))
     forward = gemm_fwd + attn_fwd + elem_fwd + cast_fwd
     if recompute is Recompute.FULL:
         redo = forward

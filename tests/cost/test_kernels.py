@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import statistics
 from types import ModuleType
 
 import pytest
@@ -21,7 +20,7 @@ from planner.cost.compute import (
     layer_time,
 )
 from planner.gpus import GPU_CATALOG
-from planner.model import Activation, ModelSpec, Norm, PositionEmbedding
+from planner.model import ModelSpec, make_model
 from planner.parallel import AttentionKernel, ParallelConfig, Precision, Recompute
 from tests.conftest import REPO
 
@@ -57,9 +56,11 @@ def test_tables_are_what_the_measurements_give(gpu_id: str) -> None:
 
 @pytest.mark.parametrize("gpu_id", MEASURED)
 def test_gemm_model_reproduces_the_measured_large_gemms(gpu_id: str) -> None:
-    """With the measured fraction, tile and wave quantization should carry the shape effects:
-    over the large bf16 GEMMs (different shapes, tp splits, batched experts) the model's time
-    is within 3% of the measurement at the median and within 20% for 9 in 10 shapes."""
+    """The fraction is the median over these GEMMs, so the median ratio is 1 by construction;
+    what can fail is the spread: over the large bf16 GEMMs (different shapes, tp splits,
+    batched experts) the model's time is within 20% of the measurement for 9 in 10 shapes
+    (97-99% today). On shapes this large the tile and wave model changes little: a flat rate
+    does as well; it matters for small and skinny shapes."""
     gpu = GPU_CATALOG[gpu_id]
     ratios = []
     for g in _results(gpu_id)["gemms"]:
@@ -68,7 +69,6 @@ def test_gemm_model_reproduces_the_measured_large_gemms(gpu_id: str) -> None:
             continue
         ratios.append(gemm_time_s(gemm, gpu, Precision.BF16) / g["s"])
     assert len(ratios) > 50
-    assert statistics.median(ratios) == pytest.approx(1.0, abs=0.03)
     assert sum(abs(r - 1) <= 0.2 for r in ratios) >= 0.9 * len(ratios)
 
 
@@ -117,27 +117,22 @@ def test_framework_default_kernel_follows_the_gpu_generation() -> None:
 
 
 def _layer_model(entry: dict) -> ModelSpec:
-    """The layer bench/device/kernels.py built, as a ModelSpec (one layer; the vocabulary does
-    not enter layer_time)."""
-    return ModelSpec(
-        name=entry["name"], num_layers=1, hidden_size=entry["h"],
-        num_attention_heads=entry["heads"], num_query_groups=entry["kv_heads"],
-        ffn_hidden_size=entry["ffn"], vocab_size=32000,
-        activation=Activation.SWIGLU if entry["gated"] else Activation.GELU,
-        norm=Norm.RMSNORM if entry["rms"] else Norm.LAYERNORM,
-        position_embedding=PositionEmbedding.ROPE if entry["rms"] else (
-            PositionEmbedding.LEARNED),
-        max_position_embeddings=entry["seq"], tie_embeddings=False,
-        add_bias_linear=not entry["rms"], head_dim=entry["h"] // entry["heads"])
+    """The layer bench/device/kernels.py built (a GPT or a Llama layer), as a ModelSpec (one
+    layer; the vocabulary does not enter layer_time)."""
+    return make_model(name=entry["name"], num_layers=1, hidden_size=entry["h"],
+                      num_attention_heads=entry["heads"], num_query_groups=entry["kv_heads"],
+                      ffn_hidden_size=entry["ffn"], vocab_size=32000,
+                      activation="swiglu" if entry["gated"] else "gelu",
+                      max_position_embeddings=entry["seq"])
 
 
 @pytest.mark.parametrize("gpu_id", MEASURED)
 def test_layer_time_matches_whole_layers_timed_on_the_gpu(gpu_id: str) -> None:
     """Whole eager PyTorch layers (Llama 3 8B at micro-batch 1 and 2, a GPT 7B, a Llama 3 70B
     layer, sequence 8192), forward and backward, timed on the GPU with PyTorch 2.11's default
-    attention (cuDNN on Hopper). The model's layer is at most 10% faster (the eager layer has
-    copies a fused framework avoids: GQA's repeat_interleave, transposes), and not slower
-    beyond timing noise (3%)."""
+    attention (cuDNN on Hopper). The model's layer agrees within 8%, the issue's accuracy
+    target (today 0-7% faster: the eager layer has copies a fused framework avoids, GQA's
+    repeat_interleave and transposes; one 0.1% slower)."""
     gpu = GPU_CATALOG[gpu_id]
     checked = 0
     for entry in _results(gpu_id)["layers"]:
@@ -147,7 +142,7 @@ def test_layer_time_matches_whole_layers_timed_on_the_gpu(gpu_id: str) -> None:
         cfg = ParallelConfig(mbs=entry["mbs"], global_batch=entry["mbs"], seq_len=entry["seq"])
         t = layer_time(model, cfg, gpu, 0, Recompute.NONE)
         ratio = (t.forward_s + t.backward_s) / entry["forward_backward_s"]
-        assert 0.9 <= ratio <= 1.03, (entry["name"], ratio)
+        assert abs(ratio - 1) <= 0.08, (entry["name"], ratio)
         checked += 1
     assert checked == 4
 

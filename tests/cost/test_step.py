@@ -45,13 +45,9 @@ def test_small_layers_wait_on_the_host() -> None:
     per layer pass, so each pass takes the host time; torchtitan's plain modules take less.
     A full recompute runs the forward's host work again in backward."""
     from planner.cost import kernels
-    from planner.model import Activation, ModelSpec, Norm, PositionEmbedding
-    toy = ModelSpec(name="toy", num_layers=12, hidden_size=512, num_attention_heads=8,
-                    num_query_groups=8, ffn_hidden_size=2048, vocab_size=50304,
-                    activation=Activation.GELU, norm=Norm.LAYERNORM,
-                    position_embedding=PositionEmbedding.LEARNED,
-                    max_position_embeddings=1024, tie_embeddings=True, add_bias_linear=True,
-                    head_dim=64)
+    from planner.model import make_model
+    toy = make_model(name="toy", num_layers=12, hidden_size=512, num_attention_heads=8,
+                     vocab_size=50304, max_position_embeddings=1024)  # a GPT: GeLU, ffn 4h
     cluster = cluster_from_dict(ONE_GPU, "one-gpu")
     cfg = ParallelConfig(global_batch=8, mbs=4, seq_len=1024)
     links = resolve_links(cluster, cfg)

@@ -280,7 +280,7 @@ def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> Repor
         if "peak_mem_GiB" not in measured:
             skipped.append((case["id"], "no peak memory reported"))
             continue
-        reproduced = _reproduce(case)
+        reproduced = reproduce_case(case)
         if isinstance(reproduced, str):
             skipped.append((case["id"], reproduced))
             continue
@@ -399,7 +399,8 @@ def time_report(calibration: dict[str, Any], measured: dict[str, Any],
         if "iter_time_s" not in have:
             continue
         cluster = _profile_for(str(case.get("cluster", {}).get("gpu", "")), clusters)
-        reproduced = _reproduce(case) if cluster is not None else "no shipped profile for its GPU"
+        reproduced = (reproduce_case(case) if cluster is not None
+                      else "no shipped profile for its GPU")
         if isinstance(reproduced, str):
             skipped.append((case["id"], reproduced))
             continue
@@ -413,7 +414,7 @@ def time_report(calibration: dict[str, Any], measured: dict[str, Any],
     return Report(cases=tuple(cases), skipped=tuple(skipped), unit="s")
 
 
-def _reproduce(case: dict[str, Any]) -> tuple[ModelSpec, ParallelConfig] | str:
+def reproduce_case(case: dict[str, Any]) -> tuple[ModelSpec, ParallelConfig] | str:
     """The model and configuration a measured.yaml case ran, or why it cannot be reproduced."""
     if case.get("status") in _SKIP_STATUSES:
         return f"status {case['status']}"

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from planner.calibration import _reproduce, load_measurements
+from planner.calibration import load_measurements, reproduce_case
 from planner.catalog import BUILTIN_MODELS
 from planner.cost.compute import head_gemm, layer_gemms
 from planner.model import ModelSpec
@@ -60,7 +60,7 @@ def main() -> None:
     for case in load_measurements()["cases"]:
         if "iter_time_s" not in (case.get("measured") or {}):
             continue
-        reproduced = _reproduce(case)
+        reproduced = reproduce_case(case)
         if isinstance(reproduced, str):
             continue
         g, a = _case_shapes(*reproduced)

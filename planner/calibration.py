@@ -302,13 +302,27 @@ def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> Repor
 
 # ---- step time -----------------------------------------------------------------------------
 
+# The shipped profiles the timed cases ran on, by what the case's `cluster.gpu` says: the
+# first entry whose GPU name it contains, with one of the qualifiers where there are some.
+# torchtitan's H100s are a custom 96 GB HBM2e part run at 500 W (profiles/
+# grand-teton-h100-500w.yaml), not DGX H100s; a case that only reports the 95 GiB capacity
+# is on that part too (no standard H100 has it).
+VALIDATION_PROFILES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("H200", (), "hgx-h200"),
+    ("H100", ("HBM2E", "500 W", "95 GIB"), "grand-teton-h100-500w"),
+    ("H100", (), "dgx-h100"),
+    ("A100", (), "selene"),
+)
+
+
 def _profile_for(gpu_text: str, clusters: dict[str, Cluster]) -> Cluster | None:
-    """The shipped profile of the GPU a case ran on (A100 -> selene, H100 -> dgx-h100,
-    H200 -> hgx-h200); None for others."""
+    """The shipped profile of the GPU a case ran on (VALIDATION_PROFILES); None for others."""
     text = gpu_text.upper()
-    for key, name in (("H200", "hgx-h200"), ("H100", "dgx-h100"), ("A100", "selene")):
-        if key in text and "GB200" not in text:
-            return clusters.get(name)
+    if "GB200" in text:
+        return None
+    for name_part, qualifiers, profile in VALIDATION_PROFILES:
+        if name_part in text and (not qualifiers or any(q in text for q in qualifiers)):
+            return clusters.get(profile)
     return None
 
 

@@ -4,6 +4,7 @@ Peaks are dense (no 2:4 sparsity). Where a datasheet's headline is the sparse fi
 is used. GeForce cards use the FP32-accumulate tensor rate, which is what BF16 training gets.
 `memory_bytes` is the capacity `nvidia-smi` reports as total (MiB), which is what a process can
 see: for H100 81559 MiB, not 80 GiB; the CUDA context comes out of it (see memory.py).
+`tdp_w` is each datasheet's maximum board power (the default power limit).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class GpuType:
         kernels_measured_on: the catalog GPU whose kernels were timed for this project
             (cost/kernels.py: attention rates per kernel); None where none was. A GPU built
             on a catalog one inherits it.
+        tdp_w: the board's default power limit (datasheet "max thermal design power"), at
+            which matmul_frac and the measured attention rates hold; 0 when unknown.
+        power_limit_w: the limit the cluster runs its GPUs at when below the TDP (a profile's
+            `power_limit_W`, set with `nvidia-smi -pl`); 0 = the TDP. See power_scale.
         compute_capability: CUDA (major, minor) from NVIDIA's CUDA GPUs table
             (developer.nvidia.com/cuda-gpus); None for non-CUDA or unknown GPUs. Launchers need
             it: Megatron-LM requires CUDA_DEVICE_MAX_CONNECTIONS=1 with tp or cp > 1 below
@@ -55,6 +60,27 @@ class GpuType:
     source: str
     compute_capability: tuple[int, int] | None = None
     kernels_measured_on: str | None = None
+    tdp_w: float = 0.0
+    power_limit_w: float = 0.0
+
+    @property
+    def power_scale(self) -> float:
+        """The ceiling a power limit below the TDP puts on power-bound kernels (large GEMMs,
+        fused attention), as a fraction of their rate at the TDP: limit / TDP, 1 without a
+        limit. A kernel already slower than that (a small GEMM, a short attention call) does
+        not draw the limit and keeps its rate.
+
+        A kernel that holds the GPU at its power limit runs at a rate of P / E, E the energy
+        per operation (P = E x rate; Horowitz, "Computing's energy problem", ISSCC 2014), so
+        at a lower limit with E unchanged the rate falls in proportion. The measurement behind
+        it: under a sustained bf16 GEMM this project's H100 sat at its 700 W limit, clocked
+        down to 1372 of 1980 MHz (cost/kernels.py). Two second-order effects pull opposite
+        ways and are left out: a lower clock runs at a lower voltage (E falls with V^2: the
+        GPU does better than the ratio), while idle / leakage power does not scale (worse).
+        Memory-bound kernels keep their speed: they draw less than the limit."""
+        if self.power_limit_w <= 0 or self.tdp_w <= 0:
+            return 1.0
+        return min(1.0, self.power_limit_w / self.tdp_w)
 
     def peak(self, precision: str) -> float:
         """Dense peak FLOP/s for `precision`; fp8 falls back to bf16 where there is no fp8."""
@@ -66,7 +92,7 @@ class GpuType:
         raise KeyError(f"{self.id} has no {precision} peak")
 
     def achievable_matmul_flops_per_s(self, precision: str) -> float:
-        """Peak x the measured MAMF fraction (bf16's when the precision has none)."""
+        """Peak x the measured fraction (bf16's when the precision has none), at the TDP."""
         fractions = dict(self.matmul_frac)
         return self.peak(precision) * fractions.get(precision, fractions["bf16"])
 
@@ -114,6 +140,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             num_sms=108, matmul_frac=_fracs(bf16=A100_IN_FRAMEWORK_MATMUL_FRAC),
             source="NVIDIA A100 Tensor Core GPU datasheet (dense; NVLink3 600 GB/s bidirectional)",
             compute_capability=(8, 0),
+            tdp_w=400,
         ),
         GpuType(
             id="a100-sxm4-80gb", name="NVIDIA A100-SXM4-80GB", memory_bytes=81920 * MiB,
@@ -123,6 +150,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             num_sms=108, matmul_frac=_fracs(bf16=A100_IN_FRAMEWORK_MATMUL_FRAC),
             source="NVIDIA A100 Tensor Core GPU datasheet (dense; NVLink3 600 GB/s bidirectional)",
             compute_capability=(8, 0),
+            tdp_w=400,
         ),
         GpuType(
             id="h100-sxm5-80gb", name="NVIDIA H100 80GB HBM3", memory_bytes=81559 * MiB,
@@ -133,6 +161,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             source="NVIDIA H100 Tensor Core GPU datasheet, SXM5 (sparse headline halved; "
                    "NVLink4 900 GB/s bidirectional)",
             compute_capability=(9, 0), kernels_measured_on=_H100,
+            tdp_w=700,
         ),
         GpuType(
             id="h800-sxm5-80gb", name="NVIDIA H800 80GB HBM3", memory_bytes=81559 * MiB,
@@ -143,6 +172,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             source="NVIDIA H800 SXM5 (export variant of H100: same compute, NVLink 400 GB/s "
                    "bidirectional); DeepSeek-V3 report arXiv 2412.19437 Sec. 3.1",
             compute_capability=(9, 0), kernels_measured_on=_H100,
+            tdp_w=700,
         ),
         GpuType(
             id="h200-sxm-141gb", name="NVIDIA H200", memory_bytes=143771 * MiB,
@@ -153,6 +183,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             source="NVIDIA H200 Tensor Core GPU datasheet, SXM (141 GB HBM3e, 4.8 TB/s; "
                    "compute as H100 SXM5)",
             compute_capability=(9, 0), kernels_measured_on=_H200,
+            tdp_w=700,
         ),
         GpuType(
             id="b200", name="NVIDIA B200", memory_bytes=183359 * MiB,
@@ -164,6 +195,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             source="NVIDIA HGX B200 per-GPU table (sparse halved); NVLink5 1.8 TB/s "
                    "bidirectional",
             compute_capability=(10, 0),
+            tdp_w=1000,
         ),
         GpuType(
             id="mi300x", name="AMD Instinct MI300X", memory_bytes=196592 * MiB,
@@ -174,6 +206,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             num_sms=304, matmul_frac=_fracs(bf16=0.55),
             source="AMD Instinct MI300X datasheet (dense; 192 GB HBM3); xGMI 64 GB/s per peer "
                    "per direction, fully connected 8-GPU node",
+            tdp_w=750,
         ),
         GpuType(
             id="l40s", name="NVIDIA L40S", memory_bytes=46068 * MiB,
@@ -183,6 +216,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             num_sms=142, matmul_frac=_fracs(bf16=UNMEASURED_MATMUL_FRAC),
             source="NVIDIA L40S datasheet (sparse headline halved; 48 GB GDDR6, no NVLink)",
             compute_capability=(8, 9),
+            tdp_w=350,
         ),
         GpuType(
             id="rtx-4090", name="NVIDIA GeForce RTX 4090", memory_bytes=24564 * MiB,
@@ -193,6 +227,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             source="NVIDIA Ada Lovelace architecture whitepaper (FP32-accumulate tensor rates; "
                    "no NVLink, P2P disabled on GeForce)",
             compute_capability=(8, 9),
+            tdp_w=450,
         ),
         GpuType(
             id="rtx-3090", name="NVIDIA GeForce RTX 3090", memory_bytes=24576 * MiB,
@@ -203,6 +238,7 @@ GPU_CATALOG: dict[str, GpuType] = {
             source="NVIDIA Ampere GA102 whitepaper (FP32-accumulate tensor rate); NVLink bridge "
                    "for one pair, 112.5 GB/s bidirectional",
             compute_capability=(8, 6),
+            tdp_w=350,
         ),
     )
 }

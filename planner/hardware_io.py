@@ -120,16 +120,26 @@ def _gpu_mapping(r: Reader, gpu_id: str) -> GpuType | None:
     num_sms = r.int("num_sms", default=base.num_sms if base else 0)
     fractions: dict[str, float] = (dict(base.matmul_frac) if base
                                    else {"bf16": UNMEASURED_MATMUL_FRAC})
+    stated_fracs: dict[str, float] = {}
     frac_reader = r.child("matmul_efficiency")
     if frac_reader is not None:
         for precision in list(frac_reader.data):
             fraction = frac_reader.fraction(str(precision), default=-1.0)
             if fraction > 0:
-                fractions[str(precision)] = fraction
+                stated_fracs[str(precision)] = fraction
+    fractions.update(stated_fracs)
+    tdp = r.number("tdp_W", default=base.tdp_w if base else 0.0)
+    limit = r.number("power_limit_W", required=False)
+    if limit and not tdp:
+        r.fail("power_limit_W", "needs the GPU's TDP to compare with: add tdp_W (its "
+               "datasheet's maximum board power) or build the GPU on a catalog `base`")
+    if limit and tdp and stated_fracs and limit < tdp:
+        # a stated matmul_efficiency was measured at the stated limit: keep it as stated
+        fractions.update({k: v * tdp / limit for k, v in stated_fracs.items()})
     r.string("source", required=False)
     r.unknown_keys(("base", "name", "memory_GiB", "memory_bandwidth_TBps",
                     "scaleup_bandwidth_GBps", "pcie_bandwidth_GBps", "peak_tflops", "source",
-                    "num_sms", "matmul_efficiency"))
+                    "num_sms", "matmul_efficiency", "tdp_W", "power_limit_W"))
     if not peaks:
         return None
     return GpuType(
@@ -148,6 +158,8 @@ def _gpu_mapping(r: Reader, gpu_id: str) -> GpuType | None:
         source=f"{r.source}: {r.prefix.rstrip('.')}",
         compute_capability=base.compute_capability if base else None,
         kernels_measured_on=base.kernels_measured_on if base else None,
+        tdp_w=tdp or 0.0,
+        power_limit_w=limit or 0.0,
     )
 
 

@@ -109,6 +109,28 @@ intra_node: {bandwidth_GBps: 450}
             > estimate_step(model, cfg, load_cluster("dgx-h100")).iteration_s)
 
 
+def test_profile_power_limit(write: Callable[[str, str], Path]) -> None:
+    """`power_limit_W` below the base's 700 W TDP scales the power-bound kernels by 500/700
+    (gpus.GpuType.power_scale); a `matmul_efficiency` stated with it was measured at that
+    limit and is what large GEMMs get; a limit above the TDP changes nothing."""
+    from planner.cost.compute import matmul_rate
+    from planner.parallel import Precision
+
+    def gpu(keys: str) -> object:
+        path = write("c.yaml", f"gpu: {{base: h100-sxm5-80gb, {keys}}}\n"
+                               "num_nodes: 1\ngpus_per_node: 1\n")
+        return load_cluster(str(path)).gpu_type(0)
+
+    base = GPU_CATALOG["h100-sxm5-80gb"]
+    capped = gpu("power_limit_W: 500")
+    assert (base.tdp_w, capped.tdp_w, capped.power_limit_w) == (700, 700, 500)
+    assert matmul_rate(capped, Precision.BF16) == pytest.approx(
+        matmul_rate(base, Precision.BF16) * 5 / 7)
+    measured = gpu("power_limit_W: 500, matmul_efficiency: {bf16: 0.55}")
+    assert matmul_rate(measured, Precision.BF16) == pytest.approx(0.55 * base.peak("bf16"))
+    assert gpu("power_limit_W: 800").power_scale == 1.0
+
+
 def test_link_rules_most_specific_first() -> None:
     """two-island-degraded: the measured node-pair matrix is directional (h100-02 -> h100-03
     31.2 GB/s, back 44.9); a GPU-pair override beats the switch fabric; a NIC shared by four
@@ -187,6 +209,8 @@ islands:
     (RICH + "      - {name: x1, type: n}\n", "appears twice"),
     (RICH + "measurements:\n  pair_overrides:\n    - {src: z1, dst: x1, bandwidth_GBps: 3}\n",
      "unknown node 'z1'"),
+    ("gpu: {memory_GiB: 24, memory_bandwidth_TBps: 1, peak_tflops: {bf16: 100}, "
+     "power_limit_W: 300}\nnum_nodes: 1\ngpus_per_node: 1\n", "add tdp_W"),
 ])
 def test_cluster_errors(write: Callable[[str, str], Path], text: str, expected: str) -> None:
     path = write("cluster.yaml", text)

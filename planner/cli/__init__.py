@@ -18,7 +18,12 @@ import yaml
 
 from planner import __version__, topo
 from planner.advice import remedies
-from planner.calibration import load_measurements, memory_report, time_report
+from planner.calibration import (
+    VALIDATION_PROFILES,
+    load_measurements,
+    memory_report,
+    time_report,
+)
 from planner.catalog import BUILTIN_MODELS
 from planner.cli import render
 from planner.cost.step import StepTime, estimate_step
@@ -736,7 +741,7 @@ def validate(
     """
     measured = load_measurements()
     report = memory_report(measured)
-    clusters = {name: load_cluster(name) for name in ("selene", "dgx-h100", "hgx-h200")}
+    clusters = {name: load_cluster(name) for _, _, name in VALIDATION_PROFILES}
     timing = time_report(load_measurements("calibration.yaml"), measured, clusters)
     if fmt is Format.table:
         render.validation_table(report)

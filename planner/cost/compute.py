@@ -106,7 +106,9 @@ def gemm_time_s(gemm: Gemm, gpu: GpuType, precision: Precision) -> float:
     A and B and writing C, whichever is longer. fp8 GEMMs read 1-byte inputs."""
     if gemm.flops == 0:
         return 0.0
-    rate = matmul_rate(gpu, precision) * quantization_efficiency(gemm, gpu.num_sms)
+    # tile / wave quantization and a power limit each cap the large-GEMM rate at the TDP
+    rate = gpu.achievable_matmul_flops_per_s(precision.value) * min(
+        quantization_efficiency(gemm, gpu.num_sms), gpu.power_scale)
     compute_s = gemm.flops / rate
     input_bytes = 1 if precision is Precision.FP8 else _bytes_per_element(precision)
     traffic = (input_bytes * (gemm.m * gemm.k + gemm.k * gemm.n)
@@ -118,8 +120,8 @@ def gemm_time_s(gemm: Gemm, gpu: GpuType, precision: Precision) -> float:
 def matmul_rate(gpu: GpuType, precision: Precision) -> float:
     """Best-case GEMM FLOP/s: peak x the GPU's matmul fraction (gpus.py: in-framework on
     A100, sustained and measured for this project on H100 and H200, MAMF elsewhere; a profile
-    may override it)."""
-    return gpu.achievable_matmul_flops_per_s(precision.value)
+    may override it) x its power_scale under a power limit."""
+    return gpu.achievable_matmul_flops_per_s(precision.value) * gpu.power_scale
 
 
 def memory_time_s(num_bytes: float, gpu: GpuType) -> float:
@@ -177,7 +179,8 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
     (it recomputes the scores: Dao 2023 Sec. 3.2), at the measured rates of the kernel
     (fused_attention_kernel) for a call of this size where the GPU was measured
     (kernels.attention_rates; with best_rate, the fastest rate of any size: a lower bound),
-    else at FLASH_ATTENTION_FRAC of peak. Unfused: QK^T and PV as
+    else at FLASH_ATTENTION_FRAC of peak; under a power limit no faster than the fastest
+    measured rate x the GPU's power_scale. Unfused: QK^T and PV as
     batched GEMMs over the full s x s, plus scale-mask-softmax and dropout through HBM (read
     and write 2-byte scores, a 1-byte mask: 9 bytes per score forward, twice in backward).
     fp8 training runs attention in bf16 (Transformer Engine keeps dot-product attention in
@@ -196,15 +199,18 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
     if cfg.flash_attention:
         flops = 2.0 * b * heads * queries * cfg.seq_len * (d_qk + d_v) * 0.5
         kernel = fused_attention_kernel(cfg, gpu).value
-        rates = None
+        rates = ceiling = None
         measured = gpu.kernels_measured_on
         if precision is Precision.BF16 and measured is not None:
-            rates = (kernels.best_attention_rates(measured, kernel) if best_rate
-                     else kernels.attention_rates(measured, kernel, flops))
-        if rates is None:
+            ceiling = kernels.best_attention_rates(measured, kernel)
+            rates = ceiling if best_rate else kernels.attention_rates(measured, kernel, flops)
+        if rates is None or ceiling is None:
             rate = gpu.peak(precision.value) * FLASH_ATTENTION_FRAC
-            rates = (rate, rate)
-        return flops / rates[0], 2.5 * flops / rates[1]
+            rates = ceiling = (rate, rate)
+        scale = gpu.power_scale  # power-bound like large GEMMs: a ceiling, see power_scale
+        forward = min(rates[0], ceiling[0] * scale)
+        backward = min(rates[1], ceiling[1] * scale)
+        return flops / forward, 2.5 * flops / backward
     scores = Gemm(m=queries, n=cfg.seq_len, k=d_qk, batch=b * heads)
     context = Gemm(m=queries, n=d_v, k=cfg.seq_len, batch=b * heads)
     forward = gemm_time_s(scores, gpu, precision) + gemm_time_s(context, gpu, precision)

@@ -80,3 +80,22 @@ def test_torchtitan_cases_run_the_attention_kernel_their_pytorch_picked(
     from planner.calibration import _sdpa_kernel
     case = {"source": {"versions": versions}, "config": {"attention": attention}}
     assert _sdpa_kernel(case).value == kernel
+
+
+@pytest.mark.parametrize(("gpu_text", "profile"), [
+    ("H100-SXM-96GB-HBM2e (Meta Grand Teton, 500 W power cap; ~95 GiB usable)",
+     "grand-teton-h100-500w"),
+    ("H100 (95 GiB capacity implied: 44.84 GiB = 47.19%)", "grand-teton-h100-500w"),
+    ("H100-SXM5-80GB (DGX H100)", "dgx-h100"),
+    ("H200 141GB", "hgx-h200"),
+    ("A100-SXM4-80GB", "selene"),
+    ("GB200 NVL72", None),
+])
+def test_cases_run_on_the_profile_of_the_gpu_they_name(gpu_text: str,
+                                                        profile: str | None) -> None:
+    """torchtitan's published H100 runs are on a custom 96 GB HBM2e part at 500 W, not on
+    DGX H100s: their cases take that profile (its power limit and HBM bandwidth)."""
+    from planner.calibration import _profile_for
+    names = {"hgx-h200", "grand-teton-h100-500w", "dgx-h100", "selene"}
+    chosen = _profile_for(gpu_text, {n: n for n in names})  # type: ignore[misc]
+    assert chosen == profile

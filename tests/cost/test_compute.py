@@ -112,3 +112,35 @@ def test_fp8_pays_for_casting_its_operands_and_keeps_the_head_in_bf16() -> None:
     assert with_cast.elementwise_s > cast_s > 0.1 * gemm_s  # not negligible next to the GEMMs
     bf16 = ParallelConfig(seq_len=8192)
     assert head_time(model, fp8, gpu) == head_time(model, bf16, gpu)
+
+
+def test_a_power_limit_caps_power_bound_kernels_only() -> None:
+    """At 500 W of the H100's 700 W a large GEMM (it holds the GPU at the limit) runs at
+    500/700 of its rate; a GEMM whose tiles already leave SMs idle below that keeps its rate;
+    HBM-bound work is untouched; large attention calls slow as large GEMMs do, small ones
+    (far below the kernel's best rate) keep theirs."""
+    import dataclasses
+    h100 = GPU_CATALOG["h100-sxm5-80gb"]
+    capped = dataclasses.replace(h100, power_limit_w=500)
+    assert (h100.power_scale, capped.power_scale) == (1.0, pytest.approx(5 / 7))
+    big = Gemm(m=8192, n=8640, k=8192)
+    assert gemm_time_s(big, capped, Precision.BF16) == pytest.approx(
+        gemm_time_s(big, h100, Precision.BF16) * quantization_efficiency(big, 132) / (5 / 7))
+    # 1024 x 2176 leaves SMs idle: quantization 0.687, already below 5/7, so the limit does
+    # not bind; 1280 x 1920 reaches 0.758 at the TDP and is held to 5/7 of the large rate
+    idle = Gemm(m=1024, n=2176, k=16384)
+    assert quantization_efficiency(idle, 132) < 5 / 7
+    assert gemm_time_s(idle, capped, Precision.BF16) == gemm_time_s(idle, h100, Precision.BF16)
+    busy = Gemm(m=1280, n=1920, k=16384)
+    assert gemm_time_s(busy, capped, Precision.BF16) == pytest.approx(
+        gemm_time_s(busy, h100, Precision.BF16) * quantization_efficiency(busy, 132) / (5 / 7))
+    thin = Gemm(m=8, n=8192, k=8192)
+    assert gemm_time_s(thin, capped, Precision.BF16) == gemm_time_s(thin, h100, Precision.BF16)
+    model = BUILTIN_MODELS["llama3-8b"]
+    long = ParallelConfig(mbs=2, global_batch=16, seq_len=8192)
+    full, limited = attention_time_s(model, long, h100), attention_time_s(model, long, capped)
+    # cuDNN at this size: forward 628.7 TFLOP/s (its best), backward 497.1 (best 553.4)
+    assert limited[0] == pytest.approx(full[0] * 7 / 5, rel=1e-3)
+    assert limited[1] == pytest.approx(full[1] * 497.1 / (553.4 * 5 / 7), rel=1e-3)
+    short = ParallelConfig(mbs=1, global_batch=16, seq_len=512, tp=8)
+    assert attention_time_s(model, short, capped) == attention_time_s(model, short, h100)

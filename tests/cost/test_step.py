@@ -152,14 +152,15 @@ def test_step_lower_bound_is_below_every_variant(model: str, kw: dict[str, Any])
 def test_step_lower_bound_holds_on_random_configurations() -> None:
     """The exactness of the search's family prune rests on this bound: check it on 80
     seeded random valid configurations over dense, GQA, MoE and MLA models and uniform,
-    PCIe and two-island (non-uniform) clusters."""
+    PCIe, two-island (non-uniform) and power-limited clusters."""
     import random
 
     rng = random.Random(11)
     models = ["llama3-8b", "llama2-13b", "mixtral-8x7b", "qwen3-30b-a3b", "gpt-7.5b",
               "deepseek-v3"]
     clusters = {name: load_cluster(name) for name in
-                ("dgx-h100", "selene", "two-island-degraded", "rtx4090-8x-pcie")}
+                ("dgx-h100", "selene", "two-island-degraded", "rtx4090-8x-pcie",
+                 "grand-teton-h100-500w")}
     checked = 0
     while checked < 80:
         name = rng.choice(list(clusters))

@@ -355,7 +355,9 @@ def _calibration_time_case(case: dict[str, Any], cluster: Cluster) -> Comparison
         seq_len=m["seq"], recompute=recompute,
         sequence_parallel=bool(c.get("sequence_parallel")), zero=zero,
         flash_attention=False,  # Megatron-LM of 2021-22: fused scale-mask-softmax
-        overlap_grad_reduce=False)
+        overlap_grad_reduce=False,
+        # PTD-P Table 2's ZeRO-3 rows ran DeepSpeed (its host time, not Megatron's)
+        framework=Framework.DEEPSPEED if zero >= 3 else Framework.MEGATRON)
     problems = cfg.problems(model)
     if problems:
         return "configuration rejected: " + problems[0]
@@ -373,7 +375,7 @@ def _calibration_time_case(case: dict[str, Any], cluster: Cluster) -> Comparison
     else:
         return "no step time or throughput reported"
     predicted = estimate_step(model, cfg, cluster).iteration_s
-    framework = "DeepSpeed ZeRO-3" if cfg.zero >= 3 else "Megatron-LM"
+    framework = "DeepSpeed ZeRO-3" if cfg.framework is Framework.DEEPSPEED else "Megatron-LM"
     return Comparison(id=case["id"], kind="step time", measured=measured_s,
                       predicted=predicted, note="assumed " + ", ".join(assumed) if assumed else "",
                       group=_group(framework + " (papers)", model, cluster))

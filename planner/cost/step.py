@@ -347,8 +347,13 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                 backward += head_b
             row.append(ChunkTimes(forward_s=forward, backward_s=backward, send_s=send))
         chunks.append(row)
+    zero3_busy = zero3_exposed = 0.0
     if cfg.zero >= 3:  # parameters gathered per pass, prefetch overlaps them with compute
         gather_s, reduce_s = _zero3_per_microbatch(model, cfg, rings[Axis.DP], rings[Axis.EDP])
+        zero3_busy = (2 * gather_s + reduce_s) * m
+        zero3_exposed = m * max(
+            sum(max(0.0, gather_s - ch.forward_s) + max(0.0, gather_s + reduce_s - ch.backward_s)
+                for ch in row) for row in chunks)
         chunks = [[ChunkTimes(forward_s=max(ch.forward_s, gather_s),
                               backward_s=max(ch.backward_s, gather_s + reduce_s),
                               send_s=ch.send_s) for ch in row] for row in chunks]
@@ -371,8 +376,10 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
         "pipeline_s": pipeline.makespan_s,
         "bubble_s": pipeline.bubble_s,
         "pp_send_s": send,
-        "dp_comm_s": dp_busy,
-        "dp_exposed_s": dp_exposed,
+        # ZeRO-3's per-pass gathers and reduce-scatters count here too; what they expose is
+        # inside pipeline_s (the passes wait for them), the rest of dp_exposed_s follows it
+        "dp_comm_s": dp_busy + zero3_busy,
+        "dp_exposed_s": dp_exposed + zero3_exposed,
         "optimizer_s": optimizer,
         # busy totals summed over the stages (per GPU of each stage), for comparison
         **{k: v / cfg.pp for k, v in totals.items()},

@@ -201,3 +201,23 @@ def test_zero3_gathers_each_layer_and_pays_each_collectives_latency() -> None:
     n, total = 1024, model.params.total
     bandwidth = (n - 1) / n * 2 * total / 25e9
     assert gather == pytest.approx(bandwidth + (model.num_layers + 1) * (n - 1) * 5e-6)
+
+
+def test_zero3_breakdown_shows_its_collectives() -> None:
+    """ZeRO-3's gathers and reduce-scatters are data-parallel traffic: dp_comm_s carries them
+    (m x (two gathers + one reduce-scatter) per step) and dp_exposed_s what the passes waited
+    for them, which is inside pipeline_s (not added again to the step)."""
+    from planner.cost.step import _zero3_per_microbatch
+    cluster = load_cluster("selene")
+    model = BUILTIN_MODELS["llama3-8b"]
+    for global_batch in (1024, 8192):  # one micro-batch per GPU: gathers outlast compute
+        cfg = ParallelConfig(dp=1024, mbs=1, global_batch=global_batch, seq_len=2048, zero=3)
+        links = resolve_links(cluster, cfg)
+        gather, reduce = _zero3_per_microbatch(model, cfg, links.ring(Axis.DP),
+                                               links.ring(Axis.EDP))
+        step = estimate_step(model, cfg, cluster)
+        b = dict(step.breakdown)
+        m = cfg.num_microbatches
+        assert b["dp_comm_s"] == pytest.approx(m * (2 * gather + reduce))
+        assert 0 < b["dp_exposed_s"] <= b["dp_comm_s"]
+        assert step.iteration_s == pytest.approx(b["pipeline_s"] + b["optimizer_s"])

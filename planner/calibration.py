@@ -140,7 +140,7 @@ def _model(case: dict[str, Any]) -> ModelSpec:
         num_attention_heads=m["heads"], num_query_groups=m.get("kv_heads"),
         ffn_hidden_size=m["ffn"], vocab_size=int(vocab), activation=act, norm=norm,
         position_embedding=position,
-        max_position_embeddings=max(int(case["config"]["seq"]), 4096),
+        max_position_embeddings=max(leading_int(case["config"]["seq"]), 4096),
         tie_embeddings=bool(m.get("tied_embeddings")),
         add_bias_linear=bool(m.get("bias_linear")) if m.get("bias_linear") is not None else (
             act == "gelu"),
@@ -219,6 +219,28 @@ def _sdpa_kernel(case: dict[str, Any]) -> AttentionKernel:
     return AttentionKernel.AUTO
 
 
+def leading_int(value: object) -> int:
+    """An integer field that a case may annotate: 8192, or "8192 (toml default; not restated)"."""
+    if isinstance(value, int):
+        return value
+    match = re.match(r"\s*(\d+)\b", str(value))
+    if match is None:
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(match.group(1))
+
+
+def _float8_precision(value: object) -> Precision:
+    """torchtitan cases state float8 as a flag or as the recipe run: "bf16" is no float8,
+    "fp8_tensorwise" (and the flag) tensor-wise scaled fp8 linears, which the model prices.
+    Row-wise scaling is a different recipe with its own kernels; the planner does not offer
+    it, so such a case is not reproduced."""
+    if value is None or value is False or str(value).lower() in ("false", "bf16", "none"):
+        return Precision.BF16
+    if "rowwise" in str(value).lower():
+        raise ValueError("fp8 row-wise scaling (the planner prices tensor-wise fp8 only)")
+    return Precision.FP8
+
+
 def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
     """The ParallelConfig a measured case ran with, as far as its source states it."""
     c = case["config"]
@@ -254,17 +276,22 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
         layers_per_stage = tuple(sum(chunks[k].count("t") for k in range(s, len(chunks), pp))
                                  for s in range(pp))
     flash = c.get("transformer_impl") != "local" and c.get("attention_backend") != "unfused"
-    precision = Precision.FP8 if c.get("float8") else Precision.BF16
+    precision = _float8_precision(c.get("float8"))
     return ParallelConfig(
         tp=c["tp"], pp=c["pp"], dp=c["dp"], cp=c["cp"], ep=c["ep"], etp=c.get("etp"),
         vpp=int(vpp), mbs=c["mbs"], global_batch=c.get("gbs") or c["mbs"] * c["dp"],
-        seq_len=int(c["seq"]), recompute=recompute, recompute_num_layers=recompute_layers,
-        zero=zero, sequence_parallel=bool(c.get("sequence_parallel")) and c["tp"] > 1,
+        seq_len=leading_int(c["seq"]), recompute=recompute,
+        recompute_num_layers=recompute_layers,
+        # torchtitan's parallelism.enable_sequence_parallel defaults to true
+        zero=zero, sequence_parallel=bool(c.get("sequence_parallel",
+                                                framework is Framework.TORCHTITAN))
+        and c["tp"] > 1,
         precision=precision, layers_per_stage=layers_per_stage, framework=framework,
         flash_attention=flash,
         attention_kernel=(_sdpa_kernel(case) if framework is Framework.TORCHTITAN
                           else AttentionKernel.AUTO),
         cross_entropy_fusion=bool(args.get("--cross-entropy-loss-fusion")),
+        tp_comm_overlap=bool(c.get("async_tp") or args.get("--tp-comm-overlap")),
         microbatch_group_size=args.get("--microbatch-group-size-per-virtual-pipeline-stage"),
     )
 
@@ -412,7 +439,7 @@ def time_report(calibration: dict[str, Any], measured: dict[str, Any],
             cases.append(result)
     for case in measured["cases"]:
         have = case.get("measured") or {}
-        if "iter_time_s" not in have:
+        if "iter_time_s" not in have and not _torchtitan_tps(have):
             continue
         cluster = _profile_for(str(case.get("cluster", {}).get("gpu", "")), clusters)
         reproduced = (reproduce_case(case) if cluster is not None
@@ -424,10 +451,25 @@ def time_report(calibration: dict[str, Any], measured: dict[str, Any],
         model, cfg = reproduced
         predicted = estimate_step(model, cfg, cluster).iteration_s
         framework = str(case["config"].get("framework") or "megatron")
-        cases.append(Comparison(id=case["id"], kind="step time",
-                                measured=float(have["iter_time_s"]), predicted=predicted,
+        notes = []
+        if "iter_time_s" in have:
+            measured_s = float(have["iter_time_s"])
+        else:  # torchtitan's tps: tokens of its data-parallel shard / (time x tp x cp x pp)
+            measured_s = cfg.global_batch * cfg.seq_len / (
+                float(have["tokens_per_s_per_gpu"]) * cfg.world_size)
+            notes.append("from tokens/s per GPU")
+        if not isinstance(case["config"].get("seq"), int):
+            notes.append(f"seq {case['config'].get('seq')}")
+        cases.append(Comparison(id=case["id"], kind="step time", measured=measured_s,
+                                predicted=predicted, note="; ".join(notes),
                                 group=_group(framework, model, cluster)))
     return Report(cases=tuple(cases), skipped=tuple(skipped), unit="s")
+
+
+def _torchtitan_tps(measured: dict[str, Any]) -> bool:
+    """A throughput in torchtitan's tokens per second per device, convertible to a step."""
+    return ("tokens_per_s_per_gpu" in measured
+            and "torchtitan" in str(measured.get("tokens_per_s_kind", "")))
 
 
 def reproduce_case(case: dict[str, Any]) -> tuple[ModelSpec, ParallelConfig] | str:

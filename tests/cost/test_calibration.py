@@ -99,3 +99,35 @@ def test_cases_run_on_the_profile_of_the_gpu_they_name(gpu_text: str,
     names = {"hgx-h200", "grand-teton-h100-500w", "dgx-h100", "selene"}
     chosen = _profile_for(gpu_text, {n: n for n in names})  # type: ignore[misc]
     assert chosen == profile
+
+
+def test_torchtitan_throughput_cases_become_step_times() -> None:
+    """torchtitan reports tokens/s per GPU as its data-parallel shard's tokens over time x
+    tp x cp x pp (train.py, non_data_parallel_size), so a step is global batch x seq / (tps x
+    world): 96 x 8192 / (4378 x 64) s for the 64-GPU TP8 run. Its seq is noted as the toml
+    default, its TP runs sequence parallel (torchtitan's default), its row-wise fp8 runs are
+    not reproduced (the planner prices tensor-wise fp8 only)."""
+    from planner.calibration import load_measurements, reproduce_case, time_report
+    from planner.hardware_io import load_cluster
+    measured = load_measurements()
+    report = time_report({"cases": []}, measured,
+                         {"grand-teton-h100-500w": load_cluster("grand-teton-h100-500w")})
+    by_id = {c.id: c for c in report.cases}
+    case = by_id["torchtitan_2506_l8b_64gpu_fsdp8_tp8_bf16_tp"]
+    assert case.measured == pytest.approx(96 * 8192 / (4378 * 64))
+    assert "tokens/s per GPU" in case.note and "toml default" in case.note
+    source = next(c for c in measured["cases"] if c["id"] == case.id)
+    reproduced = reproduce_case(source)
+    assert not isinstance(reproduced, str)
+    assert reproduced[1].sequence_parallel and reproduced[1].seq_len == 8192
+    skipped = dict(report.skipped)
+    assert "row-wise" in skipped["torchtitan_2506_l8b_64gpu_fsdp8_tp8_fp8_rowwise_tp"]
+
+
+@pytest.mark.parametrize(("value", "precision"), [
+    (True, "fp8"), (False, "bf16"), (None, "bf16"), ("bf16", "bf16"),
+    ("fp8_tensorwise", "fp8"), ("tensorwise + fsdp float8 all-gather", "fp8"),
+])
+def test_float8_field_forms(value: object, precision: str) -> None:
+    from planner.calibration import _float8_precision
+    assert _float8_precision(value).value == precision

@@ -148,7 +148,7 @@ here=${{PLAN_DIR:-${{SLURM_SUBMIT_DIR:-$(pwd)}}}}
 if [ -f "$here/hostfile" ]; then  # node ranks and master from the hostfile
   srun --kill-on-bad-exit=1 bash "$here/launch_torchrun.sh"
 else  # node ranks in the allocation's order
-  MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+  MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)  # reads all: no SIGPIPE
   export MASTER_ADDR
   srun --kill-on-bad-exit=1 bash -c "NODE_RANK=\\$SLURM_NODEID exec bash '$here/launch_torchrun.sh'"
 fi

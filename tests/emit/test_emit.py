@@ -271,7 +271,9 @@ def test_slurm_script_gives_each_node_its_rank(tmp_path: Path, with_hosts: bool)
     env.pop("NODE_RANK", None)
     env.pop("MASTER_ADDR", None)
     bin_dir = tmp_path / "bin"
-    _stub(bin_dir, "scontrol", 'printf "n0\\nn1\\n"\n')
+    # a large allocation's host list: a reader that stops at the first line (head -n 1)
+    # would kill scontrol with SIGPIPE, which `set -o pipefail` turns into a failed launch
+    _stub(bin_dir, "scontrol", 'printf "n0\\nn1\\n"; seq -f "n%g" 2 200000\n')
     _stub(bin_dir, "srun", 'shift; SLURM_NODEID=1 exec "$@"\n')  # drop --kill-on-bad-exit
     done = subprocess.run(["bash", str(out / "launch_slurm.sbatch")], env=env,
                           capture_output=True, text=True)

@@ -292,6 +292,7 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
                           else AttentionKernel.AUTO),
         cross_entropy_fusion=bool(args.get("--cross-entropy-loss-fusion")),
         tp_comm_overlap=bool(c.get("async_tp") or args.get("--tp-comm-overlap")),
+        moe_grouped_gemm=bool((case["model"].get("moe") or {}).get("grouped_gemm", True)),
         microbatch_group_size=args.get("--microbatch-group-size-per-virtual-pipeline-stage"),
     )
 

@@ -90,6 +90,10 @@ class ParallelConfig:
         rank_order: how global ranks map to the parallel axes, fastest first: Megatron's default
             "tp-cp-dp-pp", or "tp-cp-pp-dp" (--use-tp-pp-dp-mapping). With the default
             placement rank r runs on GPU r, so this decides which links each group crosses.
+        moe_grouped_gemm: the local experts' GEMMs run as one grouped GEMM (Megatron
+            --moe-grouped-gemm, TEGroupedMLP; what the planner's launches use); False runs them
+            one expert after another (Megatron's default SequentialMLP), which costs host time
+            per expert (cost/kernels.py HOST_EXPERT_PASS_S).
         moe_token_imbalance: for dropless MoE, the busiest expert rank's tokens over the mean;
             an assumption (Megatron's aux-loss load balancing keeps routing near uniform; 1.5
             leaves room for early-training imbalance), used only when capacity_factor is unset.
@@ -118,6 +122,7 @@ class ParallelConfig:
     attention_kernel: AttentionKernel = AttentionKernel.AUTO
     cross_entropy_fusion: bool = False
     moe_token_imbalance: float = 1.5
+    moe_grouped_gemm: bool = True
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
     microbatch_group_size: int | None = None
@@ -168,6 +173,7 @@ class ParallelConfig:
             "attention_kernel": self.attention_kernel.value,
             "cross_entropy_fusion": self.cross_entropy_fusion,
             "moe_token_imbalance": self.moe_token_imbalance,
+            "moe_grouped_gemm": self.moe_grouped_gemm,
             "overlap_grad_reduce": self.overlap_grad_reduce,
             "tp_comm_overlap": self.tp_comm_overlap,
             "microbatch_group_size": self.microbatch_group_size,

@@ -94,10 +94,20 @@ def host_layer_pass() -> dict[str, tuple[float, float]]:
             "torchtitan": plain, "deepspeed": plain}
 
 
+def host_expert_pass() -> dict[str, tuple[float, float]]:
+    """Megatron: host seconds each further sequential expert adds to an MoE layer (forward,
+    backward): the slope between the MoE layers with 2 and 8 experts (megatron_host.py
+    --experts, SequentialMLP, top-2 routing), both host-bound."""
+    moe = RESULTS / "megatron-host-moe-h100.json"
+    (f2, b2, busy2), (f8, b8, busy8) = per_layer(moe, 2), per_layer(moe, 8)
+    assert busy2 < f2 + b2 and busy8 < f8 + b8  # host-bound
+    return {"megatron": (round((f8 - f2) / 6, 6), round((b8 - b2) / 6, 6))}
+
+
 def main() -> None:
     gpus = sorted(p for p in RESULTS.glob("*.json") if p.stem in GPU_CATALOG)
     moe = RESULTS / "megatron-host-moe-h100.json"
-    for experts in (2, 8):  # not used by the model (see kernels.py): printed for the record
+    for experts in (2, 8):
         forward, backward, busy = per_layer(moe, experts)
         print(f"# MoE layer, {experts} sequential experts: host {forward * 1e3:.2f} + "
               f"{backward * 1e3:.2f} ms, GPU busy {busy * 1e3:.2f} ms")
@@ -113,6 +123,8 @@ def main() -> None:
             print("    ),")
     for framework, (forward, backward) in host_layer_pass().items():
         print(f'    "{framework}": ({forward}, {backward}),')
+    for framework, (forward, backward) in host_expert_pass().items():
+        print(f'    "{framework}": ({forward}, {backward}),  # per sequential expert')
 
 
 if __name__ == "__main__":

@@ -87,15 +87,21 @@ ATTENTION_TFLOPS: dict[tuple[str, str], tuple[tuple[float, float, float], ...]] 
 # torchtitan and DeepSpeed models (bench/device/kernels.py's eager layer). Measured on the lent
 # H100 machines' CPUs (VMs of 16 Xeon cores); a faster host CPU, torch.compile or CUDA graphs
 # take less, Transformer Engine's modules were not measured. MoE layers were measured too
-# (megatron-host-moe-h100.json, 2 and 8 sequential experts): each expert adds ~0.9 ms forward
-# and ~0.75 ms backward; brought down to one expert call, as the grouped GEMM of the planner's
-# launches makes it, an MoE layer's host time is about a dense layer's, so it takes the same
-# floor (Megatron's default sequential experts are not modelled: the configuration does not
-# say which a launch runs).
+# (megatron-host-moe-h100.json, 2 and 8 sequential experts): brought down to one expert call,
+# as a grouped GEMM makes it, an MoE layer's host time is about a dense layer's, so it takes
+# the same floor; HOST_EXPERT_PASS_S is what each further expert adds when they run one by one.
 HOST_LAYER_PASS_S: dict[str, tuple[float, float]] = {
     "megatron": (0.00222, 0.0028),
     "torchtitan": (0.00097, 0.00217),
     "deepspeed": (0.00097, 0.00217),
+}
+
+# Framework -> host seconds (forward, backward) each further local expert adds to an MoE layer
+# whose experts run one after another (Megatron-Core's SequentialMLP: no --moe-grouped-gemm):
+# the slope between the measured MoE layers with 2 and 8 sequential experts. Only Megatron's
+# was measured; other frameworks' sequential experts add nothing here.
+HOST_EXPERT_PASS_S: dict[str, tuple[float, float]] = {
+    "megatron": (0.000914, 0.000747),
 }
 
 

@@ -138,7 +138,8 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     full recompute repeating the forward's; CP beyond the attention it overlaps; EP
     dispatch + combine, twice in backward. A pass takes at least the framework's host time
     per layer pass (kernels.HOST_LAYER_PASS_S; a full recompute runs the forward's host work
-    again in backward): small layers wait on the CPU, not the GPU."""
+    again in backward; experts run one by one add kernels.HOST_EXPERT_PASS_S each after the
+    first): small layers wait on the CPU, not the GPU."""
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     lt = layer_time(model, cfg, gpu, layer, mode)
     hidden = column_parallel_wgrad_s(model, cfg, gpu, layer)
@@ -158,6 +159,11 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     forward = lt.forward_s + exposed * tp_fwd + cp_fwd + ep_fwd
     backward = lt.backward_s + exposed * tp_bwd_exposed + 2 * cp_fwd + 2 * ep_fwd
     host_fwd, host_bwd = kernels.HOST_LAYER_PASS_S[cfg.framework.value]
+    if model.moe is not None and model.is_moe_layer(layer) and not cfg.moe_grouped_gemm:
+        expert_fwd, expert_bwd = kernels.HOST_EXPERT_PASS_S.get(cfg.framework.value, (0, 0))
+        further = model.moe.num_experts / cfg.ep - 1  # the first is in the layer's own floor
+        host_fwd += further * expert_fwd
+        host_bwd += further * expert_bwd
     host_bwd += host_fwd if full else 0.0
     wait = max(0.0, host_fwd - forward) + max(0.0, host_bwd - backward)
     return LayerPasses(

@@ -118,7 +118,9 @@ def _model_args(model: ModelSpec, cfg: ParallelConfig) -> list[str]:
             args.append(f"--moe-layer-freq [{pattern}]")
         if moe.capacity_factor is not None:
             args.append(f"--moe-expert-capacity-factor {moe.capacity_factor:g}")
-        args += ["--moe-grouped-gemm", "--moe-token-dispatcher-type alltoall"]
+        if cfg.moe_grouped_gemm:
+            args.append("--moe-grouped-gemm")
+        args.append("--moe-token-dispatcher-type alltoall")
     if model.num_mtp_layers:
         args.append(f"--mtp-num-layers {model.num_mtp_layers}")
     return args

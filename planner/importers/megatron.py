@@ -282,9 +282,6 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
     dispatcher = flags.get("--moe-token-dispatcher-type", "alltoall")
     if "--num-experts" in flags and dispatcher != "alltoall":
         notes.append(f"--moe-token-dispatcher-type {dispatcher}: modelled as alltoall")
-    if "--num-experts" in flags and "--moe-grouped-gemm" not in flags:
-        notes.append("experts without --moe-grouped-gemm: modelled as one grouped GEMM "
-                     "(sequential per-expert GEMMs are slower)")
     zero = 0
     if "--use-distributed-optimizer" in flags:
         zero = 1
@@ -313,6 +310,7 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         attention_kernel=_KERNEL_OF_BACKEND.get(str(flags.get("--attention-backend", "auto")),
                                                 AttentionKernel.AUTO),
         cross_entropy_fusion="--cross-entropy-loss-fusion" in flags,
+        moe_grouped_gemm="--moe-grouped-gemm" in flags or "--num-experts" not in flags,
         overlap_grad_reduce="--overlap-grad-reduce" in flags,
         tp_comm_overlap="--tp-comm-overlap" in flags, microbatch_group_size=group,
         rank_order="tp-cp-pp-dp" if "--use-tp-pp-dp-mapping" in flags else "tp-cp-dp-pp")

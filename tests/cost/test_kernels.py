@@ -52,6 +52,7 @@ def test_tables_are_what_the_measurements_give(gpu_id: str) -> None:
     assert {k for k in kernels.MATMUL_FRAC if k[0] == gpu_id} == {
         (gpu_id, p) for p in derive.matmul_fracs(gpu_id)}
     assert derive.host_layer_pass() == kernels.HOST_LAYER_PASS_S
+    assert derive.host_expert_pass() == kernels.HOST_EXPERT_PASS_S
 
 
 @pytest.mark.parametrize("gpu_id", MEASURED)

@@ -64,6 +64,34 @@ def test_small_layers_wait_on_the_host() -> None:
     assert step["host_wait_s"] == pytest.approx(2 * 12 * lp.host_wait_s)
 
 
+def test_sequential_experts_wait_on_the_host_per_expert() -> None:
+    """Megatron's MoE toy (8 experts, ep 2: 4 per GPU): with a grouped GEMM an MoE layer takes
+    a dense layer's host floor; run one by one (SequentialMLP) each further local expert adds
+    the measured per-expert host time to both passes. Plain PyTorch frameworks have no
+    measurement and add nothing."""
+    from planner.cost import kernels
+    from planner.model import MoeSpec, make_model
+    toy = make_model(name="moe-toy", num_layers=4, hidden_size=512, num_attention_heads=8,
+                     vocab_size=50304, max_position_embeddings=1024,
+                     moe=MoeSpec(num_experts=8, top_k=2, ffn_hidden_size=2048))
+    cluster = load_cluster("dgx-h100")
+    grouped = ParallelConfig(global_batch=8, mbs=4, seq_len=1024, ep=2, dp=2)
+    sequential = dataclasses.replace(grouped, moe_grouped_gemm=False)
+    links = resolve_links(cluster, grouped)
+    gpu = cluster.gpu_types[0]
+    one = layer_passes(toy, grouped, gpu, links, 0, Recompute.NONE)
+    each = layer_passes(toy, sequential, gpu, links, 0, Recompute.NONE)
+    host_f, host_b = kernels.HOST_LAYER_PASS_S["megatron"]
+    expert_f, expert_b = kernels.HOST_EXPERT_PASS_S["megatron"]
+    assert (one.forward_s, one.backward_s) == (host_f, host_b)
+    assert each.forward_s == pytest.approx(host_f + 3 * expert_f)
+    assert each.backward_s == pytest.approx(host_b + 3 * expert_b)
+    titan = dataclasses.replace(sequential, framework=Framework.TORCHTITAN)
+    assert layer_passes(toy, titan, gpu, links, 0, Recompute.NONE).forward_s == (
+        layer_passes(toy, dataclasses.replace(titan, moe_grouped_gemm=True), gpu, links, 0,
+                     Recompute.NONE).forward_s)
+
+
 def test_a_degraded_link_slows_the_data_parallel_ring() -> None:
     """two-island-degraded: dp over the four H100 nodes crosses the slow h100-02 -> h100-03
     pair; without it the same job is faster."""

@@ -250,7 +250,11 @@ def test_flags_that_change_memory_or_time_are_never_called_irrelevant() -> None:
     assert got.unknown == ("--fp8-param-gather", "--accumulate-allreduce-grads-in-fp32")
     assert got.ignored == ("--lr", "--data-path")
     assert any("allgather: modelled as alltoall" in n for n in got.notes)
-    assert any("--moe-grouped-gemm" in n for n in got.notes)
+    # without --moe-grouped-gemm the experts run one by one (Megatron's SequentialMLP)
+    assert not got.config.moe_grouped_gemm
+    grouped = import_megatron(shape + "--moe-grouped-gemm", "a.args", dp=1, world_size=None,
+                              model=None)
+    assert grouped.config.moe_grouped_gemm
 
 
 def test_torchtitan_option_values_may_contain_colons() -> None:

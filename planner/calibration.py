@@ -106,7 +106,8 @@ class Report:
             "num_under_margin": len(self.under_margin),
             "cases": [{"id": c.id, "kind": c.kind, f"measured_{self.unit}": c.measured,
                        f"predicted_{self.unit}": c.predicted,
-                       "error_frac": round(c.error_frac, 4), "note": c.note}
+                       "error_frac": round(c.error_frac, 4), "note": c.note,
+                       "group": c.group}
                       for c in self.cases],
             "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
             "groups": [{"group": g, "num_cases": n, "median_abs_error_frac": round(med, 4),

@@ -301,6 +301,26 @@ def test_moe_estimate(run_cli: Run) -> None:
     assert data["model"]["num_active_params"] < data["model"]["num_params"]
 
 
+def test_sequential_experts_flag(run_cli: Run, tmp_path: Path) -> None:
+    """--no-moe-grouped-gemm: Mixtral with 4 experts per GPU at 256-token micro-batches waits
+    on the host for each expert, so the step is slower; the choice goes into the plan."""
+    job = ("estimate", "--model", "mixtral-8x7b", "--cluster", "dgx-h100", "--global-batch",
+           "64", "--seq-len", "256", "--tp", "8", "--ep", "2", "--dp", "8", "--zero", "1",
+           "--format", "json")
+    code, out, err = run_cli(*job)
+    assert code == 0, err
+    grouped = json.loads(out)
+    plan = tmp_path / "seq.yaml"
+    code, out, err = run_cli(*job, "--no-moe-grouped-gemm", "-o", str(plan))
+    assert code == 0, err
+    sequential = json.loads(out)
+    assert grouped["config"]["moe_grouped_gemm"] and not sequential["config"]["moe_grouped_gemm"]
+    assert sequential["time"]["iteration_s"] > grouped["time"]["iteration_s"]
+    code, out, err = run_cli("estimate", str(plan), "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["config"]["moe_grouped_gemm"] is False
+
+
 def test_layout_text() -> None:
     from planner.cli.render import layout_text
 

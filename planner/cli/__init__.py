@@ -221,6 +221,9 @@ def estimate(
     use_tp_pp_dp_mapping: Annotated[bool, typer.Option(
         "--use-tp-pp-dp-mapping", help="Megatron's rank order tp-cp-pp-dp instead of "
         "tp-cp-dp-pp.")] = False,
+    moe_grouped_gemm: Annotated[bool, typer.Option(
+        "--moe-grouped-gemm/--no-moe-grouped-gemm", help="MoE: local experts as one grouped "
+        "GEMM, or one by one (Megatron without --moe-grouped-gemm).")] = True,
     headroom: Annotated[float | None, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
@@ -308,7 +311,7 @@ def estimate(
         vocab_strategy=VocabStrategy((vocab_strategy or VocabChoice.baseline).value),
         layers_per_stage=layout, framework=framework or Framework.MEGATRON,
         flash_attention=True if flash_attention is None else flash_attention,
-        attention_kernel=attention_kernel,
+        attention_kernel=attention_kernel, moe_grouped_gemm=moe_grouped_gemm,
         rank_order="tp-cp-pp-dp" if use_tp_pp_dp_mapping else "tp-cp-dp-pp",
     )
     _check_config(cfg, spec, cl, "configuration", dp_given=dp is not None)

@@ -76,7 +76,9 @@ def check(case):
                          "microbatch": p.pipeline_parallel_microbatch_size,
                          "local_batch": t.local_batch_size, "global_batch": t.global_batch_size,
                          "seq_len": t.seq_len,
-                         "ac": type(cfg.activation_checkpoint).__qualname__},
+                         "ac": type(cfg.activation_checkpoint).__qualname__,
+                         "compile": bool(cfg.compile.enable),
+                         "async_tp": bool(cfg.compile.enable_async_tensor_parallel)},
             "model": _model_shape(cfg)}
 
 

@@ -192,6 +192,8 @@ TORCHTITAN_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         vocab_strategy=VocabStrategy.REDISTRIBUTE)),
     "zero2-no-reshard": ("llama3-8b", dict(tp=2, dp=8, global_batch=64, seq_len=8192,
                                            sequence_parallel=True, zero=2)),
+    "fsdp-async-tp": ("llama3-8b", dict(tp=8, dp=8, global_batch=64, seq_len=8192,
+                                        sequence_parallel=True, zero=3, tp_comm_overlap=True)),
     "moe-ep": ("qwen3-30b-a3b", dict(dp=16, ep=8, etp=1, global_batch=64, seq_len=4096,
                                      zero=3)),
     "deepseek-ep": ("deepseek-v3", dict(dp=64, ep=32, etp=1, global_batch=256, seq_len=4096,
@@ -221,6 +223,8 @@ def test_torchtitan_accepts_every_emitted_launch(framework_check: Check,
         assert (par["tp"], par["cp"], par["pp"], par["ep"]) == (cfg.tp, cfg.cp, cfg.pp,
                                                                 cfg.ep)
         assert par["global_batch"] == cfg.global_batch and par["seq_len"] == cfg.seq_len
+        # compiled, as the step time prices element-wise work; async TP is the TP overlap
+        assert par["compile"] and par["async_tp"] == (cfg.tp_comm_overlap and cfg.tp > 1)
         model = plan.model
         assert shape["num_layers"] == model.num_layers, case["name"]
         assert shape["dim"] == model.hidden_size

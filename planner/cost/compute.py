@@ -284,6 +284,32 @@ def column_parallel_wgrad_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
                for g in layer_gemms(model, cfg, layer) if g.role == "column")
 
 
+def tp_overlap_gemms_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
+                       layer: int) -> tuple[tuple[float, float], ...]:
+    """Forward seconds of the GEMMs each of the layer's tensor-parallel collectives can hide
+    behind when TP communication is overlapped, per block that has them: (the GEMMs reading
+    the block's all-gathered input, the GEMM whose output is reduce-scattered). Megatron's
+    --tp-comm-overlap (Transformer Engine userbuffers) splits an all-gather into a ring of
+    chunks, each feeding a slice of the following GEMM, and a reduce-scatter likewise behind
+    the preceding one (TE docs, "Overlapping communication with GEMM"; torchtitan's async TP
+    does the same with symmetric memory): a collective hides behind its own GEMM and no
+    other. Attention: QKV (MLA: the replicated down-projections) and the output projection;
+    a dense MLP: FC1 and FC2. An MoE block's TP traffic runs in the token dispatcher, outside
+    those linears, and hides nowhere (an empty pair list for it)."""
+    gemms = layer_gemms(model, cfg, layer)
+    n_attn = len(model.attention_projections())
+
+    def seconds(role: str, block: tuple[Gemm, ...]) -> float:
+        return sum(gemm_time_s(g, gpu, cfg.precision) for g in block if g.role == role)
+    attention = gemms[:n_attn]
+    pairs = [(seconds("replicated" if model.mla is not None else "column", attention),
+              seconds("row", attention))]
+    if not model.is_moe_layer(layer):
+        mlp = gemms[n_attn:]
+        pairs.append((seconds("column", mlp), seconds("row", mlp)))
+    return tuple(pairs)
+
+
 # fp8 GEMMs take fp8 inputs that cast kernels make from bf16, and Hopper's fp8 tensor cores
 # take only the "TN" layout, so each cast also writes the transpose the other pass needs
 # (Transformer Engine's fused cast_transpose, transformer_engine/common/transpose/; torchao's

@@ -4,9 +4,11 @@ gradient reduction and the optimizer step; throughput, MFU and HFU (DESIGN.md co
 Communication per micro-batch and layer (Megatron-LM; Korthikanti et al. 2022 Sec. 4.2.2):
 - TP: two all-reduces of the s*b*h activations forward and two backward (with sequence
   parallelism an all-gather and a reduce-scatter each, the same volume); a full recompute
-  repeats the forward's. The backward ones overlap the weight-gradient GEMMs of the
-  column-parallel linears (compute.column_parallel_wgrad_s); the rest is exposed unless
-  --tp-comm-overlap.
+  repeats the forward's. In Megatron the backward ones overlap the weight-gradient GEMMs of
+  the column-parallel linears (compute.column_parallel_wgrad_s); torchtitan's DTensor TP
+  issues each after its linear's backward has computed both gradients (the redistribute's
+  own backward, torch/distributed/tensor/parallel/style.py), so nothing hides it. The rest
+  is exposed unless --tp-comm-overlap (torchtitan: async TP).
 - CP (ring attention): cp - 1 exchanges of the local K and V forward, twice that backward,
   overlapped with the attention computation; only the excess is exposed.
 - EP: an all-to-all dispatch and one combine of the routed tokens forward, two backward.
@@ -46,6 +48,7 @@ from planner.cost.compute import (
     layer_time,
     matmul_rate,
     memory_time_s,
+    tp_overlap_gemms_s,
 )
 from planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from planner.cost.pipeline import ChunkTimes, PipelineResult, simulate
@@ -54,6 +57,7 @@ from planner.hardware import Cluster
 from planner.memory import layer_params, precision_policy, stage_params
 from planner.model import ModelSpec
 from planner.parallel import (
+    Framework,
     ParallelConfig,
     Precision,
     Recompute,
@@ -142,11 +146,22 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     first): small layers wait on the CPU, not the GPU."""
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     lt = layer_time(model, cfg, gpu, layer, mode)
-    hidden = column_parallel_wgrad_s(model, cfg, gpu, layer)
-    tp_fwd = 2 * comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))
-    exposed = 0.0 if cfg.tp_comm_overlap else 1.0
+    tp_each = comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))  # one per block
+    tp_fwd = 2 * tp_each
     full = mode is Recompute.FULL
-    tp_bwd_exposed = max(0.0, tp_fwd - hidden) + (tp_fwd if full else 0.0)
+    if cfg.tp_comm_overlap and cfg.tp > 1:
+        # each all-gather / reduce-scatter (half the block's all-reduce) hides behind its own
+        # GEMM; backward pairs the same sizes (row dgrad, column wgrad)
+        pairs = tp_overlap_gemms_s(model, cfg, gpu, layer)
+        tp_fwd_exposed = (sum(max(0.0, tp_each / 2 - g_in) + max(0.0, tp_each / 2 - g_out)
+                              for g_in, g_out in pairs) + (2 - len(pairs)) * tp_each)
+        tp_bwd_exposed = tp_fwd_exposed
+    else:
+        hidden = (column_parallel_wgrad_s(model, cfg, gpu, layer)
+                  if cfg.framework is Framework.MEGATRON else 0.0)
+        tp_fwd_exposed = tp_fwd
+        tp_bwd_exposed = max(0.0, tp_fwd - hidden)
+    tp_bwd_exposed += tp_fwd_exposed if full else 0.0
     cp_busy = cp_fwd = 0.0
     if cfg.cp > 1:
         kv = 2 * tokens * model.kv_width / cfg.tp * 2
@@ -156,8 +171,8 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     ep_fwd = 0.0
     if model.is_moe_layer(layer) and cfg.ep > 1:
         ep_fwd = 2 * comm.all_to_all_s(routed_bytes(model, cfg), links.ring(Axis.EP))
-    forward = lt.forward_s + exposed * tp_fwd + cp_fwd + ep_fwd
-    backward = lt.backward_s + exposed * tp_bwd_exposed + 2 * cp_fwd + 2 * ep_fwd
+    forward = lt.forward_s + tp_fwd_exposed + cp_fwd + ep_fwd
+    backward = lt.backward_s + tp_bwd_exposed + 2 * cp_fwd + 2 * ep_fwd
     host_fwd, host_bwd = kernels.HOST_LAYER_PASS_S[cfg.framework.value]
     if model.moe is not None and model.is_moe_layer(layer) and not cfg.moe_grouped_gemm:
         expert_fwd, expert_bwd = kernels.HOST_EXPERT_PASS_S.get(cfg.framework.value, (0, 0))

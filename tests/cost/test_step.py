@@ -10,9 +10,11 @@ import pytest
 
 from planner.calibration import load_measurements, time_report
 from planner.catalog import BUILTIN_MODELS
+from planner.cost import comm
 from planner.cost.comm import Axis
 from planner.cost.compute import head_time, layer_time
 from planner.cost.step import estimate_step, layer_passes, resolve_links, step_lower_bound
+from planner.gpus import GPU_CATALOG
 from planner.hardware_io import cluster_from_dict, load_cluster
 from planner.parallel import Framework, ParallelConfig, Precision, Recompute, VocabStrategy
 
@@ -249,3 +251,59 @@ def test_zero3_breakdown_shows_its_collectives() -> None:
         assert b["dp_comm_s"] == pytest.approx(m * (2 * gather + reduce))
         assert 0 < b["dp_exposed_s"] <= b["dp_comm_s"]
         assert step.iteration_s == pytest.approx(b["pipeline_s"] + b["optimizer_s"])
+
+
+def test_tp_backward_hides_behind_wgrad_only_in_megatron() -> None:
+    """Megatron overlaps the backward TP collectives with the column-parallel weight-gradient
+    GEMMs; torchtitan's DTensor TP issues them after the linear's backward, fully exposed."""
+    from planner.cost.compute import column_parallel_wgrad_s
+    from planner.cost.step import tp_bytes
+    cluster = load_cluster("dgx-h100")
+    model = BUILTIN_MODELS["llama3-8b"]
+    megatron = ParallelConfig(tp=8, dp=1, mbs=4, global_batch=4, seq_len=8192,
+                              sequence_parallel=True)
+    titan = dataclasses.replace(megatron, framework=Framework.TORCHTITAN)
+    links = resolve_links(cluster, megatron)
+    gpu = cluster.gpu_types[0]
+    m = layer_passes(model, megatron, gpu, links, 0, Recompute.NONE)
+    t = layer_passes(model, titan, gpu, links, 0, Recompute.NONE)
+    tp_fwd = 2 * comm.all_reduce_s(tp_bytes(model, megatron), links.ring(Axis.TP))
+    hidden = column_parallel_wgrad_s(model, megatron, gpu, 0)
+    assert m.forward_s == pytest.approx(t.forward_s)
+    assert t.backward_s - m.backward_s == pytest.approx(min(tp_fwd, hidden))
+
+
+def test_tp_overlap_hides_each_collective_behind_its_own_gemm() -> None:
+    """With TP communication overlap each all-gather (reduce-scatter) hides behind the GEMM
+    it feeds (follows) and no other: a layer whose collectives outlast their GEMMs (here a
+    small model over a PCIe TP group) keeps the excess exposed; a large layer on NVLink hides
+    more of them (Llama 3 70B's GQA QKV GEMM is still shorter than its all-gather at tp 8).
+    An MoE block's dispatcher traffic is never hidden."""
+    from planner.cost.compute import tp_overlap_gemms_s
+    from planner.cost.step import tp_bytes
+    from planner.model import MoeSpec, make_model
+    small = make_model(name="small", num_layers=4, hidden_size=2048, num_attention_heads=16,
+                       vocab_size=32000, max_position_embeddings=2048)
+    hidden_share = {}
+    for cluster_name, model in (("rtx4090-8x-pcie", small),
+                                ("dgx-h100", BUILTIN_MODELS["llama3-70b"])):
+        cluster = load_cluster(cluster_name)
+        plain = ParallelConfig(tp=8, mbs=8, global_batch=8, seq_len=2048,
+                               sequence_parallel=True)
+        overlap = dataclasses.replace(plain, tp_comm_overlap=True)
+        links = resolve_links(cluster, plain)
+        gpu = cluster.gpu_types[0]
+        each = comm.all_reduce_s(tp_bytes(model, plain), links.ring(Axis.TP))
+        pairs = tp_overlap_gemms_s(model, plain, gpu, 0)
+        exposed = sum(max(0.0, each / 2 - a) + max(0.0, each / 2 - b) for a, b in pairs)
+        p = layer_passes(model, plain, gpu, links, 0, Recompute.NONE)
+        o = layer_passes(model, overlap, gpu, links, 0, Recompute.NONE)
+        assert o.forward_s == pytest.approx(p.forward_s - 2 * each + exposed)
+        assert 0.0 < exposed < 2 * each
+        hidden_share[cluster_name] = 1 - exposed / (2 * each)
+    assert hidden_share["dgx-h100"] > hidden_share["rtx4090-8x-pcie"]
+    moe = make_model(name="moe", num_layers=2, hidden_size=2048, num_attention_heads=16,
+                     vocab_size=32000, max_position_embeddings=2048,
+                     moe=MoeSpec(num_experts=8, top_k=2, ffn_hidden_size=1024))
+    cfg = ParallelConfig(tp=2, ep=2, dp=2, global_batch=2, seq_len=2048, sequence_parallel=True)
+    assert len(tp_overlap_gemms_s(moe, cfg, GPU_CATALOG["h100-sxm5-80gb"], 0)) == 1

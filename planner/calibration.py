@@ -231,14 +231,16 @@ def leading_int(value: object) -> int:
 
 
 def _float8_precision(value: object) -> Precision:
-    """torchtitan cases state float8 as a flag or as the recipe run: "bf16" is no float8,
-    "fp8_tensorwise" (and the flag) tensor-wise scaled fp8 linears, which the model prices.
-    Row-wise scaling is a different recipe with its own kernels; the planner does not offer
-    it, so such a case is not reproduced."""
+    """torchtitan cases state float8 as a flag or as the recipe run, Megatron cases as
+    --fp8-recipe: "bf16" is no float8; "fp8_tensorwise", "tensorwise", "delayed" (and the
+    flag) are tensor-wise scaled fp8 linears, which the model prices. Row-wise and block-wise
+    scaling are other recipes with their own kernels; the planner does not offer them, so such
+    a case is not reproduced."""
     if value is None or value is False or str(value).lower() in ("false", "bf16", "none"):
         return Precision.BF16
-    if "rowwise" in str(value).lower():
-        raise ValueError("fp8 row-wise scaling (the planner prices tensor-wise fp8 only)")
+    for recipe in ("rowwise", "blockwise", "mxfp8"):
+        if recipe in str(value).lower():
+            raise ValueError(f"fp8 {recipe} scaling (the planner prices tensor-wise fp8 only)")
     return Precision.FP8
 
 
@@ -277,7 +279,8 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
         layers_per_stage = tuple(sum(chunks[k].count("t") for k in range(s, len(chunks), pp))
                                  for s in range(pp))
     flash = c.get("transformer_impl") != "local" and c.get("attention_backend") != "unfused"
-    precision = _float8_precision(c.get("float8"))
+    precision = _float8_precision(c.get("float8") if "--fp8-format" not in args
+                                  else args.get("--fp8-recipe", "delayed"))
     return ParallelConfig(
         tp=c["tp"], pp=c["pp"], dp=c["dp"], cp=c["cp"], ep=c["ep"], etp=c.get("etp"),
         vpp=int(vpp), mbs=c["mbs"], global_batch=c.get("gbs") or c["mbs"] * c["dp"],

@@ -121,7 +121,7 @@ def test_torchtitan_throughput_cases_become_step_times() -> None:
     assert not isinstance(reproduced, str)
     assert reproduced[1].sequence_parallel and reproduced[1].seq_len == 8192
     skipped = dict(report.skipped)
-    assert "row-wise" in skipped["torchtitan_2506_l8b_64gpu_fsdp8_tp8_fp8_rowwise_tp"]
+    assert "rowwise" in skipped["torchtitan_2506_l8b_64gpu_fsdp8_tp8_fp8_rowwise_tp"]
 
 
 @pytest.mark.parametrize(("value", "precision"), [
@@ -131,3 +131,17 @@ def test_torchtitan_throughput_cases_become_step_times() -> None:
 def test_float8_field_forms(value: object, precision: str) -> None:
     from planner.calibration import _float8_precision
     assert _float8_precision(value).value == precision
+
+
+def test_megatron_fp8_cases_run_fp8() -> None:
+    """Megatron cases state fp8 as --fp8-format with --fp8-recipe: tensor-wise runs are fp8
+    (they were reproduced as bf16), block-wise ones are skipped (not priced)."""
+    from planner.calibration import load_measurements, reproduce_case
+    cases = {c["id"]: c for c in load_measurements()["cases"]}
+    tensorwise = reproduce_case(cases[
+        "megatron_ci_gpt3_weekly_mcore_tp2_pp2_current_scaling_native_fp8_tp_pp_sp_tp_overlap_h100"])
+    assert not isinstance(tensorwise, str) and tensorwise[1].precision.value == "fp8"
+    assert tensorwise[1].tp_comm_overlap
+    blockwise = reproduce_case(cases[
+        "megatron_ci_gpt3_moe_mcore_te_tp4_ep2_etp2_pp2_scoped_cudagraph_h100"])
+    assert isinstance(blockwise, str) and "blockwise" in blockwise

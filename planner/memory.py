@@ -432,8 +432,9 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
             kinds[key] = layer_activation_bytes(model, cfg, layer, mode)
         return kinds[key]
 
-    counts = Counter((model.is_moe_layer(layer), cfg.layer_recompute(i))
-                     for chunk in chunks for i, layer in enumerate(chunk))
+    counts: Counter[tuple[bool, Recompute]] = Counter()
+    for chunk in chunks:
+        counts.update(cfg.chunk_layer_kinds(model, chunk))
     first_of = {model.is_moe_layer(layer): layer for layer in reversed(layers)}
     per_mb = float(sum(stored_by(first_of[is_moe], mode) * count
                        for (is_moe, mode), count in sorted(counts.items())))

@@ -202,6 +202,8 @@ class ModelSpec:
     def first_layer_of_kind(self) -> dict[bool, int]:
         """The first dense (False) and MoE (True) layer: layers of one kind have the same
         shapes, so one stands for all of its kind in FLOP, time and memory counts."""
+        if self.moe is None:
+            return {False: 0}
         first: dict[bool, int] = {}
         for i in range(self.num_layers):
             first.setdefault(self.is_moe_layer(i), i)

@@ -7,6 +7,7 @@ parallel edp = tp*cp*dp / (ep*etp) (Megatron `parallel_state`, expert groups fol
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from planner.gpus import GpuType
@@ -148,6 +149,22 @@ class ParallelConfig:
         if self.recompute is Recompute.FULL and self.recompute_num_layers is not None:
             return Recompute.FULL if position < self.recompute_num_layers else Recompute.NONE
         return self.recompute
+
+    def chunk_layer_kinds(self, model: ModelSpec,
+                          chunk: Sequence[int]) -> dict[tuple[bool, Recompute], int]:
+        """How many layers of a model chunk are of each kind: (MoE or not, recompute mode).
+        Layers of one kind cost the same time and memory, so costs count kinds, not layers."""
+        if model.moe is None:
+            if self.recompute is Recompute.FULL and self.recompute_num_layers is not None:
+                full = min(self.recompute_num_layers, len(chunk))
+                counts = {(False, Recompute.FULL): full, (False, Recompute.NONE): len(chunk) - full}
+                return {k: n for k, n in counts.items() if n}
+            return {(False, self.recompute): len(chunk)} if chunk else {}
+        kinds: dict[tuple[bool, Recompute], int] = {}
+        for position, layer in enumerate(chunk):
+            key = (model.is_moe_layer(layer), self.layer_recompute(position))
+            kinds[key] = kinds.get(key, 0) + 1
+        return kinds
 
     @property
     def group_size(self) -> int:

@@ -124,3 +124,20 @@ def test_moe_problems() -> None:
     assert any("must divide tp(2) * cp(1) * dp(2)" in p for p in bad.problems(mixtral))
     assert any("ep(3) must divide num_experts(8)" in p for p in ParallelConfig(
         ep=3, dp=3, global_batch=9).problems(mixtral))
+
+
+@pytest.mark.parametrize("model_name", ["gpt3-175b", "mixtral-8x7b", "deepseek-v3"])
+@pytest.mark.parametrize(("recompute", "num_layers"), [
+    (Recompute.NONE, None), (Recompute.SELECTIVE, None), (Recompute.FULL, None),
+    (Recompute.FULL, 0), (Recompute.FULL, 2), (Recompute.FULL, 99)])
+def test_chunk_layer_kinds_count_every_layer_once(model_name: str, recompute: Recompute,
+                                                  num_layers: int | None) -> None:
+    """The shortcut for dense models gives what counting layer by layer gives."""
+    model = BUILTIN_MODELS[model_name]
+    cfg = ParallelConfig(recompute=recompute, recompute_num_layers=num_layers)
+    for chunk in ((), (0,), tuple(range(5)), tuple(range(3, model.num_layers))):
+        expected: dict[tuple[bool, Recompute], int] = {}
+        for position, layer in enumerate(chunk):
+            key = (model.is_moe_layer(layer), cfg.layer_recompute(position))
+            expected[key] = expected.get(key, 0) + 1
+        assert cfg.chunk_layer_kinds(model, chunk) == expected

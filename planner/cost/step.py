@@ -346,8 +346,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
         for c, chunk_layers in enumerate(per_chunk):
             forward = backward = 0.0
             # layers of one kind under one recompute mode cost the same: count them
-            kinds = Counter((model.is_moe_layer(layer), cfg.layer_recompute(position))
-                            for position, layer in enumerate(chunk_layers))
+            kinds = cfg.chunk_layer_kinds(model, chunk_layers)
             for (is_moe, mode), count in sorted(kinds.items()):
                 lp = passes.get_kind(is_moe, mode)
                 forward += lp.forward_s * count

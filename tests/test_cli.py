@@ -340,3 +340,15 @@ def test_estimate_says_when_layers_wait_on_the_host(run_cli: Run) -> None:
                              "--recompute", "full")
     assert code == 0, err
     assert "on the host" not in out
+
+
+def test_estimate_says_when_a_power_limit_slows_the_gpus(run_cli: Run) -> None:
+    job = ("estimate", "--model", "llama3-8b", "--global-batch", "16", "--seq-len", "8192",
+           "--dp", "8", "--zero", "3", "--framework", "torchtitan", "--recompute", "selective",
+           "--mbs", "2")
+    code, out, err = run_cli(*job, "--cluster", "grand-teton-h100-500w")
+    assert code == 0, err
+    assert "500 W of its 700 W" in out and "71%" in out
+    code, out, err = run_cli(*job, "--cluster", "dgx-h100")
+    assert code == 0, err
+    assert " W of its " not in out

@@ -169,6 +169,7 @@ def _report(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig, estimate: M
         return
     render.memory_table(model, cluster, cfg, estimate, title)
     render.time_lines(step)
+    render.power_line(cluster.gpu_types)
     if not estimate.fits:
         render.remedy_lines(remedies(model, cfg, estimate.capacity_bytes, headroom,
                                      cluster.gpus_per_node))

@@ -13,6 +13,7 @@ from rich.table import Table
 from planner.advice import Remedy
 from planner.calibration import Report
 from planner.cost.step import StepTime
+from planner.gpus import GpuType
 from planner.hardware import Cluster
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate
 from planner.model import ModelSpec
@@ -103,6 +104,14 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
             bar.update(task, completed=done, total=total)
 
         yield advance
+
+
+def power_line(gpus: tuple[GpuType, ...]) -> None:
+    """Say when a power limit slows the GPUs' large GEMMs and attention (GpuType.power_scale)."""
+    for gpu in gpus:
+        if gpu.power_scale < 1.0:
+            out.print(f"  {gpu.id} runs at {gpu.power_limit_w:g} W of its {gpu.tdp_w:g} W: "
+                      f"large GEMMs and attention at {gpu.power_scale:.0%} of their rate")
 
 
 def time_lines(step: StepTime) -> None:

@@ -274,40 +274,47 @@ class LayerTime:
     elementwise_s: float
 
 
-def column_parallel_wgrad_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
-                            layer: int) -> float:
-    """Weight-gradient GEMM time of the layer's column-parallel linears (QKV or MLA's
-    up-projections, and FC1 of a dense MLP): Megatron overlaps the tensor-parallel all-reduce
-    (with sequence parallelism, the reduce-scatter) of their input gradient with it
-    (megatron/core/tensor_parallel/layers.py, LinearWithGradAccumulationAndAsyncCommunication)."""
-    return sum(gemm_time_s(g.backward()[1], gpu, cfg.precision)
-               for g in layer_gemms(model, cfg, layer) if g.role == "column")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TpBlockGemms:
+    """Seconds of the GEMMs beside one block's tensor-parallel collectives (one micro-batch):
+    `input_*` are the linears reading the block's gathered input (QKV; MLA's replicated down-
+    projections; FC1), `output_*` the one whose output is reduced (the attention output
+    projection; FC2). Forward, data-gradient and weight-gradient GEMMs."""
+
+    input_fwd: float
+    input_dgrad: float
+    input_wgrad: float
+    output_fwd: float
+    output_dgrad: float
 
 
-def tp_overlap_gemms_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
-                       layer: int) -> tuple[tuple[float, float], ...]:
-    """Forward seconds of the GEMMs each of the layer's tensor-parallel collectives can hide
-    behind when TP communication is overlapped, per block that has them: (the GEMMs reading
-    the block's all-gathered input, the GEMM whose output is reduce-scattered). Megatron's
-    --tp-comm-overlap (Transformer Engine userbuffers) splits an all-gather into a ring of
-    chunks, each feeding a slice of the following GEMM, and a reduce-scatter likewise behind
-    the preceding one (TE docs, "Overlapping communication with GEMM"; torchtitan's async TP
-    does the same with symmetric memory): a collective hides behind its own GEMM and no
-    other. Attention: QKV (MLA: the replicated down-projections) and the output projection;
-    a dense MLP: FC1 and FC2. An MoE block's TP traffic runs in the token dispatcher, outside
-    those linears, and hides nowhere (an empty pair list for it)."""
+def tp_block_gemms(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
+                   layer: int) -> tuple[TpBlockGemms, ...]:
+    """The blocks of a layer whose TP collectives sit beside their own linears: attention, and
+    a dense MLP. An MoE block's TP traffic runs in the token dispatcher, outside the expert
+    GEMMs, and has no entry (step.layer_passes exposes it). A collective overlaps only the
+    GEMM beside it: Megatron launches a linear's input-gradient all-reduce / reduce-scatter
+    asynchronously, runs that linear's weight-gradient GEMM and waits (and with sequence
+    parallelism re-gathers the input for it during the data-gradient GEMM), megatron/core/
+    tensor_parallel/layers.py LinearWithGradAccumulationAndAsyncCommunication; userbuffers
+    (--tp-comm-overlap) and torchtitan's async TP pipeline each collective with its GEMM."""
     gemms = layer_gemms(model, cfg, layer)
     n_attn = len(model.attention_projections())
 
-    def seconds(role: str, block: tuple[Gemm, ...]) -> float:
-        return sum(gemm_time_s(g, gpu, cfg.precision) for g in block if g.role == role)
-    attention = gemms[:n_attn]
-    pairs = [(seconds("replicated" if model.mla is not None else "column", attention),
-              seconds("row", attention))]
+    def block(gs: tuple[Gemm, ...], input_role: str) -> TpBlockGemms:
+        inputs = [g for g in gs if g.role == input_role]
+        outputs = [g for g in gs if g.role == "row"]
+
+        def t(items: list[Gemm], which: int | None) -> float:
+            return sum(gemm_time_s(g if which is None else g.backward()[which], gpu,
+                                   cfg.precision) for g in items)
+        return TpBlockGemms(input_fwd=t(inputs, None), input_dgrad=t(inputs, 0),
+                            input_wgrad=t(inputs, 1), output_fwd=t(outputs, None),
+                            output_dgrad=t(outputs, 0))
+    blocks = [block(gemms[:n_attn], "replicated" if model.mla is not None else "column")]
     if not model.is_moe_layer(layer):
-        mlp = gemms[n_attn:]
-        pairs.append((seconds("column", mlp), seconds("row", mlp)))
-    return tuple(pairs)
+        blocks.append(block(gemms[n_attn:], "column"))
+    return tuple(blocks)
 
 
 # fp8 GEMMs take fp8 inputs that cast kernels make from bf16, and Hopper's fp8 tensor cores

@@ -2,13 +2,14 @@
 gradient reduction and the optimizer step; throughput, MFU and HFU (DESIGN.md conventions).
 
 Communication per micro-batch and layer (Megatron-LM; Korthikanti et al. 2022 Sec. 4.2.2):
-- TP: two all-reduces of the s*b*h activations forward and two backward (with sequence
-  parallelism an all-gather and a reduce-scatter each, the same volume); a full recompute
-  repeats the forward's. In Megatron the backward ones overlap the weight-gradient GEMMs of
-  the column-parallel linears (compute.column_parallel_wgrad_s); torchtitan's DTensor TP
-  issues each after its linear's backward has computed both gradients (the redistribute's
-  own backward, torch/distributed/tensor/parallel/style.py), so nothing hides it. The rest
-  is exposed unless --tp-comm-overlap (torchtitan: async TP).
+- TP: two all-reduces of the s*b*h activations forward (with sequence parallelism an
+  all-gather and a reduce-scatter each, the same volume) and their gradients' backward; a
+  full recompute repeats the forward's. Backward, Megatron overlaps each linear's input-
+  gradient collective with that linear's weight-gradient GEMM (and with sequence parallelism
+  re-gathers the input during the data-gradient GEMM); torchtitan's DTensor TP runs its
+  collectives after the linear's backward (torch/distributed/tensor/parallel/style.py), so
+  nothing hides them; with --tp-comm-overlap / async TP each collective hides behind the
+  GEMM beside it (tp_exposure).
 - CP (ring attention): cp - 1 exchanges of the local K and V forward, twice that backward,
   overlapped with the attention computation; only the excess is exposed.
 - EP: an all-to-all dispatch and one combine of the routed tokens forward, two backward.
@@ -40,7 +41,6 @@ from planner.cost.compute import (
     LOSS_BYTES_PER_LOGIT,
     STEP_TIME_VALIDATED_GPUS,
     attention_time_s,
-    column_parallel_wgrad_s,
     elementwise_bytes,
     head_gemm,
     head_time,
@@ -48,7 +48,7 @@ from planner.cost.compute import (
     layer_time,
     matmul_rate,
     memory_time_s,
-    tp_overlap_gemms_s,
+    tp_block_gemms,
 )
 from planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from planner.cost.pipeline import ChunkTimes, PipelineResult, simulate
@@ -135,33 +135,70 @@ def routed_bytes(model: ModelSpec, cfg: ParallelConfig) -> float:
     return tokens / sp * model.moe.top_k * model.hidden_size * 2
 
 
+def tp_exposure(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
+                layer: int) -> tuple[float, float, float, float]:
+    """(forward exposed, backward exposed, forward busy, backward busy) seconds of one layer's
+    tensor-parallel
+    collectives for one micro-batch, forward and backward (a full recompute's is added by the
+    caller). Per block, c is the time of one all-reduce of the block's activations, an
+    all-gather or a reduce-scatter half of it (comm.all_reduce_s). Forward: an all-reduce
+    (sequence parallel: all-gather in, reduce-scatter out) per block. Backward, per
+    compute.tp_block_gemms (each collective hides behind its own GEMM only):
+    - Megatron: the input-gradient all-reduce overlaps the input linear's weight-gradient GEMM;
+      with sequence parallelism the output gradient is all-gathered first (exposed), the input
+      re-gathered for the weight gradient during the data-gradient GEMM and the input
+      gradient reduce-scattered during the weight gradient: 3 collectives, 1.5 c.
+    - torchtitan (DTensor TP): the backward of each forward collective, after the linear's
+      backward has run: c, exposed.
+    - With --tp-comm-overlap (userbuffers) or torchtitan's async TP, every collective hides
+      behind the GEMM beside it, forward and backward; what it outlasts stays exposed.
+    An MoE block's TP traffic (in the token dispatcher) is c each way, exposed."""
+    c = comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))
+    if cfg.tp == 1 or c == 0.0:
+        return 0.0, 0.0, 0.0, 0.0
+    half = c / 2
+    blocks = tp_block_gemms(model, cfg, gpu, layer)
+    dispatcher = (2 - len(blocks)) * c
+    megatron = cfg.framework is Framework.MEGATRON
+    sp = cfg.sequence_parallel
+    bwd_busy = 2 * c + (len(blocks) * half if megatron and sp else 0.0)
+    if cfg.tp_comm_overlap:
+        fwd = sum(max(0.0, half - b.input_fwd) + max(0.0, half - b.output_fwd)
+                  for b in blocks)
+        if megatron:
+            bwd = sum(max(0.0, half - b.output_dgrad) + max(0.0, half - b.input_dgrad)
+                      + max(0.0, half - b.input_wgrad) for b in blocks)
+        else:
+            bwd = sum(max(0.0, half - b.output_dgrad) + max(0.0, half - b.input_dgrad)
+                      for b in blocks)
+        return fwd + dispatcher, bwd + dispatcher, 2 * c, bwd_busy
+    fwd = 2 * c
+    if not megatron:
+        bwd = 2 * c
+    elif sp:
+        bwd = sum(half + max(0.0, half - b.input_dgrad) + max(0.0, half - b.input_wgrad)
+                  for b in blocks) + dispatcher
+    else:
+        bwd = sum(max(0.0, c - b.input_wgrad) for b in blocks) + dispatcher
+    return fwd, bwd, 2 * c, bwd_busy
+
+
 def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
                  layer: int, mode: Recompute) -> LayerPasses:
-    """Compute (compute.layer_time) plus the communication of the module docstring: TP
-    forward exposed, backward hidden behind the weight-gradient GEMMs up to their length, a
-    full recompute repeating the forward's; CP beyond the attention it overlaps; EP
+    """Compute (compute.layer_time) plus the communication of the module docstring: TP as
+    tp_exposure, a full recompute repeating the forward's; CP beyond the attention it overlaps; EP
     dispatch + combine, twice in backward. A pass takes at least the framework's host time
     per layer pass (kernels.HOST_LAYER_PASS_S; a full recompute runs the forward's host work
     again in backward; experts run one by one add kernels.HOST_EXPERT_PASS_S each after the
     first): small layers wait on the CPU, not the GPU."""
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     lt = layer_time(model, cfg, gpu, layer, mode)
-    tp_each = comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))  # one per block
-    tp_fwd = 2 * tp_each
     full = mode is Recompute.FULL
-    if cfg.tp_comm_overlap and cfg.tp > 1:
-        # each all-gather / reduce-scatter (half the block's all-reduce) hides behind its own
-        # GEMM; backward pairs the same sizes (row dgrad, column wgrad)
-        pairs = tp_overlap_gemms_s(model, cfg, gpu, layer)
-        tp_fwd_exposed = (sum(max(0.0, tp_each / 2 - g_in) + max(0.0, tp_each / 2 - g_out)
-                              for g_in, g_out in pairs) + (2 - len(pairs)) * tp_each)
-        tp_bwd_exposed = tp_fwd_exposed
-    else:
-        hidden = (column_parallel_wgrad_s(model, cfg, gpu, layer)
-                  if cfg.framework is Framework.MEGATRON else 0.0)
-        tp_fwd_exposed = tp_fwd
-        tp_bwd_exposed = max(0.0, tp_fwd - hidden)
-    tp_bwd_exposed += tp_fwd_exposed if full else 0.0
+    tp_fwd_exposed, tp_bwd_exposed, tp_fwd_busy, tp_bwd_busy = tp_exposure(
+        model, cfg, gpu, links, layer)
+    if full:  # the recompute runs the forward's collectives again
+        tp_bwd_exposed += tp_fwd_exposed
+        tp_bwd_busy += tp_fwd_busy
     cp_busy = cp_fwd = 0.0
     if cfg.cp > 1:
         kv = 2 * tokens * model.kv_width / cfg.tp * 2
@@ -184,7 +221,7 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     return LayerPasses(
         forward_s=max(forward, host_fwd), backward_s=max(backward, host_bwd),
         compute_s=lt.forward_s + lt.backward_s, recompute_s=lt.recompute_s,
-        tp_busy_s=tp_fwd * (3 if full else 2), cp_busy_s=cp_busy,
+        tp_busy_s=tp_fwd_busy + tp_bwd_busy, cp_busy_s=cp_busy,
         cp_exposed_s=3 * cp_fwd, ep_busy_s=3 * ep_fwd, host_wait_s=wait)
 
 
@@ -263,9 +300,20 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     unit = dataclasses.replace(cfg, mbs=1)  # one sequence
     sequences = cfg.global_batch / cfg.dp  # per replica and step, all micro-batches
     rate = matmul_rate(gpu, cfg.precision)
-    tp_s = 0.0
-    if cfg.tp > 1 and not cfg.tp_comm_overlap:  # layer_passes' exposed forward all-reduces
-        tp_s = 2 * comm.all_reduce_bandwidth_s(tp_bytes(model, unit), tp_ring)
+    c_bw = 0.0
+    if cfg.tp > 1 and not cfg.tp_comm_overlap:  # tp_exposure's exposed collectives
+        c_bw = comm.all_reduce_bandwidth_s(tp_bytes(model, unit), tp_ring)
+
+    def tp_s(is_moe: bool) -> float:
+        """Forward 2c; backward: torchtitan 2c, Megatron with sequence parallelism the
+        output-gradient all-gather of each block with linears, and an MoE block's c."""
+        linear_blocks = 1 if is_moe else 2
+        if cfg.framework is not Framework.MEGATRON:
+            return 4 * c_bw
+        backward = (2 - linear_blocks) * c_bw
+        if cfg.sequence_parallel:
+            backward += linear_blocks * c_bw / 2
+        return 2 * c_bw + backward
     ep_s = 0.0
     if model.moe is not None and cfg.ep > 1 and ep_ring is not None:
         # dispatch + combine, in forward and twice in backward (layer_passes)
@@ -281,7 +329,7 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
             if kind not in per_kind:
                 flops = sum(g.flops for g in layer_gemms(model, unit, layer))
                 elementwise = 3 * memory_time_s(elementwise_bytes(model, unit, layer), gpu)
-                per_kind[kind] = (3 * flops / rate + attention + elementwise + tp_s
+                per_kind[kind] = (3 * flops / rate + attention + elementwise + tp_s(kind)
                                   + (ep_s if kind else 0.0))
             total += per_kind[kind]
         if stage == cfg.pp - 1 and cfg.vocab_strategy is not VocabStrategy.VOCAB_PARALLEL:

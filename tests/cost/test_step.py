@@ -253,10 +253,13 @@ def test_zero3_breakdown_shows_its_collectives() -> None:
         assert step.iteration_s == pytest.approx(b["pipeline_s"] + b["optimizer_s"])
 
 
-def test_tp_backward_hides_behind_wgrad_only_in_megatron() -> None:
-    """Megatron overlaps the backward TP collectives with the column-parallel weight-gradient
-    GEMMs; torchtitan's DTensor TP issues them after the linear's backward, fully exposed."""
-    from planner.cost.compute import column_parallel_wgrad_s
+def test_tp_backward_collectives_by_framework() -> None:
+    """Backward TP collectives with sequence parallelism: Megatron all-gathers the output
+    gradient (exposed), re-gathers the input behind the data-gradient GEMM and reduce-scatters
+    the input gradient behind the weight-gradient GEMM, each only behind its own linear's
+    GEMM (LinearWithGradAccumulationAndAsyncCommunication); torchtitan's DTensor TP runs its
+    two after the linear's backward, exposed. Forward is the same for both."""
+    from planner.cost.compute import tp_block_gemms
     from planner.cost.step import tp_bytes
     cluster = load_cluster("dgx-h100")
     model = BUILTIN_MODELS["llama3-8b"]
@@ -267,19 +270,26 @@ def test_tp_backward_hides_behind_wgrad_only_in_megatron() -> None:
     gpu = cluster.gpu_types[0]
     m = layer_passes(model, megatron, gpu, links, 0, Recompute.NONE)
     t = layer_passes(model, titan, gpu, links, 0, Recompute.NONE)
-    tp_fwd = 2 * comm.all_reduce_s(tp_bytes(model, megatron), links.ring(Axis.TP))
-    hidden = column_parallel_wgrad_s(model, megatron, gpu, 0)
+    c = comm.all_reduce_s(tp_bytes(model, megatron), links.ring(Axis.TP))
+    blocks = tp_block_gemms(model, megatron, gpu, 0)
+    assert len(blocks) == 2
+    megatron_bwd = sum(c / 2 + max(0.0, c / 2 - b.input_dgrad) + max(0.0, c / 2 - b.input_wgrad)
+                       for b in blocks)
     assert m.forward_s == pytest.approx(t.forward_s)
-    assert t.backward_s - m.backward_s == pytest.approx(min(tp_fwd, hidden))
+    assert t.backward_s - m.backward_s == pytest.approx(2 * c - megatron_bwd)
+    assert 0 < megatron_bwd < 2 * c
+    # Megatron's busy traffic: 2c forward, 3 half-c collectives per block backward
+    assert m.tp_busy_s == pytest.approx(2 * c + 3 * c)
+    assert t.tp_busy_s == pytest.approx(4 * c)
 
 
 def test_tp_overlap_hides_each_collective_behind_its_own_gemm() -> None:
-    """With TP communication overlap each all-gather (reduce-scatter) hides behind the GEMM
-    it feeds (follows) and no other: a layer whose collectives outlast their GEMMs (here a
-    small model over a PCIe TP group) keeps the excess exposed; a large layer on NVLink hides
-    more of them (Llama 3 70B's GQA QKV GEMM is still shorter than its all-gather at tp 8).
-    An MoE block's dispatcher traffic is never hidden."""
-    from planner.cost.compute import tp_overlap_gemms_s
+    """With TP communication overlap each collective hides behind the GEMM beside it and no
+    other: a layer whose collectives outlast their GEMMs (a small model over a PCIe TP group)
+    keeps the excess exposed; a large layer on NVLink hides more of them (Llama 3 70B's GQA
+    QKV GEMM is still shorter than its all-gather at tp 8). Overlap never exposes more than
+    Megatron without it. An MoE block's dispatcher traffic is never hidden."""
+    from planner.cost.compute import tp_block_gemms
     from planner.cost.step import tp_bytes
     from planner.model import MoeSpec, make_model
     small = make_model(name="small", num_layers=4, hidden_size=2048, num_attention_heads=16,
@@ -293,17 +303,19 @@ def test_tp_overlap_hides_each_collective_behind_its_own_gemm() -> None:
         overlap = dataclasses.replace(plain, tp_comm_overlap=True)
         links = resolve_links(cluster, plain)
         gpu = cluster.gpu_types[0]
-        each = comm.all_reduce_s(tp_bytes(model, plain), links.ring(Axis.TP))
-        pairs = tp_overlap_gemms_s(model, plain, gpu, 0)
-        exposed = sum(max(0.0, each / 2 - a) + max(0.0, each / 2 - b) for a, b in pairs)
+        c = comm.all_reduce_s(tp_bytes(model, plain), links.ring(Axis.TP))
+        blocks = tp_block_gemms(model, plain, gpu, 0)
+        exposed = sum(max(0.0, c / 2 - b.input_fwd) + max(0.0, c / 2 - b.output_fwd)
+                      for b in blocks)
         p = layer_passes(model, plain, gpu, links, 0, Recompute.NONE)
         o = layer_passes(model, overlap, gpu, links, 0, Recompute.NONE)
-        assert o.forward_s == pytest.approx(p.forward_s - 2 * each + exposed)
-        assert 0.0 < exposed < 2 * each
-        hidden_share[cluster_name] = 1 - exposed / (2 * each)
+        assert o.forward_s == pytest.approx(p.forward_s - 2 * c + exposed)
+        assert o.backward_s <= p.backward_s
+        assert 0.0 < exposed < 2 * c
+        hidden_share[cluster_name] = 1 - exposed / (2 * c)
     assert hidden_share["dgx-h100"] > hidden_share["rtx4090-8x-pcie"]
     moe = make_model(name="moe", num_layers=2, hidden_size=2048, num_attention_heads=16,
                      vocab_size=32000, max_position_embeddings=2048,
                      moe=MoeSpec(num_experts=8, top_k=2, ffn_hidden_size=1024))
     cfg = ParallelConfig(tp=2, ep=2, dp=2, global_batch=2, seq_len=2048, sequence_parallel=True)
-    assert len(tp_overlap_gemms_s(moe, cfg, GPU_CATALOG["h100-sxm5-80gb"], 0)) == 1
+    assert len(tp_block_gemms(moe, cfg, GPU_CATALOG["h100-sxm5-80gb"], 0)) == 1

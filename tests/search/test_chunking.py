@@ -19,25 +19,36 @@ from planner.search.solver import balanced_chunks
 
 def brute_force(costs: Sequence[float], moe: Sequence[bool], pp: int, vpp: int,
                 extra: Sequence[float], fits: Callable[[int, int, int], bool]) -> int | None:
-    """The smallest slowest-stage cost (scaled to integers) over every chunk layout."""
+    """The smallest round sum (scaled to integers) over every chunk layout: each round r
+    takes its slowest chunk r * pp + s, a stage's extra in its last chunk."""
     n, k_total = len(costs), pp * vpp
     best = None
     for cuts in itertools.combinations(range(1, n), k_total - 1):
         bounds = [0, *cuts, n]
-        worst, ok = 0, True
+        ok = True
         for s in range(pp):
-            cost, dense, experts = extra[s], 0, 0
+            dense = experts = 0
             for k in range(s, k_total, pp):
                 for layer in range(bounds[k], bounds[k + 1]):
-                    cost += costs[layer]
                     experts += moe[layer]
                     dense += not moe[layer]
             if not fits(s, dense, experts):
                 ok = False
                 break
-            worst = max(worst, round(cost * COST_SCALE))
-        if ok and (best is None or worst < best):
-            best = worst
+        if not ok:
+            continue
+        total = 0
+        for r in range(vpp):
+            slowest = 0
+            for s in range(pp):
+                k = r * pp + s
+                cost = sum(round(costs[i] * COST_SCALE) for i in range(bounds[k], bounds[k + 1]))
+                if k + pp >= k_total:
+                    cost += round(extra[s] * COST_SCALE)
+                slowest = max(slowest, cost)
+            total += slowest
+        if best is None or total < best:
+            best = total
     return best
 
 

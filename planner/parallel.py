@@ -231,6 +231,9 @@ class ParallelConfig:
                        f"(max_position_embeddings={model.max_position_embeddings})")
         if self.sequence_parallel and self.tp == 1:
             out.append("sequence_parallel needs tp > 1")
+        if self.tp_comm_overlap and not self.sequence_parallel:
+            out.append("tp_comm_overlap needs sequence_parallel (Megatron validate_args; "
+                       "torchtitan's async TP overlaps the sequence-parallel collectives)")
         if not 0 <= self.zero <= 3:
             out.append(f"zero({self.zero}) must be 0, 1, 2 or 3")
         if self.zero >= 2 and self.pp > 1:

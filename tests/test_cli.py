@@ -352,3 +352,20 @@ def test_estimate_says_when_a_power_limit_slows_the_gpus(run_cli: Run) -> None:
     code, out, err = run_cli(*job, "--cluster", "dgx-h100")
     assert code == 0, err
     assert " W of its " not in out
+
+
+def test_tp_comm_overlap_flag(run_cli: Run) -> None:
+    """--tp-comm-overlap hides TP collectives behind their GEMMs (not all of them at 4096
+    tokens and tp 8), so the step is faster; without sequence parallelism it is refused, as
+    Megatron refuses it."""
+    job = ("estimate", "--model", "llama3-70b", "--cluster", "dgx-h100", "--global-batch", "64",
+           "--seq-len", "4096", "--tp", "8", "--pp", "4", "--dp", "2", "--zero", "1",
+           "--format", "json")
+    code, out, err = run_cli(*job)
+    assert code == 0, err
+    plain = json.loads(out)["time"]["iteration_s"]
+    code, out, err = run_cli(*job, "--tp-comm-overlap")
+    assert code == 0, err
+    assert json.loads(out)["time"]["iteration_s"] < plain
+    code, _, err = run_cli(*job, "--tp-comm-overlap", "--no-sequence-parallel")
+    assert code == 2 and "tp_comm_overlap needs sequence_parallel" in err

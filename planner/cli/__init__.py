@@ -225,6 +225,9 @@ def estimate(
     moe_grouped_gemm: Annotated[bool, typer.Option(
         "--moe-grouped-gemm/--no-moe-grouped-gemm", help="MoE: local experts as one grouped "
         "GEMM, or one by one (Megatron without --moe-grouped-gemm).")] = True,
+    tp_comm_overlap: Annotated[bool, typer.Option(
+        "--tp-comm-overlap", help="TP collectives pipelined with their GEMMs (Megatron "
+        "--tp-comm-overlap, torchtitan async TP); needs sequence parallelism.")] = False,
     headroom: Annotated[float | None, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
@@ -313,6 +316,7 @@ def estimate(
         layers_per_stage=layout, framework=framework or Framework.MEGATRON,
         flash_attention=True if flash_attention is None else flash_attention,
         attention_kernel=attention_kernel, moe_grouped_gemm=moe_grouped_gemm,
+        tp_comm_overlap=tp_comm_overlap,
         rank_order="tp-cp-pp-dp" if use_tp_pp_dp_mapping else "tp-cp-dp-pp",
     )
     _check_config(cfg, spec, cl, "configuration", dp_given=dp is not None)

@@ -147,6 +147,8 @@ BROKEN = {
     "batch-not-divisible-by-dp": ("llama2-7b", dict(dp=16, global_batch=1000, seq_len=4096)),
     "vpp-layers-not-divisible": ("llama3-70b", dict(tp=8, pp=4, dp=1, vpp=3,
                                                     global_batch=8, seq_len=4096)),
+    "tp-overlap-without-sp": ("llama3-8b", dict(tp=8, dp=1, global_batch=8, seq_len=4096,
+                                                tp_comm_overlap=True)),
 }
 
 

@@ -138,7 +138,7 @@ def _check_config(cfg: ParallelConfig, model: ModelSpec, cluster: Cluster, where
 # What `planner validate` measured for the step-time model (README, Validation: Step time).
 UNCALIBRATED_WARNING = (
     "warning: the step time on {gpu} is not validated: against published runs the model "
-    "predicts real-size H100 and H200 steps up to 34% too fast (17 of 19, median error 18%; "
+    "predicts real-size H100 and H200 steps up to 27% too fast (17 of 19, median error 18%; "
     "their kernel rates are measured, framework overheads are not modelled), small test "
     "models off by up to 79%, and GPUs never measured are priced from datasheets; use it to "
     "compare configurations, not as a promise "

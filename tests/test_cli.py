@@ -145,6 +145,10 @@ def test_validate(run_cli: Run) -> None:
     assert sum(g["num_cases"] for g in groups.values()) == json.loads(out)["time"]["num_cases"]
     a100 = groups["Megatron-LM (papers), real size, a100-sxm4-80gb"]  # the calibrated group
     assert a100["num_cases"] >= 25 and a100["median_abs_error_frac"] <= 0.06  # test_step
+    real = json.loads(out)["time"]["real_size"]  # the summary counts exactly those groups
+    assert real["num_cases"] == sum(g["num_cases"] for name, g in groups.items()
+                                    if "real size" in name)
+    assert "real_size" not in report  # memory cases carry no size group
 
 
 # ---- bad input: exit 2, one clear line naming file / field / fix, never a traceback ----

@@ -208,6 +208,10 @@ def timing_table(report: Report) -> None:
     for group, (count, median, worst) in report.groups().items():
         out.print(f"  {group}: {count} cases, median |error| {median:.1%}, max {worst:.1%}",
                   markup=False)
+    count, median, worst = report.real_size()
+    if count:
+        out.print(f"Real-size cases (hidden >= 2048): {count}, median |error| {median:.1%}, "
+                  f"max {worst:.1%}.")
 
 
 def layout_text(counts: tuple[int, ...]) -> str:

@@ -20,6 +20,7 @@ import yaml
 from planner.cost.flops import hardware_flops_per_step
 from planner.cost.step import estimate_step
 from planner.hardware import Cluster
+from planner.importers.megatron import parse_flags
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate, estimate_memory
 from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
 from planner.parallel import AttentionKernel, Framework, ParallelConfig, Precision, Recompute
@@ -331,14 +332,18 @@ def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> Repor
             continue
         model, cfg = reproduced
         estimate: MemoryEstimate = estimate_memory(model, cfg, capacity_bytes)
+        flags = unmodelled_flags(case)
+        unmodelled = "; not modelled: " + " ".join(flags) if flags else ""
         measured_bytes = float(measured.get("peak_mem_bytes") or measured["peak_mem_GiB"] * GiB)
         if "allocated" in kind_text:
             last = estimate.stages[-1]
-            cases.append(Comparison(id=case["id"], kind="allocated", note="last stage",
+            cases.append(Comparison(id=case["id"], kind="allocated",
+                                    note="last stage" + unmodelled,
                                     measured=measured_bytes, predicted=last.allocated_bytes))
         elif "reserved" in kind_text:
             worst = max(s.reserved_bytes for s in estimate.stages)
-            cases.append(Comparison(id=case["id"], kind="reserved", note="max over stages",
+            cases.append(Comparison(id=case["id"], kind="reserved",
+                                    note="max over stages" + unmodelled,
                                     measured=measured_bytes, predicted=worst))
         else:
             skipped.append((case["id"], f"unknown memory kind: {kind_text[:40]}"))
@@ -481,10 +486,29 @@ def time_report(calibration: dict[str, Any], measured: dict[str, Any],
             notes.append("from tokens/s per GPU")
         if not isinstance(case["config"].get("seq"), int):
             notes.append(f"seq {case['config'].get('seq')}")
+        if flags := unmodelled_flags(case):
+            notes.append("not modelled: " + " ".join(flags))
         cases.append(Comparison(id=case["id"], kind="step time", measured=measured_s,
                                 predicted=predicted, note="; ".join(notes),
                                 group=_group(framework, model, cluster)))
     return Report(cases=tuple(cases), skipped=tuple(skipped), unit="s")
+
+
+# Megatron flags the reproduction reads itself, beyond those the importer maps.
+_CALIBRATION_READS = ("--fp8-recipe", "--tp-comm-overlap-cfg")
+
+
+def unmodelled_flags(case: dict[str, Any]) -> tuple[str, ...]:
+    """The case's Megatron flags the planner does not model (what `estimate --from megatron`
+    would warn about), for the comparison's note: kernel fusions switched off, fp8 parameter
+    gathering, deferred weight gradients, ..."""
+    words: list[str] = []
+    for flag, value in (case["config"].get("megatron_args") or {}).items():
+        if value is False or value is None:
+            continue
+        words += [flag] if value is True else [flag, str(value)]
+    _, unknown, _ = parse_flags(words, str(case.get("id")))
+    return tuple(w for w in unknown if w.startswith("--") and w not in _CALIBRATION_READS)
 
 
 def _torchtitan_tps(measured: dict[str, Any]) -> bool:

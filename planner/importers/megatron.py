@@ -75,7 +75,9 @@ IGNORED_PREFIXES = (
     "--moe-router-pre-softmax", "--make-vocab-size-divisible-by", "--timing-log",
     "--loss-scale", "--initial-loss-scale", "--hysteresis", "--async-save", "--dist-ckpt",
     "--no-initialization", "--num-dataset-builder-threads", "--no-mmap", "--reset-",
-    "--eod-mask-loss",
+    "--eod-mask-loss", "--fim-", "--decoupled-lr", "--decoupled-min-lr",
+    "--override-opt_param-scheduler", "--mtp-loss-scaling-factor",
+    "--calculate-per-token-loss", "--disable-gloo-process-groups",
 )
 
 

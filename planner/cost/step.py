@@ -471,22 +471,59 @@ def _zero3_per_microbatch(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.R
 
     One collective per transformer layer and one for the rest (embedding, final norm, head):
     FSDP's wrapping unit in torchtitan and Megatron-FSDP; DeepSpeed ZeRO-3 gathers per
-    submodule, finer still. Each pays the ring's (n - 1) latency steps, which at thousands of
-    ranks is milliseconds per collective."""
+    submodule, finer still (deepspeed_gathers_per_layer collectives per layer). Each pays the
+    ring's (n - 1) latency steps, which at thousands of ranks is milliseconds per collective."""
     policy = precision_policy(cfg.precision, cfg.framework)
     layers = stage_layers(model, cfg)[0]
     params = stage_params(model, cfg, 0, layers)
-    units: Counter[tuple[float, float]] = Counter(layer_params(model, cfg, i) for i in layers)
-    rest = (params.dense - sum(d * n for (d, _), n in units.items()),
-            params.expert - sum(e * n for (_, e), n in units.items()))
-    units[rest] += 1
+    deepspeed = cfg.framework is Framework.DEEPSPEED
+    # (dense, expert parameters, collectives) of each layer, and one unit for the rest
+    units: Counter[tuple[float, float, int]] = Counter(
+        (*layer_params(model, cfg, i),
+         deepspeed_gathers_per_layer(model, cfg, i) if deepspeed else 1) for i in layers)
+    units[(params.dense - sum(d * n for (d, _, _), n in units.items()),
+           params.expert - sum(e * n for (_, e, _), n in units.items()), 1)] += 1
     gather = reduce = 0.0
-    for (dense, expert), count in units.items():
+    for (dense, expert, k), count in units.items():
         for size, ring in ((dense, dp_ring), (expert, edp_ring)):
-            if size > 0:
-                gather += count * comm.all_gather_s(size * 2, ring)
-                reduce += count * comm.all_gather_s(size * policy.grad_bytes, ring)
+            if size > 0:  # k collectives of size / k: the bandwidth term once, latency k times
+                gather += count * k * comm.all_gather_s(size * 2 / k, ring)
+                reduce += count * k * comm.all_gather_s(size * policy.grad_bytes / k, ring)
     return gather, reduce
+
+
+# DeepSpeed's stage3_prefetch_bucket_size default: parameters (elements) one coalesced
+# all-gather fetches at most (deepspeed/runtime/zero/config.py).
+DEEPSPEED_PREFETCH_BUCKET = 50_000_000
+
+
+def deepspeed_gathers_per_layer(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int:
+    """All-gathers DeepSpeed ZeRO-3 issues for one transformer layer: it fetches parameters per
+    submodule (each linear), coalescing consecutive ones up to the prefetch bucket
+    (partitioned_param_coordinator.fetch_sub_module; DeepSpeed issue #5047 compares its many
+    per-linear all-gathers with FSDP's one per block). Linears in model order, packed greedily
+    into buckets of DEEPSPEED_PREFETCH_BUCKET elements; a linear larger than the bucket is its
+    own gather."""
+    sizes = [p.in_dim * p.out_dim / cfg.tp for p in model.attention_projections()]
+    moe = model.moe
+    if moe is not None and model.is_moe_layer(layer):
+        experts = moe.num_experts / cfg.ep
+        sizes += [p.in_dim * p.out_dim / cfg.expert_tp
+                  for _ in range(round(experts)) for p in model.mlp_projections(
+                      moe.ffn_hidden_size)]
+        if moe.shared_width:
+            sizes += [p.in_dim * p.out_dim / cfg.tp
+                      for p in model.mlp_projections(moe.shared_width)]
+    else:
+        sizes += [p.in_dim * p.out_dim / cfg.tp
+                  for p in model.mlp_projections(model.ffn_hidden_size)]
+    gathers, bucket = 0, 0.0
+    for size in sizes:
+        if bucket and bucket + size > DEEPSPEED_PREFETCH_BUCKET:
+            gathers += 1
+            bucket = 0.0
+        bucket += size
+    return gathers + (1 if bucket else 0)
 
 
 def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink,

@@ -319,3 +319,26 @@ def test_tp_overlap_hides_each_collective_behind_its_own_gemm() -> None:
                      moe=MoeSpec(num_experts=8, top_k=2, ffn_hidden_size=1024))
     cfg = ParallelConfig(tp=2, ep=2, dp=2, global_batch=2, seq_len=2048, sequence_parallel=True)
     assert len(tp_block_gemms(moe, cfg, GPU_CATALOG["h100-sxm5-80gb"], 0)) == 1
+
+
+def test_deepspeed_zero3_gathers_per_linear_up_to_its_prefetch_bucket() -> None:
+    """DeepSpeed fetches per linear, coalescing up to 5e7 parameters: Llama 3 8B's QKV and
+    output projection (25M + 17M) share one gather, FC1 (117M) and FC2 (59M) get one each;
+    GPT-3 175B's four linears are all larger than the bucket; a small model's layer is one
+    gather. The extra collectives add their latency, not bandwidth."""
+    from planner.cost.comm import RingLink
+    from planner.cost.step import _zero3_per_microbatch, deepspeed_gathers_per_layer
+    from planner.model import make_model
+    small = make_model(name="small", num_layers=2, hidden_size=1024, num_attention_heads=8,
+                       vocab_size=32000, max_position_embeddings=2048)
+    cfg = ParallelConfig(dp=1024, global_batch=1024, seq_len=2048, zero=3,
+                         framework=Framework.DEEPSPEED)
+    assert deepspeed_gathers_per_layer(BUILTIN_MODELS["llama3-8b"], cfg, 0) == 3
+    assert deepspeed_gathers_per_layer(BUILTIN_MODELS["gpt3-175b"], cfg, 0) == 4
+    assert deepspeed_gathers_per_layer(small, cfg, 0) == 1
+    model = BUILTIN_MODELS["llama3-8b"]
+    ring = RingLink(bandwidth_bytes_per_s=25e9, latency_s=5e-6, size=1024)
+    fsdp, _ = _zero3_per_microbatch(model, dataclasses.replace(cfg, framework=Framework.MEGATRON),
+                                    ring, ring)
+    deepspeed, _ = _zero3_per_microbatch(model, cfg, ring, ring)
+    assert deepspeed - fsdp == pytest.approx(model.num_layers * 2 * 1023 * 5e-6)

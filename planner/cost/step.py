@@ -13,8 +13,10 @@ Communication per micro-batch and layer (Megatron-LM; Korthikanti et al. 2022 Se
 - CP (ring attention): cp - 1 exchanges of the local K and V forward, twice that backward,
   overlapped with the attention computation; only the excess is exposed.
 - EP: an all-to-all dispatch and one combine of the routed tokens forward, two backward.
-- PP: each micro-batch's s*b*h activation to the next stage, and its gradient back, scattered
-  over tp (Narayanan et al. 2021 Sec. 4.1, scatter/gather), on the stage-to-stage links.
+- PP: each micro-batch's activation to the next stage, and its gradient back, on the
+  stage-to-stage links: s/cp x b x h from every TP rank, / tp with sequence parallelism
+  (Megatron-Core schedules.get_tensor_shapes; the scatter/gather of Narayanan et al. 2021
+  Sec. 4.1 is not in Megatron-Core).
 - ZeRO-3 / FSDP: parameters all-gathered per pass and gradients reduce-scattered per
   micro-batch, overlapped with compute by prefetching (a pass takes the longer of the two).
 - Vocabulary parallelism (Yeung et al., arXiv 2411.05288): each stage computes 1/pp of the
@@ -373,7 +375,8 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
     links = links or resolve_links(cluster, cfg)
     rings = dict(links.rings)
     activation_bytes = cfg.seq_len / cfg.cp * cfg.mbs * model.hidden_size * 2
-    send = comm.p2p_s(activation_bytes / cfg.tp, links.pipeline)
+    sp = cfg.tp if cfg.sequence_parallel else 1  # Megatron-Core sends the s/tp shard with SP
+    send = comm.p2p_s(activation_bytes / sp, links.pipeline)
 
     totals = {"compute_s": 0.0, "tp_comm_s": 0.0, "cp_comm_s": 0.0, "cp_exposed_s": 0.0,
               "ep_comm_s": 0.0, "recompute_s": 0.0, "host_wait_s": 0.0}

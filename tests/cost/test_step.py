@@ -342,3 +342,18 @@ def test_deepspeed_zero3_gathers_per_linear_up_to_its_prefetch_bucket() -> None:
                                     ring, ring)
     deepspeed, _ = _zero3_per_microbatch(model, cfg, ring, ring)
     assert deepspeed - fsdp == pytest.approx(model.num_layers * 2 * 1023 * 5e-6)
+
+
+def test_pipeline_sends_what_megatron_core_sends() -> None:
+    """Megatron-Core sends each micro-batch's s x b x h activation from every TP rank, the
+    s/tp shard with sequence parallelism (schedules.get_tensor_shapes)."""
+    from planner.cost.comm import p2p_s
+    cluster = load_cluster("dgx-h100")
+    model = BUILTIN_MODELS["llama3-70b"]
+    for sp in (True, False):
+        cfg = ParallelConfig(tp=4, pp=4, dp=8, global_batch=64, seq_len=4096,
+                             sequence_parallel=sp)
+        links = resolve_links(cluster, cfg)
+        sent = dict(estimate_step(model, cfg, cluster).breakdown)["pp_send_s"]
+        volume = 4096 * 1 * model.hidden_size * 2 / (4 if sp else 1)
+        assert sent == pytest.approx(p2p_s(volume, links.pipeline))

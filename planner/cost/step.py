@@ -140,8 +140,7 @@ def routed_bytes(model: ModelSpec, cfg: ParallelConfig) -> float:
 def tp_exposure(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
                 layer: int) -> tuple[float, float, float, float]:
     """(forward exposed, backward exposed, forward busy, backward busy) seconds of one layer's
-    tensor-parallel
-    collectives for one micro-batch, forward and backward (a full recompute's is added by the
+    tensor-parallel collectives for one micro-batch (a full recompute's are added by the
     caller). Per block, c is the time of one all-reduce of the block's activations, an
     all-gather or a reduce-scatter half of it (comm.all_reduce_s). Forward: an all-reduce
     (sequence parallel: all-gather in, reduce-scatter out) per block. Backward, per
@@ -188,11 +187,11 @@ def tp_exposure(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Step
 def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
                  layer: int, mode: Recompute) -> LayerPasses:
     """Compute (compute.layer_time) plus the communication of the module docstring: TP as
-    tp_exposure, a full recompute repeating the forward's; CP beyond the attention it overlaps; EP
-    dispatch + combine, twice in backward. A pass takes at least the framework's host time
-    per layer pass (kernels.HOST_LAYER_PASS_S; a full recompute runs the forward's host work
-    again in backward; experts run one by one add kernels.HOST_EXPERT_PASS_S each after the
-    first): small layers wait on the CPU, not the GPU."""
+    tp_exposure, a full recompute repeating the forward's; CP beyond the attention it
+    overlaps; EP dispatch + combine, twice in backward. A pass takes at least the framework's
+    host time per layer pass (kernels.HOST_LAYER_PASS_S; a full recompute runs the forward's
+    host work again in backward; experts run one by one add kernels.HOST_EXPERT_PASS_S each
+    after the first): small layers wait on the CPU, not the GPU."""
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     lt = layer_time(model, cfg, gpu, layer, mode)
     full = mode is Recompute.FULL
@@ -290,14 +289,15 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     each at its best: the GEMMs at the best-case rate (forward and the two backward GEMMs,
     3 x the forward FLOPs; tile quantization only slows them), the fused attention core at the
     fastest rate its kernel reaches at any call size, the element-wise traffic (3 x the
-    forward's: backward moves twice), and the exposed forward TP all-reduces and MoE
-    all-to-alls at their bandwidth terms (all_reduce_s's ring and tree both take at least
-    2(n-1)/n x bytes / bandwidth; measured curves are left out). A micro-batch of b sequences
-    costs at least b x that, so over the m = sequences / b micro-batches the busiest stage
-    needs at least `sequences` x its sum, and fast_makespan's fill and drain (the other
-    stages' time / vpp) at least the other stages' per-sequence sum / vpp. Latencies,
-    recompute, CP, pipeline hops, host waits, data-parallel and optimizer time only add. The
-    rings are the slowest TP and EP rings (comm.slowest_ring)."""
+    forward's: backward moves twice), and the TP collectives tp_exposure never hides (all of
+    forward; backward, torchtitan's all and Megatron's output-gradient all-gathers and MoE
+    dispatcher traffic) and the MoE all-to-alls, at their bandwidth terms (all_reduce_s's
+    ring and tree both take at least 2(n-1)/n x bytes / bandwidth; measured curves are left
+    out). A micro-batch of b sequences costs at least b x that, so over the m = sequences / b
+    micro-batches the busiest stage needs at least `sequences` x its sum, and fast_makespan's
+    fill and drain (the other stages' time / vpp) at least the other stages' per-sequence sum
+    / vpp. Latencies, recompute, CP, pipeline hops, host waits, data-parallel and optimizer
+    time only add. The rings are the slowest TP and EP rings (comm.slowest_ring)."""
     gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))
     unit = dataclasses.replace(cfg, mbs=1)  # one sequence
     sequences = cfg.global_batch / cfg.dp  # per replica and step, all micro-batches

@@ -140,18 +140,71 @@ def ring_link(cluster: Cluster, members: tuple[int, ...]) -> RingLink:
                     gpus_per_node=per_node, curves=curves)
 
 
+def _lattice(cfg: ParallelConfig, axis: Axis
+             ) -> tuple[list[int], list[int], list[tuple[int, int]]] | None:
+    """The groups of `axis` as base + fixed offsets: (bases in groups()' order, offsets in ring
+    order, (count, stride) of the terms every base is a sum of). Expert axes take this form
+    when each stage's ranks are contiguous (pp the slowest axis); None otherwise."""
+    s_tp, s_cp, s_dp, s_pp = strides(cfg)
+    tps = [t * s_tp for t in range(cfg.tp)]
+    cps = [c * s_cp for c in range(cfg.cp)]
+    dps = [d * s_dp for d in range(cfg.dp)]
+    pps = [p * s_pp for p in range(cfg.pp)]
+    if axis is Axis.TP:
+        return ([c + d + p for p in pps for d in dps for c in cps], tps,
+                [(cfg.cp, s_cp), (cfg.dp, s_dp), (cfg.pp, s_pp)])
+    if axis is Axis.CP:
+        return ([t + d + p for p in pps for d in dps for t in tps], cps,
+                [(cfg.tp, s_tp), (cfg.dp, s_dp), (cfg.pp, s_pp)])
+    if axis is Axis.DP:
+        return ([t + p for p in pps for t in tps], [d + c for d in dps for c in cps],
+                [(cfg.tp, s_tp), (cfg.pp, s_pp)])
+    if axis is Axis.PP:
+        return ([t + c + d for t in tps for c in cps for d in dps], pps,
+                [(cfg.tp, s_tp), (cfg.cp, s_cp), (cfg.dp, s_dp)])
+    stage = cfg.tp * cfg.cp * cfg.dp
+    if s_pp != stage:  # a stage's ranks are not contiguous: groups() sorts them
+        return None
+    if axis is Axis.EP:
+        step, size = cfg.expert_tp, cfg.ep
+    else:
+        step, size = cfg.expert_tp * cfg.ep, cfg.expert_dp
+    block = step * size
+    bases = [p + b + o for p in pps for b in range(0, stage, block) for o in range(step)]
+    return (bases, [i * step for i in range(size)],
+            [(cfg.pp, s_pp), (stage // block, block), (step, 1)])
+
+
 def slowest_ring(cluster: Cluster, cfg: ParallelConfig, axis: Axis) -> RingLink:
     """The slowest ring of all groups of `axis` (they run in lockstep). On a uniform cluster
-    groups of the same shape see the same links, so one group per shape is resolved."""
-    members = groups(cfg, axis)
-    if cluster.uniform:  # every node alike: GPU g is local g % w of node g // w
-        width = cluster.gpus_per_node
-        by_shape: dict[tuple[tuple[int, int], ...], tuple[int, ...]] = {}
-        for group in members:
-            first = group[0] // width
-            shape = tuple((g // width - first, g % width) for g in group)
-            by_shape.setdefault(shape, group)
-        members = list(by_shape.values())
+    groups of the same shape see the same links, so one group per shape is resolved. Groups
+    of the form base + fixed offsets (_lattice) have a shape that depends only on the base
+    modulo the node width: once a group of every base residue (the residues the base's terms
+    can sum to) has been seen, the rest only repeat shapes."""
+    width = cluster.gpus_per_node
+    lattice = _lattice(cfg, axis) if cluster.uniform else None
+    members: list[tuple[int, ...]]
+    if lattice is not None:
+        bases, offsets, terms = lattice
+        residues = {0}
+        for count, stride in terms:
+            steps = {k * stride % width for k in range(min(count, width))}
+            residues = {(r + k) % width for r in residues for k in steps}
+        by_residue: dict[int, tuple[int, ...]] = {}
+        for base in bases:  # in groups()' order: the same representative of each shape
+            by_residue.setdefault(base % width, tuple(base + o for o in offsets))
+            if len(by_residue) == len(residues):
+                break
+        members = list(by_residue.values())
+    else:
+        members = groups(cfg, axis)
+        if cluster.uniform:  # every node alike: GPU g is local g % w of node g // w
+            by_shape: dict[tuple[tuple[int, int], ...], tuple[int, ...]] = {}
+            for group in members:
+                first = group[0] // width
+                shape = tuple((g // width - first, g % width) for g in group)
+                by_shape.setdefault(shape, group)
+            members = list(by_shape.values())
     rings = [ring_link(cluster, g) for g in members]
     return min(rings, key=lambda r: (r.bandwidth_bytes_per_s, -r.latency_s))
 

@@ -12,7 +12,9 @@ Otherwise, collective times are the alpha-beta ring models NCCL's own performanc
 (nccl-tests doc/PERFORMANCE.md, "bus bandwidth"): with n ranks and M bytes,
 all-reduce 2(n-1)/n * M / B + 2(n-1) * a (or NCCL's tree, 2M / B + 2 log2(n) * a, when that is
 faster: large groups, small messages), all-gather and reduce-scatter (n-1)/n * M / B +
-(n-1) * a, where B is the bus bandwidth a GPU sustains on the ring and a the per-step latency.
+(n-1) * a, where B is the bus bandwidth a GPU sustains on the ring and a the per-step latency
+(on a ring the mean of its hops' latencies, as NCCL's tuning model counts them; the tree and
+the all-to-all wait on the slowest link's).
 A ring that spans nodes with k of its GPUs on each node runs k rings through k NICs, so its
 inter-node hops carry k times one GPU's NIC share (shared/reference/hardware.md Sec. 3.2,
 6.2: inter-node all-reduce busbw ~ min(intra busbw, node NIC aggregate)).
@@ -52,10 +54,21 @@ class RingLink:
     bandwidth_bytes_per_s: float
     latency_s: float
     size: int
+    # mean latency of the ring's hops (NVLink inside a node, the network between nodes); None:
+    # latency_s, every hop alike
+    hop_latency_s: float | None = None
     intra_bytes_per_s: float = float("inf")
     inter_bytes_per_s: float = float("inf")
     gpus_per_node: int = 1
     curves: tuple[CollectiveCurve, ...] = ()  # measured curves for this group's shape
+
+    @property
+    def ring_step_latency_s(self) -> float:
+        """Latency per ring step: NCCL pipelines a ring collective's chunks hop by hop, so
+        its n - 1 steps cost the sum of the hops' latencies along the ring, intra-node hops at
+        NVLink latency and node crossings at the network's (NCCL src/graph/tuning.cc: ring
+        latency = (nsteps - nInterSteps) x intraLat + nInterSteps x interLat)."""
+        return self.latency_s if self.hop_latency_s is None else self.hop_latency_s
 
     def measured_busbw(self, op: str, size_bytes: float) -> float | None:
         for curve in self.curves:
@@ -124,11 +137,12 @@ def ring_link(cluster: Cluster, members: tuple[int, ...]) -> RingLink:
     nodes = [cluster.locate(g)[0] for g in members]
     per_node = min(Counter(nodes).values())
     intra = inter = float("inf")
-    latency = 0.0
+    latency = total_latency = 0.0
     for i, src in enumerate(members):
         dst = members[(i + 1) % size]
         link = cluster.link(src, dst)
         latency = max(latency, link.latency_s)
+        total_latency += link.latency_s
         if nodes[i] == nodes[(i + 1) % size]:
             intra = min(intra, link.bandwidth_bytes_per_s)
         else:
@@ -137,7 +151,7 @@ def ring_link(cluster: Cluster, members: tuple[int, ...]) -> RingLink:
                    if (c.num_ranks, c.gpus_per_node) == (size, per_node))
     return RingLink(bandwidth_bytes_per_s=min(intra, inter * per_node), latency_s=latency,
                     size=size, intra_bytes_per_s=intra, inter_bytes_per_s=inter,
-                    gpus_per_node=per_node, curves=curves)
+                    gpus_per_node=per_node, curves=curves, hop_latency_s=total_latency / size)
 
 
 def _lattice(cfg: ParallelConfig, axis: Axis
@@ -218,7 +232,7 @@ def all_reduce_s(num_bytes: float, ring: RingLink) -> float:
     if measured is not None:  # nccl-tests: time = size x 2(n-1)/n / busbw
         return 2 * (n - 1) / n * num_bytes / measured
     ring_s = 2 * (n - 1) / n * num_bytes / ring.bandwidth_bytes_per_s + 2 * (n - 1) * (
-        ring.latency_s)
+        ring.ring_step_latency_s)
     # NCCL's double binary tree (Sanders et al. 2009; NCCL 2.4+): each rank sends and
     # receives about the message twice over, at the same bus bandwidth, in 2 log2(n) latency
     # steps; NCCL picks whichever is faster.
@@ -236,7 +250,8 @@ def all_gather_s(num_bytes: float, ring: RingLink) -> float:
         "reduce_scatter", num_bytes)
     if measured is not None:
         return (n - 1) / n * num_bytes / measured
-    return (n - 1) / n * num_bytes / ring.bandwidth_bytes_per_s + (n - 1) * ring.latency_s
+    return ((n - 1) / n * num_bytes / ring.bandwidth_bytes_per_s
+            + (n - 1) * ring.ring_step_latency_s)
 
 
 def all_to_all_s(num_bytes: float, ring: RingLink, *, latency: bool = True) -> float:

@@ -137,3 +137,17 @@ def test_slowest_ring_by_base_residue_equals_enumerating_every_group() -> None:
             assert comm.slowest_ring(cluster, cfg, axis) == _slowest_ring_by_enumeration(
                 cluster, cfg, axis), (cluster.name, cfg, axis)
         checked += 1
+
+
+def test_ring_latency_is_the_sum_of_its_hops() -> None:
+    """A ring over two DGX H100 nodes has 14 NVLink hops and 2 network hops: its n - 1 steps
+    cost the mean hop latency each (NCCL's tuning model), not the network's every step."""
+    cluster = load_cluster("dgx-h100")
+    members = tuple(range(16))
+    ring = comm.ring_link(cluster, members)
+    hops = [cluster.link(members[i], members[(i + 1) % 16]).latency_s for i in range(16)]
+    assert ring.latency_s == max(hops) and ring.hop_latency_s == pytest.approx(sum(hops) / 16)
+    assert ring.hop_latency_s < ring.latency_s
+    size = 1e3  # latency-bound
+    assert comm.all_gather_s(size, ring) == pytest.approx(
+        15 / 16 * size / ring.bandwidth_bytes_per_s + 15 * sum(hops) / 16)

@@ -116,6 +116,7 @@ class LayerPasses:
     compute_s: float
     recompute_s: float
     tp_busy_s: float
+    tp_exposed_s: float
     cp_busy_s: float
     cp_exposed_s: float
     ep_busy_s: float
@@ -222,7 +223,8 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     return LayerPasses(
         forward_s=max(forward, host_fwd), backward_s=max(backward, host_bwd),
         compute_s=lt.forward_s + lt.backward_s, recompute_s=lt.recompute_s,
-        tp_busy_s=tp_fwd_busy + tp_bwd_busy, cp_busy_s=cp_busy,
+        tp_busy_s=tp_fwd_busy + tp_bwd_busy, tp_exposed_s=tp_fwd_exposed + tp_bwd_exposed,
+        cp_busy_s=cp_busy,
         cp_exposed_s=3 * cp_fwd, ep_busy_s=3 * ep_fwd, host_wait_s=wait)
 
 
@@ -378,7 +380,8 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
     sp = cfg.tp if cfg.sequence_parallel else 1  # Megatron-Core sends the s/tp shard with SP
     send = comm.p2p_s(activation_bytes / sp, links.pipeline)
 
-    totals = {"compute_s": 0.0, "tp_comm_s": 0.0, "cp_comm_s": 0.0, "cp_exposed_s": 0.0,
+    totals = {"compute_s": 0.0, "tp_comm_s": 0.0, "tp_exposed_s": 0.0, "cp_comm_s": 0.0,
+              "cp_exposed_s": 0.0,
               "ep_comm_s": 0.0, "recompute_s": 0.0, "host_wait_s": 0.0}
     passes = _PassCache(model, cfg, gpu, links)
     vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
@@ -405,6 +408,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                 totals["compute_s"] += lp.compute_s * m * count
                 totals["recompute_s"] += lp.recompute_s * m * count
                 totals["tp_comm_s"] += lp.tp_busy_s * m * count
+                totals["tp_exposed_s"] += lp.tp_exposed_s * m * count
                 totals["ep_comm_s"] += lp.ep_busy_s * m * count
                 totals["cp_comm_s"] += lp.cp_busy_s * m * count
                 totals["cp_exposed_s"] += lp.cp_exposed_s * m * count

@@ -13,6 +13,7 @@ PARTS = (
     ("recompute_s", "of which recompute"),
     ("bubble_s", "pipeline bubble"),
     ("tp_comm_s", "tensor-parallel communication (busy)"),
+    ("tp_exposed_s", "of which exposed"),
     ("cp_exposed_s", "context-parallel communication (exposed)"),
     ("ep_comm_s", "expert-parallel all-to-all (busy)"),
     ("dp_exposed_s", "data-parallel gradient sync (exposed)"),

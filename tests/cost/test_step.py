@@ -281,6 +281,12 @@ def test_tp_backward_collectives_by_framework() -> None:
     # Megatron's busy traffic: 2c forward, 3 half-c collectives per block backward
     assert m.tp_busy_s == pytest.approx(2 * c + 3 * c)
     assert t.tp_busy_s == pytest.approx(4 * c)
+    assert m.tp_exposed_s == pytest.approx(2 * c + megatron_bwd)
+    assert t.tp_exposed_s == pytest.approx(4 * c)
+    # the step's breakdown adds them up over layers and micro-batches, exposed within busy
+    b = dict(estimate_step(model, megatron, cluster).breakdown)
+    assert b["tp_exposed_s"] == pytest.approx(model.num_layers * m.tp_exposed_s)
+    assert b["tp_exposed_s"] <= b["tp_comm_s"]
 
 
 def test_tp_overlap_hides_each_collective_behind_its_own_gemm() -> None:

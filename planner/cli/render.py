@@ -251,6 +251,7 @@ def search_table(model: ModelSpec, cluster: Cluster, result: SearchResult) -> No
                       f"{step.mfu:.1%}", _gib(c.memory.peak_bytes),
                       _gib(c.memory.usable_bytes - c.memory.peak_bytes))
     out.print(table)
+    power_line(cluster.gpu_types)
 
 
 def explanation(why: Explanation) -> None:

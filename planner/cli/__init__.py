@@ -142,7 +142,7 @@ UNCALIBRATED_WARNING = (
     "their kernel rates are measured, framework overheads are not modelled), small test "
     "models off by up to 79%, and GPUs never measured are priced from datasheets; use it to "
     "compare configurations, not as a promise "
-    "(validated: Megatron-LM on A100, median error 5.5%)")
+    "(validated: Megatron-LM on A100, median error 5.4%)")
 
 
 def _result(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,

@@ -255,6 +255,10 @@ def _stage_params(model: ModelSpec, t: int, ep: int, etp: int, pp: int,
     return StageParams(dense=round(dense), expert=round(expert), largest_layer=round(largest))
 
 
+# FSDP's unsharded (compute) copy of a parameter: bf16 under torchtitan's mixed precision.
+UNSHARDED_PARAM_BYTES = 2
+
+
 def model_state_bytes(params: StageParams, cfg: ParallelConfig,
                       policy: PrecisionPolicy) -> tuple[int, int, int]:
     """(weights, gradients, optimizer) bytes on one GPU after ZeRO sharding.
@@ -264,21 +268,30 @@ def model_state_bytes(params: StageParams, cfg: ParallelConfig,
     also weights, each over the data-parallel group. Dense parameters shard over dp*cp (Megatron
     `data_parallel_group_with_context_parallel`, torchtitan's dp_shard*cp mesh); experts over
     expert-dp. ZeRO-1 is Megatron's distributed optimizer: 6 + 12/dp bytes/param for bf16.
+    torchtitan's FSDP under pipelining (ParallelConfig.fsdp_keeps_params) holds, beside its
+    sharded state, the stage's unsharded 16-bit parameters and unsharded fp32 gradients for
+    the whole step.
     """
+    zero = 3 if cfg.fsdp_keeps_params else cfg.zero  # FSDP shards all its state either way
+
     def sharded(count: int, group: int) -> tuple[float, float, float]:
         w = float(count * (policy.weight_bytes + policy.fp8_weight_bytes))
         g = float(count * policy.grad_bytes)
         o = float(count * (policy.master_bytes + policy.optimizer_bytes))
-        if cfg.zero >= 1:
+        if zero >= 1:
             o /= group
-        if cfg.zero >= 2:
+        if zero >= 2:
             g /= group
-        if cfg.zero >= 3:
+        if zero >= 3:
             w /= group
         return w, g, o
 
     dw, dg, do = sharded(params.dense, cfg.dp * cfg.cp)
     ew, eg, eo = sharded(params.expert, cfg.expert_dp)
+    if cfg.fsdp_keeps_params:  # torchtitan FSDP under pipelining (ParallelConfig)
+        count = params.dense + params.expert
+        dw += count * UNSHARDED_PARAM_BYTES  # the 16-bit copy, kept all step
+        dg += count * policy.grad_bytes  # gradients accumulated unsharded (fp32 reduce dtype)
     return math.ceil(dw + ew), math.ceil(dg + eg), math.ceil(do + eo)
 
 
@@ -447,7 +460,7 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     vocab_shard = model.padded_vocab_size(t) / t
     if vocab_parallel:  # every stage computes its vocabulary shard of every micro-batch
         vocab_shard /= cfg.pp
-    fsdp = cfg.zero >= 3
+    fsdp = cfg.zero >= 3 and not cfg.fsdp_keeps_params  # gathers per pass (layer transients)
     loss_phase = 0.0
     if last and model.num_mtp_layers:  # each MTP module: its layer, the 2h->h projection input
         mtp_layer = layer_activation_bytes(model, cfg, model.num_layers - 1, cfg.recompute)

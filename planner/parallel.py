@@ -167,6 +167,16 @@ class ParallelConfig:
         return kinds
 
     @property
+    def fsdp_keeps_params(self) -> bool:
+        """torchtitan's FSDP under pipelining: parameters are gathered once and kept unsharded,
+        and gradients accumulate unsharded across the micro-batches until the last one's
+        backward reduce-scatters them (torch.distributed.pipelining's stage turns off
+        resharding after backward and gradient sync for all but the last micro-batch,
+        stage.backward_maybe_with_nosync; torchtitan's default reshard policy is not to reshard
+        after forward when pipelining). ZeRO 2 and 3 are then the same."""
+        return self.framework is Framework.TORCHTITAN and self.pp > 1 and self.zero >= 2
+
+    @property
     def group_size(self) -> int:
         """The interleaved schedule's micro-batch group (default pp)."""
         return self.microbatch_group_size or self.pp
@@ -236,10 +246,11 @@ class ParallelConfig:
                        "torchtitan's async TP overlaps the sequence-parallel collectives)")
         if not 0 <= self.zero <= 3:
             out.append(f"zero({self.zero}) must be 0, 1, 2 or 3")
-        if self.zero >= 2 and self.pp > 1:
+        if self.zero >= 2 and self.pp > 1 and self.framework is not Framework.TORCHTITAN:
             out.append(f"zero({self.zero}) with pp({self.pp}) > 1: ZeRO-2/3 shard gradients "
                        "that pipeline micro-batches accumulate; use zero 1 (distributed "
-                       "optimizer) with pipelining")
+                       "optimizer) with pipelining (torchtitan's FSDP does pipeline: it keeps "
+                       "the stage's parameters and gradients unsharded during the step)")
         out.extend(self._moe_problems(model))
         out.extend(self._layout_problems(model))
         if self.recompute_num_layers is not None and self.recompute is not Recompute.FULL:

@@ -258,3 +258,29 @@ def test_routed_token_buffers_follow_capacity_factor() -> None:
                          sequence_parallel=True)
     assert layer_activation_bytes(capped, cfg, 0, Recompute.NONE) < layer_activation_bytes(
         mixtral, cfg, 0, Recompute.NONE)
+
+
+def test_torchtitan_fsdp_under_pipelining_keeps_the_stage_unsharded() -> None:
+    """torchtitan with FSDP and a pipeline gathers a stage's parameters once and keeps them
+    (16-bit) with fp32 gradients accumulated unsharded until the last micro-batch: beside the
+    sharded fp32 parameters, gradients and Adam moments (4 + 4 + 8 bytes / dp), 2 + 4 bytes
+    per parameter of the stage; no per-layer gather buffers. Megatron refuses ZeRO-3 with a
+    pipeline; torchtitan's ZeRO 2 and 3 are then the same."""
+    from planner.memory import model_state_bytes, precision_policy, stage_memory, stage_params
+    from planner.parallel import Framework, stage_chunks, stage_layers
+    model = BUILTIN_MODELS["llama3-70b"]
+    cfg = ParallelConfig(tp=8, pp=4, dp=4, global_batch=64, seq_len=8192,
+                         sequence_parallel=True, zero=3, framework=Framework.TORCHTITAN)
+    assert cfg.problems(model) == () and cfg.fsdp_keeps_params
+    megatron = dataclasses.replace(cfg, framework=Framework.MEGATRON)
+    assert any("pipeline" in p for p in megatron.problems(model))
+    params = stage_params(model, cfg, 1, stage_layers(model, cfg)[1])
+    count = params.dense + params.expert
+    weights, grads, optimizer = model_state_bytes(
+        params, cfg, precision_policy(cfg.precision, cfg.framework))
+    assert weights == pytest.approx(count * (4 / 4 + 2), abs=2)
+    assert grads == pytest.approx(count * (4 / 4 + 4), abs=2)
+    assert optimizer == pytest.approx(count * 8 / 4, abs=2)
+    zero2 = dataclasses.replace(cfg, zero=2)
+    chunks = stage_chunks(model, cfg)[1]
+    assert stage_memory(model, zero2, 1, chunks) == stage_memory(model, cfg, 1, chunks)

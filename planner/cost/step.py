@@ -423,7 +423,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
             row.append(ChunkTimes(forward_s=forward, backward_s=backward, send_s=send))
         chunks.append(row)
     zero3_busy = zero3_exposed = 0.0
-    if cfg.zero >= 3:  # parameters gathered per pass, prefetch overlaps them with compute
+    if cfg.zero >= 3 and not cfg.fsdp_keeps_params:  # gathered per pass, prefetched
         gather_s, reduce_s = _zero3_per_microbatch(model, cfg, rings[Axis.DP], rings[Axis.EDP])
         zero3_busy = (2 * gather_s + reduce_s) * m
         zero3_exposed = m * max(
@@ -543,7 +543,7 @@ def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink
     for stage, layers in enumerate(stage_layers(model, cfg)):
         params = stage_params(model, cfg, stage, layers)
         busy = exposed = 0.0
-        if cfg.zero >= 3:  # reduced per micro-batch inside the pipeline passes
+        if cfg.zero >= 3 and not cfg.fsdp_keeps_params:  # per micro-batch, in the passes
             continue
         for count, ring in ((params.dense, dp_ring), (params.expert, edp_ring)):
             if ring.size == 1 or count == 0:
@@ -555,7 +555,9 @@ def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink
                 reduce, gather = comm.all_reduce_s(count * grad_bytes, ring), 0.0
             busy += reduce + gather
             if cfg.overlap_grad_reduce:
-                bucket = max(BUCKET_PARAMS, 1_000_000 * ring.size)
+                # FSDP reduces (and gathers) one block at a time; Megatron by bucket
+                bucket = (params.largest_layer if cfg.fsdp_keeps_params
+                          else max(BUCKET_PARAMS, 1_000_000 * ring.size))
                 share = min(1.0, bucket / count)
                 exposed += (reduce + gather) * share
             else:

@@ -160,8 +160,10 @@ def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
 def zero_stages(family: Degrees, spec: SearchSpec) -> list[int]:
     """ZeRO stages worth trying: none without data parallelism; with it 0 and 1 (Megatron's
     distributed optimizer) for Megatron-LM; 0, 2 and 3 for torchtitan (FSDP; it has no
-    optimizer-only sharding) and 0-3 for DeepSpeed, 2 and 3 only without a pipeline (sharded
-    gradients and the micro-batches a pipeline accumulates do not mix: ParallelConfig.problems).
+    optimizer-only sharding; with a pipeline 0 and 3, as its FSDP then keeps the stage's
+    parameters unsharded: ParallelConfig.fsdp_keeps_params) and 0-3 for DeepSpeed, 2 and 3
+    only without a pipeline (sharded gradients and the micro-batches a pipeline accumulates do
+    not mix: ParallelConfig.problems).
 
     Megatron FSDP (2/3) is not proposed unasked: the ZeRO-3 step-time model is its least
     accurate part (`planner validate`: DeepSpeed ZeRO-3 runs predicted about 56% too fast), so
@@ -170,10 +172,9 @@ def zero_stages(family: Degrees, spec: SearchSpec) -> list[int]:
         return [0]
     if spec.framework is Framework.MEGATRON:
         return [0, 1]
-    stages = [0, 1, 2, 3] if family.pp == 1 else [0, 1]
-    if spec.framework is Framework.TORCHTITAN:
-        stages.remove(1)
-    return stages
+    if spec.framework is Framework.TORCHTITAN:  # with a pipeline FSDP keeps parameters: 2 = 3
+        return [0, 2, 3] if family.pp == 1 else [0, 3]
+    return [0, 1, 2, 3] if family.pp == 1 else [0, 1]
 
 
 def lightest_variants(family: Degrees, spec: SearchSpec) -> list[ParallelConfig]:

@@ -363,3 +363,28 @@ def test_pipeline_sends_what_megatron_core_sends() -> None:
         sent = dict(estimate_step(model, cfg, cluster).breakdown)["pp_send_s"]
         volume = 4096 * 1 * model.hidden_size * 2 / (4 if sp else 1)
         assert sent == pytest.approx(p2p_s(volume, links.pipeline))
+
+
+def test_torchtitan_fsdp_under_pipelining_gathers_and_reduces_once_per_step() -> None:
+    """With a pipeline torchtitan's FSDP gathers each stage's parameters once and reduce-
+    scatters the accumulated gradients once, at the last micro-batch: the data-parallel
+    traffic is one gather of 16-bit parameters and one reduce-scatter of fp32 gradients per
+    step, whatever the number of micro-batches, and only about a block of it is exposed."""
+    from planner.memory import stage_params
+    from planner.parallel import stage_layers
+    cluster = load_cluster("dgx-h100")
+    model = BUILTIN_MODELS["llama3-70b"]
+    steps = {}
+    for global_batch in (64, 256):
+        cfg = ParallelConfig(tp=8, pp=4, dp=4, global_batch=global_batch, seq_len=8192,
+                             sequence_parallel=True, zero=3, framework=Framework.TORCHTITAN)
+        links = resolve_links(cluster, cfg)
+        ring = links.ring(Axis.DP)
+        busiest = max(stage_params(model, cfg, s, layers).dense
+                      for s, layers in enumerate(stage_layers(model, cfg)))
+        b = dict(estimate_step(model, cfg, cluster).breakdown)
+        assert b["dp_comm_s"] == pytest.approx(comm.all_gather_s(busiest * 4, ring)
+                                               + comm.all_gather_s(busiest * 2, ring))
+        assert b["dp_exposed_s"] < b["dp_comm_s"] / 10
+        steps[global_batch] = b["dp_comm_s"]
+    assert steps[64] == steps[256]

@@ -242,3 +242,15 @@ def test_split_and_block_recompute_are_chosen_together(model: str, pp: int, n: i
     split = chosen.layers_per_stage or tuple(len(s) for s in stage_layers(spec, cfg))
     value = worst(split, chosen.recompute_num_layers or n)
     assert value is not None and value == pytest.approx(min(options), rel=1e-12)
+
+
+def test_torchtitan_pipelines_with_fsdp() -> None:
+    """torchtitan runs FSDP under pipelining (parameters kept unsharded for the step): its
+    search proposes ZeRO 3 with pp > 1, where before only replication could pipeline."""
+    cluster = load_cluster("dgx-h100")
+    cluster = dataclasses.replace(cluster, nodes=cluster.nodes[:8])
+    result = search(BUILTIN_MODELS["llama3-70b"],
+                    SearchSpec(world_size=64, global_batch=64, seq_len=8192,
+                               framework=Framework.TORCHTITAN, pp=4), cluster)
+    assert result.plans and all(p.config.pp == 4 for p in result.plans)
+    assert any(p.config.zero == 3 and p.config.fsdp_keeps_params for p in result.plans)

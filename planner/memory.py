@@ -268,11 +268,14 @@ def model_state_bytes(params: StageParams, cfg: ParallelConfig,
     also weights, each over the data-parallel group. Dense parameters shard over dp*cp (Megatron
     `data_parallel_group_with_context_parallel`, torchtitan's dp_shard*cp mesh); experts over
     expert-dp. ZeRO-1 is Megatron's distributed optimizer: 6 + 12/dp bytes/param for bf16.
-    torchtitan's FSDP under pipelining (ParallelConfig.fsdp_keeps_params) holds, beside its
-    sharded state, the stage's unsharded 16-bit parameters and unsharded fp32 gradients for
-    the whole step.
+    torchtitan's FSDP shards parameters, gradients and optimizer state at ZeRO 2 as at 3; at 2
+    (fsdp_reshard_after_forward never) it also keeps the unsharded 16-bit parameters from
+    forward to backward, and under pipelining (ParallelConfig.fsdp_keeps_params) those and
+    unsharded fp32 gradients for the whole step.
     """
-    zero = 3 if cfg.fsdp_keeps_params else cfg.zero  # FSDP shards all its state either way
+    # torchtitan's FSDP shards all its state at ZeRO 2 too; 2 only keeps the unsharded copy
+    titan_fsdp = cfg.framework is Framework.TORCHTITAN and cfg.zero >= 2
+    zero = 3 if titan_fsdp else cfg.zero
 
     def sharded(count: int, group: int) -> tuple[float, float, float]:
         w = float(count * (policy.weight_bytes + policy.fp8_weight_bytes))
@@ -288,9 +291,10 @@ def model_state_bytes(params: StageParams, cfg: ParallelConfig,
 
     dw, dg, do = sharded(params.dense, cfg.dp * cfg.cp)
     ew, eg, eo = sharded(params.expert, cfg.expert_dp)
+    count = params.dense + params.expert
+    if titan_fsdp and (cfg.zero == 2 or cfg.fsdp_keeps_params):
+        dw += count * UNSHARDED_PARAM_BYTES  # the 16-bit copy, kept from forward to backward
     if cfg.fsdp_keeps_params:  # torchtitan FSDP under pipelining (ParallelConfig)
-        count = params.dense + params.expert
-        dw += count * UNSHARDED_PARAM_BYTES  # the 16-bit copy, kept all step
         dg += count * policy.grad_bytes  # gradients accumulated unsharded (fp32 reduce dtype)
     return math.ceil(dw + ew), math.ceil(dg + eg), math.ceil(do + eo)
 

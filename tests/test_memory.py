@@ -284,3 +284,21 @@ def test_torchtitan_fsdp_under_pipelining_keeps_the_stage_unsharded() -> None:
     zero2 = dataclasses.replace(cfg, zero=2)
     chunks = stage_chunks(model, cfg)[1]
     assert stage_memory(model, zero2, 1, chunks) == stage_memory(model, cfg, 1, chunks)
+
+
+def test_torchtitan_zero2_shards_everything_and_keeps_a_bf16_copy() -> None:
+    """torchtitan's FSDP at ZeRO 2 (fsdp_reshard_after_forward never) shards parameters,
+    gradients and moments like ZeRO 3 and keeps the unsharded bf16 parameters from forward to
+    backward: 4/N + 2, 4/N and 8/N bytes per parameter (not the full fp32 weights of ZeRO 2
+    in the Rajbhandari sense)."""
+    from planner.parallel import Framework
+    model = BUILTIN_MODELS["llama3-8b"]
+    cfg = ParallelConfig(dp=8, global_batch=16, seq_len=8192, zero=2,
+                         framework=Framework.TORCHTITAN)
+    params = stage_params(model, cfg, 0, stage_layers(model, cfg)[0])
+    count = params.dense + params.expert
+    weights, grads, optimizer = model_state_bytes(
+        params, cfg, precision_policy(cfg.precision, cfg.framework))
+    assert weights == pytest.approx(count * (4 / 8 + 2), abs=2)
+    assert grads == pytest.approx(count * 4 / 8, abs=2)
+    assert optimizer == pytest.approx(count * 8 / 8, abs=2)

@@ -465,6 +465,9 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     if vocab_parallel:  # every stage computes its vocabulary shard of every micro-batch
         vocab_shard /= cfg.pp
     fsdp = cfg.zero >= 3 and not cfg.fsdp_keeps_params  # gathers per pass (layer transients)
+    # FSDP that keeps its parameters gathered still reduce-scatters each block's gradient:
+    # the block's bf16 gradient and its fp32 copy for the reduction are transient
+    kept = cfg.framework is Framework.TORCHTITAN and cfg.zero >= 2 and not fsdp
     loss_phase = 0.0
     if last and model.num_mtp_layers:  # each MTP module: its layer, the 2h->h projection input
         mtp_layer = layer_activation_bytes(model, cfg, model.num_layers - 1, cfg.recompute)
@@ -477,6 +480,8 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
             loss_phase *= 2
         if fsdp:  # gathered bf16 head, its bf16 gradient and the fp32 copy reduce-scattered
             loss_phase += vocab_shard * h * (2 + 2 + 4)
+        elif kept and not cfg.fsdp_keeps_params:  # the head's gradient and its fp32 copy
+            loss_phase += vocab_shard * h * (2 + 4)
 
     widest = float(model.ffn_hidden_size * (2 if model.activation.gated else 1))
     if model.moe is not None:
@@ -486,9 +491,9 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     backward = 2 * largest_tensor
     if layers and cfg.recompute is Recompute.FULL:
         backward += max(stored_by(layer, Recompute.NONE) for layer in first_of.values())
-    if fsdp and layers:
+    if (fsdp or kept) and layers:
         params = stage_params(model, cfg, stage, layers)
-        backward += params.largest_layer * (2 * 2 + 4)
+        backward += params.largest_layer * ((2 * 2 + 4) if fsdp else (2 + 4))
     transient = max(loss_phase, backward)
     return math.ceil(stored), math.ceil(transient)
 

@@ -98,16 +98,19 @@ def rank_of(cfg: ParallelConfig, tp: int, cp: int, dp: int, pp: int) -> int:
     return tp * s_tp + cp * s_cp + dp * s_dp + pp * s_pp
 
 
+def _offsets(cfg: ParallelConfig) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Each axis's coordinate x stride, for every coordinate: (tp, cp, dp, pp)."""
+    s_tp, s_cp, s_dp, s_pp = strides(cfg)
+    return ([t * s_tp for t in range(cfg.tp)], [c * s_cp for c in range(cfg.cp)],
+            [d * s_dp for d in range(cfg.dp)], [p * s_pp for p in range(cfg.pp)])
+
+
 def groups(cfg: ParallelConfig, axis: Axis) -> list[tuple[int, ...]]:
     """Every process group of `axis`, as global ranks in ring order (that of the axis's
     coordinate). Expert groups are laid over each stage's ranks in ascending order: expert-TP
     fastest, then EP, then expert-DP (Megatron's expert rank generator)."""
     out: list[tuple[int, ...]] = []
-    s_tp, s_cp, s_dp, s_pp = strides(cfg)
-    tps = [t * s_tp for t in range(cfg.tp)]
-    cps = [c * s_cp for c in range(cfg.cp)]
-    dps = [d * s_dp for d in range(cfg.dp)]
-    pps = [p * s_pp for p in range(cfg.pp)]
+    tps, cps, dps, pps = _offsets(cfg)
     if axis is Axis.PP:
         return [tuple(t + c + d + p for p in pps) for t in tps for c in cps for d in dps]
     if axis is Axis.TP:
@@ -160,10 +163,7 @@ def _lattice(cfg: ParallelConfig, axis: Axis
     order, (count, stride) of the terms every base is a sum of). Expert axes take this form
     when each stage's ranks are contiguous (pp the slowest axis); None otherwise."""
     s_tp, s_cp, s_dp, s_pp = strides(cfg)
-    tps = [t * s_tp for t in range(cfg.tp)]
-    cps = [c * s_cp for c in range(cfg.cp)]
-    dps = [d * s_dp for d in range(cfg.dp)]
-    pps = [p * s_pp for p in range(cfg.pp)]
+    tps, cps, dps, pps = _offsets(cfg)
     if axis is Axis.TP:
         return ([c + d + p for p in pps for d in dps for c in cps], tps,
                 [(cfg.cp, s_cp), (cfg.dp, s_dp), (cfg.pp, s_pp)])

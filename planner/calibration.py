@@ -309,6 +309,8 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
         attention_kernel=(_sdpa_kernel(case) if framework is Framework.TORCHTITAN
                           else AttentionKernel.AUTO),
         cross_entropy_fusion=bool(args.get("--cross-entropy-loss-fusion")),
+        embedding_wgrad_deferral=(int(args.get("--wgrad-deferral-limit") or 0)
+                                  if args.get("--defer-embedding-wgrad-compute") else None),
         tp_comm_overlap=bool(c.get("async_tp") or args.get("--tp-comm-overlap")),
         moe_grouped_gemm=bool((case["model"].get("moe") or {}).get("grouped_gemm", True)),
         microbatch_group_size=args.get("--microbatch-group-size-per-virtual-pipeline-stage"),

@@ -472,6 +472,11 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     if last and model.num_mtp_layers:  # each MTP module: its layer, the 2h->h projection input
         mtp_layer = layer_activation_bytes(model, cfg, model.num_layers - 1, cfg.recompute)
         stored += model.num_mtp_layers * (mtp_layer + 4 * sbh / sp) * in_flight
+    if last and cfg.deferred_head_microbatches:
+        # Megatron's deferred LM-head wgrad keeps each deferred micro-batch's head input and
+        # output gradient until the flush (tensor_parallel/layers.py embedding_activation_buffer
+        # and grad_output_buffer; the logits gradient is s x b x V/tp, 16-bit)
+        stored += cfg.deferred_head_microbatches * (2 * sbh / sp + 2 * s * b * vocab_shard)
     if last or vocab_parallel:
         heads = 1 + (model.num_mtp_layers if last else 0)  # each MTP depth has its own loss
         stored += heads * (2 * sbh / sp + 2 * sbh)  # final-norm input, LM-head input

@@ -95,6 +95,9 @@ class ParallelConfig:
             --moe-grouped-gemm, TEGroupedMLP; what the planner's launches use); False runs them
             one expert after another (Megatron's default SequentialMLP), which costs host time
             per expert (cost/kernels.py HOST_EXPERT_PASS_S).
+        embedding_wgrad_deferral: Megatron --defer-embedding-wgrad-compute: the LM head's
+            weight gradient waits for the pipeline flush, its input and output gradient kept
+            for that many micro-batches (0 = all, --wgrad-deferral-limit); None = not deferred.
         moe_token_imbalance: for dropless MoE, the busiest expert rank's tokens over the mean;
             an assumption (Megatron's aux-loss load balancing keeps routing near uniform; 1.5
             leaves room for early-training imbalance), used only when capacity_factor is unset.
@@ -124,6 +127,7 @@ class ParallelConfig:
     cross_entropy_fusion: bool = False
     moe_token_imbalance: float = 1.5
     moe_grouped_gemm: bool = True
+    embedding_wgrad_deferral: int | None = None
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
     microbatch_group_size: int | None = None
@@ -177,6 +181,14 @@ class ParallelConfig:
         return self.framework is Framework.TORCHTITAN and self.pp > 1 and self.zero >= 2
 
     @property
+    def deferred_head_microbatches(self) -> int:
+        """Micro-batches whose LM-head input and output gradient wait for the flush."""
+        if self.embedding_wgrad_deferral is None:
+            return 0
+        m = self.num_microbatches
+        return m if self.embedding_wgrad_deferral == 0 else min(self.embedding_wgrad_deferral, m)
+
+    @property
     def group_size(self) -> int:
         """The interleaved schedule's micro-batch group (default pp)."""
         return self.microbatch_group_size or self.pp
@@ -201,6 +213,7 @@ class ParallelConfig:
             "cross_entropy_fusion": self.cross_entropy_fusion,
             "moe_token_imbalance": self.moe_token_imbalance,
             "moe_grouped_gemm": self.moe_grouped_gemm,
+            "embedding_wgrad_deferral": self.embedding_wgrad_deferral,
             "overlap_grad_reduce": self.overlap_grad_reduce,
             "tp_comm_overlap": self.tp_comm_overlap,
             "microbatch_group_size": self.microbatch_group_size,
@@ -241,6 +254,11 @@ class ParallelConfig:
                        f"(max_position_embeddings={model.max_position_embeddings})")
         if self.sequence_parallel and self.tp == 1:
             out.append("sequence_parallel needs tp > 1")
+        if self.embedding_wgrad_deferral is not None and (
+                self.pp == 1 or self.framework is not Framework.MEGATRON
+                or self.embedding_wgrad_deferral < 0):
+            out.append("embedding_wgrad_deferral needs Megatron with pp > 1 and a limit >= 0 "
+                       "(ModelParallelConfig: deferred to the pipeline flush)")
         if self.tp_comm_overlap and not self.sequence_parallel:
             out.append("tp_comm_overlap needs sequence_parallel (Megatron validate_args; "
                        "torchtitan's async TP overlaps the sequence-parallel collectives)")

@@ -108,7 +108,8 @@ _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch
                 "sequence_parallel", "precision", "vocab_strategy", "layers_per_stage",
                 "layers_per_chunk", "framework", "flash_attention", "attention_kernel",
                 "cross_entropy_fusion",
-                "moe_token_imbalance", "moe_grouped_gemm", "overlap_grad_reduce",
+                "moe_token_imbalance", "moe_grouped_gemm", "embedding_wgrad_deferral",
+                "overlap_grad_reduce",
                 "tp_comm_overlap",
                 "microbatch_group_size", "rank_order")
 
@@ -137,6 +138,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     ce_fusion = r.boolean("cross_entropy_fusion", default=_DEFAULT.cross_entropy_fusion)
     imbalance = r.number("moe_token_imbalance", default=_DEFAULT.moe_token_imbalance)
     grouped = r.boolean("moe_grouped_gemm", default=_DEFAULT.moe_grouped_gemm)
+    deferral = r.int("embedding_wgrad_deferral", minimum=0, required=False)
     overlap_grad = r.boolean("overlap_grad_reduce", default=_DEFAULT.overlap_grad_reduce)
     tp_overlap = r.boolean("tp_comm_overlap", default=_DEFAULT.tp_comm_overlap)
     group = r.int("microbatch_group_size", required=False)
@@ -157,7 +159,8 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         framework=Framework(framework), flash_attention=flash,
         attention_kernel=AttentionKernel(kernel), cross_entropy_fusion=ce_fusion,
         moe_token_imbalance=imbalance or _DEFAULT.moe_token_imbalance,
-        moe_grouped_gemm=grouped, overlap_grad_reduce=overlap_grad, tp_comm_overlap=tp_overlap,
+        moe_grouped_gemm=grouped, embedding_wgrad_deferral=deferral,
+        overlap_grad_reduce=overlap_grad, tp_comm_overlap=tp_overlap,
         microbatch_group_size=group, rank_order=order,
     )
 

@@ -302,3 +302,23 @@ def test_torchtitan_zero2_shards_everything_and_keeps_a_bf16_copy() -> None:
     assert weights == pytest.approx(count * (4 / 8 + 2), abs=2)
     assert grads == pytest.approx(count * 4 / 8, abs=2)
     assert optimizer == pytest.approx(count * 8 / 8, abs=2)
+
+
+def test_deferred_embedding_wgrad_keeps_head_inputs_and_logit_gradients() -> None:
+    """Megatron's --defer-embedding-wgrad-compute keeps, on the last stage, each deferred
+    micro-batch's LM-head input (s x b x h, / tp with sequence parallelism) and its logits'
+    gradient (s x b x V/tp) until the flush: all m micro-batches, or --wgrad-deferral-limit of
+    them. It needs a pipeline."""
+    model = BUILTIN_MODELS["llama3-8b"]
+    cfg = ParallelConfig(tp=2, pp=2, dp=2, global_batch=16, seq_len=4096,
+                         sequence_parallel=True, zero=1)
+    m = cfg.num_microbatches
+    base = estimate_memory(model, cfg, 80 * GiB).stages[-1].activations_bytes
+    per_mb = 2 * 4096 * model.hidden_size / 2 + 2 * 4096 * model.padded_vocab_size(2) / 2
+    for limit, deferred in ((0, m), (3, 3)):
+        deferring = dataclasses.replace(cfg, embedding_wgrad_deferral=limit)
+        assert deferring.problems(model) == ()
+        stored = estimate_memory(model, deferring, 80 * GiB).stages[-1].activations_bytes
+        assert stored - base == pytest.approx(deferred * per_mb, abs=2)
+    flat = dataclasses.replace(cfg, pp=1, dp=4, embedding_wgrad_deferral=0)
+    assert any("embedding_wgrad_deferral" in p for p in flat.problems(model))

@@ -240,4 +240,8 @@ def _optimizer_args(cfg: ParallelConfig) -> list[str]:
         args.append(f"--attention-backend {ATTENTION_BACKEND[cfg.attention_kernel]}")
     if cfg.cross_entropy_fusion:
         args.append("--cross-entropy-loss-fusion")
+    if cfg.embedding_wgrad_deferral is not None:
+        args.append("--defer-embedding-wgrad-compute")
+        if cfg.embedding_wgrad_deferral:
+            args.append(f"--wgrad-deferral-limit {cfg.embedding_wgrad_deferral}")
     return args

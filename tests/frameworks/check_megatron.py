@@ -41,7 +41,7 @@ KEEP = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_p
         "seq_length", "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
         "num_query_groups", "kv_channels", "num_experts", "moe_router_topk",
         "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size", "moe_layer_freq",
-        "moe_grouped_gemm",
+        "moe_grouped_gemm", "defer_embedding_wgrad_compute", "wgrad_deferral_limit",
         "recompute_granularity", "recompute_method", "recompute_num_layers",
         "use_distributed_optimizer", "use_megatron_fsdp", "data_parallel_sharding_strategy",
         "sequence_parallel", "bf16", "fp8", "untie_embeddings_and_output_weights",

@@ -74,6 +74,9 @@ MEGATRON_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen-moe-ep-only-cudnn": ("qwen3-30b-a3b", dict(
         pp=4, dp=8, ep=8, global_batch=64, seq_len=4096, zero=1,
         attention_kernel=AttentionKernel.CUDNN)),
+    "deferred-embedding-wgrad": ("llama3-8b", dict(
+        tp=2, pp=4, dp=4, global_batch=64, seq_len=8192, sequence_parallel=True, zero=1,
+        embedding_wgrad_deferral=4)),
     "moe-sequential-experts": ("mixtral-8x7b", dict(
         tp=2, pp=1, dp=16, ep=4, global_batch=64, seq_len=4096, sequence_parallel=True,
         zero=1, moe_grouped_gemm=False)),
@@ -119,6 +122,9 @@ def test_megatron_accepts_every_emitted_launch(framework_check: Check, tmp_path:
         assert args["sequence_parallel"] == cfg.sequence_parallel
         if plan.model.moe is not None:
             assert args["moe_grouped_gemm"] == cfg.moe_grouped_gemm, case["name"]
+        assert args["defer_embedding_wgrad_compute"] == (cfg.embedding_wgrad_deferral is not None)
+        if cfg.embedding_wgrad_deferral is not None:
+            assert args["wgrad_deferral_limit"] == cfg.embedding_wgrad_deferral
         # Megatron FSDP turns the distributed optimizer on itself (validate_args)
         assert args["use_distributed_optimizer"] == (cfg.zero >= 1)
         assert args["use_megatron_fsdp"] == (cfg.zero >= 2)

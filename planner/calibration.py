@@ -311,6 +311,7 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
         cross_entropy_fusion=bool(args.get("--cross-entropy-loss-fusion")),
         embedding_wgrad_deferral=(int(args.get("--wgrad-deferral-limit") or 0)
                                   if args.get("--defer-embedding-wgrad-compute") else None),
+        dist_opt_instances=int(args.get("--num-distributed-optimizer-instances") or 1),
         tp_comm_overlap=bool(c.get("async_tp") or args.get("--tp-comm-overlap")),
         moe_grouped_gemm=bool((case["model"].get("moe") or {}).get("grouped_gemm", True)),
         microbatch_group_size=args.get("--microbatch-group-size-per-virtual-pipeline-stage"),

@@ -289,8 +289,11 @@ def model_state_bytes(params: StageParams, cfg: ParallelConfig,
             w /= group
         return w, g, o
 
-    dw, dg, do = sharded(params.dense, cfg.dp * cfg.cp)
-    ew, eg, eo = sharded(params.expert, cfg.expert_dp)
+    # with distributed-optimizer instances each copy shards over dp*cp / instances ranks
+    # (experts likewise over expert-dp / instances, at least one)
+    dw, dg, do = sharded(params.dense, cfg.optimizer_shards if zero == 1 else cfg.dp * cfg.cp)
+    ew, eg, eo = sharded(params.expert, max(1, cfg.expert_dp // cfg.dist_opt_instances)
+                         if zero == 1 else cfg.expert_dp)
     count = params.dense + params.expert
     if titan_fsdp and (cfg.zero == 2 or cfg.fsdp_keeps_params):
         dw += count * UNSHARDED_PARAM_BYTES  # the 16-bit copy, kept from forward to backward

@@ -98,6 +98,10 @@ class ParallelConfig:
         embedding_wgrad_deferral: Megatron --defer-embedding-wgrad-compute: the LM head's
             weight gradient waits for the pipeline flush, its input and output gradient kept
             for that many micro-batches (0 = all, --wgrad-deferral-limit); None = not deferred.
+        dist_opt_instances: Megatron --num-distributed-optimizer-instances: the distributed
+            optimizer (zero 1) is replicated this many times over dp*cp, each copy sharded over
+            dp*cp / instances ranks (parallel_state: intra-partial data-parallel groups), its
+            gradient shards all-reduced across the copies.
         moe_token_imbalance: for dropless MoE, the busiest expert rank's tokens over the mean;
             an assumption (Megatron's aux-loss load balancing keeps routing near uniform; 1.5
             leaves room for early-training imbalance), used only when capacity_factor is unset.
@@ -128,6 +132,7 @@ class ParallelConfig:
     moe_token_imbalance: float = 1.5
     moe_grouped_gemm: bool = True
     embedding_wgrad_deferral: int | None = None
+    dist_opt_instances: int = 1
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
     microbatch_group_size: int | None = None
@@ -181,6 +186,12 @@ class ParallelConfig:
         return self.framework is Framework.TORCHTITAN and self.pp > 1 and self.zero >= 2
 
     @property
+    def optimizer_shards(self) -> int:
+        """Ranks one copy of the dense optimizer state is sharded over (zero >= 1): dp*cp, or
+        dp*cp / dist_opt_instances."""
+        return max(1, self.dp * self.cp // self.dist_opt_instances)
+
+    @property
     def deferred_head_microbatches(self) -> int:
         """Micro-batches whose LM-head input and output gradient wait for the flush."""
         if self.embedding_wgrad_deferral is None:
@@ -214,6 +225,7 @@ class ParallelConfig:
             "moe_token_imbalance": self.moe_token_imbalance,
             "moe_grouped_gemm": self.moe_grouped_gemm,
             "embedding_wgrad_deferral": self.embedding_wgrad_deferral,
+            "dist_opt_instances": self.dist_opt_instances,
             "overlap_grad_reduce": self.overlap_grad_reduce,
             "tp_comm_overlap": self.tp_comm_overlap,
             "microbatch_group_size": self.microbatch_group_size,
@@ -259,6 +271,11 @@ class ParallelConfig:
                 or self.embedding_wgrad_deferral < 0):
             out.append("embedding_wgrad_deferral needs Megatron with pp > 1 and a limit >= 0 "
                        "(ModelParallelConfig: deferred to the pipeline flush)")
+        if self.dist_opt_instances != 1 and (
+                self.zero != 1 or self.dist_opt_instances < 1
+                or (self.dp * self.cp) % self.dist_opt_instances):
+            out.append(f"dist_opt_instances({self.dist_opt_instances}) needs zero 1 (the "
+                       f"distributed optimizer) and must divide dp*cp({self.dp * self.cp})")
         if self.tp_comm_overlap and not self.sequence_parallel:
             out.append("tp_comm_overlap needs sequence_parallel (Megatron validate_args; "
                        "torchtitan's async TP overlaps the sequence-parallel collectives)")

@@ -109,6 +109,7 @@ _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch
                 "layers_per_chunk", "framework", "flash_attention", "attention_kernel",
                 "cross_entropy_fusion",
                 "moe_token_imbalance", "moe_grouped_gemm", "embedding_wgrad_deferral",
+                "dist_opt_instances",
                 "overlap_grad_reduce",
                 "tp_comm_overlap",
                 "microbatch_group_size", "rank_order")
@@ -139,6 +140,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     imbalance = r.number("moe_token_imbalance", default=_DEFAULT.moe_token_imbalance)
     grouped = r.boolean("moe_grouped_gemm", default=_DEFAULT.moe_grouped_gemm)
     deferral = r.int("embedding_wgrad_deferral", minimum=0, required=False)
+    instances = r.int("dist_opt_instances", default=_DEFAULT.dist_opt_instances)
     overlap_grad = r.boolean("overlap_grad_reduce", default=_DEFAULT.overlap_grad_reduce)
     tp_overlap = r.boolean("tp_comm_overlap", default=_DEFAULT.tp_comm_overlap)
     group = r.int("microbatch_group_size", required=False)
@@ -160,6 +162,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         attention_kernel=AttentionKernel(kernel), cross_entropy_fusion=ce_fusion,
         moe_token_imbalance=imbalance or _DEFAULT.moe_token_imbalance,
         moe_grouped_gemm=grouped, embedding_wgrad_deferral=deferral,
+        dist_opt_instances=instances or _DEFAULT.dist_opt_instances,
         overlap_grad_reduce=overlap_grad, tp_comm_overlap=tp_overlap,
         microbatch_group_size=group, rank_order=order,
     )

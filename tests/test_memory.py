@@ -322,3 +322,18 @@ def test_deferred_embedding_wgrad_keeps_head_inputs_and_logit_gradients() -> Non
         assert stored - base == pytest.approx(deferred * per_mb, abs=2)
     flat = dataclasses.replace(cfg, pp=1, dp=4, embedding_wgrad_deferral=0)
     assert any("embedding_wgrad_deferral" in p for p in flat.problems(model))
+
+
+def test_distributed_optimizer_instances_shard_over_a_part_of_dp() -> None:
+    """Megatron's --num-distributed-optimizer-instances N replicates the distributed optimizer N
+    times: master weights and moments (12 bytes/param in bf16) shard over dp*cp / N ranks."""
+    model = BUILTIN_MODELS["llama3-8b"]
+    cfg = ParallelConfig(tp=2, dp=8, global_batch=16, seq_len=4096, sequence_parallel=True,
+                         zero=1)
+    params = stage_params(model, cfg, 0, stage_layers(model, cfg)[0])
+    policy = precision_policy(cfg.precision, cfg.framework)
+    one = model_state_bytes(params, cfg, policy)[2]
+    four = model_state_bytes(params, dataclasses.replace(cfg, dist_opt_instances=4), policy)[2]
+    assert four == pytest.approx(one * 4, rel=1e-6)
+    assert dataclasses.replace(cfg, dist_opt_instances=3).problems(model)
+    assert dataclasses.replace(cfg, zero=0, dist_opt_instances=2).problems(model)

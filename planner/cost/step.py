@@ -548,7 +548,16 @@ def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink
         for count, ring in ((params.dense, dp_ring), (params.expert, edp_ring)):
             if ring.size == 1 or count == 0:
                 continue
-            if cfg.zero >= 1:
+            if cfg.zero >= 1 and cfg.dist_opt_instances > 1:
+                # reduce-scatter and gather within a copy's ranks, all-reduce the shards
+                # across the copies (approximated on the data-parallel ring's links)
+                k = cfg.dist_opt_instances
+                inner = dataclasses.replace(ring, size=max(1, ring.size // k), curves=())
+                across = dataclasses.replace(ring, size=k, curves=())
+                reduce = (comm.all_gather_s(count * grad_bytes, inner)
+                          + comm.all_reduce_s(count * grad_bytes / inner.size, across))
+                gather = comm.all_gather_s(count * 2, inner)
+            elif cfg.zero >= 1:
                 reduce = comm.all_gather_s(count * grad_bytes, ring)
                 gather = comm.all_gather_s(count * 2, ring)
             else:
@@ -575,8 +584,8 @@ def _optimizer_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> float:
         params = stage_params(model, cfg, stage, layers)
         dense, expert = float(params.dense), float(params.expert)
         if cfg.zero >= 1:
-            dense /= cfg.dp * cfg.cp
-            expert /= cfg.expert_dp
+            dense /= cfg.optimizer_shards
+            expert /= max(1, cfg.expert_dp // cfg.dist_opt_instances)
         bytes_per = OPTIMIZER_BYTES_PER_PARAM + (2 if cfg.precision is Precision.FP8 else 0)
         worst = max(worst, memory_time_s((dense + expert) * bytes_per, gpu))
     return worst

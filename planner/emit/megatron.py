@@ -224,6 +224,8 @@ def _optimizer_args(cfg: ParallelConfig) -> list[str]:
     args = []
     if cfg.zero == 1:
         args.append("--use-distributed-optimizer")
+        if cfg.dist_opt_instances > 1:
+            args.append(f"--num-distributed-optimizer-instances {cfg.dist_opt_instances}")
     elif cfg.zero >= 2:
         strategy = "optim_grads" if cfg.zero == 2 else "optim_grads_params"
         args += ["--use-megatron-fsdp", f"--data-parallel-sharding-strategy {strategy}",

@@ -57,6 +57,7 @@ MAPPED: dict[str, bool] = {
     "--cross-entropy-loss-fusion": False, "--use-flash-attn": False,
     "--moe-grouped-gemm": False, "--moe-token-dispatcher-type": True,
     "--defer-embedding-wgrad-compute": False, "--wgrad-deferral-limit": True,
+    "--num-distributed-optimizer-instances": True,
 }
 
 # Flags with no effect on memory or step time: data, tokenizer, optimizer hyperparameters,
@@ -316,6 +317,7 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         moe_grouped_gemm="--moe-grouped-gemm" in flags or "--num-experts" not in flags,
         embedding_wgrad_deferral=(_int(flags, "--wgrad-deferral-limit", source, 0)
                                   if "--defer-embedding-wgrad-compute" in flags else None),
+        dist_opt_instances=_int(flags, "--num-distributed-optimizer-instances", source, 1),
         overlap_grad_reduce="--overlap-grad-reduce" in flags,
         tp_comm_overlap="--tp-comm-overlap" in flags, microbatch_group_size=group,
         rank_order="tp-cp-pp-dp" if "--use-tp-pp-dp-mapping" in flags else "tp-cp-dp-pp")

@@ -147,18 +147,20 @@ def test_megatron_fp8_cases_run_fp8() -> None:
 def test_comparisons_name_the_flags_the_planner_does_not_model() -> None:
     """A validation case run with flags the planner does not model says so in its note (what
     `estimate --from megatron` would warn about); data and optimizer flags are not listed, and
-    flags it models (deferred embedding wgrad) are not either."""
+    flags it models (deferred embedding wgrad, optimizer instances) are not either."""
     from planner.calibration import memory_report, unmodelled_flags
     cases = {c["id"]: c for c in load_measurements()["cases"]}
-    instances = cases["megatron_ci_gpt3_mcore_te_tp2_pp1_resume_torch_dist_te_8experts2parallel_"
-                      "multi_dist_optimizer_instances_h100"]
-    assert "--num-distributed-optimizer-instances" in unmodelled_flags(instances)
+    unfused = cases["megatron_ci_gpt3_mcore_te_tp1_pp2_resume_torch_dist_rope_embeddings_"
+                    "interleaved_no_fusion_h100"]
+    assert "--no-rope-fusion" in unmodelled_flags(unfused)
     fim = cases["megatron_ci_gpt3_mcore_te_tp1_pp1_dist_optimizer_fim_dataset_h100"]
     assert unmodelled_flags(fim) == ("--no-gradient-accumulation-fusion",)
     deferred = cases["megatron_ci_gpt3_mcore_te_tp2_pp2_resume_torch_dist_"
                      "defer_embedding_wgrad_compute_h100"]
     assert not {"--defer-embedding-wgrad-compute", "--wgrad-deferral-limit"} & set(
         unmodelled_flags(deferred))
+    instances = cases["megatron_ci_gpt3_mcore_te_tp2_pp1_resume_torch_dist_te_8experts2parallel_"
+                      "multi_dist_optimizer_instances_h100"]
+    assert "--num-distributed-optimizer-instances" not in unmodelled_flags(instances)
     notes = {c.id: c.note for c in memory_report(load_measurements()).cases}
-    assert "not modelled: " in notes[instances["id"]]
-    assert "--num-distributed-optimizer-instances" in notes[instances["id"]]
+    assert "not modelled: " in notes[unfused["id"]] and "--no-rope-fusion" in notes[unfused["id"]]

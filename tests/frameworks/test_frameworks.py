@@ -76,7 +76,7 @@ MEGATRON_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         attention_kernel=AttentionKernel.CUDNN)),
     "deferred-embedding-wgrad": ("llama3-8b", dict(
         tp=2, pp=4, dp=4, global_batch=64, seq_len=8192, sequence_parallel=True, zero=1,
-        embedding_wgrad_deferral=4)),
+        embedding_wgrad_deferral=4, dist_opt_instances=2)),
     "moe-sequential-experts": ("mixtral-8x7b", dict(
         tp=2, pp=1, dp=16, ep=4, global_batch=64, seq_len=4096, sequence_parallel=True,
         zero=1, moe_grouped_gemm=False)),
@@ -125,6 +125,7 @@ def test_megatron_accepts_every_emitted_launch(framework_check: Check, tmp_path:
         assert args["defer_embedding_wgrad_compute"] == (cfg.embedding_wgrad_deferral is not None)
         if cfg.embedding_wgrad_deferral is not None:
             assert args["wgrad_deferral_limit"] == cfg.embedding_wgrad_deferral
+        assert args["num_distributed_optimizer_instances"] == cfg.dist_opt_instances
         # Megatron FSDP turns the distributed optimizer on itself (validate_args)
         assert args["use_distributed_optimizer"] == (cfg.zero >= 1)
         assert args["use_megatron_fsdp"] == (cfg.zero >= 2)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from planner.memory import estimate_memory
 from planner.model import ModelSpec
-from planner.parallel import ParallelConfig, Recompute, VocabStrategy
+from planner.parallel import Framework, ParallelConfig, Recompute, VocabStrategy
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,7 +35,9 @@ def _candidates(model: ModelSpec, cfg: ParallelConfig,
         mbs = cfg.mbs // 2
         out.append((f"--mbs {mbs}", replace(cfg, mbs=mbs)))
     if cfg.zero == 0 and cfg.dp * cfg.cp > 1:
-        out.append(("--zero 1", replace(cfg, zero=1)))
+        # torchtitan has no optimizer-only sharding: its step is FSDP (zero 3)
+        stage = 3 if cfg.framework is Framework.TORCHTITAN else 1
+        out.append((f"--zero {stage}", replace(cfg, zero=stage)))
     if cfg.tp > 1 and not cfg.sequence_parallel:
         out.append(("--sequence-parallel", replace(cfg, sequence_parallel=True)))
     if cfg.dp % 2 == 0:

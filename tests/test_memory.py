@@ -332,3 +332,16 @@ def test_distributed_optimizer_instances_shard_over_a_part_of_dp() -> None:
     assert four == pytest.approx(one * 4, rel=1e-6)
     assert dataclasses.replace(cfg, dist_opt_instances=3).problems(model)
     assert dataclasses.replace(cfg, zero=0, dist_opt_instances=2).problems(model)
+
+
+def test_remedies_offer_what_the_framework_can_run() -> None:
+    """An unsharded data-parallel plan is told to shard its optimizer: Megatron's distributed
+    optimizer (zero 1); torchtitan has none, its remedy is FSDP (zero 3), pipelined or not."""
+    from planner.advice import remedies
+    from planner.parallel import Framework
+    model = BUILTIN_MODELS["llama3-70b"]
+    for framework, stage in ((Framework.MEGATRON, "--zero 1"), (Framework.TORCHTITAN, "--zero 3")):
+        cfg = ParallelConfig(tp=8, pp=4, dp=4, global_batch=64, seq_len=8192,
+                             sequence_parallel=True, framework=framework)
+        changes = {r.change for r in remedies(model, cfg, 40 * GiB, 0.0, 8, limit=20)}
+        assert stage in changes and ({"--zero 1", "--zero 3"} - {stage}).isdisjoint(changes)

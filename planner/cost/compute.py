@@ -101,6 +101,13 @@ def _bytes_per_element(precision: Precision) -> int:
     return 4 if precision is Precision.FP32 else 2
 
 
+def _outside_fp8_linears(precision: Precision) -> Precision:
+    """Precision of work that fp8 training leaves in bf16: everything that is not a Transformer
+    Engine linear (Megatron's core attention, TopKRouter and output layer) or a float8-converted
+    nn.Linear (torchtitan skips `output` by default); other precisions are unchanged."""
+    return Precision.BF16 if precision is Precision.FP8 else precision
+
+
 def gemm_time_s(gemm: Gemm, gpu: GpuType, precision: Precision) -> float:
     """Roofline of one GEMM: compute at the shape's achieved rate, or HBM traffic of reading
     A and B and writing C, whichever is longer. fp8 GEMMs read 1-byte inputs."""
@@ -195,7 +202,7 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
         d_qk, d_v = model.mla.qk_head_dim, model.mla.v_head_dim
     else:
         d_qk = d_v = model.head_dim
-    precision = Precision.BF16 if cfg.precision is Precision.FP8 else cfg.precision
+    precision = _outside_fp8_linears(cfg.precision)
     if cfg.flash_attention:
         flops = 2.0 * b * heads * queries * cfg.seq_len * (d_qk + d_v) * 0.5
         kernel = fused_attention_kernel(cfg, gpu).value
@@ -345,7 +352,7 @@ def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
     fp8 = cfg.precision is Precision.FP8
 
     def precision(g: Gemm) -> Precision:
-        return Precision.BF16 if fp8 and g.role == "router" else cfg.precision
+        return _outside_fp8_linears(cfg.precision) if g.role == "router" else cfg.precision
     gemm_fwd = sum(gemm_time_s(g, gpu, precision(g)) for g in gemms)
     gemm_bwd = sum(gemm_time_s(b, gpu, precision(g)) for g in gemms for b in g.backward())
     attn_fwd, attn_bwd = attention_time_s(model, cfg, gpu)
@@ -387,7 +394,7 @@ def head_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tuple[floa
     Engine module; torchtitan's float8 skips the `output` linear by default)."""
     logits = head_gemm(model, cfg)
     tokens = logits.m
-    precision = Precision.BF16 if cfg.precision is Precision.FP8 else cfg.precision
+    precision = _outside_fp8_linears(cfg.precision)
     forward = gemm_time_s(logits, gpu, precision)
     backward = sum(gemm_time_s(g, gpu, precision) for g in logits.backward())
     loss = memory_time_s(LOSS_BYTES_PER_LOGIT * tokens * logits.n, gpu)

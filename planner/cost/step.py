@@ -138,6 +138,21 @@ def routed_bytes(model: ModelSpec, cfg: ParallelConfig) -> float:
     return tokens / sp * model.moe.top_k * model.hidden_size * 2
 
 
+def tp_never_hidden(cfg: ParallelConfig, c: float, linear_blocks: int) -> tuple[float, float]:
+    """(forward, backward) seconds of a layer's TP collectives that no GEMM hides without
+    --tp-comm-overlap, for c as in tp_exposure and a layer with `linear_blocks` blocks of
+    linears (2; 1 for an MoE layer, whose dispatcher moves c each way, exposed): all of forward
+    (2c); backward, torchtitan's all (2c), Megatron's dispatcher traffic and, with sequence
+    parallelism, each block's output-gradient all-gather (c/2). tp_exposure adds what outlasts
+    the GEMMs beside the rest; step_lower_bound counts this part alone."""
+    if cfg.framework is not Framework.MEGATRON:
+        return 2 * c, 2 * c
+    backward = (2 - linear_blocks) * c
+    if cfg.sequence_parallel:
+        backward += linear_blocks * c / 2
+    return 2 * c, backward
+
+
 def tp_exposure(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
                 layer: int) -> tuple[float, float, float, float]:
     """(forward exposed, backward exposed, forward busy, backward busy) seconds of one layer's
@@ -174,14 +189,12 @@ def tp_exposure(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Step
             bwd = sum(max(0.0, half - b.output_dgrad) + max(0.0, half - b.input_dgrad)
                       for b in blocks)
         return fwd + dispatcher, bwd + dispatcher, 2 * c, bwd_busy
-    fwd = 2 * c
-    if not megatron:
-        bwd = 2 * c
-    elif sp:
-        bwd = sum(half + max(0.0, half - b.input_dgrad) + max(0.0, half - b.input_wgrad)
-                  for b in blocks) + dispatcher
-    else:
-        bwd = sum(max(0.0, c - b.input_wgrad) for b in blocks) + dispatcher
+    fwd, bwd = tp_never_hidden(cfg, c, len(blocks))
+    if megatron and sp:
+        bwd += sum(max(0.0, half - b.input_dgrad) + max(0.0, half - b.input_wgrad)
+                   for b in blocks)
+    elif megatron:
+        bwd += sum(max(0.0, c - b.input_wgrad) for b in blocks)
     return fwd, bwd, 2 * c, bwd_busy
 
 
@@ -309,15 +322,7 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
         c_bw = comm.all_reduce_bandwidth_s(tp_bytes(model, unit), tp_ring)
 
     def tp_s(is_moe: bool) -> float:
-        """Forward 2c; backward: torchtitan 2c, Megatron with sequence parallelism the
-        output-gradient all-gather of each block with linears, and an MoE block's c."""
-        linear_blocks = 1 if is_moe else 2
-        if cfg.framework is not Framework.MEGATRON:
-            return 4 * c_bw
-        backward = (2 - linear_blocks) * c_bw
-        if cfg.sequence_parallel:
-            backward += linear_blocks * c_bw / 2
-        return 2 * c_bw + backward
+        return sum(tp_never_hidden(cfg, c_bw, 1 if is_moe else 2))
     ep_s = 0.0
     if model.moe is not None and cfg.ep > 1 and ep_ring is not None:
         # dispatch + combine, in forward and twice in backward (layer_passes)

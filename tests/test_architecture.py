@@ -25,7 +25,7 @@ LAYERS = {
     "planner.search": 1, "planner.search.partition": 1, "planner.search.chunking": 1,
     "planner.search.space": 3,
     "planner.search.solver": 5, "planner.search.explain": 6,
-    "planner.calibration": 5,
+    "planner.calibration": 5, "planner.heldout": 6,
     "planner.emit.megatron": 3, "planner.emit.torchtitan": 3, "planner.emit.deepspeed": 3,
     "planner.emit.launch": 3, "planner.emit": 5,
     "planner.importers.shell": 1, "planner.importers.imported": 3,
@@ -40,7 +40,7 @@ PURE = ("planner.units", "planner.gpus", "planner.model", "planner.catalog", "pl
         "planner.cost.kernels",
         "planner.cost.step", "planner.nccl_tests", "planner.topo",
         "planner.search.partition", "planner.search.chunking", "planner.search.space",
-        "planner.search.explain",
+        "planner.search.explain", "planner.heldout",
         "planner.emit.megatron", "planner.emit.torchtitan", "planner.emit.launch",
         "planner.importers.shell", "planner.importers.megatron",
         "planner.importers.torchtitan", "planner.importers.deepspeed")

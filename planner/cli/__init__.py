@@ -36,6 +36,7 @@ from planner.hardware_io import (
     load_cluster,
     profile_from_topology,
 )
+from planner.heldout import heldout_report
 from planner.importers import import_launch
 from planner.memory import MemoryEstimate, estimate_memory
 from planner.model import ModelSpec
@@ -751,11 +752,16 @@ def validate(
     report = memory_report(measured)
     clusters = {name: load_cluster(name) for _, _, name in VALIDATION_PROFILES}
     timing = time_report(load_measurements("calibration.yaml"), measured, clusters)
+    heldout_data = load_measurements("heldout.yaml")
+    heldout = heldout_report(heldout_data, {
+        name: load_cluster(name) for name in sorted({c["cluster"] for c in heldout_data["cases"]})})
     if fmt is Format.table:
         render.validation_table(report)
         render.timing_table(timing)
+        render.heldout_table(heldout, str(heldout_data["source"]["title"]))
     else:
-        _emit({"memory": report.to_dict(), "time": timing.to_dict()}, fmt)
+        _emit({"memory": report.to_dict(), "time": timing.to_dict(),
+               "heldout": heldout.to_dict()}, fmt)
 
 
 def _print_error(exc: PlannerError) -> None:

@@ -215,6 +215,20 @@ def timing_table(report: Report) -> None:
                   f"max {worst:.1%}.")
 
 
+def heldout_table(report: Report, source: str) -> None:
+    table = Table(show_edge=False, header_style="bold",
+                  title=f"held out (no constant set from these): {source}")
+    for column in ("case", "measured s", "predicted s", "error", "notes"):
+        table.add_column(column, justify="left" if column in ("case", "notes") else "right")
+    for c in report.cases:
+        table.add_row(c.id, f"{c.measured:.3f}", f"{c.predicted:.3f}",
+                      f"{c.error_frac:+.1%}", c.note)
+    out.print(table)
+    out.print(f"{len(report.cases)} held-out cases: median |error| "
+              f"{report.median_abs_error_frac:.1%}, max {report.max_abs_error_frac:.1%}; "
+              f"{len(report.skipped)} skipped.")
+
+
 def layout_text(counts: tuple[int, ...]) -> str:
     """Layers per stage, runs compressed: (7, 6, 6, 6, 5) -> "7,6x3,5"."""
     parts = []

@@ -1,0 +1,68 @@
+"""Held-out step-time cases (planner/data/heldout.yaml): published runs transcribed after the
+step-time model was calibrated, that no constant was set from. `planner validate` reports them
+apart, as the check that the calibration holds for runs it was not fitted on.
+
+Each case names a built-in model and profile and states its configuration in planner terms; the
+measured step is the source's tokens/s per GPU turned into seconds per optimizer step:
+global batch x sequence / (tokens/s per GPU x GPUs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.calibration import REAL_SIZE, Comparison, Report
+from planner.catalog import BUILTIN_MODELS
+from planner.cost.step import estimate_step
+from planner.hardware import Cluster
+from planner.memory import estimate_memory
+from planner.parallel import Framework, ParallelConfig, Precision, Recompute, VocabStrategy
+from planner.units import GiB
+
+HELDOUT_GROUP = "Megatron-Bridge (held out), " + REAL_SIZE
+
+
+def heldout_config(case: dict[str, Any]) -> ParallelConfig:
+    """The ParallelConfig of one held-out case (its `config` mapping, Megatron-Core)."""
+    c = case["config"]
+    world = int(case["gpus"])
+    dp = world // (c["tp"] * c["pp"] * c["cp"])
+    return ParallelConfig(
+        tp=c["tp"], pp=c["pp"], dp=dp, cp=c["cp"], ep=c.get("ep", 1), vpp=c.get("vpp", 1),
+        mbs=c["mbs"], global_batch=c["global_batch"], seq_len=c["seq_len"],
+        precision=Precision(c["precision"]), zero=c["zero"],
+        recompute=Recompute(c["recompute"]),
+        recompute_num_layers=c.get("recompute_num_layers"),
+        sequence_parallel=bool(c["sequence_parallel"]),
+        tp_comm_overlap=bool(c["tp_comm_overlap"]),
+        vocab_strategy=VocabStrategy(c["vocab_strategy"]),
+        moe_token_imbalance=float(c.get("moe_token_imbalance", 1.5)),
+        framework=Framework.MEGATRON)
+
+
+def heldout_report(data: dict[str, Any], clusters: dict[str, Cluster]) -> Report:
+    """Predicted vs published step time of every held-out case. The note of each comparison
+    gives the memory verdict next to the fact that the run ran, and what had to be assumed."""
+    cases: list[Comparison] = []
+    skipped: list[tuple[str, str]] = []
+    for case in data["cases"]:
+        model = BUILTIN_MODELS[case["model"]]
+        cluster = clusters[case["cluster"]]
+        cfg = heldout_config(case)
+        problems = cfg.problems(model)
+        if problems:
+            skipped.append((case["id"], "configuration rejected: " + problems[0]))
+            continue
+        tokens_per_s = float(case["measured"]["tokens_per_s_per_gpu"])
+        measured_s = cfg.global_batch * cfg.seq_len / (tokens_per_s * cfg.world_size)
+        predicted_s = estimate_step(model, cfg, cluster).iteration_s
+        memory = estimate_memory(model, cfg, cluster.min_gpu_memory_bytes)
+        verdict = "fits" if memory.fits else "does not fit"
+        notes = [f"memory: planner peak {memory.peak_bytes / GiB:.1f} GiB, {verdict} (the "
+                 "run ran)"]
+        if case.get("assumed"):
+            notes.append("assumed " + " ".join(str(case["assumed"]).split()))
+        cases.append(Comparison(id=case["id"], kind="step time", measured=measured_s,
+                                predicted=predicted_s, note="; ".join(notes),
+                                group=HELDOUT_GROUP + ", " + cluster.gpu_types[0].id))
+    return Report(cases=tuple(cases), skipped=tuple(skipped), unit="s")

@@ -313,6 +313,8 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
                                   if args.get("--defer-embedding-wgrad-compute") else None),
         dist_opt_instances=int(args.get("--num-distributed-optimizer-instances") or 1),
         tp_comm_overlap=bool(c.get("async_tp") or args.get("--tp-comm-overlap")),
+        fp8_param_gather=bool(args.get("--fp8-param-gather")) and precision is Precision.FP8,
+        grad_reduce_in_bf16=bool(args.get("--grad-reduce-in-bf16")),
         moe_grouped_gemm=bool((case["model"].get("moe") or {}).get("grouped_gemm", True)),
         microbatch_group_size=args.get("--microbatch-group-size-per-virtual-pipeline-stage"),
     )

@@ -35,6 +35,8 @@ def heldout_config(case: dict[str, Any]) -> ParallelConfig:
         recompute_num_layers=c.get("recompute_num_layers"),
         sequence_parallel=bool(c["sequence_parallel"]),
         tp_comm_overlap=bool(c["tp_comm_overlap"]),
+        fp8_param_gather=bool(c.get("fp8_param_gather", False)),
+        grad_reduce_in_bf16=bool(c.get("grad_reduce_in_bf16", False)),
         vocab_strategy=VocabStrategy(c["vocab_strategy"]),
         moe_token_imbalance=float(c.get("moe_token_imbalance", 1.5)),
         framework=Framework.MEGATRON)

@@ -70,39 +70,65 @@ class PrecisionPolicy:
     """Bytes per parameter for each model-state tensor.
 
     Attributes:
-        weight_bytes: the weights the model computes with (kept whole unless ZeRO-3).
+        weight_bytes: the weights the model computes with (kept whole unless ZeRO-3), for the
+            parameters outside the GEMMs (embedding, LM head, norms).
+        gemm_weight_bytes: the same for the GEMM weights of the transformer layers, with every
+            copy fp8 training keeps of them: Transformer Engine holds an fp8 copy and its
+            transpose (2 bytes) beside the 16-bit weight; with --fp8-param-gather the fp8
+            weight and its transpose are all there is. Megatron's embedding and output layer
+            are not Transformer Engine modules and torchtitan's Float8Linear conversion leaves
+            the output layer out, so the vocabulary layers have no fp8 copy.
+        gather_bytes: per GEMM weight in a parameter all-gather (distributed optimizer, FSDP):
+            16-bit, or fp8 with --fp8-param-gather; other parameters gather in 16-bit.
         grad_bytes: the gradient buffer (Megatron accumulates bf16 models' gradients in fp32:
-            `--accumulate-allreduce-grads-in-fp32` is forced on with bf16).
+            `--accumulate-allreduce-grads-in-fp32` is forced on with bf16 unless
+            --grad-reduce-in-bf16).
         master_bytes: fp32 master weights (0 when the weights are already fp32).
         optimizer_bytes: Adam first and second moments.
-        fp8_weight_bytes: extra per GEMM weight for fp8 training (Transformer Engine keeps an
-            fp8 copy and its transpose: 2 bytes).
     """
 
     weight_bytes: int
+    gemm_weight_bytes: int
     grad_bytes: int
     master_bytes: int
     optimizer_bytes: int = 8
-    fp8_weight_bytes: int = 0
+    gather_bytes: int = 2
 
 
-def precision_policy(precision: Precision, framework: Framework) -> PrecisionPolicy:
+def precision_policy(precision: Precision, framework: Framework, *,
+                     fp8_param_gather: bool = False,
+                     grad_reduce_in_bf16: bool = False) -> PrecisionPolicy:
     """Mixed-precision Adam as each framework runs it.
 
     Megatron bf16: 2 + 4 + 4 + 8 = 18 bytes/param (Megatron-LM theoretical_memory_usage.py:
-    "18 bytes per parameter", 6 + 12/dp with the distributed optimizer).
+    "18 bytes per parameter", 6 + 12/dp with the distributed optimizer); fp8 adds 2 per GEMM
+    weight, --fp8-param-gather keeps the GEMM weights in fp8 only (1 + 1 transpose) and
+    --grad-reduce-in-bf16 halves the gradient buffer (megatron/training/arguments.py
+    validate_args; ParallelConfig).
     torchtitan FSDP2: the sharded parameters are fp32 (they are the master copy), fp32
     gradients and moments: 4 + 4 + 0 + 8 = 16 bytes/param, sharded; bf16 copies are transient.
     DeepSpeed bf16: as Megatron (fp32 gradient accumulation for bf16 in its BF16 optimizer).
     fp32: 4 + 4 + 0 + 8 = 16.
     """
+    fp8 = precision is Precision.FP8
     if precision is Precision.FP32:
-        return PrecisionPolicy(weight_bytes=4, grad_bytes=4, master_bytes=0)
+        return PrecisionPolicy(weight_bytes=4, gemm_weight_bytes=4, grad_bytes=4,
+                               master_bytes=0)
     if framework is Framework.TORCHTITAN:
-        return PrecisionPolicy(weight_bytes=4, grad_bytes=4, master_bytes=0,
-                               fp8_weight_bytes=1 if precision is Precision.FP8 else 0)
-    return PrecisionPolicy(weight_bytes=2, grad_bytes=4, master_bytes=4,
-                           fp8_weight_bytes=2 if precision is Precision.FP8 else 0)
+        return PrecisionPolicy(weight_bytes=4, gemm_weight_bytes=4 + (1 if fp8 else 0),
+                               grad_bytes=4, master_bytes=0)
+    if fp8 and fp8_param_gather:
+        gemm, gather = 1 + 1, 1
+    else:
+        gemm, gather = 2 + (2 if fp8 else 0), 2
+    return PrecisionPolicy(weight_bytes=2, gemm_weight_bytes=gemm, gather_bytes=gather,
+                           grad_bytes=2 if grad_reduce_in_bf16 else 4, master_bytes=4)
+
+
+def config_policy(cfg: ParallelConfig) -> PrecisionPolicy:
+    """precision_policy for a configuration's precision, framework and dtype flags."""
+    return precision_policy(cfg.precision, cfg.framework, fp8_param_gather=cfg.fp8_param_gather,
+                            grad_reduce_in_bf16=cfg.grad_reduce_in_bf16)
 
 
 # ---- results ---------------------------------------------------------------------------------
@@ -188,11 +214,14 @@ class StageParams:
     """Parameters one GPU of a stage holds, before ZeRO sharding.
 
     dense: sharded by tp only (replicated over dp*cp); expert: sharded by ep*etp (replicated
-    over expert-dp); gemm: the part of both that is GEMM weights (for fp8 copies)."""
+    over expert-dp); vocab: the part of dense in the embedding and LM head (no fp8 copies, see
+    PrecisionPolicy); the rest is GEMM weights (norms, < 0.01% of a layer, counted with them).
+    """
 
     dense: int
     expert: int
     largest_layer: int
+    vocab: int = 0
 
 
 def stage_params(model: ModelSpec, cfg: ParallelConfig, stage: int,
@@ -239,20 +268,23 @@ def _stage_params(model: ModelSpec, t: int, ep: int, etp: int, pp: int,
     other_embedding = p.embedding - model.vocab_size * model.hidden_size  # positions, norm
     first, last = stage == 0, stage == pp - 1
     head = vocab_weights if (not model.tie_embeddings or pp > 1) else 0.0
+    vocab = 0.0
     if vocab_strategy is VocabStrategy.VOCAB_PARALLEL and pp > 1:
-        dense += vocab_weights / pp + head / pp
+        vocab += vocab_weights / pp + head / pp
         if first:
-            dense += other_embedding
+            vocab += other_embedding
     else:
         if first:
-            dense += vocab_weights + other_embedding
+            vocab += vocab_weights + other_embedding
         if last:
-            dense += head
+            vocab += head
+    dense += vocab
     if last:
         dense += p.final_norm
         dense += (p.mtp - p.mtp_expert) / t
         expert += p.mtp_expert / (ep * etp)
-    return StageParams(dense=round(dense), expert=round(expert), largest_layer=round(largest))
+    return StageParams(dense=round(dense), expert=round(expert), largest_layer=round(largest),
+                       vocab=round(vocab))
 
 
 # FSDP's unsharded (compute) copy of a parameter: bf16 under torchtitan's mixed precision.
@@ -277,8 +309,8 @@ def model_state_bytes(params: StageParams, cfg: ParallelConfig,
     titan_fsdp = cfg.framework is Framework.TORCHTITAN and cfg.zero >= 2
     zero = 3 if titan_fsdp else cfg.zero
 
-    def sharded(count: int, group: int) -> tuple[float, float, float]:
-        w = float(count * (policy.weight_bytes + policy.fp8_weight_bytes))
+    def sharded(count: int, group: int, vocab: int = 0) -> tuple[float, float, float]:
+        w = float((count - vocab) * policy.gemm_weight_bytes + vocab * policy.weight_bytes)
         g = float(count * policy.grad_bytes)
         o = float(count * (policy.master_bytes + policy.optimizer_bytes))
         if zero >= 1:
@@ -291,7 +323,8 @@ def model_state_bytes(params: StageParams, cfg: ParallelConfig,
 
     # with distributed-optimizer instances each copy shards over dp*cp / instances ranks
     # (experts likewise over expert-dp / instances, at least one)
-    dw, dg, do = sharded(params.dense, cfg.optimizer_shards if zero == 1 else cfg.dp * cfg.cp)
+    dw, dg, do = sharded(params.dense, cfg.optimizer_shards if zero == 1 else cfg.dp * cfg.cp,
+                         params.vocab)
     ew, eg, eo = sharded(params.expert, max(1, cfg.expert_dp // cfg.dist_opt_instances)
                          if zero == 1 else cfg.expert_dp)
     count = params.dense + params.expert
@@ -524,7 +557,7 @@ def stage_memory(model: ModelSpec, cfg: ParallelConfig, stage: int,
     """Memory of one pipeline stage holding `chunks` (its virtual chunks' layer indices), on
     its busiest GPU. estimate_memory applies it to every stage; the layer partitioner asks it
     about candidate blocks."""
-    policy = precision_policy(cfg.precision, cfg.framework)
+    policy = config_policy(cfg)
     nccl = active_communicators(cfg, model) * NCCL_BYTES_PER_COMMUNICATOR
     layers = tuple(layer for chunk in chunks for layer in chunk)
     params = stage_params(model, cfg, stage, layers)

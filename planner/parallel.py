@@ -102,6 +102,13 @@ class ParallelConfig:
             optimizer (zero 1) is replicated this many times over dp*cp, each copy sharded over
             dp*cp / instances ranks (parallel_state: intra-partial data-parallel groups), its
             gradient shards all-reduced across the copies.
+        fp8_param_gather: Megatron --fp8-param-gather: the GEMM weights are kept only in fp8
+            (Transformer Engine's fp8_model_init; no bf16 copy) and the distributed optimizer /
+            FSDP gathers them in fp8. Needs fp8 and zero >= 1 (Megatron validate_args).
+        grad_reduce_in_bf16: Megatron --grad-reduce-in-bf16: the gradient buffers accumulate
+            and reduce in bf16 instead of the fp32 Megatron otherwise forces with bf16
+            (validate_args turns accumulate_allreduce_grads_in_fp32 off); Megatron-Bridge's
+            `ddp.grad_reduce_in_fp32=False`.
         moe_token_imbalance: for dropless MoE, the busiest expert rank's tokens over the mean;
             an assumption (Megatron's aux-loss load balancing keeps routing near uniform; 1.5
             leaves room for early-training imbalance), used only when capacity_factor is unset.
@@ -135,6 +142,8 @@ class ParallelConfig:
     dist_opt_instances: int = 1
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
+    fp8_param_gather: bool = False
+    grad_reduce_in_bf16: bool = False
     microbatch_group_size: int | None = None
     rank_order: str = "tp-cp-dp-pp"
 
@@ -228,6 +237,8 @@ class ParallelConfig:
             "dist_opt_instances": self.dist_opt_instances,
             "overlap_grad_reduce": self.overlap_grad_reduce,
             "tp_comm_overlap": self.tp_comm_overlap,
+            "fp8_param_gather": self.fp8_param_gather,
+            "grad_reduce_in_bf16": self.grad_reduce_in_bf16,
             "microbatch_group_size": self.microbatch_group_size,
             "rank_order": self.rank_order,
         }
@@ -279,6 +290,13 @@ class ParallelConfig:
         if self.tp_comm_overlap and not self.sequence_parallel:
             out.append("tp_comm_overlap needs sequence_parallel (Megatron validate_args; "
                        "torchtitan's async TP overlaps the sequence-parallel collectives)")
+        if self.fp8_param_gather and (self.precision is not Precision.FP8 or self.zero < 1
+                                      or self.framework is not Framework.MEGATRON):
+            out.append("fp8_param_gather needs Megatron with fp8 and zero >= 1 (Megatron "
+                       "validate_args: distributed optimizer or Megatron FSDP)")
+        if self.grad_reduce_in_bf16 and (self.precision is Precision.FP32
+                                         or self.framework is not Framework.MEGATRON):
+            out.append("grad_reduce_in_bf16 needs Megatron with bf16 or fp8 training")
         if not 0 <= self.zero <= 3:
             out.append(f"zero({self.zero}) must be 0, 1, 2 or 3")
         if self.zero >= 2 and self.pp > 1 and self.framework is not Framework.TORCHTITAN:

@@ -111,7 +111,7 @@ _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch
                 "moe_token_imbalance", "moe_grouped_gemm", "embedding_wgrad_deferral",
                 "dist_opt_instances",
                 "overlap_grad_reduce",
-                "tp_comm_overlap",
+                "tp_comm_overlap", "fp8_param_gather", "grad_reduce_in_bf16",
                 "microbatch_group_size", "rank_order")
 
 
@@ -143,6 +143,8 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     instances = r.int("dist_opt_instances", default=_DEFAULT.dist_opt_instances)
     overlap_grad = r.boolean("overlap_grad_reduce", default=_DEFAULT.overlap_grad_reduce)
     tp_overlap = r.boolean("tp_comm_overlap", default=_DEFAULT.tp_comm_overlap)
+    fp8_gather = r.boolean("fp8_param_gather", default=_DEFAULT.fp8_param_gather)
+    bf16_grads = r.boolean("grad_reduce_in_bf16", default=_DEFAULT.grad_reduce_in_bf16)
     group = r.int("microbatch_group_size", required=False)
     order = r.choice("rank_order", RANK_ORDERS, default=_DEFAULT.rank_order) or _DEFAULT.rank_order
     layout = _int_list(r, "layers_per_stage")
@@ -164,6 +166,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         moe_grouped_gemm=grouped, embedding_wgrad_deferral=deferral,
         dist_opt_instances=instances or _DEFAULT.dist_opt_instances,
         overlap_grad_reduce=overlap_grad, tp_comm_overlap=tp_overlap,
+        fp8_param_gather=fp8_gather, grad_reduce_in_bf16=bf16_grads,
         microbatch_group_size=group, rank_order=order,
     )
 

@@ -94,7 +94,8 @@ def test_zero_table1(case_id: str) -> None:
     case = CALIBRATION[case_id]
     size = {"7p5B": 7.5e9, "128B": 128e9, "1T": 1e12}[case_id.split("_")[2]]
     dp = case["config"]["dp"]
-    policy = PrecisionPolicy(weight_bytes=2, grad_bytes=2, master_bytes=4, optimizer_bytes=8)
+    policy = PrecisionPolicy(weight_bytes=2, gemm_weight_bytes=2, grad_bytes=2, master_bytes=4,
+                             optimizer_bytes=8)
     for stage in (1, 2, 3):
         cfg = ParallelConfig(dp=dp, zero=stage, global_batch=dp)
         w, g, o = model_state_bytes(StageParams(dense=int(size), expert=0, largest_layer=0),
@@ -345,3 +346,29 @@ def test_remedies_offer_what_the_framework_can_run() -> None:
                              sequence_parallel=True, framework=framework)
         changes = {r.change for r in remedies(model, cfg, 40 * GiB, 0.0, 8, limit=20)}
         assert stage in changes and ({"--zero 1", "--zero 3"} - {stage}).isdisjoint(changes)
+
+
+def test_fp8_weight_copies_and_dtype_flags() -> None:
+    """fp8 training keeps an fp8 weight and its transpose beside each bf16 GEMM weight, not
+    beside the vocabulary layers (Megatron's embedding and output layer are not Transformer
+    Engine modules); --fp8-param-gather keeps the GEMM weights in fp8 only (1 + 1 bytes);
+    --grad-reduce-in-bf16 halves the gradient buffer (Megatron validate_args)."""
+    from planner.memory import config_policy, model_state_bytes, stage_params
+    from planner.parallel import stage_layers
+    model = BUILTIN_MODELS["llama3-70b"]
+    cfg = ParallelConfig(tp=4, pp=8, dp=2, vpp=5, global_batch=128, seq_len=8192,
+                         sequence_parallel=True, zero=1, precision=Precision.FP8)
+    params = stage_params(model, cfg, 0, stage_layers(model, cfg)[0])
+    assert params.vocab == model.padded_vocab_size(4) * model.hidden_size // 4  # embedding
+    gemm = params.dense - params.vocab
+    weights, grads, _ = model_state_bytes(params, cfg, config_policy(cfg))
+    assert weights == gemm * (2 + 2) + params.vocab * 2 and grads == params.dense * 4
+    lean = dataclasses.replace(cfg, fp8_param_gather=True, grad_reduce_in_bf16=True)
+    assert lean.problems(model) == ()
+    weights, grads, _ = model_state_bytes(params, lean, config_policy(lean))
+    assert weights == gemm * (1 + 1) + params.vocab * 2 and grads == params.dense * 2
+    # Megatron refuses fp8 parameters without the distributed optimizer or FSDP
+    assert any("fp8_param_gather" in p
+               for p in dataclasses.replace(lean, zero=0).problems(model))
+    assert any("fp8_param_gather" in p
+               for p in dataclasses.replace(lean, precision=Precision.BF16).problems(model))

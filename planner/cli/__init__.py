@@ -229,6 +229,12 @@ def estimate(
     tp_comm_overlap: Annotated[bool, typer.Option(
         "--tp-comm-overlap", help="TP collectives pipelined with their GEMMs (Megatron "
         "--tp-comm-overlap, torchtitan async TP); needs sequence parallelism.")] = False,
+    fp8_param_gather: Annotated[bool, typer.Option(
+        "--fp8-param-gather", help="Megatron, fp8, zero >= 1: GEMM weights kept in fp8 only "
+        "and gathered in fp8 (Megatron --fp8-param-gather).")] = False,
+    grad_reduce_in_bf16: Annotated[bool, typer.Option(
+        "--grad-reduce-in-bf16", help="Megatron: gradient buffers accumulated and reduced in "
+        "bf16, not fp32 (Megatron --grad-reduce-in-bf16).")] = False,
     headroom: Annotated[float | None, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
@@ -317,7 +323,8 @@ def estimate(
         layers_per_stage=layout, framework=framework or Framework.MEGATRON,
         flash_attention=True if flash_attention is None else flash_attention,
         attention_kernel=attention_kernel, moe_grouped_gemm=moe_grouped_gemm,
-        tp_comm_overlap=tp_comm_overlap,
+        tp_comm_overlap=tp_comm_overlap, fp8_param_gather=fp8_param_gather,
+        grad_reduce_in_bf16=grad_reduce_in_bf16,
         rank_order="tp-cp-pp-dp" if use_tp_pp_dp_mapping else "tp-cp-dp-pp",
     )
     _check_config(cfg, spec, cl, "configuration", dp_given=dp is not None)

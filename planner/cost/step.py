@@ -56,7 +56,7 @@ from planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from planner.cost.pipeline import ChunkTimes, PipelineResult, simulate
 from planner.gpus import GpuType
 from planner.hardware import Cluster
-from planner.memory import layer_params, precision_policy, stage_params
+from planner.memory import config_policy, layer_params, stage_params
 from planner.model import ModelSpec
 from planner.parallel import (
     Framework,
@@ -485,7 +485,7 @@ def _zero3_per_microbatch(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.R
     FSDP's wrapping unit in torchtitan and Megatron-FSDP; DeepSpeed ZeRO-3 gathers per
     submodule, finer still (deepspeed_gathers_per_layer collectives per layer). Each pays the
     ring's (n - 1) latency steps, which at thousands of ranks is milliseconds per collective."""
-    policy = precision_policy(cfg.precision, cfg.framework)
+    policy = config_policy(cfg)
     layers = stage_layers(model, cfg)[0]
     params = stage_params(model, cfg, 0, layers)
     deepspeed = cfg.framework is Framework.DEEPSPEED
@@ -493,13 +493,17 @@ def _zero3_per_microbatch(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.R
     units: Counter[tuple[float, float, int]] = Counter(
         (*layer_params(model, cfg, i),
          deepspeed_gathers_per_layer(model, cfg, i) if deepspeed else 1) for i in layers)
-    units[(params.dense - sum(d * n for (d, _, _), n in units.items()),
-           params.expert - sum(e * n for (_, e, _), n in units.items()), 1)] += 1
+    rest = (params.dense - sum(d * n for (d, _, _), n in units.items()),
+            params.expert - sum(e * n for (_, e, _), n in units.items()), 1)
+    units[rest] += 1
     gather = reduce = 0.0
     for (dense, expert, k), count in units.items():
+        # layers gather their GEMM weights (fp8 with --fp8-param-gather); the rest (vocabulary
+        # layers) in 16-bit
+        width = 2 if (dense, expert, k) == rest else policy.gather_bytes
         for size, ring in ((dense, dp_ring), (expert, edp_ring)):
             if size > 0:  # k collectives of size / k: the bandwidth term once, latency k times
-                gather += count * k * comm.all_gather_s(size * 2 / k, ring)
+                gather += count * k * comm.all_gather_s(size * width / k, ring)
                 reduce += count * k * comm.all_gather_s(size * policy.grad_bytes / k, ring)
     return gather, reduce
 
@@ -542,7 +546,7 @@ def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink
                    edp_ring: comm.RingLink) -> tuple[float, float]:
     """(busy, exposed) seconds of the gradient reduction and parameter all-gather, for the
     stage with the most parameters."""
-    policy = precision_policy(cfg.precision, cfg.framework)
+    policy = config_policy(cfg)
     grad_bytes = policy.grad_bytes
     worst_busy = worst_exposed = 0.0
     for stage, layers in enumerate(stage_layers(model, cfg)):
@@ -550,9 +554,12 @@ def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink
         busy = exposed = 0.0
         if cfg.zero >= 3 and not cfg.fsdp_keeps_params:  # per micro-batch, in the passes
             continue
-        for count, ring in ((params.dense, dp_ring), (params.expert, edp_ring)):
+        for count, ring, vocab in ((params.dense, dp_ring, params.vocab),
+                                   (params.expert, edp_ring, 0)):
             if ring.size == 1 or count == 0:
                 continue
+            # the distributed optimizer gathers GEMM weights in fp8 with --fp8-param-gather
+            gathered = (count - vocab) * policy.gather_bytes + vocab * 2
             if cfg.zero >= 1 and cfg.dist_opt_instances > 1:
                 # reduce-scatter and gather within a copy's ranks, all-reduce the shards
                 # across the copies (approximated on the data-parallel ring's links)
@@ -561,10 +568,10 @@ def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink
                 across = dataclasses.replace(ring, size=k, curves=())
                 reduce = (comm.all_gather_s(count * grad_bytes, inner)
                           + comm.all_reduce_s(count * grad_bytes / inner.size, across))
-                gather = comm.all_gather_s(count * 2, inner)
+                gather = comm.all_gather_s(gathered, inner)
             elif cfg.zero >= 1:
                 reduce = comm.all_gather_s(count * grad_bytes, ring)
-                gather = comm.all_gather_s(count * 2, ring)
+                gather = comm.all_gather_s(gathered, ring)
             else:
                 reduce, gather = comm.all_reduce_s(count * grad_bytes, ring), 0.0
             busy += reduce + gather

@@ -194,11 +194,14 @@ def _batch_args(cfg: ParallelConfig) -> list[str]:
 
 def _precision_args(cfg: ParallelConfig) -> list[str]:
     """bf16 master-weight training; fp8 = Transformer Engine's hybrid recipe (E4M3 forward,
-    E5M2 gradients) on the GEMMs, bf16 elsewhere, which is what cost/compute.py assumes."""
+    E5M2 gradients) on the GEMMs, bf16 elsewhere, which is what cost/compute.py assumes; the
+    weight and gradient dtype flags as the configuration has them."""
     if cfg.precision is Precision.BF16:
-        return ["--bf16"]
+        return ["--bf16"] + (["--grad-reduce-in-bf16"] if cfg.grad_reduce_in_bf16 else [])
     if cfg.precision is Precision.FP8:
-        return ["--bf16", "--fp8-format hybrid"]
+        return ["--bf16", "--fp8-format hybrid"] + (
+            ["--fp8-param-gather"] if cfg.fp8_param_gather else []) + (
+            ["--grad-reduce-in-bf16"] if cfg.grad_reduce_in_bf16 else [])
     return []
 
 

@@ -58,12 +58,14 @@ MAPPED: dict[str, bool] = {
     "--moe-grouped-gemm": False, "--moe-token-dispatcher-type": True,
     "--defer-embedding-wgrad-compute": False, "--wgrad-deferral-limit": True,
     "--num-distributed-optimizer-instances": True,
+    "--fp8-param-gather": False, "--grad-reduce-in-bf16": False,
+    "--accumulate-allreduce-grads-in-fp32": False,
 }
 
 # Flags with no effect on memory or step time: data, tokenizer, optimizer hyperparameters,
 # schedule length, logging, checkpoint paths, initialisation, numerics of the loss scale,
 # router loss coefficients. Anything else the planner does not map (kernel fusions, fp8
-# parameter gathering, fp32 gradient accumulation, ...) is reported as not modelled.
+# parameter storage other than --fp8-param-gather, ...) is reported as not modelled.
 IGNORED_PREFIXES = (
     "--lr", "--min-lr", "--weight-decay", "--adam-", "--clip-grad", "--init-method",
     "--data-path", "--data-cache-path", "--split", "--vocab-file", "--merge-file",
@@ -297,6 +299,9 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         Precision.BF16 if "--bf16" in flags or "--fp16" in flags else Precision.FP32)
     if "--fp16" in flags:
         notes.append("--fp16: modelled as bf16 (same bytes per value)")
+    fp8_gather = "--fp8-param-gather" in flags and precision is Precision.FP8
+    if "--fp8-param-gather" in flags and not fp8_gather:
+        notes.append("--fp8-param-gather without --fp8-format: no fp8 weights to keep")
     group = (_int(flags, "--microbatch-group-size-per-virtual-pipeline-stage", source)
              if "--microbatch-group-size-per-virtual-pipeline-stage" in flags else None)
     config = ParallelConfig(
@@ -319,7 +324,8 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
                                   if "--defer-embedding-wgrad-compute" in flags else None),
         dist_opt_instances=_int(flags, "--num-distributed-optimizer-instances", source, 1),
         overlap_grad_reduce="--overlap-grad-reduce" in flags,
-        tp_comm_overlap="--tp-comm-overlap" in flags, microbatch_group_size=group,
+        tp_comm_overlap="--tp-comm-overlap" in flags, fp8_param_gather=fp8_gather,
+        grad_reduce_in_bf16="--grad-reduce-in-bf16" in flags, microbatch_group_size=group,
         rank_order="tp-cp-pp-dp" if "--use-tp-pp-dp-mapping" in flags else "tp-cp-dp-pp")
     return config, notes
 

@@ -388,3 +388,26 @@ def test_torchtitan_fsdp_under_pipelining_gathers_and_reduces_once_per_step() ->
         assert b["dp_exposed_s"] < b["dp_comm_s"] / 10
         steps[global_batch] = b["dp_comm_s"]
     assert steps[64] == steps[256]
+
+
+def test_distributed_optimizer_traffic_follows_weight_and_gradient_dtypes() -> None:
+    """Megatron's distributed optimizer reduce-scatters the gradient buffer and all-gathers the
+    parameters once per step: fp32 gradients and 16-bit parameters by default; bf16 gradients
+    with --grad-reduce-in-bf16; the GEMM weights in fp8 with --fp8-param-gather (the
+    vocabulary layers stay 16-bit)."""
+    from planner.memory import stage_params
+    from planner.parallel import stage_layers
+    cluster = load_cluster("dgx-h100")
+    model = BUILTIN_MODELS["llama3-8b"]
+    base = ParallelConfig(dp=8, global_batch=64, seq_len=8192, zero=1, precision=Precision.FP8)
+    ring = resolve_links(cluster, base).ring(Axis.DP)
+    params = stage_params(model, base, 0, stage_layers(model, base)[0])
+    gemm = params.dense - params.vocab
+    for flags, grad, gathered in (({}, 4, params.dense * 2),
+                                  ({"grad_reduce_in_bf16": True}, 2, params.dense * 2),
+                                  ({"grad_reduce_in_bf16": True, "fp8_param_gather": True}, 2,
+                                   gemm * 1 + params.vocab * 2)):
+        cfg = dataclasses.replace(base, **flags)
+        b = dict(estimate_step(model, cfg, cluster).breakdown)
+        assert b["dp_comm_s"] == pytest.approx(comm.all_gather_s(params.dense * grad, ring)
+                                               + comm.all_gather_s(gathered, ring)), flags

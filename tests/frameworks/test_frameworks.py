@@ -66,7 +66,7 @@ MEGATRON_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "fp8-tp-pp-dp-order-group": ("nemotron4-340b", dict(
         tp=8, pp=12, dp=2, vpp=2, global_batch=96, seq_len=4096, sequence_parallel=True,
         zero=1, precision=Precision.FP8, rank_order="tp-cp-pp-dp",
-        microbatch_group_size=12)),
+        microbatch_group_size=12, fp8_param_gather=True, grad_reduce_in_bf16=True)),
     "uneven-interleaved-chunks": ("llama3-70b", dict(
         tp=8, pp=4, dp=4, vpp=5, global_batch=512, seq_len=8192, sequence_parallel=True,
         zero=1, layers_per_chunk=(4, 4, 4, 2, 4, 3, 4, 4, 4, 4, 4, 5, 4, 5, 4, 5, 3, 5, 5,
@@ -126,6 +126,8 @@ def test_megatron_accepts_every_emitted_launch(framework_check: Check, tmp_path:
         if cfg.embedding_wgrad_deferral is not None:
             assert args["wgrad_deferral_limit"] == cfg.embedding_wgrad_deferral
         assert args["num_distributed_optimizer_instances"] == cfg.dist_opt_instances
+        assert args["fp8_param_gather"] == cfg.fp8_param_gather, case["name"]
+        assert args["accumulate_allreduce_grads_in_fp32"] == (not cfg.grad_reduce_in_bf16)
         # Megatron FSDP turns the distributed optimizer on itself (validate_args)
         assert args["use_distributed_optimizer"] == (cfg.zero >= 1)
         assert args["use_megatron_fsdp"] == (cfg.zero >= 2)
@@ -156,6 +158,8 @@ BROKEN = {
                                                     global_batch=8, seq_len=4096)),
     "tp-overlap-without-sp": ("llama3-8b", dict(tp=8, dp=1, global_batch=8, seq_len=4096,
                                                 tp_comm_overlap=True)),
+    "fp8-param-gather-without-distributed-optimizer": ("llama3-8b", dict(
+        dp=8, global_batch=8, seq_len=4096, precision=Precision.FP8, fp8_param_gather=True)),
 }
 
 

@@ -244,10 +244,10 @@ def test_flags_that_change_memory_or_time_are_never_called_irrelevant() -> None:
     choices other than the modelled ones leave a note."""
     shape = ("--num-layers 4 --hidden-size 64 --num-attention-heads 4 --vocab-size 100 "
              "--global-batch-size 8 --seq-length 128 --num-experts 4 ")
-    got = import_megatron(shape + "--fp8-param-gather --accumulate-allreduce-grads-in-fp32 "
+    got = import_megatron(shape + "--no-gradient-accumulation-fusion --no-bias-gelu-fusion "
                           "--moe-token-dispatcher-type allgather --lr 1e-4 --data-path /d",
                           "a.args", dp=1, world_size=None, model=None)
-    assert got.unknown == ("--fp8-param-gather", "--accumulate-allreduce-grads-in-fp32")
+    assert got.unknown == ("--no-gradient-accumulation-fusion", "--no-bias-gelu-fusion")
     assert got.ignored == ("--lr", "--data-path")
     assert any("allgather: modelled as alltoall" in n for n in got.notes)
     # without --moe-grouped-gemm the experts run one by one (Megatron's SequentialMLP)
@@ -255,6 +255,21 @@ def test_flags_that_change_memory_or_time_are_never_called_irrelevant() -> None:
     grouped = import_megatron(shape + "--moe-grouped-gemm", "a.args", dp=1, world_size=None,
                               model=None)
     assert grouped.config.moe_grouped_gemm
+
+
+def test_megatron_weight_and_gradient_dtype_flags() -> None:
+    """--fp8-param-gather (with fp8 and the distributed optimizer) and --grad-reduce-in-bf16
+    are read into the configuration; --fp8-param-gather without fp8 has nothing to keep in
+    fp8 and says so; the fp32 accumulation flag is Megatron's bf16 default."""
+    shape = ("--num-layers 4 --hidden-size 64 --num-attention-heads 4 --vocab-size 100 "
+             "--global-batch-size 8 --seq-length 128 --use-distributed-optimizer --bf16 ")
+    got = import_megatron(shape + "--fp8-format hybrid --fp8-param-gather --grad-reduce-in-bf16",
+                          "a.args", dp=1, world_size=None, model=None)
+    assert got.config.fp8_param_gather and got.config.grad_reduce_in_bf16 and not got.unknown
+    plain = import_megatron(shape + "--fp8-param-gather --accumulate-allreduce-grads-in-fp32",
+                            "a.args", dp=1, world_size=None, model=None)
+    assert not plain.config.fp8_param_gather and not plain.config.grad_reduce_in_bf16
+    assert not plain.unknown and any("--fp8-param-gather without" in n for n in plain.notes)
 
 
 def test_torchtitan_option_values_may_contain_colons() -> None:

@@ -20,7 +20,7 @@ import yaml
 from planner.cost.flops import hardware_flops_per_step
 from planner.cost.step import estimate_step
 from planner.hardware import Cluster
-from planner.importers.megatron import parse_flags
+from planner.importers.megatron import MEGATRON_DROPOUT, parse_flags
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate, estimate_memory
 from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
 from planner.parallel import AttentionKernel, Framework, ParallelConfig, Precision, Recompute
@@ -150,6 +150,13 @@ def _model(case: dict[str, Any]) -> ModelSpec:
                       qk_nope_head_dim=ma["qk_head_dim"],
                       qk_rope_head_dim=ma["qk_pos_emb_head_dim"], v_head_dim=ma["v_head_dim"])
     vocab = m.get("vocab_padded") or m.get("vocab")
+    # Megatron's functional tests run Megatron's dropout defaults unless their arguments say
+    # otherwise; torchtitan's models have no dropout
+    args = case["config"].get("megatron_args") or {}
+    titan = "torchtitan" in str(case["config"].get("framework"))
+    hidden_dropout, attention_dropout = (
+        0.0 if titan else float(args.get(flag, MEGATRON_DROPOUT))
+        for flag in ("--hidden-dropout", "--attention-dropout"))
     return make_model(
         name=str(m.get("name", case["id"])), num_layers=m["layers"], hidden_size=m["hidden"],
         num_attention_heads=m["heads"], num_query_groups=m.get("kv_heads"),
@@ -160,7 +167,8 @@ def _model(case: dict[str, Any]) -> ModelSpec:
         add_bias_linear=bool(m.get("bias_linear")) if m.get("bias_linear") is not None else (
             act == "gelu"),
         qk_layernorm="qk-norm" in str(m.get("norm", "")), mla=mla, moe=moe,
-        num_mtp_layers=int(m.get("mtp_layers") or 0),
+        num_mtp_layers=int(m.get("mtp_layers") or 0), hidden_dropout=hidden_dropout,
+        attention_dropout=attention_dropout,
     )
 
 

@@ -93,9 +93,9 @@ def _builtin() -> dict[str, ModelSpec]:
                    source="Nemotron-4 340B technical report (arXiv 2406.11704) Table 1"),
         make_model(name="bloom-176b", num_layers=70, hidden_size=14336, num_attention_heads=112,
                    vocab_size=250880, position_embedding="alibi", embedding_layernorm=True,
-                   max_position_embeddings=2048,
+                   max_position_embeddings=2048, hidden_dropout=0.0, attention_dropout=0.0,
                    source="BigScience BLOOM (arXiv 2211.05100) Table 3; bigscience/bloom "
-                          "config.json"),
+                          "config.json (hidden_dropout, attention_dropout 0.0)"),
     ]
     return {model.name: model for model in models}
 

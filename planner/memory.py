@@ -337,18 +337,30 @@ def model_state_bytes(params: StageParams, cfg: ParallelConfig,
 
 # ---- activations -----------------------------------------------------------------------------
 
+def dropout_masks(model: ModelSpec, cfg: ParallelConfig) -> tuple[bool, bool]:
+    """(residual, attention-probability) dropout masks stored for backward: only where the
+    probability is above 0 (PyTorch's dropout returns its input unchanged for p = 0, ATen
+    native/Dropout.cpp, so nothing is saved), and never with torchtitan, whose models have no
+    dropout layers (torchtitan models/llama3/model.py)."""
+    if cfg.framework is Framework.TORCHTITAN:
+        return False, False
+    return model.hidden_dropout > 0, model.attention_dropout > 0
+
+
 def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
                            recompute: Recompute) -> int:
     """Activations one transformer layer stores for backward, per micro-batch, one GPU.
 
     Korthikanti et al. 2022 (arXiv 2205.05198) Sec. 4.1, generalized from their GPT (ffn = 4h,
-    MHA) to the widths of this model; 16-bit activations, 1-byte dropout masks. For a GPT with
-    t = tp and no sequence parallelism this is s*b*h*(10 + 24/t + 5*a*s/(h*t)) (their Eq. 2);
-    with sequence parallelism s*b*h/t*(34 + 5*a*s/h) (Table 2). Terms, in bytes:
+    MHA) to the widths of this model; 16-bit activations, 1-byte dropout masks where the model
+    has dropout (dropout_masks). For a GPT with t = tp, dropout and no sequence parallelism
+    this is s*b*h*(10 + 24/t + 5*a*s/(h*t)) (their Eq. 2); with sequence parallelism
+    s*b*h/t*(34 + 5*a*s/h) (Table 2). Terms, in bytes:
       attention: norm input 2sbh, QKV input 2sbh, Q/K/V 2sb(q + 2kv)/t, scores+softmax+dropout
-        5*a*s^2*b/t (none with flash attention: its output and fp32 log-sum-exp 4*a*s*b/t), output
-        projection input 2sb*o/t, dropout mask sbh; MLA adds its latent q and kv before and after
-        their norms, 4sb(q_lora + kv_lora + rope);
+        5*a*s^2*b/t (4 without attention dropout; none with flash attention: its output and
+        fp32 log-sum-exp 4*a*s*b/t), output projection input 2sb*o/t, dropout mask sbh (with
+        residual dropout, as the MLP's and the embedding's); MLA adds its latent q and kv
+        before and after their norms, 4sb(q_lora + kv_lora + rope);
       MLP: norm input 2sbh, FC1 input 2sbh, FC1 output 2sbf/t (x2 when gated: gate and up),
         FC2 input 2sbf/t, dropout mask sbh;
       MoE MLP (Megatron-Core alltoall dispatcher): router logits and probabilities fp32 8*s*b*E,
@@ -372,6 +384,7 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
         return op_sac_layer_bytes(model, cfg, layer)
 
     heads = model.num_attention_heads
+    hidden_mask, probs_mask = dropout_masks(model, cfg)
     attention = 2 * sbh / sp + 2 * sbh / sp  # norm input, QKV input
     attention += 2 * s * b * (model.q_width + 2 * model.kv_width) / t
     if model.mla is not None:
@@ -380,11 +393,11 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
         attention += 2 * 2 * s * b * latent
     if cfg.flash_attention:
         attention += 4 * heads * s * b / t
-    elif recompute is not Recompute.SELECTIVE:
-        attention += 5 * heads * s * cfg.seq_len * b / t
-    attention += 2 * s * b * model.attn_out_width / t + sbh / sp
+    elif recompute is not Recompute.SELECTIVE:  # scores, softmax (16-bit), dropout mask
+        attention += (4 + probs_mask) * heads * s * cfg.seq_len * b / t
+    attention += 2 * s * b * model.attn_out_width / t + hidden_mask * sbh / sp
 
-    mlp = 2 * sbh / sp + 2 * sbh / sp + sbh / sp  # norm input, FC1 input, dropout mask
+    mlp = 2 * sbh / sp + 2 * sbh / sp + hidden_mask * sbh / sp  # norm, FC1 input, dropout mask
     gate = 2 if model.activation.gated else 1
     if not model.is_moe_layer(layer):
         f = model.ffn_hidden_size
@@ -494,7 +507,7 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     in_flight = in_flight_microbatches(cfg, stage)
     first, last = stage == 0, stage == cfg.pp - 1
     vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
-    if first:
+    if first and dropout_masks(model, cfg)[0]:
         per_mb += sbh / sp  # embedding dropout mask
     stored = per_mb * in_flight
     vocab_shard = model.padded_vocab_size(t) / t

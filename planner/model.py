@@ -168,6 +168,8 @@ class ModelSpec:
     mla: MlaSpec | None = None
     moe: MoeSpec | None = None
     num_mtp_layers: int = 0
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
     source: str = ""
     params: ParamCounts = field(init=False, compare=False, repr=False)
 
@@ -182,6 +184,10 @@ class ModelSpec:
                 f"num_query_groups({self.num_query_groups}) must divide "
                 f"num_attention_heads({self.num_attention_heads})"
             )
+        for key in ("hidden_dropout", "attention_dropout"):
+            if not 0 <= getattr(self, key) < 1:
+                problems.append(f"{key}: expected a probability in [0, 1), got "
+                                f"{getattr(self, key)}")
         if self.moe is not None and not 1 <= self.moe.top_k <= self.moe.num_experts:
             problems.append(
                 f"moe.top_k({self.moe.top_k}) must be between 1 and "
@@ -383,13 +389,20 @@ def make_model(
     mla: MlaSpec | None = None,
     moe: MoeSpec | None = None,
     num_mtp_layers: int = 0,
+    hidden_dropout: float | None = None,
+    attention_dropout: float | None = None,
     source: str = "",
 ) -> ModelSpec:
     """Build a ModelSpec with the defaults of the minimal YAML form (DESIGN.md).
 
     Defaults by family: a GeLU model is a GPT (LayerNorm, learned positions, biases, tied
-    embeddings, ffn = 4h); SwiGLU and squared-ReLU models are Llama/Nemotron-style (RoPE,
-    no biases, untied embeddings). SwiGLU uses RMSNorm, squared-ReLU LayerNorm (Nemotron-4).
+    embeddings, ffn = 4h, dropout 0.1 on the residual branches and the attention
+    probabilities: Megatron-LM's --hidden-dropout / --attention-dropout defaults and GPT-2's
+    resid_pdrop / attn_pdrop); SwiGLU and squared-ReLU models are Llama/Nemotron-style (RoPE,
+    no biases, untied embeddings, no dropout: Llama, Mistral, Qwen and DeepSeek config.json
+    files set attention_dropout 0.0 and have no residual dropout; Nemotron-4 trains with a
+    dropout rate of zero, arXiv 2402.16819 Sec. 2). SwiGLU uses RMSNorm, squared-ReLU
+    LayerNorm (Nemotron-4).
     """
     act = Activation(activation)
     gpt = act is Activation.GELU
@@ -418,5 +431,8 @@ def make_model(
         mla=mla,
         moe=moe,
         num_mtp_layers=num_mtp_layers,
+        hidden_dropout=(0.1 if gpt else 0.0) if hidden_dropout is None else hidden_dropout,
+        attention_dropout=((0.1 if gpt else 0.0) if attention_dropout is None
+                           else attention_dropout),
         source=source,
     )

@@ -22,7 +22,8 @@ _MODEL_KEYS = (
     "name", "num_layers", "hidden_size", "num_attention_heads", "num_query_groups",
     "ffn_hidden_size", "vocab_size", "activation", "tie_embeddings", "moe", "mla", "head_dim",
     "norm", "position_embedding", "max_position_embeddings", "add_bias_linear", "qk_layernorm",
-    "qkv_bias", "embedding_layernorm", "num_mtp_layers", "source",
+    "qkv_bias", "embedding_layernorm", "num_mtp_layers", "hidden_dropout", "attention_dropout",
+    "source",
 )
 _MOE_KEYS = ("num_experts", "top_k", "ffn_hidden_size", "num_shared_experts",
              "shared_ffn_hidden_size", "first_dense_layers", "layer_freq", "capacity_factor")
@@ -75,6 +76,8 @@ def model_from_dict(data: object, source: str) -> ModelSpec:
     qkv_bias = r.boolean("qkv_bias", default=False)
     emb_norm = r.boolean("embedding_layernorm", default=False)
     mtp = r.int("num_mtp_layers", minimum=0, default=0)
+    hidden_dropout = _probability(r, "hidden_dropout")
+    attention_dropout = _probability(r, "attention_dropout")
     described_source = r.string("source", required=False)
     moe = _moe(r.child("moe"))
     mla = _mla(r.child("mla"))
@@ -96,8 +99,20 @@ def model_from_dict(data: object, source: str) -> ModelSpec:
         norm=norm, position_embedding=position, max_position_embeddings=max_pos or 4096,
         tie_embeddings=tie, add_bias_linear=bias, head_dim=head_dim, qk_layernorm=qk_norm,
         qkv_bias=qkv_bias, embedding_layernorm=emb_norm, mla=mla, moe=moe,
-        num_mtp_layers=mtp or 0, source=described_source or source,
+        num_mtp_layers=mtp or 0, hidden_dropout=hidden_dropout,
+        attention_dropout=attention_dropout, source=described_source or source,
     )
+
+
+def _probability(r: Reader, key: str) -> float | None:
+    """An optional dropout probability in [0, 1); None (the family default) when absent."""
+    if not r.has(key):
+        return None
+    value = r.number(key, positive=False)
+    if value is not None and not 0 <= value < 1:
+        r.fail(key, f"expected a probability in [0, 1), got {value}")
+        return None
+    return value
 
 
 def _moe(r: Reader | None) -> MoeSpec | None:
@@ -158,6 +173,9 @@ def model_from_hf_config(data: object, source: str) -> ModelSpec:
     ffn = r.int("intermediate_size")
     vocab = r.int("vocab_size")
     tie = r.boolean("tie_word_embeddings", default=False)
+    # these architectures have dropout on the attention probabilities only (their modeling
+    # files apply attention_dropout; no residual dropout)
+    attention_dropout = r.number("attention_dropout", positive=False, default=0.0)
     max_pos = r.int("max_position_embeddings", default=4096)
     head_dim = r.int("head_dim", required=False)
     moe: MoeSpec | None = None
@@ -205,7 +223,9 @@ def model_from_hf_config(data: object, source: str) -> ModelSpec:
         position_embedding=PositionEmbedding.ROPE, max_position_embeddings=max_pos or 4096,
         tie_embeddings=tie, add_bias_linear=False, head_dim=head_dim,
         qk_layernorm=model_type in ("qwen3", "qwen3_moe"), qkv_bias=model_type == "qwen2",
-        mla=mla, moe=moe, num_mtp_layers=mtp, source=f"{source} (Hugging Face {model_type})",
+        mla=mla, moe=moe, num_mtp_layers=mtp, hidden_dropout=0.0,
+        attention_dropout=attention_dropout or 0.0,
+        source=f"{source} (Hugging Face {model_type})",
     )
 
 
@@ -230,6 +250,8 @@ def model_to_dict(spec: ModelSpec) -> dict[str, object]:
         "qkv_bias": spec.qkv_bias,
         "embedding_layernorm": spec.embedding_layernorm,
         "num_mtp_layers": spec.num_mtp_layers,
+        "hidden_dropout": spec.hidden_dropout,
+        "attention_dropout": spec.attention_dropout,
     }
     if spec.moe is not None:
         m = spec.moe

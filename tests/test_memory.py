@@ -372,3 +372,23 @@ def test_fp8_weight_copies_and_dtype_flags() -> None:
                for p in dataclasses.replace(lean, zero=0).problems(model))
     assert any("fp8_param_gather" in p
                for p in dataclasses.replace(lean, precision=Precision.BF16).problems(model))
+
+
+def test_dropout_masks_only_where_the_model_has_dropout() -> None:
+    """Korthikanti's 1-byte masks (after attention, after the MLP, on the attention
+    probabilities without flash attention) exist only with dropout > 0: PyTorch's dropout
+    returns its input for p = 0 and torchtitan's models have no dropout layers."""
+    from planner.memory import layer_activation_bytes
+    llama = BUILTIN_MODELS["llama3-8b"]
+    masked = dataclasses.replace(llama, hidden_dropout=0.1, attention_dropout=0.1)
+    cfg = ParallelConfig(tp=2, dp=4, global_batch=8, seq_len=4096, sequence_parallel=True)
+    sbh = 4096 * 1 * llama.hidden_size
+    none = layer_activation_bytes(llama, cfg, 0, Recompute.NONE)
+    assert layer_activation_bytes(masked, cfg, 0, Recompute.NONE) - none == 2 * sbh // 2
+    plain = dataclasses.replace(cfg, flash_attention=False)  # the probabilities' mask too
+    assert (layer_activation_bytes(masked, plain, 0, Recompute.NONE)
+            - layer_activation_bytes(llama, plain, 0, Recompute.NONE)
+            == 2 * sbh // 2 + llama.num_attention_heads * 4096 * 4096 // 2)
+    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
+    assert layer_activation_bytes(masked, titan, 0, Recompute.NONE) == layer_activation_bytes(
+        llama, titan, 0, Recompute.NONE)

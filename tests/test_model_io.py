@@ -128,6 +128,7 @@ def test_hf_deepseek_v3(write: Callable[[str, str], Path]) -> None:
     (MINIMAL + "num_query_groups: 7\n", "num_query_groups"),
     (MINIMAL + "num_layer: 3\n", "num_layer"),
     (MINIMAL + "moe: {num_experts: 4, top_k: 8, ffn_hidden_size: 16}\n", "moe.top_k"),
+    (MINIMAL + "hidden_dropout: 1.5\n", "hidden_dropout"),
 ])
 def test_model_yaml_errors_name_the_field(write: Callable[[str, str], Path], text: str,
                                           field: str) -> None:
@@ -162,3 +163,20 @@ def test_hf_qwen3_dense_has_qk_norm(write: Callable[[str, str], Path]) -> None:
     model = load_model(str(_hf(write, config)))
     assert model.qk_layernorm
     assert model.params.total == pytest.approx(8.19e9, rel=0.005)
+
+
+def test_dropout_by_family_and_as_stated(write: Callable[[str, str], Path]) -> None:
+    """GPTs default to Megatron's and GPT-2's dropout 0.1, Llama-style models to none; a
+    model file may state either probability; a HF config gives its attention_dropout (these
+    architectures have no residual dropout)."""
+    assert load_model(str(write("gpt.yaml", MINIMAL))).hidden_dropout == 0.1
+    llama = BUILTIN_MODELS["llama3-70b"]
+    assert (llama.hidden_dropout, llama.attention_dropout) == (0.0, 0.0)
+    stated = load_model(str(write("g.yaml", MINIMAL + "hidden_dropout: 0\n"
+                                                      "attention_dropout: 0.05\n")))
+    assert (stated.hidden_dropout, stated.attention_dropout) == (0.0, 0.05)
+    config = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
+              "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 100,
+              "attention_dropout": 0.1}
+    model = load_model(str(_hf(write, config)))
+    assert (model.hidden_dropout, model.attention_dropout) == (0.0, 0.1)

@@ -106,6 +106,9 @@ def _model_args(model: ModelSpec, cfg: ParallelConfig) -> list[str]:
         args.append("--qk-layernorm")
     if not model.tie_embeddings:
         args.append("--untie-embeddings-and-output-weights")
+    # always spelled: Megatron's default is 0.1 each, Llama-style models train without
+    args += [f"--hidden-dropout {model.hidden_dropout:g}",
+             f"--attention-dropout {model.attention_dropout:g}"]
     if model.moe is not None:
         moe = model.moe
         args += [f"--num-experts {moe.num_experts}", f"--moe-router-topk {moe.top_k}",

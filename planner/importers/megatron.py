@@ -9,6 +9,7 @@ accepted as `ignored`; anything else is reported as `unknown`, never dropped sil
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 
@@ -59,6 +60,7 @@ MAPPED: dict[str, bool] = {
     "--defer-embedding-wgrad-compute": False, "--wgrad-deferral-limit": True,
     "--num-distributed-optimizer-instances": True,
     "--fp8-param-gather": False, "--grad-reduce-in-bf16": False,
+    "--hidden-dropout": True, "--attention-dropout": True,
     "--accumulate-allreduce-grads-in-fp32": False,
 }
 
@@ -142,6 +144,23 @@ def _int(flags: dict[str, str], flag: str, source: str, default: int | None = No
         return int(flags[flag])
     except ValueError:
         raise InputError(f"{source}: {flag} {flags[flag]!r}: expected an integer") from None
+
+
+# Megatron-LM's --hidden-dropout and --attention-dropout defaults (arguments.py)
+MEGATRON_DROPOUT = 0.1
+
+
+def _dropout(flags: dict[str, str], flag: str, source: str) -> float:
+    """A dropout probability of the launch; Megatron's default when the flag is absent."""
+    if flag not in flags:
+        return MEGATRON_DROPOUT
+    try:
+        value = float(flags[flag])
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise InputError(f"{source}: {flag} {flags[flag]!r}: expected a probability in [0, 1)")
+    return value
 
 
 def model_from_flags(flags: dict[str, str], source: str, name: str) -> ModelSpec | None:
@@ -371,6 +390,10 @@ def import_megatron(text: str, source: str, dp: int | None, world_size: int | No
         if mismatch:
             raise InputError(f"{source}: the arguments describe another model than --model "
                              f"{model.name}: " + "; ".join(mismatch))
+    # Megatron runs the model with the launch's dropout, whatever the model file says
+    model = dataclasses.replace(
+        model, hidden_dropout=_dropout(flags, "--hidden-dropout", source),
+        attention_dropout=_dropout(flags, "--attention-dropout", source))
     world = launcher_world or world_size
     tp = _int(flags, "--tensor-model-parallel-size", source, 1)
     pp = _int(flags, "--pipeline-model-parallel-size", source, 1)

@@ -17,7 +17,9 @@
    ZeRO) pair overflows, its larger micro-batches are skipped (variants yields mbs
    ascending).
 3. For the best `rescore` of them, the layer split that minimises the slowest stage under
-   each stage's memory (balanced_layout: the LM head makes the last stage heavy) joins them;
+   each stage's memory (balanced_layout: the LM head makes the last stage heavy; with
+   interleaving balanced_chunks) joins them when the vocabulary strategy is the search's to
+   choose (a strategy given fixes the split);
    all are timed with the event-driven schedule simulation and sorted; ties break on the
    configuration's canonical key, so the answer is deterministic.
 """
@@ -341,8 +343,10 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
     seen = {c.config for c in leaders}
     interleaved = 0
     # custom layer splits are Megatron's (decoder-first/last, the pipeline layout string);
-    # torchtitan takes only its own even or first/last-lighter splits
-    for candidate in list(leaders) if spec.framework is Framework.MEGATRON else []:
+    # torchtitan takes only its own even or first/last-lighter splits; a vocabulary strategy
+    # the user fixed fixes the split too (baseline even, redistribute Megatron's accounting)
+    custom = spec.framework is Framework.MEGATRON and spec.vocab_strategy is None
+    for candidate in list(leaders) if custom else []:
         balanced = balanced_layout(model, candidate.config, cluster, capacity, headroom_frac)
         solver = "min-max DP"
         if balanced is None and candidate.config.vpp > 1 and interleaved < CHUNKED_LEADERS:

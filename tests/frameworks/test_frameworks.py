@@ -127,6 +127,8 @@ def test_megatron_accepts_every_emitted_launch(framework_check: Check, tmp_path:
             assert args["wgrad_deferral_limit"] == cfg.embedding_wgrad_deferral
         assert args["num_distributed_optimizer_instances"] == cfg.dist_opt_instances
         assert args["fp8_param_gather"] == cfg.fp8_param_gather, case["name"]
+        assert args["hidden_dropout"] == plan.model.hidden_dropout, case["name"]
+        assert args["attention_dropout"] == plan.model.attention_dropout
         assert args["accumulate_allreduce_grads_in_fp32"] == (not cfg.grad_reduce_in_bf16)
         # Megatron FSDP turns the distributed optimizer on itself (validate_args)
         assert args["use_distributed_optimizer"] == (cfg.zero >= 1)

@@ -272,6 +272,21 @@ def test_megatron_weight_and_gradient_dtype_flags() -> None:
     assert not plain.unknown and any("--fp8-param-gather without" in n for n in plain.notes)
 
 
+def test_megatron_dropout_is_the_launch_s() -> None:
+    """Megatron runs the launch's dropout (0.1 each by default) whatever the model says: a
+    Llama launch without the flags trains with dropout; the flags set it; nonsense is refused."""
+    shape = ("--num-layers 4 --hidden-size 64 --num-attention-heads 4 --vocab-size 100 "
+             "--global-batch-size 8 --seq-length 128 --swiglu ")
+    got = import_megatron(shape, "a.args", dp=1, world_size=None, model=None)
+    assert (got.model.hidden_dropout, got.model.attention_dropout) == (0.1, 0.1)
+    got = import_megatron(shape + "--hidden-dropout 0 --attention-dropout 0.0", "a.args", dp=1,
+                          world_size=None, model=None)
+    assert (got.model.hidden_dropout, got.model.attention_dropout) == (0.0, 0.0)
+    with pytest.raises(InputError, match="--hidden-dropout"):
+        import_megatron(shape + "--hidden-dropout 2", "a.args", dp=1, world_size=None,
+                        model=None)
+
+
 def test_torchtitan_option_values_may_contain_colons() -> None:
     text = ("--module llama3 --config llama3_8b --job.dump_folder /runs/a:b "
             "--training.local_batch_size 1 --training.seq_len 8192 activation-checkpoint:full")

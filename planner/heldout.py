@@ -60,8 +60,10 @@ def heldout_report(data: dict[str, Any], clusters: dict[str, Cluster]) -> Report
         predicted_s = estimate_step(model, cfg, cluster).iteration_s
         memory = estimate_memory(model, cfg, cluster.min_gpu_memory_bytes)
         verdict = "fits" if memory.fits else "does not fit"
-        notes = [f"memory: planner peak {memory.peak_bytes / GiB:.1f} GiB, {verdict} (the "
-                 "run ran)"]
+        worst = memory.worst
+        notes = [f"memory: planner allocated {worst.allocated_bytes / GiB:.1f} GiB, peak "
+                 f"{memory.peak_bytes / GiB:.1f} GiB with fragmentation and margin, {verdict} "
+                 "(the run ran)"]
         if case.get("assumed"):
             notes.append("assumed " + " ".join(str(case["assumed"]).split()))
         cases.append(Comparison(id=case["id"], kind="step time", measured=measured_s,

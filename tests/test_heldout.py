@@ -21,7 +21,7 @@ def test_every_case_reproduces(data: dict) -> None:
     report = heldout_report(data, {"dgx-h100": load_cluster("dgx-h100")})
     assert not report.skipped
     assert [c.id for c in report.cases] == [c["id"] for c in data["cases"]]
-    assert all(c.predicted > 0 and "memory: planner peak" in c.note for c in report.cases)
+    assert all(c.predicted > 0 and "memory: planner allocated" in c.note for c in report.cases)
 
 
 def test_measured_step_from_tokens_per_gpu(data: dict) -> None:

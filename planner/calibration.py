@@ -499,6 +499,8 @@ def time_report(calibration: dict[str, Any], measured: dict[str, Any],
             notes.append("from tokens/s per GPU")
         if not isinstance(case["config"].get("seq"), int):
             notes.append(f"seq {case['config'].get('seq')}")
+        if deterministic := deterministic_note(case):
+            notes.append(deterministic)
         if flags := unmodelled_flags(case):
             notes.append("not modelled: " + " ".join(flags))
         cases.append(Comparison(id=case["id"], kind="step time", measured=measured_s,
@@ -522,6 +524,21 @@ def unmodelled_flags(case: dict[str, Any]) -> tuple[str, ...]:
         words += [flag] if value is True else [flag, str(value)]
     _, unknown, _ = parse_flags(words, str(case.get("id")))
     return tuple(w for w in unknown if w.startswith("--") and w not in _CALIBRATION_READS)
+
+
+def deterministic_note(case: dict[str, Any]) -> str:
+    """What a Megatron test's environment says about deterministic execution, which the step
+    model does not price. Megatron's --deterministic-mode asserts NCCL_ALGO is set and runs
+    torch.use_deterministic_algorithms(True) (megatron/training/arguments.py, initialize.py);
+    with NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 Transformer Engine picks deterministic attention
+    backward kernels (its attention backend selection)."""
+    env = case["config"].get("deterministic_env") or {}
+    if str(env.get("NVTE_ALLOW_NONDETERMINISTIC_ALGO")) != "0":
+        return ""
+    if env.get("NCCL_ALGO"):
+        return (f"deterministic mode (NCCL_ALGO={env['NCCL_ALGO']}, deterministic attention "
+                "and PyTorch algorithms): not priced")
+    return "deterministic attention backward (NVTE_ALLOW_NONDETERMINISTIC_ALGO=0): not priced"
 
 
 def _torchtitan_tps(measured: dict[str, Any]) -> bool:

@@ -4,6 +4,13 @@ layers, to measure the host (Python, autograd, kernel launch) time per layer pas
 GPU's busy time. Needs PyTorch and megatron-core on PYTHONPATH.
 
     PYTHONPATH=mcore python3 bench/device/megatron_host.py -o megatron_host.json
+    PYTHONPATH=mcore python3 bench/device/megatron_host.py --deterministic -o det.json
+
+--deterministic runs as Megatron's --deterministic-mode does (megatron/training/arguments.py,
+initialize.py): torch.use_deterministic_algorithms(True), which also fills every new
+allocation (torch.utils.deterministic.fill_uninitialized_memory), CUBLAS_WORKSPACE_CONFIG
+:4096:8, and the TransformerConfig's deterministic_mode. Megatron's functional tests that set
+NCCL_ALGO run this way; the host floor the planner prices was measured without it.
 
 Each configuration: median wall time of synchronised forward+backward iterations (and of
 forward alone) after warm-up, and the summed kernel time of one iteration (torch.profiler).
@@ -40,6 +47,9 @@ def _setup() -> None:
         model_parallel_cuda_manual_seed(1234)
 
 
+DETERMINISTIC = False  # set by --deterministic before CUDA is initialised
+
+
 def _model(layers: int, h: int, heads: int, ffn: int, seq: int, vocab: int,
            experts: int | None = None, topk: int = 2) -> Any:
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
@@ -56,7 +66,8 @@ def _model(layers: int, h: int, heads: int, ffn: int, seq: int, vocab: int,
         use_cpu_initialization=not CUDA, hidden_dropout=0.1, attention_dropout=0.1,
         **{"apply_query_key_layer_scaling": True, "bias_activation_fusion": True,
            "masked_softmax_fusion": False,  # the fused softmax needs apex / TE
-           "bias_dropout_fusion": True, "gradient_accumulation_fusion": False, **moe})
+           "bias_dropout_fusion": True, "gradient_accumulation_fusion": False,
+           "deterministic_mode": DETERMINISTIC, **moe})
     spec = get_gpt_layer_local_spec(num_experts=experts, moe_grouped_gemm=False)
     model = GPTModel(config=config, transformer_layer_spec=spec,
                      vocab_size=vocab, max_sequence_length=seq,
@@ -118,9 +129,17 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only-moe", action="store_true", help="only the MoE configurations")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="as Megatron's --deterministic-mode runs (module docstring)")
     args = parser.parse_args()
+    if args.deterministic:
+        global DETERMINISTIC
+        DETERMINISTIC = True
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     _setup()
-    results: dict[str, Any] = {"torch": torch.__version__, "runs": []}
+    results: dict[str, Any] = {"torch": torch.__version__, "runs": [],
+                               "deterministic": args.deterministic}
     if CUDA:
         results["gpu"] = torch.cuda.get_device_name(0)
     cpu = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

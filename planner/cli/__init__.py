@@ -367,6 +367,12 @@ def search(
         "--attention-kernel", help="Fused attention kernel to price: auto (the framework's "
         "pick: cuDNN on Hopper and later, FlashAttention-2 before), fa2 or cudnn.")]
     = AttentionKernel.AUTO,
+    fp8_param_gather: Annotated[bool, typer.Option(
+        "--fp8-param-gather", help="Megatron, fp8: plans keep GEMM weights in fp8 only and "
+        "use the distributed optimizer (Megatron --fp8-param-gather).")] = False,
+    grad_reduce_in_bf16: Annotated[bool, typer.Option(
+        "--grad-reduce-in-bf16", help="Megatron: plans accumulate and reduce gradients in "
+        "bf16 (Megatron --grad-reduce-in-bf16).")] = False,
     headroom: Annotated[float, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = 0.0,
     exhaustive: Annotated[bool, typer.Option(
@@ -408,7 +414,10 @@ def search(
         framework=framework, attention_kernel=attention_kernel, tp=tp, pp=pp, dp=dp, cp=cp,
         ep=ep, vpp=vpp, mbs=mbs, recompute=recompute, zero=zero,
         vocab_strategy=None if vocab_strategy is VocabChoice.auto
-        else VocabStrategy(vocab_strategy.value))
+        else VocabStrategy(vocab_strategy.value), fp8_param_gather=fp8_param_gather,
+        grad_reduce_in_bf16=grad_reduce_in_bf16)
+    if problem := spec.problem():
+        raise InputError(problem)
     with render.progress_bar("searching") as advance:
         result = run_search(spec_model, spec, cl, top_k=top, headroom_frac=headroom,
                             exhaustive=exhaustive, progress=advance)

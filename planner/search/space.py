@@ -51,8 +51,24 @@ class SearchSpec:
     recompute: Recompute | None = None
     zero: int | None = None
     vocab_strategy: VocabStrategy | None = None  # None = auto: every placement
+    fp8_param_gather: bool = False  # kept in every candidate (ParallelConfig), not searched
+    grad_reduce_in_bf16: bool = False
     max_mbs: int = 8
     max_vpp: int = 8
+
+    def problem(self) -> str:
+        """Why no candidate could take the fixed weight and gradient dtype flags ('' if
+        they can): the rules of ParallelConfig.problems that do not depend on degrees."""
+        if self.fp8_param_gather and (self.precision is not Precision.FP8
+                                      or self.framework is not Framework.MEGATRON):
+            return "--fp8-param-gather needs --precision fp8 and the Megatron framework"
+        if self.fp8_param_gather and self.zero == 0:
+            return ("--fp8-param-gather needs the distributed optimizer or FSDP (zero >= 1; "
+                    "Megatron validate_args)")
+        if self.grad_reduce_in_bf16 and (self.precision is Precision.FP32
+                                         or self.framework is not Framework.MEGATRON):
+            return "--grad-reduce-in-bf16 needs Megatron with bf16 or fp8 training"
+        return ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,7 +170,9 @@ def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
                     seq_len=spec.seq_len, recompute=recompute, zero=zero,
                     sequence_parallel=family.tp > 1, precision=spec.precision,
                     vocab_strategy=family.vocab_strategy, framework=spec.framework,
-                    attention_kernel=spec.attention_kernel)
+                    attention_kernel=spec.attention_kernel,
+                    fp8_param_gather=spec.fp8_param_gather,
+                    grad_reduce_in_bf16=spec.grad_reduce_in_bf16)
 
 
 def zero_stages(family: Degrees, spec: SearchSpec) -> list[int]:
@@ -163,11 +181,14 @@ def zero_stages(family: Degrees, spec: SearchSpec) -> list[int]:
     optimizer-only sharding; with a pipeline 0 and 3, as its FSDP then keeps the stage's
     parameters unsharded: ParallelConfig.fsdp_keeps_params) and 0-3 for DeepSpeed, 2 and 3
     only without a pipeline (sharded gradients and the micro-batches a pipeline accumulates do
-    not mix: ParallelConfig.problems).
+    not mix: ParallelConfig.problems). With --fp8-param-gather only the distributed optimizer
+    (Megatron keeps fp8 parameters only with it or FSDP, and FSDP is not proposed unasked).
 
     Megatron FSDP (2/3) is not proposed unasked: the ZeRO-3 step-time model is its least
     accurate part (`planner validate`: DeepSpeed ZeRO-3 runs predicted about 56% too fast), so
     letting it win the search would trust the weakest estimate; `--zero 3` still plans it."""
+    if spec.fp8_param_gather:  # Megatron keeps fp8 parameters only with its optimizer
+        return [1]
     if family.dp * family.cp == 1:
         return [0]
     if spec.framework is Framework.MEGATRON:
@@ -196,7 +217,9 @@ def lightest(family: Degrees, spec: SearchSpec) -> ParallelConfig:
         tp=family.tp, pp=family.pp, dp=family.dp, cp=family.cp, ep=family.ep, etp=family.etp,
         vpp=family.vpp, mbs=spec.mbs or 1, global_batch=spec.global_batch,
         seq_len=spec.seq_len, recompute=spec.recompute or Recompute.FULL,
-        zero=spec.zero if spec.zero is not None else (1 if family.dp * family.cp > 1 else 0),
+        zero=spec.zero if spec.zero is not None else (
+            1 if family.dp * family.cp > 1 or spec.fp8_param_gather else 0),
         sequence_parallel=family.tp > 1, precision=spec.precision,
         vocab_strategy=family.vocab_strategy, framework=spec.framework,
-        attention_kernel=spec.attention_kernel)
+        attention_kernel=spec.attention_kernel, fp8_param_gather=spec.fp8_param_gather,
+        grad_reduce_in_bf16=spec.grad_reduce_in_bf16)

@@ -254,3 +254,27 @@ def test_torchtitan_pipelines_with_fsdp() -> None:
                                framework=Framework.TORCHTITAN, pp=4), cluster)
     assert result.plans and all(p.config.pp == 4 for p in result.plans)
     assert any(p.config.zero == 3 and p.config.fsdp_keeps_params for p in result.plans)
+
+
+def test_weight_and_gradient_dtype_flags_hold_for_every_plan(run_cli: Run) -> None:
+    """--fp8-param-gather and --grad-reduce-in-bf16 are the user's recipe, not searched: every
+    plan keeps them, on the distributed optimizer Megatron needs for fp8 parameters, and
+    they make room (the same degrees fit with less memory than without them)."""
+    from planner.parallel import Precision
+    model = BUILTIN_MODELS["llama3-70b"]
+    cluster = load_cluster("dgx-h100")
+    base = SearchSpec(world_size=64, global_batch=128, seq_len=8192, precision=Precision.FP8,
+                      tp=4, pp=8, cp=1, dp=2)
+    lean = dataclasses.replace(base, fp8_param_gather=True, grad_reduce_in_bf16=True)
+    plans = search(model, lean, cluster, top_k=5).plans
+    assert plans and all(p.config.fp8_param_gather and p.config.grad_reduce_in_bf16
+                         and p.config.zero == 1 for p in plans)
+    heavy = {dataclasses.replace(p.config, fp8_param_gather=False, grad_reduce_in_bf16=False):
+             p.memory.peak_bytes for p in plans}
+    for cfg, peak in heavy.items():
+        assert estimate_memory(model, cfg, cluster.min_gpu_memory_bytes).peak_bytes > peak
+    assert "--precision fp8" in dataclasses.replace(lean, precision=Precision.BF16).problem()
+    assert "zero >= 1" in dataclasses.replace(lean, zero=0).problem()
+    code, _, err = run_cli("search", "--model", "llama3-8b", "--cluster", "dgx-h100",
+                           "--global-batch", "64", "--seq-len", "4096", "--fp8-param-gather")
+    assert code == 2 and "--fp8-param-gather needs --precision fp8" in err

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import planner.cost.kernels as kernels
 from planner.gpus import GpuType
 from planner.model import ModelSpec, Projection
-from planner.parallel import AttentionKernel, ParallelConfig, Precision, Recompute
+from planner.parallel import AttentionKernel, Framework, ParallelConfig, Precision, Recompute
 
 # Output tile shapes (M x N) of cuBLAS / CUTLASS bf16 kernels on Ampere and Hopper.
 TILE_SHAPES = ((128, 128), (128, 256), (256, 128), (64, 128))
@@ -266,6 +266,27 @@ def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> floa
     return per_token * tokens
 
 
+def tp_layout_copy_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> float:
+    """HBM bytes of the copies torchtitan's sequence-parallel collectives add to one layer's
+    forward (its backward moves as many). torchtitan shards the sequence on dim 1 of
+    [batch, sequence, hidden] (SequenceParallel / PrepareModuleInput with Shard(1)); NCCL
+    gathers and scatters along dim 0, so PyTorch's functional collectives reorder with
+    torch.cat(torch.chunk(...)) (torch/distributed/_functional_collectives.py
+    all_gather_tensor, reduce_scatter_tensor): the reduce-scatter's input is copied before the
+    collective, the all-gather's output after it, unless the batch is 1 (then the gathered
+    chunks are a view: _maybe_view_chunk_cat). Each copy reads and writes the block's full
+    activation, 2 * s * b * h * 2 bytes. The backward of an all-gather is a reduce-scatter
+    and vice versa: the same copies. Async TP (tp_comm_overlap) pipelines its own chunks and
+    is not charged; Megatron's sequence dimension is dim 0 (no copies)."""
+    if (cfg.framework is not Framework.TORCHTITAN or cfg.tp == 1
+            or not cfg.sequence_parallel or cfg.tp_comm_overlap):
+        return 0.0
+    blocks = 1 if model.is_moe_layer(layer) else 2  # torchtitan's MoE: tokens gathered once
+    full = cfg.seq_len / cfg.cp * cfg.mbs * model.hidden_size * 2
+    copies = 1 + (cfg.mbs > 1)  # the reduce-scatter's input; the all-gather's output
+    return blocks * copies * 2 * full
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LayerTime:
     """One layer, one micro-batch, one GPU. Seconds.
@@ -361,18 +382,19 @@ def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
     if fp8:
         cast_fwd, cast_bwd = (memory_time_s(b, gpu) for b in fp8_cast_bytes(
             tuple(g for g in gemms if g.role != "router")))
-    forward = gemm_fwd + attn_fwd + elem_fwd + cast_fwd
+    copies = memory_time_s(tp_layout_copy_bytes(model, cfg, layer), gpu)
+    forward = gemm_fwd + attn_fwd + elem_fwd + cast_fwd + copies
     if recompute is Recompute.FULL:
         redo = forward
     elif recompute is Recompute.SELECTIVE:
         redo = attn_fwd
     else:
         redo = 0.0
-    backward = gemm_bwd + attn_bwd + 2 * elem_fwd + cast_bwd + redo
+    backward = gemm_bwd + attn_bwd + 2 * elem_fwd + cast_bwd + copies + redo
     return LayerTime(forward_s=forward, backward_s=backward, recompute_s=redo,
                      gemm_s=gemm_fwd + gemm_bwd, attention_s=attn_fwd + attn_bwd,
                      attention_forward_s=attn_fwd,
-                     elementwise_s=3 * elem_fwd + cast_fwd + cast_bwd)
+                     elementwise_s=3 * elem_fwd + cast_fwd + cast_bwd + 2 * copies)
 
 
 # The cross entropy reads and writes fp32 logits: about 12 bytes per logit, forward and again

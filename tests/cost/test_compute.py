@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from planner.catalog import BUILTIN_MODELS
@@ -17,7 +19,7 @@ from planner.cost.compute import (
     quantization_efficiency,
 )
 from planner.gpus import GPU_CATALOG
-from planner.parallel import ParallelConfig, Precision, Recompute
+from planner.parallel import Framework, ParallelConfig, Precision, Recompute
 
 A100 = GPU_CATALOG["a100-sxm4-80gb"]
 
@@ -144,3 +146,27 @@ def test_a_power_limit_caps_power_bound_kernels_only() -> None:
     assert limited[1] == pytest.approx(full[1] * 497.1 / (553.4 * 5 / 7), rel=1e-3)
     short = ParallelConfig(mbs=1, global_batch=16, seq_len=512, tp=8)
     assert attention_time_s(model, short, capped) == attention_time_s(model, short, h100)
+
+
+def test_torchtitan_sequence_parallel_collectives_copy_along_dim_one() -> None:
+    """torchtitan shards the sequence on dim 1: PyTorch's functional collectives copy the
+    reduce-scatter's input and the all-gather's output (chunk + cat), each a read and a write
+    of the block's full activation, two blocks a layer; with batch 1 the gathered chunks are a
+    view. Megatron (sequence on dim 0), async TP and TP without SP copy nothing."""
+    from planner.cost.compute import tp_layout_copy_bytes
+    model = BUILTIN_MODELS["llama3-8b"]
+    cfg = ParallelConfig(tp=8, dp=8, mbs=12, global_batch=96, seq_len=8192,
+                         sequence_parallel=True, zero=3, framework=Framework.TORCHTITAN)
+    full = 8192 * 12 * model.hidden_size * 2
+    assert tp_layout_copy_bytes(model, cfg, 0) == 2 * 2 * 2 * full
+    one = dataclasses.replace(cfg, mbs=1, global_batch=8)
+    assert tp_layout_copy_bytes(model, one, 0) == 2 * 1 * 2 * (full / 12)
+    for other in (dataclasses.replace(cfg, framework=Framework.MEGATRON, zero=1),
+                  dataclasses.replace(cfg, tp_comm_overlap=True)):
+        assert tp_layout_copy_bytes(model, other, 0) == 0.0
+    with_copies = layer_time(model, cfg, GPU_CATALOG["h100-sxm5-80gb"], 0, Recompute.NONE)
+    without = layer_time(model, dataclasses.replace(cfg, tp_comm_overlap=True),
+                         GPU_CATALOG["h100-sxm5-80gb"], 0, Recompute.NONE)
+    assert with_copies.forward_s > without.forward_s
+    assert with_copies.backward_s - without.backward_s == pytest.approx(
+        with_copies.forward_s - without.forward_s)

@@ -28,7 +28,8 @@ def heldout_config(case: dict[str, Any]) -> ParallelConfig:
     world = int(case["gpus"])
     dp = world // (c["tp"] * c["pp"] * c["cp"])
     return ParallelConfig(
-        tp=c["tp"], pp=c["pp"], dp=dp, cp=c["cp"], ep=c.get("ep", 1), vpp=c.get("vpp", 1),
+        tp=c["tp"], pp=c["pp"], dp=dp, cp=c["cp"], ep=c.get("ep", 1), etp=c.get("etp"),
+        vpp=c.get("vpp", 1),
         mbs=c["mbs"], global_batch=c["global_batch"], seq_len=c["seq_len"],
         precision=Precision(c["precision"]), zero=c["zero"],
         recompute=Recompute(c["recompute"]),

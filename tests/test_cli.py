@@ -150,7 +150,7 @@ def test_validate(run_cli: Run) -> None:
                                     if "real size" in name)
     assert "real_size" not in report  # memory cases carry no size group
     heldout = json.loads(out)["heldout"]  # reported apart from the calibration cases
-    assert heldout["num_cases"] == 4 and not heldout["skipped"]
+    assert heldout["num_cases"] == 9 and not heldout["skipped"]
 
 
 # ---- bad input: exit 2, one clear line naming file / field / fix, never a traceback ----

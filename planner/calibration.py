@@ -323,6 +323,7 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
         tp_comm_overlap=bool(c.get("async_tp") or args.get("--tp-comm-overlap")),
         fp8_param_gather=bool(args.get("--fp8-param-gather")) and precision is Precision.FP8,
         grad_reduce_in_bf16=bool(args.get("--grad-reduce-in-bf16")),
+        moe_a2a_overlap=bool(args.get("--overlap-moe-expert-parallel-comm")),
         moe_grouped_gemm=bool((case["model"].get("moe") or {}).get("grouped_gemm", True)),
         microbatch_group_size=args.get("--microbatch-group-size-per-virtual-pipeline-stage"),
     )

@@ -38,6 +38,7 @@ def heldout_config(case: dict[str, Any]) -> ParallelConfig:
         tp_comm_overlap=bool(c["tp_comm_overlap"]),
         fp8_param_gather=bool(c.get("fp8_param_gather", False)),
         grad_reduce_in_bf16=bool(c.get("grad_reduce_in_bf16", False)),
+        moe_a2a_overlap=bool(c.get("moe_a2a_overlap", False)),
         vocab_strategy=VocabStrategy(c["vocab_strategy"]),
         moe_token_imbalance=float(c.get("moe_token_imbalance", 1.5)),
         framework=Framework.MEGATRON)

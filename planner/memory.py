@@ -471,7 +471,7 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     """(stored activations, transient peak) of one GPU of `stage`, bytes.
 
     Stored = in-flight micro-batches (parallel.in_flight_microbatches) x the stage's per-micro-
-    batch activations, plus the embedding's dropout mask on the first stage (Korthikanti Sec.
+    batch activations (and a layer's more with moe_a2a_overlap), plus the embedding's dropout mask on the first stage (Korthikanti Sec.
     4.3), the final norm / LM-head inputs on the last, and there each MTP module's layer and
     its own loss (DeepSeek-V3, arXiv 2412.19437 Sec. 2.2: one extra prediction depth each).
     Transients are the larger of:
@@ -510,6 +510,11 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     if first and dropout_masks(model, cfg)[0]:
         per_mb += sbh / sp  # embedding dropout mask
     stored = per_mb * in_flight
+    if cfg.moe_a2a_overlap and counts:
+        # Megatron's combined 1F1B (pipeline_parallel/combined_1f1b.py) runs a forward of one
+        # micro-batch beside a backward of another, layer by layer, after one more warm-up
+        # forward: beyond the 1F1B count, about the largest layer's activations
+        stored += max(stored_by(first_of[is_moe], mode) for is_moe, mode in counts)
     vocab_shard = model.padded_vocab_size(t) / t
     if vocab_parallel:  # every stage computes its vocabulary shard of every micro-batch
         vocab_shard /= cfg.pp

@@ -109,6 +109,12 @@ class ParallelConfig:
             and reduce in bf16 instead of the fp32 Megatron otherwise forces with bf16
             (validate_args turns accumulate_allreduce_grads_in_fp32 off); Megatron-Bridge's
             `ddp.grad_reduce_in_fp32=False`.
+        moe_a2a_overlap: Megatron --overlap-moe-expert-parallel-comm (Megatron-Bridge's
+            moe_a2a_overlap): the combined 1F1B schedule runs one micro-batch's forward beside
+            another's backward, layer by layer, so each one's expert all-to-all hides behind
+            the other's compute (pipeline_parallel/combined_1f1b.py); one more warm-up
+            micro-batch is held. Needs experts over ep > 1, no full recompute, and vpp > 1
+            with pp > 1 (TransformerConfig's checks).
         moe_token_imbalance: for dropless MoE, the busiest expert rank's tokens over the mean;
             an assumption (Megatron's aux-loss load balancing keeps routing near uniform; 1.5
             leaves room for early-training imbalance), used only when capacity_factor is unset.
@@ -144,6 +150,7 @@ class ParallelConfig:
     tp_comm_overlap: bool = False
     fp8_param_gather: bool = False
     grad_reduce_in_bf16: bool = False
+    moe_a2a_overlap: bool = False
     microbatch_group_size: int | None = None
     rank_order: str = "tp-cp-dp-pp"
 
@@ -239,6 +246,7 @@ class ParallelConfig:
             "tp_comm_overlap": self.tp_comm_overlap,
             "fp8_param_gather": self.fp8_param_gather,
             "grad_reduce_in_bf16": self.grad_reduce_in_bf16,
+            "moe_a2a_overlap": self.moe_a2a_overlap,
             "microbatch_group_size": self.microbatch_group_size,
             "rank_order": self.rank_order,
         }
@@ -320,6 +328,8 @@ class ParallelConfig:
         if model.moe is None:
             if self.ep > 1:
                 out.append(f"ep({self.ep}) > 1 but {model.name} has no experts")
+            if self.moe_a2a_overlap:
+                out.append(f"moe_a2a_overlap but {model.name} has no experts")
             return out
         experts = model.moe.num_experts
         if experts % self.ep:
@@ -330,6 +340,17 @@ class ParallelConfig:
                        f"{self.tp * self.cp * self.dp}")
         if self.ep > 1 and self.tp > 1 and not self.sequence_parallel:
             out.append("expert parallelism with tp > 1 needs sequence_parallel (Megatron-Core)")
+        if self.moe_a2a_overlap:
+            if self.ep == 1 or self.framework is not Framework.MEGATRON:
+                out.append("moe_a2a_overlap needs Megatron with ep > 1")
+            if self.recompute is Recompute.FULL:
+                out.append("moe_a2a_overlap needs no full recompute (Megatron's "
+                           "TransformerConfig refuses it)")
+            if self.pp > 1 and self.vpp == 1:
+                out.append("moe_a2a_overlap with pp > 1 needs vpp > 1 (Megatron's "
+                           "TransformerConfig)")
+            if model.num_mtp_layers > 1:
+                out.append("moe_a2a_overlap supports at most one MTP layer")
         if model.moe.ffn_hidden_size % self.expert_tp:
             out.append(f"etp({self.expert_tp}) must divide the expert ffn_hidden_size"
                        f"({model.moe.ffn_hidden_size})")
@@ -447,6 +468,9 @@ def in_flight_microbatches(cfg: ParallelConfig, stage: int) -> float:
     micro-batch group (default pp) (schedules.py, forward_backward_pipelining_with_interleaving),
     plus the one in flight, capped at m*v chunks; each chunk is 1/v of the stage's layers. For
     stage 0 this is the (1 + (p-1)/(p*v)) factor of Korthikanti et al. 2022, Sec. 4.2.3.
+    moe_a2a_overlap holds about one layer more (memory.stage_activation_bytes): its warm-up
+    runs one more chunk forward, and its combined steps run a forward beside a backward layer
+    by layer instead of the 1F1B step's forward then backward.
     """
     m = cfg.num_microbatches
     if cfg.pp == 1:
@@ -455,6 +479,14 @@ def in_flight_microbatches(cfg: ParallelConfig, stage: int) -> float:
         return float(min(cfg.pp - stage, m))
     chunks = (cfg.pp - stage - 1) * 2 + (cfg.vpp - 1) * cfg.group_size + 1
     return min(chunks, m * cfg.vpp) / cfg.vpp
+
+
+def interleaved_warmup(cfg: ParallelConfig, stage: int) -> int:
+    """Chunk forwards stage `stage` runs before its first backward in Megatron's interleaved
+    schedule: (pp - i - 1) * 2 + (v - 1) * g (schedules.py get_pp_rank_microbatches), one
+    more with moe_a2a_overlap so that forward and backward steps stay independent."""
+    warmup = (cfg.pp - stage - 1) * 2 + (cfg.vpp - 1) * cfg.group_size
+    return warmup + (1 if cfg.moe_a2a_overlap else 0)
 
 
 def torchtitan_layers_per_stage(effective_layers: int, stages: int) -> int | None:

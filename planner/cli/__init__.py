@@ -235,6 +235,9 @@ def estimate(
     grad_reduce_in_bf16: Annotated[bool, typer.Option(
         "--grad-reduce-in-bf16", help="Megatron: gradient buffers accumulated and reduced in "
         "bf16, not fp32 (Megatron --grad-reduce-in-bf16).")] = False,
+    moe_a2a_overlap: Annotated[bool, typer.Option(
+        "--moe-a2a-overlap", help="Megatron MoE: expert all-to-alls hidden behind another "
+        "micro-batch's compute (Megatron --overlap-moe-expert-parallel-comm).")] = False,
     headroom: Annotated[float | None, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
@@ -324,7 +327,7 @@ def estimate(
         flash_attention=True if flash_attention is None else flash_attention,
         attention_kernel=attention_kernel, moe_grouped_gemm=moe_grouped_gemm,
         tp_comm_overlap=tp_comm_overlap, fp8_param_gather=fp8_param_gather,
-        grad_reduce_in_bf16=grad_reduce_in_bf16,
+        grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
         rank_order="tp-cp-pp-dp" if use_tp_pp_dp_mapping else "tp-cp-dp-pp",
     )
     _check_config(cfg, spec, cl, "configuration", dp_given=dp is not None)

@@ -64,6 +64,7 @@ from planner.parallel import (
     Precision,
     Recompute,
     VocabStrategy,
+    interleaved_warmup,
     stage_chunks,
     stage_layers,
 )
@@ -120,6 +121,7 @@ class LayerPasses:
     cp_busy_s: float
     cp_exposed_s: float
     ep_busy_s: float
+    ep_exposed_s: float = 0.0
     host_wait_s: float = 0.0
 
 
@@ -199,13 +201,15 @@ def tp_exposure(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Step
 
 
 def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
-                 layer: int, mode: Recompute) -> LayerPasses:
+                 layer: int, mode: Recompute, a2a_paired: float | None = None) -> LayerPasses:
     """Compute (compute.layer_time) plus the communication of the module docstring: TP as
     tp_exposure, a full recompute repeating the forward's; CP beyond the attention it
     overlaps; EP dispatch + combine, twice in backward. A pass takes at least the framework's
     host time per layer pass (kernels.HOST_LAYER_PASS_S; a full recompute runs the forward's
     host work again in backward; experts run one by one add kernels.HOST_EXPERT_PASS_S each
-    after the first): small layers wait on the CPU, not the GPU."""
+    after the first): small layers wait on the CPU, not the GPU. `a2a_paired` is the share of
+    passes whose expert all-to-alls a partner pass hides (a2a_paired_fraction of cfg unless
+    given: the pass cache times layers under a configuration stripped of the schedule)."""
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     lt = layer_time(model, cfg, gpu, layer, mode)
     full = mode is Recompute.FULL
@@ -220,11 +224,14 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
         transfer = (cfg.cp - 1) * kv / links.ring(Axis.CP).bandwidth_bytes_per_s
         cp_fwd = max(0.0, transfer - lt.attention_forward_s)
         cp_busy = 3 * transfer
-    ep_fwd = 0.0
+    ep_fwd = ep_fwd_exposed = ep_bwd_exposed = 0.0
     if model.is_moe_layer(layer) and cfg.ep > 1:
         ep_fwd = 2 * comm.all_to_all_s(routed_bytes(model, cfg), links.ring(Axis.EP))
-    forward = lt.forward_s + tp_fwd_exposed + cp_fwd + ep_fwd
-    backward = lt.backward_s + tp_bwd_exposed + 2 * cp_fwd + 2 * ep_fwd
+        paired = a2a_paired_fraction(cfg) if a2a_paired is None else a2a_paired
+        ep_fwd_exposed, ep_bwd_exposed = ep_exposure(ep_fwd, lt.forward_s, lt.backward_s,
+                                                     paired)
+    forward = lt.forward_s + tp_fwd_exposed + cp_fwd + ep_fwd_exposed
+    backward = lt.backward_s + tp_bwd_exposed + 2 * cp_fwd + ep_bwd_exposed
     host_fwd, host_bwd = kernels.HOST_LAYER_PASS_S[cfg.framework.value]
     if model.moe is not None and model.is_moe_layer(layer) and not cfg.moe_grouped_gemm:
         expert_fwd, expert_bwd = kernels.HOST_EXPERT_PASS_S.get(cfg.framework.value, (0, 0))
@@ -237,8 +244,36 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
         forward_s=max(forward, host_fwd), backward_s=max(backward, host_bwd),
         compute_s=lt.forward_s + lt.backward_s, recompute_s=lt.recompute_s,
         tp_busy_s=tp_fwd_busy + tp_bwd_busy, tp_exposed_s=tp_fwd_exposed + tp_bwd_exposed,
-        cp_busy_s=cp_busy,
-        cp_exposed_s=3 * cp_fwd, ep_busy_s=3 * ep_fwd, host_wait_s=wait)
+        cp_busy_s=cp_busy, cp_exposed_s=3 * cp_fwd, ep_busy_s=3 * ep_fwd,
+        ep_exposed_s=ep_fwd_exposed + ep_bwd_exposed, host_wait_s=wait)
+
+
+def a2a_paired_fraction(cfg: ParallelConfig) -> float:
+    """Share of a stage's layer passes that Megatron's combined 1F1B pairs with a pass of
+    another micro-batch (moe_a2a_overlap; 0 without it): all but the warm-up forwards and the
+    cool-down backwards, counted on the first stage, which has the most
+    (parallel.interleaved_warmup of its m * v chunk passes; one micro-batch of m without
+    pipelining)."""
+    if not cfg.moe_a2a_overlap:
+        return 0.0
+    passes = cfg.num_microbatches * cfg.vpp
+    alone = 1 if cfg.pp == 1 else interleaved_warmup(cfg, 0)
+    return max(0.0, 1 - alone / passes)
+
+
+def ep_exposure(ep_fwd: float, compute_fwd: float, compute_bwd: float,
+                paired: float) -> tuple[float, float]:
+    """(forward, backward) exposed seconds of one MoE layer's expert all-to-alls (dispatch and
+    combine: ep_fwd forward, twice that backward). Unpaired passes expose all of it. In a
+    pair, Megatron's combined 1F1B runs this layer's forward of one micro-batch beside its
+    backward of another (pipeline_parallel/combined_1f1b.py: "EP A2A in forward step is
+    hidden by the attention/mlp computation in the backward step, and vice versa"): the
+    forward's all-to-alls hide behind the partner's backward compute and the backward's
+    behind its forward compute; what they outlast stays exposed. `paired` is the share of
+    passes with a partner (a2a_paired_fraction)."""
+    fwd = (1 - paired) * ep_fwd + paired * max(0.0, ep_fwd - compute_bwd)
+    bwd = (1 - paired) * 2 * ep_fwd + paired * max(0.0, 2 * ep_fwd - compute_fwd)
+    return fwd, bwd
 
 
 class _PassCache:
@@ -249,6 +284,7 @@ class _PassCache:
                  links: StepLinks) -> None:
         self.model = model
         self.args = (model, _passes_key(cfg), gpu, links)
+        self.paired = a2a_paired_fraction(cfg)
         self.cache: dict[tuple[bool, Recompute], LayerPasses] = {}
         self.first = model.first_layer_of_kind()
 
@@ -259,7 +295,8 @@ class _PassCache:
         """The passes of a layer of this kind (dense or MoE)."""
         key = (is_moe, mode)
         if key not in self.cache:
-            self.cache[key] = _shared_passes(*self.args, self.first[is_moe], mode)
+            self.cache[key] = _shared_passes(*self.args, self.first[is_moe], mode,
+                                             self.paired)
         return self.cache[key]
 
 
@@ -268,7 +305,8 @@ def _passes_key(cfg: ParallelConfig) -> ParallelConfig:
     differ only in them (ZeRO stage, recompute choice, layout, interleaving, batch) share one
     timing of each layer kind. layer_passes and compute.layer_time read the sequence, the
     micro-batch, tp / cp / ep / expert-tp, sequence parallelism, TP overlap, precision,
-    attention kernels and routing; the recompute mode is their argument."""
+    attention kernels and routing; the recompute mode and the all-to-all pairing (which reads
+    the schedule) are their arguments."""
     return dataclasses.replace(
         cfg, zero=0, recompute=Recompute.NONE, recompute_num_layers=None, vpp=1, pp=1,
         vocab_strategy=VocabStrategy.BASELINE, layers_per_stage=(), layers_per_chunk=(),
@@ -277,8 +315,8 @@ def _passes_key(cfg: ParallelConfig) -> ParallelConfig:
 
 @functools.lru_cache(maxsize=1 << 14)
 def _shared_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
-                   layer: int, mode: Recompute) -> LayerPasses:
-    return layer_passes(model, cfg, gpu, links, layer, mode)
+                   layer: int, mode: Recompute, a2a_paired: float) -> LayerPasses:
+    return layer_passes(model, cfg, gpu, links, layer, mode, a2a_paired)
 
 
 def layer_costs(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
@@ -324,7 +362,8 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     def tp_s(is_moe: bool) -> float:
         return sum(tp_never_hidden(cfg, c_bw, 1 if is_moe else 2))
     ep_s = 0.0
-    if model.moe is not None and cfg.ep > 1 and ep_ring is not None:
+    if (model.moe is not None and cfg.ep > 1 and ep_ring is not None
+            and not cfg.moe_a2a_overlap):  # overlapped they may hide entirely (ep_exposure)
         # dispatch + combine, in forward and twice in backward (layer_passes)
         ep_s = 3 * 2 * comm.all_to_all_s(routed_bytes(model, unit), ep_ring, latency=False)
     attention = (sum(attention_time_s(model, unit, gpu, best_rate=True))
@@ -387,7 +426,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
 
     totals = {"compute_s": 0.0, "tp_comm_s": 0.0, "tp_exposed_s": 0.0, "cp_comm_s": 0.0,
               "cp_exposed_s": 0.0,
-              "ep_comm_s": 0.0, "recompute_s": 0.0, "host_wait_s": 0.0}
+              "ep_comm_s": 0.0, "ep_exposed_s": 0.0, "recompute_s": 0.0, "host_wait_s": 0.0}
     passes = _PassCache(model, cfg, gpu, links)
     vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
     vocab_f = vocab_b = 0.0
@@ -415,6 +454,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                 totals["tp_comm_s"] += lp.tp_busy_s * m * count
                 totals["tp_exposed_s"] += lp.tp_exposed_s * m * count
                 totals["ep_comm_s"] += lp.ep_busy_s * m * count
+                totals["ep_exposed_s"] += lp.ep_exposed_s * m * count
                 totals["cp_comm_s"] += lp.cp_busy_s * m * count
                 totals["cp_exposed_s"] += lp.cp_exposed_s * m * count
                 totals["host_wait_s"] += lp.host_wait_s * m * count

@@ -242,6 +242,8 @@ def _optimizer_args(cfg: ParallelConfig) -> list[str]:
             args.append("--overlap-param-gather")
     if cfg.tp_comm_overlap:
         args.append("--tp-comm-overlap")
+    if cfg.moe_a2a_overlap:
+        args.append("--overlap-moe-expert-parallel-comm")
     if not cfg.flash_attention:
         args.append("--attention-backend unfused")
     elif cfg.attention_kernel in ATTENTION_BACKEND:

@@ -61,6 +61,7 @@ MAPPED: dict[str, bool] = {
     "--num-distributed-optimizer-instances": True,
     "--fp8-param-gather": False, "--grad-reduce-in-bf16": False,
     "--hidden-dropout": True, "--attention-dropout": True,
+    "--overlap-moe-expert-parallel-comm": False,
     "--accumulate-allreduce-grads-in-fp32": False,
 }
 
@@ -344,7 +345,9 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         dist_opt_instances=_int(flags, "--num-distributed-optimizer-instances", source, 1),
         overlap_grad_reduce="--overlap-grad-reduce" in flags,
         tp_comm_overlap="--tp-comm-overlap" in flags, fp8_param_gather=fp8_gather,
-        grad_reduce_in_bf16="--grad-reduce-in-bf16" in flags, microbatch_group_size=group,
+        grad_reduce_in_bf16="--grad-reduce-in-bf16" in flags,
+        moe_a2a_overlap="--overlap-moe-expert-parallel-comm" in flags,
+        microbatch_group_size=group,
         rank_order="tp-cp-pp-dp" if "--use-tp-pp-dp-mapping" in flags else "tp-cp-dp-pp")
     return config, notes
 

@@ -16,6 +16,7 @@ PARTS = (
     ("tp_exposed_s", "of which exposed"),
     ("cp_exposed_s", "context-parallel communication (exposed)"),
     ("ep_comm_s", "expert-parallel all-to-all (busy)"),
+    ("ep_exposed_s", "of which exposed"),
     ("dp_exposed_s", "data-parallel gradient sync (exposed)"),
     ("optimizer_s", "optimizer step"),
 )

@@ -414,3 +414,40 @@ def test_distributed_optimizer_traffic_follows_weight_and_gradient_dtypes() -> N
         b = dict(estimate_step(model, cfg, cluster).breakdown)
         assert b["dp_comm_s"] == pytest.approx(comm.all_gather_s(params.dense * grad, ring)
                                                + comm.all_gather_s(gathered, ring)), flags
+
+
+def test_moe_a2a_overlap_hides_all_to_alls_behind_the_partner_pass() -> None:
+    """Megatron's combined 1F1B pairs a forward of one micro-batch with a backward of another:
+    the forward's expert all-to-alls hide behind the partner's backward compute, the
+    backward's behind its forward compute; the first stage's warm-up forwards (one more with
+    the overlap) and cool-down backwards have no partner. It holds about a layer more."""
+    from planner.cost.step import a2a_paired_fraction, ep_exposure
+    from planner.memory import estimate_memory
+    from planner.parallel import interleaved_warmup
+    cluster = load_cluster("dgx-h100")
+    model = BUILTIN_MODELS["qwen3-30b-a3b"]
+    plain = ParallelConfig(pp=2, vpp=2, dp=8, ep=8, global_batch=64, seq_len=4096, zero=1)
+    overlap = dataclasses.replace(plain, moe_a2a_overlap=True)
+    assert overlap.problems(model) == ()
+    m = overlap.num_microbatches
+    assert interleaved_warmup(overlap, 0) == interleaved_warmup(plain, 0) + 1
+    paired = a2a_paired_fraction(overlap)
+    assert paired == pytest.approx(1 - interleaved_warmup(overlap, 0) / (m * 2))
+    assert a2a_paired_fraction(plain) == 0.0
+    # closed form: all exposed unpaired; paired, what outlasts the partner's compute
+    assert ep_exposure(1.0, 5.0, 5.0, 0.0) == (1.0, 2.0)
+    assert ep_exposure(1.0, 5.0, 5.0, 1.0) == (0.0, 0.0)
+    assert ep_exposure(4.0, 3.0, 1.0, 1.0) == (3.0, 5.0)
+    b_plain = dict(estimate_step(model, plain, cluster).breakdown)
+    b_over = dict(estimate_step(model, overlap, cluster).breakdown)
+    assert b_over["ep_comm_s"] == pytest.approx(b_plain["ep_comm_s"])
+    assert b_plain["ep_exposed_s"] == pytest.approx(b_plain["ep_comm_s"])
+    assert b_over["ep_exposed_s"] < b_plain["ep_exposed_s"]
+    from planner.memory import layer_activation_bytes
+    mem = estimate_memory(model, plain, cluster.min_gpu_memory_bytes).stages[0]
+    more = estimate_memory(model, overlap, cluster.min_gpu_memory_bytes).stages[0]
+    assert more.activations_bytes - mem.activations_bytes == pytest.approx(
+        layer_activation_bytes(model, overlap, 0, Recompute.NONE), abs=1)
+    for bad in (dataclasses.replace(overlap, recompute=Recompute.FULL),
+                dataclasses.replace(overlap, vpp=1, global_batch=64)):
+        assert any("moe_a2a_overlap" in p for p in bad.problems(model))

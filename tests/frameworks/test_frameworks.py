@@ -77,6 +77,9 @@ MEGATRON_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "deferred-embedding-wgrad": ("llama3-8b", dict(
         tp=2, pp=4, dp=4, global_batch=64, seq_len=8192, sequence_parallel=True, zero=1,
         embedding_wgrad_deferral=4, dist_opt_instances=2)),
+    "moe-a2a-overlap-vpp": ("qwen3-30b-a3b", dict(
+        pp=2, vpp=2, dp=8, ep=8, global_batch=64, seq_len=4096, zero=1,
+        moe_a2a_overlap=True)),
     "moe-sequential-experts": ("mixtral-8x7b", dict(
         tp=2, pp=1, dp=16, ep=4, global_batch=64, seq_len=4096, sequence_parallel=True,
         zero=1, moe_grouped_gemm=False)),
@@ -128,6 +131,7 @@ def test_megatron_accepts_every_emitted_launch(framework_check: Check, tmp_path:
         assert args["num_distributed_optimizer_instances"] == cfg.dist_opt_instances
         assert args["fp8_param_gather"] == cfg.fp8_param_gather, case["name"]
         assert args["hidden_dropout"] == plan.model.hidden_dropout, case["name"]
+        assert args["overlap_moe_expert_parallel_comm"] == cfg.moe_a2a_overlap
         assert args["attention_dropout"] == plan.model.attention_dropout
         assert args["accumulate_allreduce_grads_in_fp32"] == (not cfg.grad_reduce_in_bf16)
         # Megatron FSDP turns the distributed optimizer on itself (validate_args)
@@ -160,6 +164,9 @@ BROKEN = {
                                                     global_batch=8, seq_len=4096)),
     "tp-overlap-without-sp": ("llama3-8b", dict(tp=8, dp=1, global_batch=8, seq_len=4096,
                                                 tp_comm_overlap=True)),
+    "moe-a2a-overlap-with-full-recompute": ("qwen3-30b-a3b", dict(
+        pp=2, vpp=2, dp=8, ep=8, global_batch=64, seq_len=4096, zero=1,
+        moe_a2a_overlap=True, recompute=Recompute.FULL)),
     "fp8-param-gather-without-distributed-optimizer": ("llama3-8b", dict(
         dp=8, global_batch=8, seq_len=4096, precision=Precision.FP8, fp8_param_gather=True)),
 }

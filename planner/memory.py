@@ -471,9 +471,10 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     """(stored activations, transient peak) of one GPU of `stage`, bytes.
 
     Stored = in-flight micro-batches (parallel.in_flight_microbatches) x the stage's per-micro-
-    batch activations (and a layer's more with moe_a2a_overlap), plus the embedding's dropout mask on the first stage (Korthikanti Sec.
-    4.3), the final norm / LM-head inputs on the last, and there each MTP module's layer and
-    its own loss (DeepSeek-V3, arXiv 2412.19437 Sec. 2.2: one extra prediction depth each).
+    batch activations (and a layer's more with moe_a2a_overlap), plus the embedding's dropout
+    mask on the first stage (Korthikanti Sec. 4.3), the final norm / LM-head inputs on the
+    last, and there each MTP module's layer and its own loss (DeepSeek-V3, arXiv 2412.19437
+    Sec. 2.2: one extra prediction depth each).
     Transients are the larger of:
     - the loss phase: loss_bytes_per_element x s*b*V/t logits of one micro-batch (the last stage
       runs a micro-batch's backward right after its forward, in 1F1B and interleaved alike),

@@ -376,6 +376,10 @@ def search(
     grad_reduce_in_bf16: Annotated[bool, typer.Option(
         "--grad-reduce-in-bf16", help="Megatron: plans accumulate and reduce gradients in "
         "bf16 (Megatron --grad-reduce-in-bf16).")] = False,
+    moe_a2a_overlap: Annotated[bool, typer.Option(
+        "--moe-a2a-overlap", help="Megatron MoE: plans hide expert all-to-alls behind another "
+        "micro-batch (Megatron --overlap-moe-expert-parallel-comm; no full recompute).")]
+    = False,
     headroom: Annotated[float, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = 0.0,
     exhaustive: Annotated[bool, typer.Option(
@@ -418,9 +422,11 @@ def search(
         ep=ep, vpp=vpp, mbs=mbs, recompute=recompute, zero=zero,
         vocab_strategy=None if vocab_strategy is VocabChoice.auto
         else VocabStrategy(vocab_strategy.value), fp8_param_gather=fp8_param_gather,
-        grad_reduce_in_bf16=grad_reduce_in_bf16)
+        grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap)
     if problem := spec.problem():
         raise InputError(problem)
+    if moe_a2a_overlap and spec_model.moe is None:
+        raise InputError(f"--moe-a2a-overlap: {spec_model.name} has no experts")
     with render.progress_bar("searching") as advance:
         result = run_search(spec_model, spec, cl, top_k=top, headroom_frac=headroom,
                             exhaustive=exhaustive, progress=advance)

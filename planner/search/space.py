@@ -53,6 +53,7 @@ class SearchSpec:
     vocab_strategy: VocabStrategy | None = None  # None = auto: every placement
     fp8_param_gather: bool = False  # kept in every candidate (ParallelConfig), not searched
     grad_reduce_in_bf16: bool = False
+    moe_a2a_overlap: bool = False
     max_mbs: int = 8
     max_vpp: int = 8
 
@@ -68,7 +69,18 @@ class SearchSpec:
         if self.grad_reduce_in_bf16 and (self.precision is Precision.FP32
                                          or self.framework is not Framework.MEGATRON):
             return "--grad-reduce-in-bf16 needs Megatron with bf16 or fp8 training"
+        if self.moe_a2a_overlap and self.framework is not Framework.MEGATRON:
+            return "--moe-a2a-overlap needs the Megatron framework"
+        if self.moe_a2a_overlap and self.recompute is Recompute.FULL:
+            return "--moe-a2a-overlap needs no full recompute (Megatron's TransformerConfig)"
         return ""
+
+    def recompute_modes(self) -> list[Recompute]:
+        """The recompute modes to try, lightest compute first: the fixed one, or all of them
+        (without full recompute under --moe-a2a-overlap, which Megatron refuses)."""
+        if self.recompute is not None:
+            return [self.recompute]
+        return [r for r in Recompute if not (self.moe_a2a_overlap and r is Recompute.FULL)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,7 +174,7 @@ def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
     mbs_values = [b for b in divisors(per_replica) if b <= spec.max_mbs]
     zero_values = zero_stages(family, spec)
     for mbs in _choose(spec.mbs, mbs_values):  # recompute from lightest compute to heaviest:
-        for recompute in ([spec.recompute] if spec.recompute else list(Recompute)):  # solver
+        for recompute in spec.recompute_modes():  # solver
             for zero in _choose(spec.zero, zero_values):  # relies on this order
                 yield ParallelConfig(
                     tp=family.tp, pp=family.pp, dp=family.dp, cp=family.cp, ep=family.ep,
@@ -172,7 +184,8 @@ def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
                     vocab_strategy=family.vocab_strategy, framework=spec.framework,
                     attention_kernel=spec.attention_kernel,
                     fp8_param_gather=spec.fp8_param_gather,
-                    grad_reduce_in_bf16=spec.grad_reduce_in_bf16)
+                    grad_reduce_in_bf16=spec.grad_reduce_in_bf16,
+                    moe_a2a_overlap=spec.moe_a2a_overlap)
 
 
 def zero_stages(family: Degrees, spec: SearchSpec) -> list[int]:
@@ -211,15 +224,16 @@ def lightest_variants(family: Degrees, spec: SearchSpec) -> list[ParallelConfig]
 
 def lightest(family: Degrees, spec: SearchSpec) -> ParallelConfig:
     """The family's configuration with the least memory: micro-batch 1 (or the fixed one),
-    full recompute unless fixed, and the distributed optimizer when there is data parallelism.
-    If it does not fit, no configuration of the family does."""
+    the heaviest recompute allowed unless fixed (full; selective under --moe-a2a-overlap), and
+    the distributed optimizer when there is data parallelism. If it does not fit, no
+    configuration of the family does."""
     return ParallelConfig(
         tp=family.tp, pp=family.pp, dp=family.dp, cp=family.cp, ep=family.ep, etp=family.etp,
         vpp=family.vpp, mbs=spec.mbs or 1, global_batch=spec.global_batch,
-        seq_len=spec.seq_len, recompute=spec.recompute or Recompute.FULL,
+        seq_len=spec.seq_len, recompute=spec.recompute or spec.recompute_modes()[-1],
         zero=spec.zero if spec.zero is not None else (
             1 if family.dp * family.cp > 1 or spec.fp8_param_gather else 0),
         sequence_parallel=family.tp > 1, precision=spec.precision,
         vocab_strategy=family.vocab_strategy, framework=spec.framework,
         attention_kernel=spec.attention_kernel, fp8_param_gather=spec.fp8_param_gather,
-        grad_reduce_in_bf16=spec.grad_reduce_in_bf16)
+        grad_reduce_in_bf16=spec.grad_reduce_in_bf16, moe_a2a_overlap=spec.moe_a2a_overlap)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from planner.catalog import BUILTIN_MODELS
-from planner.cost.step import layer_costs
+from planner.cost.step import estimate_step, layer_costs
 from planner.hardware_io import load_cluster
 from planner.memory import estimate_memory, stage_memory
 from planner.parallel import Framework, ParallelConfig, Recompute, stage_layers
@@ -278,3 +278,22 @@ def test_weight_and_gradient_dtype_flags_hold_for_every_plan(run_cli: Run) -> No
     code, _, err = run_cli("search", "--model", "llama3-8b", "--cluster", "dgx-h100",
                            "--global-batch", "64", "--seq-len", "4096", "--fp8-param-gather")
     assert code == 2 and "--fp8-param-gather needs --precision fp8" in err
+
+
+def test_moe_a2a_overlap_search_keeps_megatron_s_rules() -> None:
+    """Searching with the expert all-to-all overlap: every plan has it, none recomputes in
+    full (Megatron refuses), pipelined plans interleave; the same degrees without it are no
+    faster."""
+    model = BUILTIN_MODELS["qwen3-30b-a3b"]
+    cluster = load_cluster("dgx-h100")
+    spec = SearchSpec(world_size=16, global_batch=256, seq_len=4096, ep=8,
+                      moe_a2a_overlap=True)
+    plans = search(model, spec, cluster, top_k=5).plans
+    assert plans
+    for p in plans:
+        cfg = p.config
+        assert cfg.moe_a2a_overlap and cfg.recompute is not Recompute.FULL
+        assert cfg.pp == 1 or cfg.vpp > 1
+        plain = dataclasses.replace(cfg, moe_a2a_overlap=False)
+        assert estimate_step(model, plain, cluster).iteration_s >= p.step.iteration_s
+    assert "full recompute" in dataclasses.replace(spec, recompute=Recompute.FULL).problem()

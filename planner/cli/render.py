@@ -123,8 +123,10 @@ def time_lines(step: StepTime) -> None:
     out.print(f"  pipeline {b['pipeline_s']:.3f} s (bubble {b['bubble_s']:.3f}); exposed: "
               f"data-parallel {b['dp_exposed_s']:.3f} s of {b['dp_comm_s']:.3f}, tensor-"
               f"parallel {b['tp_exposed_s']:.3f} s of {b['tp_comm_s']:.3f}, context-parallel "
-              f"{b['cp_exposed_s']:.3f} s, expert-parallel {b['ep_exposed_s']:.3f} s of "
-              f"{b['ep_comm_s']:.3f}; optimizer {b['optimizer_s']:.3f} s")
+              f"{b['cp_exposed_s']:.3f} s"
+              + (f", expert-parallel {b['ep_exposed_s']:.3f} s of {b['ep_comm_s']:.3f}"
+                 if b["ep_comm_s"] > 0 else "")
+              + f"; optimizer {b['optimizer_s']:.3f} s")
     if b.get("host_wait_s", 0.0) > 0:
         out.print(f"  layers wait {b['host_wait_s']:.3f} s per GPU on the host (Python and "
                   "kernel launches outlast their GPU work: larger micro-batches, fewer "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,6 +152,19 @@ def test_validate(run_cli: Run) -> None:
     assert "real_size" not in report  # memory cases carry no size group
     heldout = json.loads(out)["heldout"]  # reported apart from the calibration cases
     assert heldout["num_cases"] == 9 and not heldout["skipped"]
+    # the figures estimate's warning quotes are the report's
+    from planner.cli import VALIDATED
+    cases = json.loads(out)["time"]["cases"]
+    hopper = [c["error_frac"] for c in cases if "real size" in c["group"]
+              and ("h100" in c["group"] or "h200" in c["group"])]
+    assert VALIDATED["real_size_h100_h200_cases"] == len(hopper)
+    assert VALIDATED["real_size_h100_h200_too_fast"] == sum(e < 0 for e in hopper)
+    assert VALIDATED["real_size_h100_h200_worst_fast"] == round(-min(hopper), 2)
+    assert VALIDATED["real_size_h100_h200_median"] == round(
+        statistics.median(abs(e) for e in hopper), 2)
+    assert VALIDATED["toy_max"] == round(max(g["max_abs_error_frac"] for g in groups.values()
+                                             if "toy" in g["group"]), 2)
+    assert VALIDATED["a100_median"] == round(a100["median_abs_error_frac"], 3)
 
 
 # ---- bad input: exit 2, one clear line naming file / field / fix, never a traceback ----

@@ -136,14 +136,24 @@ def _check_config(cfg: ParallelConfig, model: ModelSpec, cluster: Cluster, where
                          problems=tuple(f"{where}: {p}" for p in problems))
 
 
-# What `planner validate` measured for the step-time model (README, Validation: Step time).
+# What `planner validate` measured for the step-time model (README, Validation: Step time);
+# tests/test_cli.py::test_validate recomputes each figure from the report, so they cannot
+# drift from it.
+VALIDATED = {
+    "real_size_h100_h200_cases": 19, "real_size_h100_h200_too_fast": 17,
+    "real_size_h100_h200_worst_fast": 0.27, "real_size_h100_h200_median": 0.14,
+    "toy_max": 0.79, "a100_median": 0.054,
+}
 UNCALIBRATED_WARNING = (
     "warning: the step time on {gpu} is not validated: against published runs the model "
-    "predicts real-size H100 and H200 steps up to 27% too fast (17 of 19, median error 18%; "
-    "their kernel rates are measured, framework overheads are not modelled), small test "
-    "models off by up to 79%, and GPUs never measured are priced from datasheets; use it to "
-    "compare configurations, not as a promise "
-    "(validated: Megatron-LM on A100, median error 5.4%)")
+    "predicts real-size H100 and H200 steps up to "
+    f"{VALIDATED['real_size_h100_h200_worst_fast']:.0%} too fast "
+    f"({VALIDATED['real_size_h100_h200_too_fast']} of {VALIDATED['real_size_h100_h200_cases']},"
+    f" median error {VALIDATED['real_size_h100_h200_median']:.0%}; "
+    "their kernel rates are measured, framework overheads are not all modelled), small test "
+    f"models off by up to {VALIDATED['toy_max']:.0%}, and GPUs never measured are priced from "
+    "datasheets; use it to compare configurations, not as a promise "
+    f"(validated: Megatron-LM on A100, median error {VALIDATED['a100_median']:.1%})")
 
 
 def _result(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,

@@ -136,6 +136,19 @@ def _check_config(cfg: ParallelConfig, model: ModelSpec, cluster: Cluster, where
                          problems=tuple(f"{where}: {p}" for p in problems))
 
 
+# Megatron recipe flags `estimate` and `search` share (ParallelConfig documents each; the
+# search keeps them in every plan rather than searching them).
+Fp8ParamGather = Annotated[bool, typer.Option(
+    "--fp8-param-gather", help="Megatron, fp8, zero >= 1: GEMM weights kept in fp8 only and "
+    "gathered in fp8 (Megatron --fp8-param-gather).")]
+GradReduceInBf16 = Annotated[bool, typer.Option(
+    "--grad-reduce-in-bf16", help="Megatron: gradient buffers accumulated and reduced in bf16, "
+    "not fp32 (Megatron --grad-reduce-in-bf16).")]
+MoeA2aOverlap = Annotated[bool, typer.Option(
+    "--moe-a2a-overlap", help="Megatron MoE: expert all-to-alls hidden behind another "
+    "micro-batch's compute (Megatron --overlap-moe-expert-parallel-comm; no full recompute).")]
+
+
 # What `planner validate` measured for the step-time model (README, Validation: Step time);
 # tests/test_cli.py::test_validate recomputes each figure from the report, so they cannot
 # drift from it.
@@ -239,15 +252,9 @@ def estimate(
     tp_comm_overlap: Annotated[bool, typer.Option(
         "--tp-comm-overlap", help="TP collectives pipelined with their GEMMs (Megatron "
         "--tp-comm-overlap, torchtitan async TP); needs sequence parallelism.")] = False,
-    fp8_param_gather: Annotated[bool, typer.Option(
-        "--fp8-param-gather", help="Megatron, fp8, zero >= 1: GEMM weights kept in fp8 only "
-        "and gathered in fp8 (Megatron --fp8-param-gather).")] = False,
-    grad_reduce_in_bf16: Annotated[bool, typer.Option(
-        "--grad-reduce-in-bf16", help="Megatron: gradient buffers accumulated and reduced in "
-        "bf16, not fp32 (Megatron --grad-reduce-in-bf16).")] = False,
-    moe_a2a_overlap: Annotated[bool, typer.Option(
-        "--moe-a2a-overlap", help="Megatron MoE: expert all-to-alls hidden behind another "
-        "micro-batch's compute (Megatron --overlap-moe-expert-parallel-comm).")] = False,
+    fp8_param_gather: Fp8ParamGather = False,
+    grad_reduce_in_bf16: GradReduceInBf16 = False,
+    moe_a2a_overlap: MoeA2aOverlap = False,
     headroom: Annotated[float | None, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
@@ -380,16 +387,9 @@ def search(
         "--attention-kernel", help="Fused attention kernel to price: auto (the framework's "
         "pick: cuDNN on Hopper and later, FlashAttention-2 before), fa2 or cudnn.")]
     = AttentionKernel.AUTO,
-    fp8_param_gather: Annotated[bool, typer.Option(
-        "--fp8-param-gather", help="Megatron, fp8: plans keep GEMM weights in fp8 only and "
-        "use the distributed optimizer (Megatron --fp8-param-gather).")] = False,
-    grad_reduce_in_bf16: Annotated[bool, typer.Option(
-        "--grad-reduce-in-bf16", help="Megatron: plans accumulate and reduce gradients in "
-        "bf16 (Megatron --grad-reduce-in-bf16).")] = False,
-    moe_a2a_overlap: Annotated[bool, typer.Option(
-        "--moe-a2a-overlap", help="Megatron MoE: plans hide expert all-to-alls behind another "
-        "micro-batch (Megatron --overlap-moe-expert-parallel-comm; no full recompute).")]
-    = False,
+    fp8_param_gather: Fp8ParamGather = False,
+    grad_reduce_in_bf16: GradReduceInBf16 = False,
+    moe_a2a_overlap: MoeA2aOverlap = False,
     headroom: Annotated[float, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = 0.0,
     exhaustive: Annotated[bool, typer.Option(

@@ -196,15 +196,19 @@ def validation_table(report: Report) -> None:
               f"fit verdict; {len(report.skipped)} cases skipped (--format json says why)")
 
 
-def timing_table(report: Report) -> None:
-    table = Table(show_edge=False, header_style="bold",
-                  title="step time (model in development): estimate vs measured")
-    for column in ("case", "measured s", "predicted s", "error", "assumed"):
-        table.add_column(column, justify="left" if column in ("case", "assumed") else "right")
+def _step_table(report: Report, title: str, notes: str) -> None:
+    """One row per step-time comparison: case, measured, predicted, error, notes."""
+    table = Table(show_edge=False, header_style="bold", title=title)
+    for column in ("case", "measured s", "predicted s", "error", notes):
+        table.add_column(column, justify="left" if column in ("case", notes) else "right")
     for c in report.cases:
         table.add_row(c.id, f"{c.measured:.3f}", f"{c.predicted:.3f}",
                       f"{c.error_frac:+.1%}", c.note)
     out.print(table)
+
+
+def timing_table(report: Report) -> None:
+    _step_table(report, "step time (model in development): estimate vs measured", "assumed")
     out.print(f"{len(report.cases)} cases: median |error| {report.median_abs_error_frac:.1%}, "
               f"max {report.max_abs_error_frac:.1%}; {len(report.skipped)} skipped. The "
               "step-time model is validated on A100 only; `estimate` warns elsewhere.")
@@ -218,14 +222,7 @@ def timing_table(report: Report) -> None:
 
 
 def heldout_table(report: Report, source: str) -> None:
-    table = Table(show_edge=False, header_style="bold",
-                  title=f"held out (no constant set from these): {source}")
-    for column in ("case", "measured s", "predicted s", "error", "notes"):
-        table.add_column(column, justify="left" if column in ("case", "notes") else "right")
-    for c in report.cases:
-        table.add_row(c.id, f"{c.measured:.3f}", f"{c.predicted:.3f}",
-                      f"{c.error_frac:+.1%}", c.note)
-    out.print(table)
+    _step_table(report, f"held out (no constant set from these): {source}", "notes")
     out.print(f"{len(report.cases)} held-out cases: median |error| "
               f"{report.median_abs_error_frac:.1%}, max {report.max_abs_error_frac:.1%}; "
               f"{len(report.skipped)} skipped.")

@@ -333,12 +333,11 @@ def tp_block_gemms(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
         inputs = [g for g in gs if g.role == input_role]
         outputs = [g for g in gs if g.role == "row"]
 
-        def t(items: list[Gemm], which: int | None) -> float:
-            return sum(gemm_time_s(g if which is None else g.backward()[which], gpu,
-                                   cfg.precision) for g in items)
-        return TpBlockGemms(input_fwd=t(inputs, None), input_dgrad=t(inputs, 0),
-                            input_wgrad=t(inputs, 1), output_fwd=t(outputs, None),
-                            output_dgrad=t(outputs, 0))
+        def t(items: list[Gemm], which: int) -> float:  # 0 forward, 1 dgrad, 2 wgrad
+            return sum(linear_gemm_times(g, cfg, gpu, cfg.precision)[which] for g in items)
+        return TpBlockGemms(input_fwd=t(inputs, 0), input_dgrad=t(inputs, 1),
+                            input_wgrad=t(inputs, 2), output_fwd=t(outputs, 0),
+                            output_dgrad=t(outputs, 1))
     blocks = [block(gemms[:n_attn], "replicated" if model.mla is not None else "column")]
     if not model.is_moe_layer(layer):
         blocks.append(block(gemms[n_attn:], "column"))
@@ -363,6 +362,50 @@ def fp8_cast_bytes(gemms: tuple[Gemm, ...]) -> tuple[float, float]:
     return FP8_CAST_BYTES_PER_ELEMENT * forward, FP8_CAST_BYTES_PER_ELEMENT * backward
 
 
+# Transformer Engine's default userbuffers overlap, what Megatron's --tp-comm-overlap runs
+# without --tp-comm-overlap-cfg (TE >= 2.0 module/base.py initialize_ub, get_default_config):
+# "pipeline" (proj_fprop, fc2_fprop) splits the GEMM in 4 and "bulk" (qkv/fc1 dgrad and wgrad)
+# runs beside its collective, both leaving UB_COMM_SMS SMs to the communication kernels
+# (set_sm_margin); "ring_exchange" (qkv_fprop, fc1_fprop, proj_dgrad, fc2_dgrad) splits the
+# GEMM in tp chunks and moves data with the copy engines (no SMs taken).
+UB_COMM_SMS = 16
+UB_PIPELINE_SPLITS = 4
+
+
+def _ub_gemm_s(gemm: Gemm, gpu: GpuType, precision: Precision, *, splits: int,
+               comm_sms: int) -> float:
+    """One userbuffers-overlapped GEMM: `splits` GEMMs of 1/splits of the rows, on the SMs the
+    communication leaves (their share of the GPU)."""
+    part = Gemm(m=gemm.m / splits, n=gemm.n, k=gemm.k, batch=gemm.batch, role=gemm.role)
+    seconds = splits * gemm_time_s(part, gpu, precision)
+    if comm_sms and gpu.num_sms > comm_sms:
+        seconds *= gpu.num_sms / (gpu.num_sms - comm_sms)
+    return seconds
+
+
+def linear_gemm_times(gemm: Gemm, cfg: ParallelConfig, gpu: GpuType,
+                      precision: Precision) -> tuple[float, float, float]:
+    """(forward, data-gradient, weight-gradient) seconds of one linear's GEMMs. With Megatron's
+    --tp-comm-overlap the tensor-parallel linears run as Transformer Engine's default
+    userbuffers overlap does (UB_COMM_SMS): the input linears (QKV, FC1; "column") forward as
+    ring exchange, split in tp; their data and weight gradients beside bulk collectives on
+    the SMs left; the output linears (projection, FC2; "row") forward pipelined, split in 4
+    on the SMs left; their data gradient as ring exchange; their weight gradient alone."""
+    dgrad, wgrad = gemm.backward()
+    plain = tuple(gemm_time_s(g, gpu, precision) for g in (gemm, dgrad, wgrad))
+    if not (cfg.tp_comm_overlap and cfg.tp > 1 and cfg.framework is Framework.MEGATRON):
+        return plain[0], plain[1], plain[2]
+    if gemm.role == "column":
+        return (_ub_gemm_s(gemm, gpu, precision, splits=cfg.tp, comm_sms=0),
+                _ub_gemm_s(dgrad, gpu, precision, splits=1, comm_sms=UB_COMM_SMS),
+                _ub_gemm_s(wgrad, gpu, precision, splits=1, comm_sms=UB_COMM_SMS))
+    if gemm.role == "row":
+        return (_ub_gemm_s(gemm, gpu, precision, splits=UB_PIPELINE_SPLITS,
+                           comm_sms=UB_COMM_SMS),
+                _ub_gemm_s(dgrad, gpu, precision, splits=cfg.tp, comm_sms=0), plain[2])
+    return plain[0], plain[1], plain[2]
+
+
 def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
                recompute: Recompute) -> LayerTime:
     """Compute time of one transformer layer (communication is added by step.py). With fp8,
@@ -374,8 +417,9 @@ def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
 
     def precision(g: Gemm) -> Precision:
         return _outside_fp8_linears(cfg.precision) if g.role == "router" else cfg.precision
-    gemm_fwd = sum(gemm_time_s(g, gpu, precision(g)) for g in gemms)
-    gemm_bwd = sum(gemm_time_s(b, gpu, precision(g)) for g in gemms for b in g.backward())
+    times = [linear_gemm_times(g, cfg, gpu, precision(g)) for g in gemms]
+    gemm_fwd = sum(f for f, _, _ in times)
+    gemm_bwd = sum(d + w for _, d, w in times)
     attn_fwd, attn_bwd = attention_time_s(model, cfg, gpu)
     elem_fwd = memory_time_s(elementwise_bytes(model, cfg, layer), gpu)
     cast_fwd = cast_bwd = 0.0

@@ -297,8 +297,11 @@ def test_tp_overlap_hides_each_collective_behind_its_own_gemm() -> None:
     other: a layer whose collectives outlast their GEMMs (a small model over a PCIe TP group)
     keeps the excess exposed; a large layer on NVLink hides more of them (Llama 3 70B's GQA
     QKV GEMM is still shorter than its all-gather at tp 8). Overlap never exposes more than
-    Megatron without it. An MoE block's dispatcher traffic is never hidden."""
-    from planner.cost.compute import tp_block_gemms
+    Megatron without it. The GEMMs themselves run as Transformer Engine's default userbuffers
+    overlap runs them: split, and beside bulk or pipelined collectives on the SMs those leave
+    (compute.linear_gemm_times), so they take longer than alone. An MoE block's dispatcher
+    traffic is never hidden."""
+    from planner.cost.compute import layer_time, tp_block_gemms
     from planner.cost.step import tp_bytes
     from planner.model import MoeSpec, make_model
     small = make_model(name="small", num_layers=4, hidden_size=2048, num_attention_heads=16,
@@ -313,13 +316,16 @@ def test_tp_overlap_hides_each_collective_behind_its_own_gemm() -> None:
         links = resolve_links(cluster, plain)
         gpu = cluster.gpu_types[0]
         c = comm.all_reduce_s(tp_bytes(model, plain), links.ring(Axis.TP))
-        blocks = tp_block_gemms(model, plain, gpu, 0)
+        blocks = tp_block_gemms(model, overlap, gpu, 0)
         exposed = sum(max(0.0, c / 2 - b.input_fwd) + max(0.0, c / 2 - b.output_fwd)
                       for b in blocks)
         p = layer_passes(model, plain, gpu, links, 0, Recompute.NONE)
         o = layer_passes(model, overlap, gpu, links, 0, Recompute.NONE)
-        assert o.forward_s == pytest.approx(p.forward_s - 2 * c + exposed)
-        assert o.backward_s <= p.backward_s
+        slower = (layer_time(model, overlap, gpu, 0, Recompute.NONE).forward_s
+                  - layer_time(model, plain, gpu, 0, Recompute.NONE).forward_s)
+        assert slower > 0  # the split GEMMs on fewer SMs
+        assert o.forward_s == pytest.approx(p.forward_s - 2 * c + exposed + slower)
+        assert o.forward_s + o.backward_s < p.forward_s + p.backward_s
         assert 0.0 < exposed < 2 * c
         hidden_share[cluster_name] = 1 - exposed / (2 * c)
     assert hidden_share["dgx-h100"] > hidden_share["rtx4090-8x-pcie"]
@@ -451,3 +457,37 @@ def test_moe_a2a_overlap_hides_all_to_alls_behind_the_partner_pass() -> None:
     for bad in (dataclasses.replace(overlap, recompute=Recompute.FULL),
                 dataclasses.replace(overlap, vpp=1, global_batch=64)):
         assert any("moe_a2a_overlap" in p for p in bad.problems(model))
+
+
+def test_userbuffers_gemms_follow_transformer_engine_defaults() -> None:
+    """TE's default userbuffers config: the input linears' forward is a ring exchange (tp
+    chunks, copy engines), the output linears' forward is pipelined (4 chunks) on the SMs
+    its 16 communication SMs leave, the input linears' gradients share the GPU with bulk
+    collectives likewise, the output linears' weight gradient runs alone."""
+    from planner.cost.compute import (
+        UB_COMM_SMS,
+        UB_PIPELINE_SPLITS,
+        gemm_time_s,
+        layer_gemms,
+        linear_gemm_times,
+    )
+    gpu = GPU_CATALOG["h100-sxm5-80gb"]
+    model = BUILTIN_MODELS["llama3-70b"]
+    cfg = ParallelConfig(tp=8, mbs=1, global_batch=1, seq_len=8192, sequence_parallel=True,
+                         tp_comm_overlap=True)
+    margin = gpu.num_sms / (gpu.num_sms - UB_COMM_SMS)
+    for g in layer_gemms(model, cfg, 0):
+        dgrad, wgrad = g.backward()
+        f, d, w = linear_gemm_times(g, cfg, gpu, Precision.BF16)
+        chunk = dataclasses.replace
+        if g.role == "column":
+            assert f == pytest.approx(8 * gemm_time_s(chunk(g, m=g.m / 8), gpu, Precision.BF16))
+            assert d == pytest.approx(margin * gemm_time_s(dgrad, gpu, Precision.BF16))
+            assert w == pytest.approx(margin * gemm_time_s(wgrad, gpu, Precision.BF16))
+        elif g.role == "row":
+            assert f == pytest.approx(margin * UB_PIPELINE_SPLITS * gemm_time_s(
+                chunk(g, m=g.m / UB_PIPELINE_SPLITS), gpu, Precision.BF16))
+            assert w == gemm_time_s(wgrad, gpu, Precision.BF16)
+        plain = dataclasses.replace(cfg, tp_comm_overlap=False)
+        assert linear_gemm_times(g, plain, gpu, Precision.BF16) == tuple(
+            gemm_time_s(x, gpu, Precision.BF16) for x in (g, dgrad, wgrad))

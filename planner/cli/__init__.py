@@ -136,8 +136,12 @@ def _check_config(cfg: ParallelConfig, model: ModelSpec, cluster: Cluster, where
                          problems=tuple(f"{where}: {p}" for p in problems))
 
 
-# Megatron recipe flags `estimate` and `search` share (ParallelConfig documents each; the
-# search keeps them in every plan rather than searching them).
+# Recipe flags `estimate` and `search` share (ParallelConfig documents each; the search keeps
+# them in every plan rather than searching them).
+TpCommOverlap = Annotated[bool, typer.Option(
+    "--tp-comm-overlap", help="TP collectives pipelined with their GEMMs (Megatron "
+    "--tp-comm-overlap, torchtitan async TP); needs sequence parallelism (search: plans with "
+    "tp > 1).")]
 Fp8ParamGather = Annotated[bool, typer.Option(
     "--fp8-param-gather", help="Megatron, fp8, zero >= 1: GEMM weights kept in fp8 only and "
     "gathered in fp8 (Megatron --fp8-param-gather).")]
@@ -249,9 +253,7 @@ def estimate(
     moe_grouped_gemm: Annotated[bool, typer.Option(
         "--moe-grouped-gemm/--no-moe-grouped-gemm", help="MoE: local experts as one grouped "
         "GEMM, or one by one (Megatron without --moe-grouped-gemm).")] = True,
-    tp_comm_overlap: Annotated[bool, typer.Option(
-        "--tp-comm-overlap", help="TP collectives pipelined with their GEMMs (Megatron "
-        "--tp-comm-overlap, torchtitan async TP); needs sequence parallelism.")] = False,
+    tp_comm_overlap: TpCommOverlap = False,
     fp8_param_gather: Fp8ParamGather = False,
     grad_reduce_in_bf16: GradReduceInBf16 = False,
     moe_a2a_overlap: MoeA2aOverlap = False,
@@ -387,6 +389,7 @@ def search(
         "--attention-kernel", help="Fused attention kernel to price: auto (the framework's "
         "pick: cuDNN on Hopper and later, FlashAttention-2 before), fa2 or cudnn.")]
     = AttentionKernel.AUTO,
+    tp_comm_overlap: TpCommOverlap = False,
     fp8_param_gather: Fp8ParamGather = False,
     grad_reduce_in_bf16: GradReduceInBf16 = False,
     moe_a2a_overlap: MoeA2aOverlap = False,
@@ -432,7 +435,8 @@ def search(
         ep=ep, vpp=vpp, mbs=mbs, recompute=recompute, zero=zero,
         vocab_strategy=None if vocab_strategy is VocabChoice.auto
         else VocabStrategy(vocab_strategy.value), fp8_param_gather=fp8_param_gather,
-        grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap)
+        grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
+        tp_comm_overlap=tp_comm_overlap)
     if problem := spec.problem():
         raise InputError(problem)
     if moe_a2a_overlap and spec_model.moe is None:

@@ -54,6 +54,7 @@ class SearchSpec:
     fp8_param_gather: bool = False  # kept in every candidate (ParallelConfig), not searched
     grad_reduce_in_bf16: bool = False
     moe_a2a_overlap: bool = False
+    tp_comm_overlap: bool = False  # in every candidate with tp > 1 (it needs sequence parallel)
     max_mbs: int = 8
     max_vpp: int = 8
 
@@ -185,7 +186,8 @@ def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
                     attention_kernel=spec.attention_kernel,
                     fp8_param_gather=spec.fp8_param_gather,
                     grad_reduce_in_bf16=spec.grad_reduce_in_bf16,
-                    moe_a2a_overlap=spec.moe_a2a_overlap)
+                    moe_a2a_overlap=spec.moe_a2a_overlap,
+                    tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1)
 
 
 def zero_stages(family: Degrees, spec: SearchSpec) -> list[int]:
@@ -236,4 +238,5 @@ def lightest(family: Degrees, spec: SearchSpec) -> ParallelConfig:
         sequence_parallel=family.tp > 1, precision=spec.precision,
         vocab_strategy=family.vocab_strategy, framework=spec.framework,
         attention_kernel=spec.attention_kernel, fp8_param_gather=spec.fp8_param_gather,
-        grad_reduce_in_bf16=spec.grad_reduce_in_bf16, moe_a2a_overlap=spec.moe_a2a_overlap)
+        grad_reduce_in_bf16=spec.grad_reduce_in_bf16, moe_a2a_overlap=spec.moe_a2a_overlap,
+        tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1)

@@ -297,3 +297,16 @@ def test_moe_a2a_overlap_search_keeps_megatron_s_rules() -> None:
         plain = dataclasses.replace(cfg, moe_a2a_overlap=False)
         assert estimate_step(model, plain, cluster).iteration_s >= p.step.iteration_s
     assert "full recompute" in dataclasses.replace(spec, recompute=Recompute.FULL).problem()
+
+
+def test_tp_comm_overlap_search_sets_it_where_tensor_parallel() -> None:
+    """--tp-comm-overlap is the user's recipe: plans with tp > 1 have it (their TP collectives
+    priced as overlapped); plans without tensor parallelism have nothing to overlap."""
+    model = BUILTIN_MODELS["llama3-70b"]
+    cluster = load_cluster("dgx-h100")
+    spec = SearchSpec(world_size=64, global_batch=128, seq_len=8192, tp_comm_overlap=True)
+    plans = search(model, spec, cluster, top_k=10).plans
+    assert plans and any(p.config.tp > 1 for p in plans)
+    for p in plans:
+        assert p.config.tp_comm_overlap == (p.config.tp > 1)
+        assert p.config.problems(model) == ()

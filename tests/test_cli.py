@@ -165,6 +165,10 @@ def test_validate(run_cli: Run) -> None:
     assert VALIDATED["toy_max"] == round(max(g["max_abs_error_frac"] for g in groups.values()
                                              if "toy" in g["group"]), 2)
     assert VALIDATED["a100_median"] == round(a100["median_abs_error_frac"], 3)
+    moe = [c["error_frac"] for c in heldout["cases"] if "qwen3" in c["id"]]
+    assert VALIDATED["heldout_moe_cases"] == len(moe)
+    assert VALIDATED["heldout_moe_worst_fast"] == round(-min(moe), 2)
+    assert VALIDATED["heldout_moe_worst_slow"] == round(max(moe), 2)
 
 
 # ---- bad input: exit 2, one clear line naming file / field / fix, never a traceback ----

@@ -157,6 +157,7 @@ class StageMemory:
     margin_bytes: int
     cuda_context_bytes: int
     nccl_bytes: int
+    userbuffers_bytes: int
     peak_bytes: int
     in_flight_microbatches: float
 
@@ -171,7 +172,8 @@ class StageMemory:
             "fragmentation_bytes": self.fragmentation_bytes,
             "reserved_bytes": self.reserved_bytes, "margin_bytes": self.margin_bytes,
             "cuda_context_bytes": self.cuda_context_bytes,
-            "nccl_bytes": self.nccl_bytes, "peak_bytes": self.peak_bytes,
+            "nccl_bytes": self.nccl_bytes, "userbuffers_bytes": self.userbuffers_bytes,
+            "peak_bytes": self.peak_bytes,
             "in_flight_microbatches": round(self.in_flight_microbatches, 4),
         }
 
@@ -347,6 +349,16 @@ def dropout_masks(model: ModelSpec, cfg: ParallelConfig) -> tuple[bool, bool]:
     return model.hidden_dropout > 0, model.attention_dropout > 0
 
 
+def saved_linear_input_bytes(cfg: ParallelConfig) -> int:
+    """Bytes per element of the input a dense linear keeps for its weight gradient: 16-bit,
+    but 1 under Megatron's fp8 training, whose Transformer Engine linears save the fp8 tensor
+    they quantized (TE module/linear.py and layernorm_linear.py: saved_inputmat / ln_out is
+    the QuantizedTensor, with only the usage the backward needs; TE 1.x saved the fp8 cast or
+    its transpose). torchtitan's float8 linears (torchao) save the high-precision input."""
+    fp8_te = cfg.precision is Precision.FP8 and cfg.framework is Framework.MEGATRON
+    return 1 if fp8_te else 2
+
+
 def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
                            recompute: Recompute) -> int:
     """Activations one transformer layer stores for backward, per micro-batch, one GPU.
@@ -363,6 +375,8 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
         before and after their norms, 4sb(q_lora + kv_lora + rope);
       MLP: norm input 2sbh, FC1 input 2sbh, FC1 output 2sbf/t (x2 when gated: gate and up),
         FC2 input 2sbf/t, dropout mask sbh;
+      with Megatron's fp8 the QKV, FC1 and FC2 inputs take 1 byte (saved_linear_input_bytes)
+        and the projection's fp8 copy 1 byte more beside the 16-bit attention output;
       MoE MLP (Megatron-Core alltoall dispatcher): router logits and probabilities fp32 8*s*b*E,
         routed tokens R = s*b*top_k*imbalance (x etp when expert-TP gathers tokens): permuted
         input 2Rh, FC1 out 2R*f_e/etp (x2 gated), FC2 in 2R*f_e/etp, unpermute input 2Rh;
@@ -385,7 +399,9 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
 
     heads = model.num_attention_heads
     hidden_mask, probs_mask = dropout_masks(model, cfg)
-    attention = 2 * sbh / sp + 2 * sbh / sp  # norm input, QKV input
+    # bytes per element of the inputs the dense linears save for their weight gradient
+    linear_in = saved_linear_input_bytes(cfg)
+    attention = 2 * sbh / sp + linear_in * sbh / sp  # norm input, QKV input
     attention += 2 * s * b * (model.q_width + 2 * model.kv_width) / t
     if model.mla is not None:
         latent = (model.mla.q_lora_rank or 0) + model.mla.kv_lora_rank + (
@@ -395,13 +411,16 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
         attention += 4 * heads * s * b / t
     elif recompute is not Recompute.SELECTIVE:  # scores, softmax (16-bit), dropout mask
         attention += (4 + probs_mask) * heads * s * cfg.seq_len * b / t
-    attention += 2 * s * b * model.attn_out_width / t + hidden_mask * sbh / sp
+    # the projection's input is the attention output, kept 16-bit for the attention's own
+    # backward; fp8 adds the projection's own quantized copy
+    attention += (2 + (linear_in < 2)) * s * b * model.attn_out_width / t
+    attention += hidden_mask * sbh / sp
 
-    mlp = 2 * sbh / sp + 2 * sbh / sp + hidden_mask * sbh / sp  # norm, FC1 input, dropout mask
+    mlp = 2 * sbh / sp + linear_in * sbh / sp + hidden_mask * sbh / sp  # norm, FC1 in, mask
     gate = 2 if model.activation.gated else 1
     if not model.is_moe_layer(layer):
         f = model.ffn_hidden_size
-        mlp += 2 * s * b * f * gate / t + 2 * s * b * f / t
+        mlp += 2 * s * b * f * gate / t + linear_in * s * b * f / t  # FC1 out, FC2 in
     else:
         routed = routed_tokens(model, cfg)
         moe = model.moe
@@ -558,6 +577,25 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     return math.ceil(stored), math.ceil(transient)
 
 
+# Transformer Engine's default userbuffers layers (module/base.py initialize_ub): the qkv,
+# proj, fc1 and fc2 forward and data-gradient overlaps and the qkv and fc1 weight-gradient bulk
+# overlaps, one registered buffer each.
+USERBUFFERS_LAYERS = 10
+
+
+def userbuffers_bytes(model: ModelSpec, cfg: ParallelConfig) -> int:
+    """Device memory of Megatron's --tp-comm-overlap buffers: Megatron initialises Transformer
+    Engine's userbuffers with one [seq * mbs / cp, hidden] activation per overlapped layer
+    (megatron/training/initialize.py _initialize_tp_communicators), which userbuffers
+    allocates and registers itself, outside PyTorch's caching allocator (in nvidia-smi's
+    figure, not in max_memory_allocated): USERBUFFERS_LAYERS buffers, counted 16-bit (fp8 runs
+    make the all-gather ones 1 byte; a conservative count)."""
+    if not (cfg.tp_comm_overlap and cfg.tp > 1 and cfg.framework is Framework.MEGATRON):
+        return 0
+    rows = cfg.seq_len * cfg.mbs // cfg.cp
+    return USERBUFFERS_LAYERS * rows * model.hidden_size * 2
+
+
 def active_communicators(cfg: ParallelConfig, model: ModelSpec) -> int:
     """NCCL communicators a rank uses in a step: one per parallel group larger than one
     (tp, cp, dp*cp for gradients, pp send/recv, ep and expert-dp for MoE), plus the
@@ -578,6 +616,7 @@ def stage_memory(model: ModelSpec, cfg: ParallelConfig, stage: int,
     about candidate blocks."""
     policy = config_policy(cfg)
     nccl = active_communicators(cfg, model) * NCCL_BYTES_PER_COMMUNICATOR
+    ub = userbuffers_bytes(model, cfg)
     layers = tuple(layer for chunk in chunks for layer in chunk)
     params = stage_params(model, cfg, stage, layers)
     weights, grads, optimizer = model_state_bytes(params, cfg, policy)
@@ -592,7 +631,8 @@ def stage_memory(model: ModelSpec, cfg: ParallelConfig, stage: int,
         framework_buffers_bytes=FRAMEWORK_BUFFERS_BYTES, activations_bytes=activations,
         transient_bytes=transient, allocated_bytes=allocated, fragmentation_bytes=fragmentation,
         reserved_bytes=reserved, margin_bytes=margin, cuda_context_bytes=CUDA_CONTEXT_BYTES,
-        nccl_bytes=nccl, peak_bytes=reserved + margin + CUDA_CONTEXT_BYTES + nccl,
+        nccl_bytes=nccl, userbuffers_bytes=ub,
+        peak_bytes=reserved + margin + CUDA_CONTEXT_BYTES + nccl + ub,
         in_flight_microbatches=in_flight_microbatches(cfg, stage),
     )
 

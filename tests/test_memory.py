@@ -392,3 +392,36 @@ def test_dropout_masks_only_where_the_model_has_dropout() -> None:
     titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
     assert layer_activation_bytes(masked, titan, 0, Recompute.NONE) == layer_activation_bytes(
         llama, titan, 0, Recompute.NONE)
+
+
+def test_megatron_fp8_linears_save_their_quantized_inputs() -> None:
+    """Transformer Engine's fp8 linears keep the fp8 tensor they quantized for the weight
+    gradient: the QKV, FC1 and FC2 inputs take 1 byte per element instead of 2, and the
+    projection's fp8 copy sits beside the 16-bit attention output the attention keeps.
+    torchtitan's float8 linears keep the bf16 input."""
+    from planner.memory import layer_activation_bytes
+    model = BUILTIN_MODELS["llama3-70b"]
+    bf16 = ParallelConfig(tp=4, dp=2, global_batch=2, seq_len=8192, sequence_parallel=True)
+    fp8 = dataclasses.replace(bf16, precision=Precision.FP8)
+    s, t, h, f = 8192, 4, model.hidden_size, model.ffn_hidden_size
+    saved = 2 * s * h / t + s * f / t - s * model.attn_out_width / t  # QKV, FC1; FC2; proj
+    assert layer_activation_bytes(model, bf16, 0, Recompute.NONE) - layer_activation_bytes(
+        model, fp8, 0, Recompute.NONE) == pytest.approx(saved, abs=2)
+    titan = dataclasses.replace(fp8, framework=Framework.TORCHTITAN, zero=3)
+    assert layer_activation_bytes(model, titan, 0, Recompute.NONE) == layer_activation_bytes(
+        model, dataclasses.replace(titan, precision=Precision.BF16), 0, Recompute.NONE)
+
+
+def test_userbuffers_count_outside_the_allocator() -> None:
+    """Megatron's --tp-comm-overlap registers ten [seq * mbs / cp, hidden] userbuffers outside
+    PyTorch's allocator: in the peak (nvidia-smi), not in allocated or reserved."""
+    from planner.memory import USERBUFFERS_LAYERS, estimate_memory
+    model = BUILTIN_MODELS["llama3-70b"]
+    plain = ParallelConfig(tp=8, pp=4, dp=4, global_batch=64, seq_len=8192,
+                           sequence_parallel=True, zero=1)
+    overlap = dataclasses.replace(plain, tp_comm_overlap=True)
+    a = estimate_memory(model, plain, 80 * GiB).stages[0]
+    b = estimate_memory(model, overlap, 80 * GiB).stages[0]
+    ub = USERBUFFERS_LAYERS * 8192 * model.hidden_size * 2
+    assert (b.allocated_bytes, b.reserved_bytes) == (a.allocated_bytes, a.reserved_bytes)
+    assert b.userbuffers_bytes == ub and b.peak_bytes - a.peak_bytes == ub

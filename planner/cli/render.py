@@ -72,7 +72,10 @@ def memory_table(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,
     first = estimate.stages[0]
     out.print(f"GiB per GPU. peak = reserved + {ESTIMATE_MARGIN_FRAC:.0%} estimate margin + CUDA "
               f"context {_gib(first.cuda_context_bytes)} + NCCL buffers "
-              f"{_gib(first.nccl_bytes)}; reserved = allocated + fragmentation; allocated "
+              f"{_gib(first.nccl_bytes)}"
+              + (f" + userbuffers {_gib(first.userbuffers_bytes)}"
+                 if first.userbuffers_bytes else "")
+              + "; reserved = allocated + fragmentation; allocated "
               f"includes {_gib(first.framework_buffers_bytes)} of framework workspaces.")
     usable = estimate.usable_bytes
     headroom = (f" (capacity {_gib(estimate.capacity_bytes)} GiB less "

@@ -64,8 +64,8 @@ def heldout_report(data: dict[str, Any], clusters: dict[str, Cluster]) -> Report
         verdict = "fits" if memory.fits else "does not fit"
         worst = memory.worst
         notes = [f"memory: planner allocated {worst.allocated_bytes / GiB:.1f} GiB, peak "
-                 f"{memory.peak_bytes / GiB:.1f} GiB with fragmentation and margin, {verdict} "
-                 "(the run ran)"]
+                 f"{memory.peak_bytes / GiB:.1f} GiB (with fragmentation, margin, context and "
+                 f"communication buffers), {verdict} (the run ran)"]
         if case.get("assumed"):
             notes.append("assumed " + " ".join(str(case["assumed"]).split()))
         cases.append(Comparison(id=case["id"], kind="step time", measured=measured_s,

@@ -12,7 +12,9 @@ Communication per micro-batch and layer (Megatron-LM; Korthikanti et al. 2022 Se
   GEMM beside it (tp_exposure).
 - CP (ring attention): cp - 1 exchanges of the local K and V forward, twice that backward,
   overlapped with the attention computation; only the excess is exposed.
-- EP: an all-to-all dispatch and one combine of the routed tokens forward, two backward.
+- EP: an all-to-all dispatch and one combine of the routed tokens forward, two backward;
+  with --overlap-moe-expert-parallel-comm each hides behind a paired pass of another
+  micro-batch (ep_exposure).
 - PP: each micro-batch's activation to the next stage, and its gradient back, on the
   stage-to-stage links: s/cp x b x h from every TP rank, / tp with sequence parallelism
   (Megatron-Core schedules.get_tensor_shapes; the scatter/gather of Narayanan et al. 2021
@@ -23,8 +25,9 @@ Communication per micro-batch and layer (Megatron-LM; Korthikanti et al. 2022 Se
   LM head and loss per micro-batch; the last hidden states are broadcast over the pipeline
   group and their gradient all-reduced back, charged in full (the paper's schedule hides part
   of it, so this errs slow).
-- DP: gradients (fp32 with bf16 training, Megatron's default) reduce-scattered (distributed
-  optimizer, then the bf16 parameters all-gathered) or all-reduced over dp*cp; expert
+- DP: gradients (fp32 with bf16 training, Megatron's default; bf16 with
+  --grad-reduce-in-bf16) reduce-scattered (distributed optimizer, then the bf16 parameters
+  all-gathered, fp8 GEMM weights with --fp8-param-gather) or all-reduced over dp*cp; expert
   gradients over expert-dp. With --overlap-grad-reduce only the last bucket is exposed
   (Megatron buckets of max(40M, 1M * dp) parameters, `--ddp-bucket-size`).
 Busy time and exposed time are kept apart in the breakdown.

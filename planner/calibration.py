@@ -510,9 +510,6 @@ def time_report(calibration: dict[str, Any], measured: dict[str, Any],
     return Report(cases=tuple(cases), skipped=tuple(skipped), unit="s")
 
 
-# Megatron flags the reproduction reads itself, beyond those the importer maps.
-_CALIBRATION_READS = ("--fp8-recipe", "--tp-comm-overlap-cfg")
-
 
 def unmodelled_flags(case: dict[str, Any]) -> tuple[str, ...]:
     """The case's Megatron flags the planner does not model (what `estimate --from megatron`
@@ -524,7 +521,7 @@ def unmodelled_flags(case: dict[str, Any]) -> tuple[str, ...]:
             continue
         words += [flag] if value is True else [flag, str(value)]
     _, unknown, _ = parse_flags(words, str(case.get("id")))
-    return tuple(w for w in unknown if w.startswith("--") and w not in _CALIBRATION_READS)
+    return tuple(w for w in unknown if w.startswith("--"))
 
 
 def deterministic_note(case: dict[str, Any]) -> str:

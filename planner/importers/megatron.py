@@ -59,7 +59,7 @@ MAPPED: dict[str, bool] = {
     "--moe-grouped-gemm": False, "--moe-token-dispatcher-type": True,
     "--defer-embedding-wgrad-compute": False, "--wgrad-deferral-limit": True,
     "--num-distributed-optimizer-instances": True,
-    "--fp8-param-gather": False, "--grad-reduce-in-bf16": False,
+    "--fp8-param-gather": False, "--grad-reduce-in-bf16": False, "--fp8-recipe": True,
     "--hidden-dropout": True, "--attention-dropout": True,
     "--overlap-moe-expert-parallel-comm": False,
     "--accumulate-allreduce-grads-in-fp32": False,
@@ -319,6 +319,10 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         Precision.BF16 if "--bf16" in flags or "--fp16" in flags else Precision.FP32)
     if "--fp16" in flags:
         notes.append("--fp16: modelled as bf16 (same bytes per value)")
+    recipe = flags.get("--fp8-recipe", "delayed")
+    if precision is Precision.FP8 and recipe not in ("delayed", "tensorwise"):
+        notes.append(f"--fp8-recipe {recipe}: priced as tensor-wise fp8 (the only fp8 recipe "
+                     "the cost model prices)")
     fp8_gather = "--fp8-param-gather" in flags and precision is Precision.FP8
     if "--fp8-param-gather" in flags and not fp8_gather:
         notes.append("--fp8-param-gather without --fp8-format: no fp8 weights to keep")

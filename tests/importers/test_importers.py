@@ -309,3 +309,17 @@ def test_torchtitan_compile_and_async_tp() -> None:
                                  world_size=None, model=None)
     assert not any("--compile.enable" in n for n in compiled.notes)
     assert compiled.config.tp_comm_overlap and compiled.unknown == ()
+
+
+def test_megatron_fp8_recipe_is_read() -> None:
+    """Tensor-wise recipes (delayed, Megatron's default, and current scaling) are what the cost
+    model prices: no warning; block-wise and MX recipes are priced as tensor-wise, and say so."""
+    shape = ("--num-layers 4 --hidden-size 64 --num-attention-heads 4 --vocab-size 100 "
+             "--global-batch-size 8 --seq-length 128 --bf16 --fp8-format hybrid ")
+    for recipe in ("delayed", "tensorwise"):
+        got = import_megatron(shape + f"--fp8-recipe {recipe}", "a.args", dp=1,
+                              world_size=None, model=None)
+        assert not got.unknown and not any("fp8-recipe" in n for n in got.notes)
+    got = import_megatron(shape + "--fp8-recipe blockwise", "a.args", dp=1, world_size=None,
+                          model=None)
+    assert any("--fp8-recipe blockwise: priced as tensor-wise" in n for n in got.notes)

@@ -129,3 +129,14 @@ def test_plan_schema_keys_are_frozen() -> None:
     assert {"tp", "pp", "dp", "cp", "ep", "vpp", "mbs", "global_batch", "seq_len", "recompute",
             "zero", "sequence_parallel"} <= set(data["config"])
     assert dump_plan(plan).startswith("schema_version:")
+
+
+def test_held_out_data_reaches_only_the_report() -> None:
+    """planner/data/heldout.yaml is the check on the calibration: only `planner validate`
+    reads it (through planner.heldout); no cost-model, calibration or bench code may, so no
+    constant can be derived from it."""
+    literal = ('"heldout.yaml"', "'heldout.yaml'")  # the file name as code, not in prose
+    readers = sorted(str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py")
+                     if any(q in p.read_text() for q in literal))
+    assert readers == ["planner/cli/__init__.py"]
+    assert not any("heldout" in p.read_text() for p in (REPO / "bench").rglob("*.py"))

@@ -65,6 +65,11 @@ FRAGMENTATION_FRAC = 0.12
 ESTIMATE_MARGIN_FRAC = 0.10
 
 
+# The unsharded (compute) copy of a parameter and what a parameter gather moves: 16-bit, as
+# torchtitan's FSDP mixed precision and Megatron's distributed optimizer hold it.
+UNSHARDED_PARAM_BYTES = 2
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrecisionPolicy:
     """Bytes per parameter for each model-state tensor.
@@ -93,6 +98,12 @@ class PrecisionPolicy:
     master_bytes: int
     optimizer_bytes: int = 8
     gather_bytes: int = 2
+
+    def gathered_bytes(self, count: float, vocab: float = 0.0) -> float:
+        """Bytes a parameter all-gather moves for `count` parameters of which `vocab` are
+        vocabulary-layer weights (gathered 16-bit, UNSHARDED_PARAM_BYTES) and the rest GEMM
+        weights (gather_bytes)."""
+        return (count - vocab) * self.gather_bytes + vocab * UNSHARDED_PARAM_BYTES
 
 
 def precision_policy(precision: Precision, framework: Framework, *,
@@ -289,10 +300,6 @@ def _stage_params(model: ModelSpec, t: int, ep: int, etp: int, pp: int,
                        vocab=round(vocab))
 
 
-# FSDP's unsharded (compute) copy of a parameter: bf16 under torchtitan's mixed precision.
-UNSHARDED_PARAM_BYTES = 2
-
-
 def model_state_bytes(params: StageParams, cfg: ParallelConfig,
                       policy: PrecisionPolicy) -> tuple[int, int, int]:
     """(weights, gradients, optimizer) bytes on one GPU after ZeRO sharding.
@@ -412,8 +419,9 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
     elif recompute is not Recompute.SELECTIVE:  # scores, softmax (16-bit), dropout mask
         attention += (4 + probs_mask) * heads * s * cfg.seq_len * b / t
     # the projection's input is the attention output, kept 16-bit for the attention's own
-    # backward; fp8 adds the projection's own quantized copy
-    attention += (2 + (linear_in < 2)) * s * b * model.attn_out_width / t
+    # backward; fp8 adds the projection's own quantized copy (1 byte)
+    projection_copy = 1 if linear_in == 1 else 0
+    attention += (2 + projection_copy) * s * b * model.attn_out_width / t
     attention += hidden_mask * sbh / sp
 
     mlp = 2 * sbh / sp + linear_in * sbh / sp + hidden_mask * sbh / sp  # norm, FC1 in, mask

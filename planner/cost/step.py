@@ -536,17 +536,17 @@ def _zero3_per_microbatch(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.R
     units: Counter[tuple[float, float, int]] = Counter(
         (*layer_params(model, cfg, i),
          deepspeed_gathers_per_layer(model, cfg, i) if deepspeed else 1) for i in layers)
-    rest = (params.dense - sum(d * n for (d, _, _), n in units.items()),
-            params.expert - sum(e * n for (_, e, _), n in units.items()), 1)
-    units[rest] += 1
+    # the rest: the vocabulary layers (their share gathered 16-bit), final norm, MTP
+    rest_dense = params.dense - sum(d * n for (d, _, _), n in units.items())
+    rest_expert = params.expert - sum(e * n for (_, e, _), n in units.items())
+    pieces = [(dense, expert, 0.0, k, count) for (dense, expert, k), count in units.items()]
+    pieces.append((rest_dense, rest_expert, float(params.vocab), 1, 1))
     gather = reduce = 0.0
-    for (dense, expert, k), count in units.items():
-        # layers gather their GEMM weights (fp8 with --fp8-param-gather); the rest (vocabulary
-        # layers) in 16-bit
-        width = 2 if (dense, expert, k) == rest else policy.gather_bytes
-        for size, ring in ((dense, dp_ring), (expert, edp_ring)):
+    for dense, expert, vocab, k, count in pieces:
+        for size, ring, size_vocab in ((dense, dp_ring, vocab), (expert, edp_ring, 0.0)):
             if size > 0:  # k collectives of size / k: the bandwidth term once, latency k times
-                gather += count * k * comm.all_gather_s(size * width / k, ring)
+                gathered = policy.gathered_bytes(size, size_vocab)
+                gather += count * k * comm.all_gather_s(gathered / k, ring)
                 reduce += count * k * comm.all_gather_s(size * policy.grad_bytes / k, ring)
     return gather, reduce
 
@@ -602,7 +602,7 @@ def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink
             if ring.size == 1 or count == 0:
                 continue
             # the distributed optimizer gathers GEMM weights in fp8 with --fp8-param-gather
-            gathered = (count - vocab) * policy.gather_bytes + vocab * 2
+            gathered = policy.gathered_bytes(count, vocab)
             if cfg.zero >= 1 and cfg.dist_opt_instances > 1:
                 # reduce-scatter and gather within a copy's ranks, all-reduce the shards
                 # across the copies (approximated on the data-parallel ring's links)

@@ -298,13 +298,7 @@ class ParallelConfig:
         if self.tp_comm_overlap and not self.sequence_parallel:
             out.append("tp_comm_overlap needs sequence_parallel (Megatron validate_args; "
                        "torchtitan's async TP overlaps the sequence-parallel collectives)")
-        if self.fp8_param_gather and (self.precision is not Precision.FP8 or self.zero < 1
-                                      or self.framework is not Framework.MEGATRON):
-            out.append("fp8_param_gather needs Megatron with fp8 and zero >= 1 (Megatron "
-                       "validate_args: distributed optimizer or Megatron FSDP)")
-        if self.grad_reduce_in_bf16 and (self.precision is Precision.FP32
-                                         or self.framework is not Framework.MEGATRON):
-            out.append("grad_reduce_in_bf16 needs Megatron with bf16 or fp8 training")
+        out.extend(self.recipe_problems())
         if not 0 <= self.zero <= 3:
             out.append(f"zero({self.zero}) must be 0, 1, 2 or 3")
         if self.zero >= 2 and self.pp > 1 and self.framework is not Framework.TORCHTITAN:
@@ -322,6 +316,25 @@ class ParallelConfig:
         if self.moe_token_imbalance < 1:
             out.append(f"moe_token_imbalance({self.moe_token_imbalance}) must be >= 1")
         return tuple(out)
+
+    def recipe_problems(self) -> list[str]:
+        """The rules of the Megatron recipe flags that depend on no degree or model (the
+        search checks them once, on its fixed settings): Megatron's validate_args and
+        TransformerConfig checks."""
+        out = []
+        megatron = self.framework is Framework.MEGATRON
+        if self.fp8_param_gather and (self.precision is not Precision.FP8 or self.zero < 1
+                                      or not megatron):
+            out.append("fp8_param_gather needs Megatron with fp8 and zero >= 1 (Megatron "
+                       "validate_args: distributed optimizer or Megatron FSDP)")
+        if self.grad_reduce_in_bf16 and (self.precision is Precision.FP32 or not megatron):
+            out.append("grad_reduce_in_bf16 needs Megatron with bf16 or fp8 training")
+        if self.moe_a2a_overlap and not megatron:
+            out.append("moe_a2a_overlap needs Megatron")
+        if self.moe_a2a_overlap and self.recompute is Recompute.FULL:
+            out.append("moe_a2a_overlap needs no full recompute (Megatron's TransformerConfig "
+                       "refuses it)")
+        return out
 
     def _moe_problems(self, model: ModelSpec) -> list[str]:
         out = []
@@ -341,11 +354,8 @@ class ParallelConfig:
         if self.ep > 1 and self.tp > 1 and not self.sequence_parallel:
             out.append("expert parallelism with tp > 1 needs sequence_parallel (Megatron-Core)")
         if self.moe_a2a_overlap:
-            if self.ep == 1 or self.framework is not Framework.MEGATRON:
-                out.append("moe_a2a_overlap needs Megatron with ep > 1")
-            if self.recompute is Recompute.FULL:
-                out.append("moe_a2a_overlap needs no full recompute (Megatron's "
-                           "TransformerConfig refuses it)")
+            if self.ep == 1:
+                out.append("moe_a2a_overlap needs ep > 1")
             if self.pp > 1 and self.vpp == 1:
                 out.append("moe_a2a_overlap with pp > 1 needs vpp > 1 (Megatron's "
                            "TransformerConfig)")

@@ -448,7 +448,9 @@ def search(
         grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
         tp_comm_overlap=tp_comm_overlap)
     if problem := spec.problem():
-        raise InputError(problem)
+        raise InputError(f"search options: {problem}",
+                         hint="drop the flag or change --precision / --framework / --zero / "
+                              "--recompute")
     if moe_a2a_overlap and spec_model.moe is None:
         raise InputError(f"--moe-a2a-overlap: {spec_model.name} has no experts")
     with render.progress_bar("searching") as advance:

@@ -59,22 +59,17 @@ class SearchSpec:
     max_vpp: int = 8
 
     def problem(self) -> str:
-        """Why no candidate could take the fixed weight and gradient dtype flags ('' if
-        they can): the rules of ParallelConfig.problems that do not depend on degrees."""
-        if self.fp8_param_gather and (self.precision is not Precision.FP8
-                                      or self.framework is not Framework.MEGATRON):
-            return "--fp8-param-gather needs --precision fp8 and the Megatron framework"
-        if self.fp8_param_gather and self.zero == 0:
-            return ("--fp8-param-gather needs the distributed optimizer or FSDP (zero >= 1; "
-                    "Megatron validate_args)")
-        if self.grad_reduce_in_bf16 and (self.precision is Precision.FP32
-                                         or self.framework is not Framework.MEGATRON):
-            return "--grad-reduce-in-bf16 needs Megatron with bf16 or fp8 training"
-        if self.moe_a2a_overlap and self.framework is not Framework.MEGATRON:
-            return "--moe-a2a-overlap needs the Megatron framework"
-        if self.moe_a2a_overlap and self.recompute is Recompute.FULL:
-            return "--moe-a2a-overlap needs no full recompute (Megatron's TransformerConfig)"
-        return ""
+        """Why no candidate could take the fixed recipe flags ('' if they can): the
+        degree-independent rules (ParallelConfig.recipe_problems) on the fixed settings."""
+        probe = ParallelConfig(
+            precision=self.precision, framework=self.framework,
+            zero=1 if self.zero is None else self.zero,
+            recompute=self.recompute or Recompute.NONE,
+            fp8_param_gather=self.fp8_param_gather,
+            grad_reduce_in_bf16=self.grad_reduce_in_bf16,
+            moe_a2a_overlap=self.moe_a2a_overlap)
+        problems = probe.recipe_problems()
+        return problems[0] if problems else ""
 
     def recompute_modes(self) -> list[Recompute]:
         """The recompute modes to try, lightest compute first: the fixed one, or all of them

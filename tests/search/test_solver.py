@@ -273,11 +273,12 @@ def test_weight_and_gradient_dtype_flags_hold_for_every_plan(run_cli: Run) -> No
              p.memory.peak_bytes for p in plans}
     for cfg, peak in heavy.items():
         assert estimate_memory(model, cfg, cluster.min_gpu_memory_bytes).peak_bytes > peak
-    assert "--precision fp8" in dataclasses.replace(lean, precision=Precision.BF16).problem()
+    assert "with fp8" in dataclasses.replace(lean, precision=Precision.BF16).problem()
     assert "zero >= 1" in dataclasses.replace(lean, zero=0).problem()
+    assert dataclasses.replace(lean, zero=None).problem() == ""
     code, _, err = run_cli("search", "--model", "llama3-8b", "--cluster", "dgx-h100",
                            "--global-batch", "64", "--seq-len", "4096", "--fp8-param-gather")
-    assert code == 2 and "--fp8-param-gather needs --precision fp8" in err
+    assert code == 2 and "fp8_param_gather needs Megatron with fp8" in err
 
 
 def test_moe_a2a_overlap_search_keeps_megatron_s_rules() -> None:

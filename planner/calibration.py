@@ -20,7 +20,7 @@ import yaml
 from planner.cost.flops import hardware_flops_per_step
 from planner.cost.step import estimate_step
 from planner.hardware import Cluster
-from planner.importers.megatron import MEGATRON_DROPOUT, parse_flags
+from planner.importers.megatron import MEGATRON_DROPOUT, config_from_flags, parse_flags
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate, estimate_memory
 from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
 from planner.parallel import AttentionKernel, Framework, ParallelConfig, Precision, Recompute
@@ -183,20 +183,6 @@ def moe_layer_freq(value: object) -> tuple[int, int]:
     return 1, int(match.group(1))
 
 
-def expand_pipeline_layout(layout: str) -> list[str]:
-    """Megatron's --pipeline-model-parallel-layout, e.g. `Et*3|(tt|)*6tmL`, expanded into one
-    string per model chunk ('E' embedding, 't' transformer layer, 'm' MTP, 'L' loss); chunk k
-    runs on pipeline rank k % pp."""
-    text = layout.replace(" ", "")
-    group = re.compile(r"\(([^()]*)\)\*(\d+)")
-    while group.search(text):
-        text = group.sub(lambda m: m.group(1) * int(m.group(2)), text)
-    text = re.sub(r"([EtmL])\*(\d+)", lambda m: m.group(1) * int(m.group(2)), text)
-    if re.search(r"[^EtmL|]", text):
-        raise ValueError(f"unsupported pipeline layout {layout!r}")
-    return text.split("|")
-
-
 def _recompute(value: object) -> tuple[Recompute, int | None]:
     text = str(value).lower()
     if isinstance(value, dict):
@@ -266,8 +252,39 @@ def _float8_precision(value: object) -> Precision:
     return Precision.FP8
 
 
+def _flag_words(case: dict[str, Any]) -> list[str]:
+    """A Megatron case's `megatron_args` as the command-line words Megatron parsed."""
+    words: list[str] = []
+    for flag, value in (case["config"].get("megatron_args") or {}).items():
+        if value is False or value is None:
+            continue
+        words += [flag] if value is True else [flag, str(value)]
+    return words
+
+
 def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
-    """The ParallelConfig a measured case ran with, as far as its source states it."""
+    """The ParallelConfig a measured case ran with, as far as its source states it. A Megatron
+    case's arguments go through the Megatron importer (importers.megatron.config_from_flags,
+    what `estimate --from megatron` reads); the case's own fields then state what its source
+    records outside the arguments (degrees, batch, recompute, optimizer, precision recipe,
+    attention backend)."""
+    cfg = _case_fields_config(case, model)
+    if cfg.framework is not Framework.MEGATRON:
+        return cfg
+    flags, _, _ = parse_flags(_flag_words(case), str(case.get("id")))
+    imported, _ = config_from_flags(flags, model.num_layers, cfg.dp, str(case.get("id")))
+    stated = {f: getattr(cfg, f) for f in _CASE_FIELDS}
+    return dataclasses.replace(imported, **stated)
+
+
+# What a Megatron case states in its own fields, over what its (filtered) arguments say.
+_CASE_FIELDS = ("tp", "pp", "dp", "cp", "ep", "etp", "mbs", "global_batch", "seq_len",
+                "recompute", "recompute_num_layers", "zero", "sequence_parallel", "precision",
+                "flash_attention", "moe_grouped_gemm")
+
+
+def _case_fields_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
+    """The ParallelConfig from a case's own fields (torchtitan cases: all there is)."""
     c = case["config"]
     framework = Framework.TORCHTITAN if "torchtitan" in str(c.get("framework")) else (
         Framework.MEGATRON)
@@ -280,52 +297,23 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
     if recompute is Recompute.FULL and recompute_layers == model.num_layers // c["pp"]:
         recompute_layers = None
     args = c.get("megatron_args") or {}
-    layers_per_stage: tuple[int, ...] = ()
-    first = args.get("--decoder-first-pipeline-num-layers")
-    last = args.get("--decoder-last-pipeline-num-layers")
-    if first is not None or last is not None:
-        pp = c["pp"]
-        rest = model.num_layers - (first or 0) - (last or 0)
-        middle = pp - (first is not None) - (last is not None)
-        inner = [rest // middle] * middle if middle else []
-        layers_per_stage = tuple(([first] if first is not None else []) + inner
-                                 + ([last] if last is not None else []))
-    vpp = c.get("vpp") or 1
-    layout = args.get("--pipeline-model-parallel-layout")
-    if layout:
-        chunks = expand_pipeline_layout(str(layout))
-        pp = c["pp"]
-        if len(chunks) % pp:
-            raise ValueError(f"layout has {len(chunks)} chunks, not a multiple of pp({pp})")
-        vpp = len(chunks) // pp
-        layers_per_stage = tuple(sum(chunks[k].count("t") for k in range(s, len(chunks), pp))
-                                 for s in range(pp))
     flash = c.get("transformer_impl") != "local" and c.get("attention_backend") != "unfused"
     precision = _float8_precision(c.get("float8") if "--fp8-format" not in args
                                   else args.get("--fp8-recipe", "delayed"))
     return ParallelConfig(
         tp=c["tp"], pp=c["pp"], dp=c["dp"], cp=c["cp"], ep=c["ep"], etp=c.get("etp"),
-        vpp=int(vpp), mbs=c["mbs"], global_batch=c.get("gbs") or c["mbs"] * c["dp"],
-        seq_len=leading_int(c["seq"]), recompute=recompute,
-        recompute_num_layers=recompute_layers,
+        vpp=int(c.get("vpp") or 1), mbs=c["mbs"],
+        global_batch=c.get("gbs") or c["mbs"] * c["dp"], seq_len=leading_int(c["seq"]),
+        recompute=recompute, recompute_num_layers=recompute_layers,
         # torchtitan's parallelism.enable_sequence_parallel defaults to true
         zero=zero, sequence_parallel=bool(c.get("sequence_parallel",
                                                 framework is Framework.TORCHTITAN))
         and c["tp"] > 1,
-        precision=precision, layers_per_stage=layers_per_stage, framework=framework,
-        flash_attention=flash,
+        precision=precision, framework=framework, flash_attention=flash,
         attention_kernel=(_sdpa_kernel(case) if framework is Framework.TORCHTITAN
                           else AttentionKernel.AUTO),
-        cross_entropy_fusion=bool(args.get("--cross-entropy-loss-fusion")),
-        embedding_wgrad_deferral=(int(args.get("--wgrad-deferral-limit") or 0)
-                                  if args.get("--defer-embedding-wgrad-compute") else None),
-        dist_opt_instances=int(args.get("--num-distributed-optimizer-instances") or 1),
-        tp_comm_overlap=bool(c.get("async_tp") or args.get("--tp-comm-overlap")),
-        fp8_param_gather=bool(args.get("--fp8-param-gather")) and precision is Precision.FP8,
-        grad_reduce_in_bf16=bool(args.get("--grad-reduce-in-bf16")),
-        moe_a2a_overlap=bool(args.get("--overlap-moe-expert-parallel-comm")),
+        tp_comm_overlap=bool(c.get("async_tp")),
         moe_grouped_gemm=bool((case["model"].get("moe") or {}).get("grouped_gemm", True)),
-        microbatch_group_size=args.get("--microbatch-group-size-per-virtual-pipeline-stage"),
     )
 
 
@@ -515,12 +503,7 @@ def unmodelled_flags(case: dict[str, Any]) -> tuple[str, ...]:
     """The case's Megatron flags the planner does not model (what `estimate --from megatron`
     would warn about), for the comparison's note: kernel fusions switched off, fp8 parameter
     gathering, deferred weight gradients, ..."""
-    words: list[str] = []
-    for flag, value in (case["config"].get("megatron_args") or {}).items():
-        if value is False or value is None:
-            continue
-        words += [flag] if value is True else [flag, str(value)]
-    _, unknown, _ = parse_flags(words, str(case.get("id")))
+    _, unknown, _ = parse_flags(_flag_words(case), str(case.get("id")))
     return tuple(w for w in unknown if w.startswith("--"))
 
 

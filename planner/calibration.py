@@ -274,13 +274,16 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
     flags, _, _ = parse_flags(_flag_words(case), str(case.get("id")))
     imported, _ = config_from_flags(flags, model.num_layers, cfg.dp, str(case.get("id")))
     stated = {f: getattr(cfg, f) for f in _CASE_FIELDS}
-    return dataclasses.replace(imported, **stated)
+    merged = dataclasses.replace(imported, **stated)
+    if merged.deterministic and merged.tp_comm_overlap:  # deterministic_note says why
+        return dataclasses.replace(merged, deterministic=False)
+    return merged
 
 
 # What a Megatron case states in its own fields, over what its (filtered) arguments say.
 _CASE_FIELDS = ("tp", "pp", "dp", "cp", "ep", "etp", "mbs", "global_batch", "seq_len",
                 "recompute", "recompute_num_layers", "zero", "sequence_parallel", "precision",
-                "flash_attention", "moe_grouped_gemm")
+                "flash_attention", "moe_grouped_gemm", "deterministic")
 
 
 def _case_fields_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
@@ -314,6 +317,7 @@ def _case_fields_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfi
                           else AttentionKernel.AUTO),
         tp_comm_overlap=bool(c.get("async_tp")),
         moe_grouped_gemm=bool((case["model"].get("moe") or {}).get("grouped_gemm", True)),
+        deterministic=framework is Framework.MEGATRON and deterministic_mode(case),
     )
 
 
@@ -507,18 +511,33 @@ def unmodelled_flags(case: dict[str, Any]) -> tuple[str, ...]:
     return tuple(w for w in unknown if w.startswith("--"))
 
 
+def deterministic_mode(case: dict[str, Any]) -> bool:
+    """Whether a Megatron test ran with --deterministic-mode. The transcribed arguments leave
+    the flag out; the environment keeps what goes with it: Megatron's validate_args refuses
+    --deterministic-mode unless NCCL_ALGO is set, and the functional tests set NCCL_ALGO with
+    NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 in exactly those configurations (their model_config.yaml
+    files: gpt3_7b_tp1_pp4_memory_speed, gpt3_mcore_te_tp2_pp2_resume_torch_dist,
+    gpt3_mcore_te_tp2_pp1_te_8experts_etp1_ep4)."""
+    env = case["config"].get("deterministic_env") or {}
+    return (str(env.get("NVTE_ALLOW_NONDETERMINISTIC_ALGO")) == "0"
+            and bool(env.get("NCCL_ALGO")))
+
+
 def deterministic_note(case: dict[str, Any]) -> str:
-    """What a Megatron test's environment says about deterministic execution, which the step
-    model does not price. Megatron's --deterministic-mode asserts NCCL_ALGO is set and runs
-    torch.use_deterministic_algorithms(True) (megatron/training/arguments.py, initialize.py);
-    with NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 Transformer Engine picks deterministic attention
-    backward kernels (its attention backend selection)."""
+    """What of a Megatron test's deterministic execution the step model does not price.
+    --deterministic-mode (deterministic_mode) is priced as measured on Megatron-Core's own
+    layers (ParallelConfig.deterministic); Transformer Engine's deterministic kernels
+    (NVTE_ALLOW_NONDETERMINISTIC_ALGO=0: deterministic attention backward, its own filled
+    allocations) were not measured."""
     env = case["config"].get("deterministic_env") or {}
     if str(env.get("NVTE_ALLOW_NONDETERMINISTIC_ALGO")) != "0":
         return ""
-    if env.get("NCCL_ALGO"):
-        return (f"deterministic mode (NCCL_ALGO={env['NCCL_ALGO']}, deterministic attention "
-                "and PyTorch algorithms): not priced")
+    if deterministic_mode(case) and "--tp-comm-overlap" in _flag_words(case):
+        return (f"deterministic mode (NCCL_ALGO={env['NCCL_ALGO']}) with --tp-comm-overlap, "
+                "which Megatron's deterministic mode now refuses: not priced")
+    if deterministic_mode(case):
+        return (f"deterministic mode (NCCL_ALGO={env['NCCL_ALGO']}): priced as measured on "
+                "Megatron-Core's own layers; Transformer Engine's deterministic kernels not")
     return "deterministic attention backward (NVTE_ALLOW_NONDETERMINISTIC_ALGO=0): not priced"
 
 

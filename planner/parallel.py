@@ -115,6 +115,14 @@ class ParallelConfig:
             the other's compute (pipeline_parallel/combined_1f1b.py); one more warm-up
             micro-batch is held. Needs experts over ep > 1, no full recompute, and vpp > 1
             with pp > 1 (TransformerConfig's checks).
+        deterministic: Megatron --deterministic-mode: torch.use_deterministic_algorithms(True)
+            (PyTorch fills every torch.empty and takes the deterministic, sorting scatter and
+            index-add kernels); Megatron refuses it with the fused cross entropy or
+            --tp-comm-overlap and runs it with NCCL_ALGO=Ring, CUBLAS_WORKSPACE_CONFIG=:4096:8
+            and NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 (Transformer Engine's deterministic
+            kernels): megatron/training/determinism.py. Slower: step.layer_passes prices
+            the host work and the fills as measured (kernels.HOST_DETERMINISTIC_PASS_S,
+            DETERMINISTIC_FILL_FACTOR).
         moe_token_imbalance: for dropless MoE, the busiest expert rank's tokens over the mean;
             an assumption (Megatron's aux-loss load balancing keeps routing near uniform; 1.5
             leaves room for early-training imbalance), used only when capacity_factor is unset.
@@ -151,6 +159,7 @@ class ParallelConfig:
     fp8_param_gather: bool = False
     grad_reduce_in_bf16: bool = False
     moe_a2a_overlap: bool = False
+    deterministic: bool = False
     microbatch_group_size: int | None = None
     rank_order: str = "tp-cp-dp-pp"
 
@@ -247,6 +256,7 @@ class ParallelConfig:
             "fp8_param_gather": self.fp8_param_gather,
             "grad_reduce_in_bf16": self.grad_reduce_in_bf16,
             "moe_a2a_overlap": self.moe_a2a_overlap,
+            "deterministic": self.deterministic,
             "microbatch_group_size": self.microbatch_group_size,
             "rank_order": self.rank_order,
         }
@@ -334,6 +344,13 @@ class ParallelConfig:
         if self.moe_a2a_overlap and self.recompute is Recompute.FULL:
             out.append("moe_a2a_overlap needs no full recompute (Megatron's TransformerConfig "
                        "refuses it)")
+        if self.deterministic and not megatron:
+            out.append("deterministic is Megatron's --deterministic-mode (torchtitan's "
+                       "debug.deterministic turns PyTorch's memory fill off and is not priced)")
+        if self.deterministic and (self.cross_entropy_fusion or self.tp_comm_overlap):
+            out.append("deterministic needs cross_entropy_fusion and tp_comm_overlap off "
+                       "(Megatron's --deterministic-mode refuses both: megatron/training/"
+                       "determinism.py)")
         return out
 
     def _moe_problems(self, model: ModelSpec) -> list[str]:

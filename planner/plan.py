@@ -112,7 +112,7 @@ _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch
                 "dist_opt_instances",
                 "overlap_grad_reduce",
                 "tp_comm_overlap", "fp8_param_gather", "grad_reduce_in_bf16", "moe_a2a_overlap",
-                "microbatch_group_size", "rank_order")
+                "deterministic", "microbatch_group_size", "rank_order")
 
 
 def config_from_reader(r: Reader) -> ParallelConfig | None:
@@ -146,6 +146,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     fp8_gather = r.boolean("fp8_param_gather", default=_DEFAULT.fp8_param_gather)
     bf16_grads = r.boolean("grad_reduce_in_bf16", default=_DEFAULT.grad_reduce_in_bf16)
     a2a_overlap = r.boolean("moe_a2a_overlap", default=_DEFAULT.moe_a2a_overlap)
+    deterministic = r.boolean("deterministic", default=_DEFAULT.deterministic)
     group = r.int("microbatch_group_size", required=False)
     order = r.choice("rank_order", RANK_ORDERS, default=_DEFAULT.rank_order) or _DEFAULT.rank_order
     layout = _int_list(r, "layers_per_stage")
@@ -168,7 +169,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         dist_opt_instances=instances or _DEFAULT.dist_opt_instances,
         overlap_grad_reduce=overlap_grad, tp_comm_overlap=tp_overlap,
         fp8_param_gather=fp8_gather, grad_reduce_in_bf16=bf16_grads,
-        moe_a2a_overlap=a2a_overlap,
+        moe_a2a_overlap=a2a_overlap, deterministic=deterministic,
         microbatch_group_size=group, rank_order=order,
     )
 

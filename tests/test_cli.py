@@ -366,6 +366,25 @@ def test_estimate_says_when_layers_wait_on_the_host(run_cli: Run) -> None:
     assert "on the host" not in out
 
 
+def test_estimate_deterministic_mode(run_cli: Run) -> None:
+    """--deterministic: in the configuration (JSON and the table's config line) and slower
+    than the same job without it; refused where Megatron refuses it."""
+    job = ("estimate", "--model", "llama3-8b", "--cluster", "dgx-h100", "--global-batch", "64",
+           "--seq-len", "4096", "--tp", "2", "--dp", "4")
+    code, out, err = run_cli(*job, "--format", "json")
+    assert code == 0, err
+    plain = json.loads(out)
+    code, out, err = run_cli(*job, "--deterministic", "--format", "json")
+    assert code == 0, err
+    det = json.loads(out)
+    assert det["config"]["deterministic"] and not plain["config"]["deterministic"]
+    assert det["time"]["iteration_s"] > plain["time"]["iteration_s"]
+    code, out, _ = run_cli(*job, "--deterministic")
+    assert code == 0 and " megatron deterministic" in out
+    code, _, err = run_cli(*job, "--deterministic", "--tp-comm-overlap")
+    assert code == 2 and "tp_comm_overlap off" in err
+
+
 def test_estimate_says_when_a_power_limit_slows_the_gpus(run_cli: Run) -> None:
     job = ("estimate", "--model", "llama3-8b", "--global-batch", "16", "--seq-len", "8192",
            "--dp", "8", "--zero", "3", "--framework", "torchtitan", "--recompute", "selective",

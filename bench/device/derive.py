@@ -14,6 +14,12 @@ and fails if kernels.py and the measurement files disagree.
   GPT model (local layer spec) with 12 layers minus 1 layer, over 11, forward and backward
   (megatron_host.py; the h 512 model, whose GPU time per layer is well under its wall time);
   plain PyTorch modules (torchtitan, DeepSpeed): the eager h 512 layer of kernels.py.
+- Deterministic mode (megatron_host.py --deterministic, Megatron's --deterministic-mode): each
+  megatron-host-det-h100-N.json was run on the machine, minutes apart, of the plain run
+  megatron-host-h100-N.json, so the two differ by the mode alone. Host: what the mode adds to a
+  dense layer pass, and what it adds to an MoE layer beyond that; GPU: the fill kernels
+  PyTorch runs on every torch.empty (torch.utils.deterministic.fill_uninitialized_memory), as a
+  multiple of the layer's stored activations written at HBM speed.
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from planner.cost.compute import Gemm, quantization_efficiency
+from planner.cost.compute import Gemm, memory_time_s, quantization_efficiency
 from planner.gpus import GPU_CATALOG
+from planner.memory import layer_activation_bytes
+from planner.model import Activation, ModelSpec, Norm, PositionEmbedding
+from planner.parallel import ParallelConfig, Recompute
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -81,9 +90,10 @@ def per_layer(path: Path, experts: int | None = None) -> tuple[float, float, flo
 
 
 def host_layer_pass() -> dict[str, tuple[float, float]]:
-    """Megatron: the median over the dense runs (three machines of one kind: the host time
-    varied by +-20% between them); plain PyTorch: the eager toy layer."""
-    dense = [per_layer(p) for p in sorted(RESULTS.glob("megatron-host-h100-*.json"))]
+    """Megatron: the median over the dense runs (six runs on five machines of one kind: the
+    host time varied by up to 1.7x between them, and by 1.5x between two runs of one machine);
+    plain PyTorch: the eager toy layer."""
+    dense = [per_layer(p) for p in _plain_runs() if _has_runs(p, None)]
     assert all(busy < forward + backward for forward, backward, busy in dense)  # host-bound
     forward = statistics.median(d[0] for d in dense)
     backward = statistics.median(d[1] for d in dense)
@@ -94,23 +104,115 @@ def host_layer_pass() -> dict[str, tuple[float, float]]:
             "torchtitan": plain, "deepspeed": plain}
 
 
+def _plain_runs() -> list[Path]:
+    """The megatron_host.py runs without --deterministic."""
+    return [p for p in sorted(RESULTS.glob("megatron-host-*.json")) if "-det-" not in p.name]
+
+
+def _has_runs(path: Path, experts: int | None) -> bool:
+    """Whether a megatron_host.py run timed h 512 layers with `experts` (None: dense)."""
+    return any(r.get("experts") == experts and r["h"] == 512
+               for r in json.loads(path.read_text())["runs"])
+
+
+def _moe_runs() -> list[Path]:
+    """The plain (not deterministic) runs that timed MoE layers."""
+    return [p for p in _plain_runs() if _has_runs(p, 8)]
+
+
 def host_expert_pass() -> dict[str, tuple[float, float]]:
     """Megatron: host seconds each further sequential expert adds to an MoE layer (forward,
-    backward): the slope between the MoE layers with 2 and 8 experts (megatron_host.py
-    --experts, SequentialMLP, top-2 routing), both host-bound."""
-    moe = RESULTS / "megatron-host-moe-h100.json"
-    (f2, b2, busy2), (f8, b8, busy8) = per_layer(moe, 2), per_layer(moe, 8)
-    assert busy2 < f2 + b2 and busy8 < f8 + b8  # host-bound
-    return {"megatron": (round((f8 - f2) / 6, 6), round((b8 - b2) / 6, 6))}
+    backward): the slope between the MoE layers with 2 and 8 experts (megatron_host.py's MoE
+    shapes, SequentialMLP, top-2 routing), both host-bound; the median over the runs."""
+    slopes = []
+    for path in _moe_runs():
+        (f2, b2, busy2), (f8, b8, busy8) = per_layer(path, 2), per_layer(path, 8)
+        assert busy2 < f2 + b2 and busy8 < f8 + b8  # host-bound
+        slopes.append(((f8 - f2) / 6, (b8 - b2) / 6))
+    return {"megatron": (round(statistics.median(s[0] for s in slopes), 6),
+                         round(statistics.median(s[1] for s in slopes), 6))}
+
+
+def _deterministic_pairs() -> list[tuple[Path, Path]]:
+    """(plain run, deterministic run) of one machine and one MoE router setting (aux-loss
+    top-2 with the all-to-all dispatcher; sinkhorn top-1 with the all-gather dispatcher, as
+    Megatron's local-spec MoE tests run). megatron-host-det-allgather-h100-4.json has no plain
+    partner (MoE layers only) and is not used."""
+    pairs = []
+    for det in sorted(RESULTS.glob("megatron-host-det-*.json")):
+        plain = RESULTS / det.name.replace("-det-", "-")
+        assert json.loads(det.read_text())["deterministic"]
+        if plain.exists():
+            pairs.append((plain, det))
+    assert len(pairs) == 3
+    return pairs
+
+
+def host_deterministic_pass() -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
+    """Megatron: ((forward, backward) host seconds deterministic mode adds to a dense layer
+    pass, (forward, backward) it adds to an MoE layer beyond that), the medians over the pairs
+    (and, for MoE, over the layers with 2 and 8 experts)."""
+    dense, moe = [], []
+    for plain, det in _deterministic_pairs():
+        f0, b0, _ = per_layer(plain)
+        f1, b1, _ = per_layer(det)
+        dense.append((f1 - f0, b1 - b0))
+        for experts in (2, 8):
+            mf0, mb0, _ = per_layer(plain, experts)
+            mf1, mb1, _ = per_layer(det, experts)
+            moe.append((mf1 - mf0 - (f1 - f0), mb1 - mb0 - (b1 - b0)))
+
+    def med(rows: list[tuple[float, float]]) -> tuple[float, float]:
+        return (round(statistics.median(r[0] for r in rows), 6),
+                round(statistics.median(r[1] for r in rows), 6))
+    return {"megatron": (med(dense), med(moe))}
+
+
+def bench_layer(h: int) -> tuple[ModelSpec, ParallelConfig]:
+    """megatron_host.py's dense model of hidden size h as the planner describes it: GPT layers
+    (LayerNorm, GeLU, biases, learned positions, dropout 0.1), unfused attention (the local
+    spec's DotProductAttention), micro-batch 4, sequence 1024."""
+    heads = h // 64
+    model = ModelSpec(name=f"megatron_host h{h}", num_layers=12, hidden_size=h,
+                      num_attention_heads=heads, num_query_groups=heads, ffn_hidden_size=4 * h,
+                      vocab_size=50304, activation=Activation.GELU, norm=Norm.LAYERNORM,
+                      position_embedding=PositionEmbedding.LEARNED,
+                      max_position_embeddings=1024, tie_embeddings=True, add_bias_linear=True,
+                      head_dim=64, hidden_dropout=0.1, attention_dropout=0.1)
+    return model, ParallelConfig(mbs=4, global_batch=4, seq_len=1024, flash_attention=False)
+
+
+def deterministic_fill_factor() -> float:
+    """GPU seconds deterministic mode adds to a layer's forward and backward (the fills of
+    fill_uninitialized_memory), over the time to write the layer's stored activations
+    (memory.layer_activation_bytes) once at HBM speed (compute.memory_time_s): the median over
+    the pairs and the two dense widths (h 512 and 1024). The ratio held within 10% across both
+    widths, whose activations differ by 2x, and across the three pairs."""
+    gpu = GPU_CATALOG["h100-sxm5-80gb"]
+    ratios = []
+    for plain, det in _deterministic_pairs():
+        for h in (512, 1024):
+            model, cfg = bench_layer(h)
+            written = memory_time_s(layer_activation_bytes(model, cfg, 0, Recompute.NONE), gpu)
+            ratios.append((_busy(det, h) - _busy(plain, h)) / written)
+    assert max(ratios) / min(ratios) < 1.1
+    return round(statistics.median(ratios), 2)
+
+
+def _busy(path: Path, h: int) -> float:
+    """GPU-busy seconds per dense layer of width h (12 layers minus 1, over 11)."""
+    by = {(r["layers"], r["h"], r.get("experts")): r
+          for r in json.loads(path.read_text())["runs"]}
+    return (by[(12, h, None)]["kernel_busy_s"] - by[(1, h, None)]["kernel_busy_s"]) / 11
 
 
 def main() -> None:
     gpus = sorted(p for p in RESULTS.glob("*.json") if p.stem in GPU_CATALOG)
-    moe = RESULTS / "megatron-host-moe-h100.json"
-    for experts in (2, 8):
-        forward, backward, busy = per_layer(moe, experts)
-        print(f"# MoE layer, {experts} sequential experts: host {forward * 1e3:.2f} + "
-              f"{backward * 1e3:.2f} ms, GPU busy {busy * 1e3:.2f} ms")
+    for path in _moe_runs():
+        for experts in (2, 8):
+            forward, backward, busy = per_layer(path, experts)
+            print(f"# {path.name}: MoE layer, {experts} sequential experts: host "
+                  f"{forward * 1e3:.2f} + {backward * 1e3:.2f} ms, GPU busy {busy * 1e3:.2f} ms")
     for path in gpus:
         gpu_id = path.stem
         for precision, frac in matmul_fracs(gpu_id).items():
@@ -125,6 +227,9 @@ def main() -> None:
         print(f'    "{framework}": ({forward}, {backward}),')
     for framework, (forward, backward) in host_expert_pass().items():
         print(f'    "{framework}": ({forward}, {backward}),  # per sequential expert')
+    for framework, (dense, moe) in host_deterministic_pass().items():
+        print(f'    "{framework}": ({dense}, {moe}),  # deterministic: dense, MoE beyond')
+    print(f"DETERMINISTIC_FILL_FACTOR = {deterministic_fill_factor()}")
 
 
 if __name__ == "__main__":

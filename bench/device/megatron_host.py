@@ -48,6 +48,8 @@ def _setup() -> None:
 
 
 DETERMINISTIC = False  # set by --deterministic before CUDA is initialised
+DISPATCHER = "alltoall"  # --dispatcher: Megatron's MoE token dispatcher for the MoE layers
+ROUTER = "aux_loss"  # --router: the MoE router's load balancing (TransformerConfig's default)
 
 
 def _model(layers: int, h: int, heads: int, ffn: int, seq: int, vocab: int,
@@ -58,7 +60,8 @@ def _model(layers: int, h: int, heads: int, ffn: int, seq: int, vocab: int,
     moe: dict[str, Any] = {}
     if experts:  # Megatron's defaults: a sequential loop over the local experts, dropless
         moe = dict(num_moe_experts=experts, moe_router_topk=topk,
-                   moe_token_dispatcher_type="alltoall", moe_grouped_gemm=False,
+                   moe_token_dispatcher_type=DISPATCHER, moe_grouped_gemm=False,
+                   moe_router_load_balancing_type=ROUTER,
                    bias_activation_fusion=False, add_bias_linear=False)  # as the MoE tests run
     config = TransformerConfig(
         num_layers=layers, hidden_size=h, num_attention_heads=heads, ffn_hidden_size=ffn,
@@ -93,9 +96,9 @@ def _time(fn: Any, reps: int) -> float:
 
 
 def measure(layers: int, h: int, heads: int, ffn: int, seq: int, mbs: int, vocab: int,
-            reps: int, experts: int | None = None) -> dict[str, Any]:
+            reps: int, experts: int | None = None, topk: int = 2) -> dict[str, Any]:
     device = "cuda" if CUDA else "cpu"
-    model = _model(layers, h, heads, ffn, seq, vocab, experts)
+    model = _model(layers, h, heads, ffn, seq, vocab, experts, topk)
     tokens = torch.randint(0, vocab, (mbs, seq), device=device)
     positions = torch.arange(seq, device=device).unsqueeze(0).expand(mbs, seq)
     mask = torch.triu(torch.ones(1, 1, seq, seq, device=device, dtype=torch.bool), diagonal=1)
@@ -110,7 +113,7 @@ def measure(layers: int, h: int, heads: int, ffn: int, seq: int, mbs: int, vocab
         with torch.no_grad():
             forward()
     out: dict[str, Any] = {"layers": layers, "h": h, "heads": heads, "ffn": ffn, "seq": seq,
-                           "mbs": mbs, "vocab": vocab, "experts": experts, "topk": 2}
+                           "mbs": mbs, "vocab": vocab, "experts": experts, "topk": topk}
     out["forward_backward_s"] = _time(step, reps)
     out["forward_s"] = _time(forward_only, reps)
     if CUDA:
@@ -131,15 +134,26 @@ def main() -> None:
     parser.add_argument("--only-moe", action="store_true", help="only the MoE configurations")
     parser.add_argument("--deterministic", action="store_true",
                         help="as Megatron's --deterministic-mode runs (module docstring)")
+    parser.add_argument("--dispatcher", choices=("alltoall", "allgather"), default="alltoall",
+                        help="MoE token dispatcher (Megatron's default is allgather)")
+    parser.add_argument("--router", choices=("aux_loss", "sinkhorn", "none"), default="aux_loss",
+                        help="MoE router load balancing")
+    parser.add_argument("--topk", type=int, default=2, help="experts per token")
     args = parser.parse_args()
+    global DETERMINISTIC, DISPATCHER, ROUTER
+    DISPATCHER, ROUTER = args.dispatcher, args.router
     if args.deterministic:
-        global DETERMINISTIC
         DETERMINISTIC = True
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     _setup()
     results: dict[str, Any] = {"torch": torch.__version__, "runs": [],
-                               "deterministic": args.deterministic}
+                               "deterministic": args.deterministic,
+                               "dispatcher": args.dispatcher, "router": args.router,
+                               "topk": args.topk}
+    if args.deterministic:
+        results["fill_uninitialized_memory"] = bool(
+            torch.utils.deterministic.fill_uninitialized_memory)  # type: ignore[attr-defined]
     if CUDA:
         results["gpu"] = torch.cuda.get_device_name(0)
     cpu = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -157,8 +171,11 @@ def main() -> None:
     if args.quick:
         shapes = [(1, 64, 2, 128, 64, 1, None), (3, 64, 2, 128, 64, 1, None)]
     for layers, h, heads, ffn, seq, mbs, experts in shapes:
-        entry = measure(layers, h, heads, ffn, seq, mbs, 50304 if not args.quick else 512, reps,
-                        experts)
+        try:
+            entry = measure(layers, h, heads, ffn, seq, mbs, 50304 if not args.quick else 512,
+                            reps, experts, args.topk)
+        except RuntimeError as exc:  # an op deterministic mode refuses: recorded, not fatal
+            entry = {"layers": layers, "h": h, "experts": experts, "error": str(exc)[:500]}
         results["runs"].append(entry)
         print(entry, flush=True)
         args.output.write_text(json.dumps(results, indent=1))

@@ -43,6 +43,10 @@ def config_line(cfg: ParallelConfig) -> str:
               + (f"({cfg.recompute_num_layers} layers)" if cfg.recompute_num_layers else ""),
               f"zero={cfg.zero}", f"sp={'on' if cfg.sequence_parallel else 'off'}",
               cfg.precision.value, f"vocab={cfg.vocab_strategy.value}", cfg.framework.value]
+    parts += [flag for flag, on in (
+        ("tp-comm-overlap", cfg.tp_comm_overlap), ("fp8-param-gather", cfg.fp8_param_gather),
+        ("grad-reduce-in-bf16", cfg.grad_reduce_in_bf16),
+        ("moe-a2a-overlap", cfg.moe_a2a_overlap), ("deterministic", cfg.deterministic)) if on]
     return " ".join(parts)
 
 

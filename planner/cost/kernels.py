@@ -83,26 +83,49 @@ ATTENTION_TFLOPS: dict[tuple[str, str], tuple[tuple[float, float, float], ...]] 
 
 # Framework -> host seconds per layer and micro-batch (forward, backward) when the GPU work is
 # smaller: Megatron-Core's own layer (bench/device/megatron_host.py, 12 layers minus 1 over
-# 11; the median of three machines, which differed by up to 20%), plain PyTorch modules for
-# torchtitan and DeepSpeed models (bench/device/kernels.py's eager layer). Measured on the lent
-# H100 machines' CPUs (VMs of 16 Xeon cores); a faster host CPU, torch.compile or CUDA graphs
-# take less, Transformer Engine's modules were not measured. MoE layers were measured too
-# (megatron-host-moe-h100.json, 2 and 8 sequential experts): brought down to one expert call,
-# as a grouped GEMM makes it, an MoE layer's host time is about a dense layer's, so it takes
-# the same floor; HOST_EXPERT_PASS_S is what each further expert adds when they run one by one.
+# 11; the median of six runs on five machines, which differed by up to 1.7x, two runs of one
+# machine by 1.5x), plain PyTorch modules for torchtitan and DeepSpeed models
+# (bench/device/kernels.py's eager layer). Measured on the lent H100 machines' CPUs (VMs of 16
+# Xeon cores); a faster host CPU, torch.compile or CUDA graphs take less, Transformer Engine's
+# modules were not measured. MoE layers were measured too (2 and 8 sequential experts, four
+# runs): brought down to one expert call, as a grouped GEMM makes it, an MoE layer's host time
+# is about a dense layer's, so it takes the same floor; HOST_EXPERT_PASS_S is what each
+# further expert adds when they run one by one.
 HOST_LAYER_PASS_S: dict[str, tuple[float, float]] = {
-    "megatron": (0.00222, 0.0028),
+    "megatron": (0.002, 0.00269),
     "torchtitan": (0.00097, 0.00217),
     "deepspeed": (0.00097, 0.00217),
 }
 
 # Framework -> host seconds (forward, backward) each further local expert adds to an MoE layer
 # whose experts run one after another (Megatron-Core's SequentialMLP: no --moe-grouped-gemm):
-# the slope between the measured MoE layers with 2 and 8 sequential experts. Only Megatron's
-# was measured; other frameworks' sequential experts add nothing here.
+# the median slope between the measured MoE layers with 2 and 8 sequential experts. Only
+# Megatron's was measured; other frameworks' sequential experts add nothing here.
 HOST_EXPERT_PASS_S: dict[str, tuple[float, float]] = {
-    "megatron": (0.000914, 0.000747),
+    "megatron": (0.00045, 0.000729),
 }
+
+# Framework -> ((forward, backward) host seconds that deterministic mode adds to a layer pass,
+# (forward, backward) it adds to an MoE layer beyond that). Megatron's --deterministic-mode
+# runs torch.use_deterministic_algorithms(True) (megatron/training/arguments.py): PyTorch then
+# fills every torch.empty (fill_uninitialized_memory) and routes index_put/index_add through
+# their deterministic, sorting implementations (Megatron-Core's router and unpermute switch
+# to them under the mode: moe_utils.py). megatron_host.py --deterministic beside a plain run
+# on the same machine, three pairs (two with top-2 aux-loss routing and the all-to-all
+# dispatcher, one with sinkhorn top-1 and the all-gather dispatcher), medians: 21 more kernels
+# per dense layer (75 -> 96), 150-220 more per MoE layer; 1.3x the dense layer's host time,
+# 1.3-2x an MoE layer's (the six MoE extras ranged 1.3-5.9 ms per forward and backward).
+# Megatron-Core 0.19.2's local layer spec; Transformer Engine's modules, whose C++
+# allocations are filled too, were not measured.
+HOST_DETERMINISTIC_PASS_S: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "megatron": ((0.000382, 0.000761), (0.002145, 0.002459)),
+}
+
+# GPU time of deterministic mode's fills, as a multiple of writing the layer's stored
+# activations (memory.layer_activation_bytes) once at HBM speed: the fills of one forward and
+# backward measured on the dense h 512 and h 1024 layers (GPU busy +12% on both; the ratio
+# within 10% across widths and the three pairs). bench/device/derive.py: deterministic_fill_factor.
+DETERMINISTIC_FILL_FACTOR = 2.77
 
 
 def matmul_fracs(gpu_id: str) -> dict[str, float]:

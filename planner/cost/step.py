@@ -31,6 +31,11 @@ Communication per micro-batch and layer (Megatron-LM; Korthikanti et al. 2022 Se
   gradients over expert-dp. With --overlap-grad-reduce only the last bucket is exposed
   (Megatron buckets of max(40M, 1M * dp) parameters, `--ddp-bucket-size`).
 Busy time and exposed time are kept apart in the breakdown.
+
+Megatron's --deterministic-mode (ParallelConfig.deterministic) costs as measured on
+Megatron-Core's own layers: more host time per layer pass, more on MoE layers
+(kernels.HOST_DETERMINISTIC_PASS_S), and the fills of new allocations on the GPU
+(deterministic_fill_bytes).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from planner.cost.pipeline import ChunkTimes, PipelineResult, simulate
 from planner.gpus import GpuType
 from planner.hardware import Cluster
-from planner.memory import config_policy, layer_params, stage_params
+from planner.memory import config_policy, layer_activation_bytes, layer_params, stage_params
 from planner.model import ModelSpec
 from planner.parallel import (
     Framework,
@@ -210,7 +215,8 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     overlaps; EP dispatch + combine, twice in backward. A pass takes at least the framework's
     host time per layer pass (kernels.HOST_LAYER_PASS_S; a full recompute runs the forward's
     host work again in backward; experts run one by one add kernels.HOST_EXPERT_PASS_S each
-    after the first): small layers wait on the CPU, not the GPU. `a2a_paired` is the share of
+    after the first; Megatron's --deterministic-mode adds kernels.HOST_DETERMINISTIC_PASS_S,
+    more on MoE layers): small layers wait on the CPU, not the GPU. `a2a_paired` is the share of
     passes whose expert all-to-alls a partner pass hides (a2a_paired_fraction of cfg unless
     given: the pass cache times layers under a configuration stripped of the schedule)."""
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
@@ -233,22 +239,48 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
         paired = a2a_paired_fraction(cfg) if a2a_paired is None else a2a_paired
         ep_fwd_exposed, ep_bwd_exposed = ep_exposure(ep_fwd, lt.forward_s, lt.backward_s,
                                                      paired)
-    forward = lt.forward_s + tp_fwd_exposed + cp_fwd + ep_fwd_exposed
-    backward = lt.backward_s + tp_bwd_exposed + 2 * cp_fwd + ep_bwd_exposed
+    fill_fwd, fill_bwd = (memory_time_s(b, gpu)
+                          for b in deterministic_fill_bytes(model, cfg, layer))
+    fill_bwd += fill_fwd if full else 0.0  # the recompute allocates the forward's again
+    forward = lt.forward_s + fill_fwd + tp_fwd_exposed + cp_fwd + ep_fwd_exposed
+    backward = lt.backward_s + fill_bwd + tp_bwd_exposed + 2 * cp_fwd + ep_bwd_exposed
     host_fwd, host_bwd = kernels.HOST_LAYER_PASS_S[cfg.framework.value]
-    if model.moe is not None and model.is_moe_layer(layer) and not cfg.moe_grouped_gemm:
+    moe_layer = model.moe is not None and model.is_moe_layer(layer)
+    if model.moe is not None and moe_layer and not cfg.moe_grouped_gemm:
         expert_fwd, expert_bwd = kernels.HOST_EXPERT_PASS_S.get(cfg.framework.value, (0, 0))
         further = model.moe.num_experts / cfg.ep - 1  # the first is in the layer's own floor
         host_fwd += further * expert_fwd
         host_bwd += further * expert_bwd
+    if cfg.deterministic:
+        (dense_fwd, dense_bwd), (moe_fwd, moe_bwd) = kernels.HOST_DETERMINISTIC_PASS_S.get(
+            cfg.framework.value, ((0.0, 0.0), (0.0, 0.0)))
+        host_fwd += dense_fwd + (moe_fwd if moe_layer else 0.0)
+        host_bwd += dense_bwd + (moe_bwd if moe_layer else 0.0)
     host_bwd += host_fwd if full else 0.0
     wait = max(0.0, host_fwd - forward) + max(0.0, host_bwd - backward)
     return LayerPasses(
         forward_s=max(forward, host_fwd), backward_s=max(backward, host_bwd),
-        compute_s=lt.forward_s + lt.backward_s, recompute_s=lt.recompute_s,
+        compute_s=lt.forward_s + lt.backward_s + fill_fwd + fill_bwd,
+        recompute_s=lt.recompute_s,
         tp_busy_s=tp_fwd_busy + tp_bwd_busy, tp_exposed_s=tp_fwd_exposed + tp_bwd_exposed,
         cp_busy_s=cp_busy, cp_exposed_s=3 * cp_fwd, ep_busy_s=3 * ep_fwd,
         ep_exposed_s=ep_fwd_exposed + ep_bwd_exposed, host_wait_s=wait)
+
+
+def deterministic_fill_bytes(model: ModelSpec, cfg: ParallelConfig,
+                             layer: int) -> tuple[float, float]:
+    """(forward, backward) HBM bytes that Megatron's --deterministic-mode writes into one
+    layer's new allocations, one micro-batch (0 without it): torch.use_deterministic_algorithms
+    (True) fills every torch.empty with NaN (torch.utils.deterministic.fill_uninitialized_
+    memory, on by default). Measured (kernels.DETERMINISTIC_FILL_FACTOR): the fills of a
+    forward and backward take the time of writing the layer's stored activations
+    (memory.layer_activation_bytes without recompute: what the forward computes)
+    DETERMINISTIC_FILL_FACTOR times; the forward is taken to fill what it stores, the backward
+    the rest."""
+    if not cfg.deterministic:
+        return 0.0, 0.0
+    stored = float(layer_activation_bytes(model, cfg, layer, Recompute.NONE))
+    return stored, (kernels.DETERMINISTIC_FILL_FACTOR - 1) * stored
 
 
 def a2a_paired_fraction(cfg: ParallelConfig) -> float:

@@ -50,15 +50,27 @@ def megatron_env(cfg: ParallelConfig, gpu: GpuType) -> tuple[tuple[str, str | No
     kernels ordered ahead of the GEMMs they overlap), and refuses it with Megatron FSDP
     ("FSDP requires CUDA_DEVICE_MAX_CONNECTIONS > 1 or unset"). An unknown architecture is
     treated as below 10.
+
+    --deterministic-mode: the environment Megatron's determinism setup asks for
+    (megatron/training/determinism.py: NCCL's ring algorithm, cuBLAS's deterministic
+    workspace, Transformer Engine's deterministic kernels); older releases refuse the mode
+    when NCCL_ALGO is unset.
     """
-    if cfg.zero >= 2:
-        return (("CUDA_DEVICE_MAX_CONNECTIONS", None,
-                 "Megatron FSDP (zero 2/3) refuses CUDA_DEVICE_MAX_CONNECTIONS=1"),)
+    env: list[tuple[str, str | None, str]] = []
     major = gpu.compute_capability[0] if gpu.compute_capability else 0
-    if (cfg.tp > 1 or cfg.cp > 1) and major < 10:
-        return (("CUDA_DEVICE_MAX_CONNECTIONS", "1",
-                 "Megatron-LM: tp or cp > 1 below compute capability 10"),)
-    return ()
+    if cfg.zero >= 2:
+        env.append(("CUDA_DEVICE_MAX_CONNECTIONS", None,
+                    "Megatron FSDP (zero 2/3) refuses CUDA_DEVICE_MAX_CONNECTIONS=1"))
+    elif (cfg.tp > 1 or cfg.cp > 1) and major < 10:
+        env.append(("CUDA_DEVICE_MAX_CONNECTIONS", "1",
+                    "Megatron-LM: tp or cp > 1 below compute capability 10"))
+    if cfg.deterministic:
+        env += [("NCCL_ALGO", "Ring", "--deterministic-mode: a fixed reduction order"),
+                ("CUBLAS_WORKSPACE_CONFIG", ":4096:8",
+                 "--deterministic-mode: cuBLAS's deterministic workspace"),
+                ("NVTE_ALLOW_NONDETERMINISTIC_ALGO", "0",
+                 "--deterministic-mode: Transformer Engine's deterministic kernels")]
+    return tuple(env)
 
 
 def megatron_notes(model: ModelSpec) -> tuple[str, ...]:
@@ -244,6 +256,8 @@ def _optimizer_args(cfg: ParallelConfig) -> list[str]:
         args.append("--tp-comm-overlap")
     if cfg.moe_a2a_overlap:
         args.append("--overlap-moe-expert-parallel-comm")
+    if cfg.deterministic:
+        args.append("--deterministic-mode")
     if not cfg.flash_attention:
         args.append("--attention-backend unfused")
     elif cfg.attention_kernel in ATTENTION_BACKEND:

@@ -61,7 +61,7 @@ MAPPED: dict[str, bool] = {
     "--num-distributed-optimizer-instances": True,
     "--fp8-param-gather": False, "--grad-reduce-in-bf16": False, "--fp8-recipe": True,
     "--hidden-dropout": True, "--attention-dropout": True,
-    "--overlap-moe-expert-parallel-comm": False,
+    "--overlap-moe-expert-parallel-comm": False, "--deterministic-mode": False,
     "--accumulate-allreduce-grads-in-fp32": False,
 }
 
@@ -351,7 +351,7 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         tp_comm_overlap="--tp-comm-overlap" in flags, fp8_param_gather=fp8_gather,
         grad_reduce_in_bf16="--grad-reduce-in-bf16" in flags,
         moe_a2a_overlap="--overlap-moe-expert-parallel-comm" in flags,
-        microbatch_group_size=group,
+        deterministic="--deterministic-mode" in flags, microbatch_group_size=group,
         rank_order="tp-cp-pp-dp" if "--use-tp-pp-dp-mapping" in flags else "tp-cp-dp-pp")
     return config, notes
 

@@ -54,6 +54,7 @@ class SearchSpec:
     fp8_param_gather: bool = False  # kept in every candidate (ParallelConfig), not searched
     grad_reduce_in_bf16: bool = False
     moe_a2a_overlap: bool = False
+    deterministic: bool = False
     tp_comm_overlap: bool = False  # in every candidate with tp > 1 (it needs sequence parallel)
     max_mbs: int = 8
     max_vpp: int = 8
@@ -67,7 +68,8 @@ class SearchSpec:
             recompute=self.recompute or Recompute.NONE,
             fp8_param_gather=self.fp8_param_gather,
             grad_reduce_in_bf16=self.grad_reduce_in_bf16,
-            moe_a2a_overlap=self.moe_a2a_overlap)
+            moe_a2a_overlap=self.moe_a2a_overlap, deterministic=self.deterministic,
+            tp_comm_overlap=self.tp_comm_overlap)
         problems = probe.recipe_problems()
         return problems[0] if problems else ""
 
@@ -181,7 +183,7 @@ def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
                     attention_kernel=spec.attention_kernel,
                     fp8_param_gather=spec.fp8_param_gather,
                     grad_reduce_in_bf16=spec.grad_reduce_in_bf16,
-                    moe_a2a_overlap=spec.moe_a2a_overlap,
+                    moe_a2a_overlap=spec.moe_a2a_overlap, deterministic=spec.deterministic,
                     tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1)
 
 
@@ -234,4 +236,4 @@ def lightest(family: Degrees, spec: SearchSpec) -> ParallelConfig:
         vocab_strategy=family.vocab_strategy, framework=spec.framework,
         attention_kernel=spec.attention_kernel, fp8_param_gather=spec.fp8_param_gather,
         grad_reduce_in_bf16=spec.grad_reduce_in_bf16, moe_a2a_overlap=spec.moe_a2a_overlap,
-        tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1)
+        deterministic=spec.deterministic, tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1)

@@ -166,15 +166,18 @@ def test_comparisons_name_the_flags_the_planner_does_not_model() -> None:
     assert "not modelled: " in notes[unfused["id"]] and "--no-rope-fusion" in notes[unfused["id"]]
 
 
-def test_deterministic_runs_are_marked() -> None:
-    """Megatron's tests run deterministic (NCCL_ALGO set and TE's deterministic algorithms,
-    i.e. --deterministic-mode) or not; the step model prices neither difference, and the
-    comparison says which it was: the same 12-layer toy at tp 2, pp 2 took 0.194 s
-    deterministic and 0.118 s not."""
-    from planner.calibration import deterministic_note
+def test_deterministic_runs_are_read_and_marked() -> None:
+    """Megatron's tests run with --deterministic-mode (NCCL_ALGO set, TE's deterministic
+    algorithms) or not: the same 12-layer toy at tp 2, pp 2 took 0.194 s deterministic and
+    0.118 s not. The case configuration carries the mode (priced as measured on Megatron-Core's
+    own layers) and the note says what of it is not priced (Transformer Engine's kernels)."""
+    from planner.calibration import _model, case_config, deterministic_note
     cases = {c["id"]: c for c in load_measurements()["cases"]}
     det = cases["megatron_ci_gpt3_mcore_te_tp2_pp2_resume_torch_dist_h100"]
     free = cases["megatron_ci_gpt3_mcore_te_tp2_pp2_cross_entropy_loss_fusion_h100"]
     assert "deterministic mode (NCCL_ALGO=Ring" in deterministic_note(det)
+    assert "Transformer Engine's deterministic kernels not" in deterministic_note(det)
     assert deterministic_note(free) == ""
     assert det["measured"]["iter_time_s"] > 1.5 * free["measured"]["iter_time_s"]
+    assert case_config(det, _model(det)).deterministic
+    assert not case_config(free, _model(free)).deterministic

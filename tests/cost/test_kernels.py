@@ -53,6 +53,8 @@ def test_tables_are_what_the_measurements_give(gpu_id: str) -> None:
         (gpu_id, p) for p in derive.matmul_fracs(gpu_id)}
     assert derive.host_layer_pass() == kernels.HOST_LAYER_PASS_S
     assert derive.host_expert_pass() == kernels.HOST_EXPERT_PASS_S
+    assert derive.host_deterministic_pass() == kernels.HOST_DETERMINISTIC_PASS_S
+    assert derive.deterministic_fill_factor() == kernels.DETERMINISTIC_FILL_FACTOR
 
 
 @pytest.mark.parametrize("gpu_id", MEASURED)

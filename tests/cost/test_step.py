@@ -94,6 +94,44 @@ def test_sequential_experts_wait_on_the_host_per_expert() -> None:
                      Recompute.NONE).forward_s)
 
 
+def test_deterministic_mode_adds_the_measured_host_time_and_fills() -> None:
+    """Megatron's --deterministic-mode: a host-bound toy layer waits the measured extra host
+    time (more on an MoE layer); a GPU-bound layer does the fills of its new allocations,
+    DETERMINISTIC_FILL_FACTOR times its stored activations written at HBM speed, a full
+    recompute's forward filling again in backward."""
+    from planner.cost import kernels
+    from planner.cost.compute import memory_time_s
+    from planner.memory import layer_activation_bytes
+    from planner.model import MoeSpec, make_model
+    moe_toy = make_model(name="moe-toy", num_layers=4, hidden_size=512, num_attention_heads=8,
+                         vocab_size=50304, max_position_embeddings=1024,
+                         moe=MoeSpec(num_experts=8, top_k=2, ffn_hidden_size=2048))
+    cluster = load_cluster("dgx-h100")
+    gpu = cluster.gpu_types[0]
+    cfg = ParallelConfig(global_batch=8, mbs=4, seq_len=1024)
+    det = dataclasses.replace(cfg, deterministic=True)
+    links = resolve_links(cluster, cfg)
+    host_f, host_b = kernels.HOST_LAYER_PASS_S["megatron"]
+    (dense_f, dense_b), (moe_f, moe_b) = kernels.HOST_DETERMINISTIC_PASS_S["megatron"]
+    lp = layer_passes(moe_toy, det, gpu, links, 0, Recompute.NONE)
+    assert lp.forward_s == pytest.approx(host_f + dense_f + moe_f)
+    assert lp.backward_s == pytest.approx(host_b + dense_b + moe_b)
+    big = BUILTIN_MODELS["llama3-8b"]
+    base = ParallelConfig(global_batch=8, mbs=2, seq_len=8192)
+    stored = layer_activation_bytes(big, base, 0, Recompute.NONE)
+    fill = memory_time_s(stored, gpu)
+    factor = kernels.DETERMINISTIC_FILL_FACTOR
+    for mode, redo in ((Recompute.NONE, 0.0), (Recompute.FULL, fill)):
+        plain = layer_passes(big, base, gpu, links, 0, mode)
+        filled = layer_passes(big, dataclasses.replace(base, deterministic=True), gpu, links,
+                              0, mode)
+        assert plain.forward_s > host_f + dense_f  # GPU-bound: the fills add in full
+        assert filled.forward_s - plain.forward_s == pytest.approx(fill)
+        assert filled.backward_s - plain.backward_s == pytest.approx((factor - 1) * fill + redo)
+    assert ParallelConfig(deterministic=True, framework=Framework.TORCHTITAN).recipe_problems()
+    assert ParallelConfig(deterministic=True, cross_entropy_fusion=True).recipe_problems()
+
+
 def test_a_degraded_link_slows_the_data_parallel_ring() -> None:
     """two-island-degraded: dp over the four H100 nodes crosses the slow h100-02 -> h100-03
     pair; without it the same job is faster."""

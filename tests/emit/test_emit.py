@@ -106,6 +106,17 @@ def test_cuda_device_max_connections_follows_megatron_rules() -> None:
     assert megatron_env(fsdp, h100)[0][:2] == ("CUDA_DEVICE_MAX_CONNECTIONS", None)
 
 
+def test_deterministic_mode_sets_megatron_s_environment() -> None:
+    """--deterministic-mode with the environment megatron/training/determinism.py asks for."""
+    h100 = GPU_CATALOG["h100-sxm5-80gb"]
+    det = ParallelConfig(tp=8, global_batch=8, sequence_parallel=True, deterministic=True)
+    assert "--deterministic-mode" in megatron_args(LLAMA70, det)
+    assert "--deterministic-mode" not in megatron_args(LLAMA70, ParallelConfig(global_batch=8))
+    env = {name: value for name, value, _ in megatron_env(det, h100)}
+    assert env == {"CUDA_DEVICE_MAX_CONNECTIONS": "1", "NCCL_ALGO": "Ring",
+                   "CUBLAS_WORKSPACE_CONFIG": ":4096:8", "NVTE_ALLOW_NONDETERMINISTIC_ALGO": "0"}
+
+
 def test_torchtitan_args_and_refusals() -> None:
     cfg = ParallelConfig(tp=8, pp=4, dp=2, vpp=2, global_batch=64, seq_len=8192,
                          sequence_parallel=True, framework=Framework.TORCHTITAN)

@@ -44,6 +44,7 @@ KEEP = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_p
         "moe_grouped_gemm", "defer_embedding_wgrad_compute", "wgrad_deferral_limit",
         "num_distributed_optimizer_instances", "fp8_param_gather",
         "accumulate_allreduce_grads_in_fp32", "hidden_dropout", "attention_dropout",
+        "deterministic_mode",
         "overlap_moe_expert_parallel_comm",
         "recompute_granularity", "recompute_method", "recompute_num_layers",
         "use_distributed_optimizer", "use_megatron_fsdp", "data_parallel_sharding_strategy",
@@ -95,6 +96,7 @@ def check(case):
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
+        torch.use_deterministic_algorithms(False)  # --deterministic-mode turns it on
     out = {k: getattr(args, k, None) for k in KEEP}
     return {"ok": True, "error": "", "args": json.loads(json.dumps(out, default=str)),
             "layers": layers}

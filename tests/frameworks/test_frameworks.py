@@ -80,9 +80,9 @@ MEGATRON_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "moe-a2a-overlap-vpp": ("qwen3-30b-a3b", dict(
         pp=2, vpp=2, dp=8, ep=8, global_batch=64, seq_len=4096, zero=1,
         moe_a2a_overlap=True)),
-    "moe-sequential-experts": ("mixtral-8x7b", dict(
+    "moe-sequential-experts-deterministic": ("mixtral-8x7b", dict(
         tp=2, pp=1, dp=16, ep=4, global_batch=64, seq_len=4096, sequence_parallel=True,
-        zero=1, moe_grouped_gemm=False)),
+        zero=1, moe_grouped_gemm=False, deterministic=True)),
 }
 
 
@@ -132,6 +132,7 @@ def test_megatron_accepts_every_emitted_launch(framework_check: Check, tmp_path:
         assert args["fp8_param_gather"] == cfg.fp8_param_gather, case["name"]
         assert args["hidden_dropout"] == plan.model.hidden_dropout, case["name"]
         assert args["overlap_moe_expert_parallel_comm"] == cfg.moe_a2a_overlap
+        assert args["deterministic_mode"] == cfg.deterministic, case["name"]
         assert args["attention_dropout"] == plan.model.attention_dropout
         assert args["accumulate_allreduce_grads_in_fp32"] == (not cfg.grad_reduce_in_bf16)
         # Megatron FSDP turns the distributed optimizer on itself (validate_args)
@@ -169,6 +170,11 @@ BROKEN = {
         moe_a2a_overlap=True, recompute=Recompute.FULL)),
     "fp8-param-gather-without-distributed-optimizer": ("llama3-8b", dict(
         dp=8, global_batch=8, seq_len=4096, precision=Precision.FP8, fp8_param_gather=True)),
+    "deterministic-with-fused-cross-entropy": ("llama3-8b", dict(
+        dp=8, global_batch=8, seq_len=4096, deterministic=True, cross_entropy_fusion=True)),
+    "deterministic-with-tp-comm-overlap": ("llama3-8b", dict(
+        tp=8, dp=1, global_batch=8, seq_len=4096, sequence_parallel=True,
+        deterministic=True, tp_comm_overlap=True)),
 }
 
 
@@ -195,7 +201,9 @@ def test_megatron_rejects_what_the_planner_rejects(framework_check: Check) -> No
         cases.append({"argv": [*_force_args(model, kw), "--mock-data", "--tokenizer-type",
                                "NullTokenizer", "--vocab-size", "32000"],
                       "world_size": cfg.world_size,
-                      "env": {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}, "name": name})
+                      "env": {"CUDA_DEVICE_MAX_CONNECTIONS": "1",
+                              **{n: v for n, v, _ in megatron_env(cfg, H100) if v is not None}},
+                      "name": name})
     for case, result in zip(cases, framework_check("megatron", cases), strict=True):
         assert not result["ok"], f"Megatron accepted {case['name']}"
 

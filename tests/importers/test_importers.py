@@ -323,3 +323,15 @@ def test_megatron_fp8_recipe_is_read() -> None:
     got = import_megatron(shape + "--fp8-recipe blockwise", "a.args", dp=1, world_size=None,
                           model=None)
     assert any("--fp8-recipe blockwise: priced as tensor-wise" in n for n in got.notes)
+
+
+def test_megatron_deterministic_mode_is_read() -> None:
+    """--deterministic-mode is priced (ParallelConfig.deterministic), not reported unknown;
+    without it the run is not deterministic."""
+    shape = ("--num-layers 4 --hidden-size 64 --num-attention-heads 4 --vocab-size 100 "
+             "--global-batch-size 8 --seq-length 128 --bf16 ")
+    got = import_megatron(shape + "--deterministic-mode", "a.args", dp=1, world_size=None,
+                          model=None)
+    assert got.config.deterministic and not got.unknown
+    assert not import_megatron(shape, "a.args", dp=1, world_size=None,
+                               model=None).config.deterministic

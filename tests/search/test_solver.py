@@ -281,6 +281,25 @@ def test_weight_and_gradient_dtype_flags_hold_for_every_plan(run_cli: Run) -> No
     assert code == 2 and "fp8_param_gather needs Megatron with fp8" in err
 
 
+def test_deterministic_search_prices_every_plan(run_cli: Run) -> None:
+    """--deterministic is the user's run setting, not searched: every plan keeps it and
+    costs at least what the same configuration costs without it; Megatron's refusals of the
+    mode (fused cross entropy, --tp-comm-overlap) are the search's."""
+    model = BUILTIN_MODELS["llama3-8b"]
+    cluster = load_cluster("dgx-h100")
+    spec = SearchSpec(world_size=8, global_batch=64, seq_len=4096, deterministic=True)
+    plans = search(model, spec, cluster, top_k=5).plans
+    assert plans and all(p.config.deterministic for p in plans)
+    for p in plans:
+        plain = dataclasses.replace(p.config, deterministic=False)
+        assert estimate_step(model, plain, cluster).iteration_s < p.step.iteration_s
+    assert "tp_comm_overlap off" in dataclasses.replace(spec, tp_comm_overlap=True).problem()
+    code, _, err = run_cli("search", "--model", "llama3-8b", "--cluster", "dgx-h100",
+                           "--global-batch", "64", "--seq-len", "4096", "--deterministic",
+                           "--framework", "torchtitan")
+    assert code == 2 and "deterministic is Megatron's --deterministic-mode" in err
+
+
 def test_moe_a2a_overlap_search_keeps_megatron_s_rules() -> None:
     """Searching with the expert all-to-all overlap: every plan has it, none recomputes in
     full (Megatron refuses), pipelined plans interleave; the same degrees without it are no

@@ -515,9 +515,10 @@ def deterministic_mode(case: dict[str, Any]) -> bool:
     """Whether a Megatron test ran with --deterministic-mode. The transcribed arguments leave
     the flag out; the environment keeps what goes with it: Megatron's validate_args refuses
     --deterministic-mode unless NCCL_ALGO is set, and the functional tests set NCCL_ALGO with
-    NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 in exactly those configurations (their model_config.yaml
-    files: gpt3_7b_tp1_pp4_memory_speed, gpt3_mcore_te_tp2_pp2_resume_torch_dist,
-    gpt3_mcore_te_tp2_pp1_te_8experts_etp1_ep4)."""
+    NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 for that mode (checked in the model_config.yaml of
+    gpt3_7b_tp1_pp4_memory_speed, gpt3_mcore_te_tp2_pp2_resume_torch_dist,
+    gpt3_mcore_te_tp2_pp1_te_8experts_etp1_ep4 and gpt3_mcore_tp2_pp2_ep2_etp2_te_4experts2parallel:
+    each sets both and --deterministic-mode)."""
     env = case["config"].get("deterministic_env") or {}
     return (str(env.get("NVTE_ALLOW_NONDETERMINISTIC_ALGO")) == "0"
             and bool(env.get("NCCL_ALGO")))

@@ -113,7 +113,7 @@ HOST_EXPERT_PASS_S: dict[str, tuple[float, float]] = {
 # to them under the mode: moe_utils.py). megatron_host.py --deterministic beside a plain run
 # on the same machine, three pairs (two with top-2 aux-loss routing and the all-to-all
 # dispatcher, one with sinkhorn top-1 and the all-gather dispatcher), medians: 21 more kernels
-# per dense layer (75 -> 96), 150-220 more per MoE layer; 1.3x the dense layer's host time,
+# per dense layer (75 -> 96), 100-220 more per MoE layer; 1.3x the dense layer's host time,
 # 1.3-2x an MoE layer's (the six MoE extras ranged 1.3-5.9 ms per forward and backward).
 # Megatron-Core 0.19.2's local layer spec; Transformer Engine's modules, whose C++
 # allocations are filled too, were not measured.

@@ -27,6 +27,7 @@ def heldout_config(case: dict[str, Any]) -> ParallelConfig:
     c = case["config"]
     world = int(case["gpus"])
     dp = world // (c["tp"] * c["pp"] * c["cp"])
+    bf16_first, bf16_last = c.get("bf16_layers", (0, 0))
     return ParallelConfig(
         tp=c["tp"], pp=c["pp"], dp=dp, cp=c["cp"], ep=c.get("ep", 1), etp=c.get("etp"),
         vpp=c.get("vpp", 1),
@@ -39,6 +40,7 @@ def heldout_config(case: dict[str, Any]) -> ParallelConfig:
         fp8_param_gather=bool(c.get("fp8_param_gather", False)),
         grad_reduce_in_bf16=bool(c.get("grad_reduce_in_bf16", False)),
         moe_a2a_overlap=bool(c.get("moe_a2a_overlap", False)),
+        bf16_layers=(int(bf16_first), int(bf16_last)),
         vocab_strategy=VocabStrategy(c["vocab_strategy"]),
         moe_token_imbalance=float(c.get("moe_token_imbalance", 1.5)),
         framework=Framework.MEGATRON)

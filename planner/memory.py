@@ -99,11 +99,12 @@ class PrecisionPolicy:
     optimizer_bytes: int = 8
     gather_bytes: int = 2
 
-    def gathered_bytes(self, count: float, vocab: float = 0.0) -> float:
-        """Bytes a parameter all-gather moves for `count` parameters of which `vocab` are
-        vocabulary-layer weights (gathered 16-bit, UNSHARDED_PARAM_BYTES) and the rest GEMM
-        weights (gather_bytes)."""
-        return (count - vocab) * self.gather_bytes + vocab * UNSHARDED_PARAM_BYTES
+    def gathered_bytes(self, count: float, sixteen_bit: float = 0.0) -> float:
+        """Bytes a parameter all-gather moves for `count` parameters of which `sixteen_bit`
+        are gathered 16-bit whatever the recipe (UNSHARDED_PARAM_BYTES: the vocabulary
+        layers' weights, the layers fp8 training keeps in bf16) and the rest are GEMM weights
+        (gather_bytes)."""
+        return (count - sixteen_bit) * self.gather_bytes + sixteen_bit * UNSHARDED_PARAM_BYTES
 
 
 def precision_policy(precision: Precision, framework: Framework, *,
@@ -518,20 +519,22 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     h = model.hidden_size
     sbh = s * b * h
     layers = tuple(layer for chunk in chunks for layer in chunk)
-    kinds: dict[tuple[bool, Recompute], int] = {}  # layers of one kind and mode store the same
+    # layers of one kind (ParallelConfig.layer_kind) and recompute mode store the same
+    kinds: dict[tuple[bool, bool, Recompute], int] = {}
 
     def stored_by(layer: int, mode: Recompute) -> int:
-        key = (model.is_moe_layer(layer), mode)
+        key = (*cfg.layer_kind(model, layer), mode)
         if key not in kinds:
-            kinds[key] = layer_activation_bytes(model, cfg, layer, mode)
+            kinds[key] = layer_activation_bytes(model, cfg.layer_config(model, layer), layer,
+                                                mode)
         return kinds[key]
 
-    counts: Counter[tuple[bool, Recompute]] = Counter()
+    counts: Counter[tuple[bool, bool, Recompute]] = Counter()
     for chunk in chunks:
         counts.update(cfg.chunk_layer_kinds(model, chunk))
-    first_of = {model.is_moe_layer(layer): layer for layer in reversed(layers)}
-    per_mb = float(sum(stored_by(first_of[is_moe], mode) * count
-                       for (is_moe, mode), count in sorted(counts.items())))
+    first_of = {cfg.layer_kind(model, layer): layer for layer in reversed(layers)}
+    per_mb = float(sum(stored_by(first_of[(is_moe, bf16)], mode) * count
+                       for (is_moe, bf16, mode), count in sorted(counts.items())))
     in_flight = in_flight_microbatches(cfg, stage)
     first, last = stage == 0, stage == cfg.pp - 1
     vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
@@ -542,7 +545,8 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
         # Megatron's combined 1F1B (pipeline_parallel/combined_1f1b.py) runs a forward of one
         # micro-batch beside a backward of another, layer by layer, after one more warm-up
         # forward: beyond the 1F1B count, about the largest layer's activations
-        stored += max(stored_by(first_of[is_moe], mode) for is_moe, mode in counts)
+        stored += max(stored_by(first_of[(is_moe, bf16)], mode)
+                      for is_moe, bf16, mode in counts)
     vocab_shard = model.padded_vocab_size(t) / t
     if vocab_parallel:  # every stage computes its vocabulary shard of every micro-batch
         vocab_shard /= cfg.pp
@@ -552,7 +556,9 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     kept = cfg.framework is Framework.TORCHTITAN and cfg.zero >= 2 and not fsdp
     loss_phase = 0.0
     if last and model.num_mtp_layers:  # each MTP module: its layer, the 2h->h projection input
-        mtp_layer = layer_activation_bytes(model, cfg, model.num_layers - 1, cfg.recompute)
+        last_layer = model.num_layers - 1  # MTP layers take the last layer's precision
+        mtp_layer = layer_activation_bytes(model, cfg.layer_config(model, last_layer),
+                                           last_layer, cfg.recompute)
         stored += model.num_mtp_layers * (mtp_layer + 4 * sbh / sp) * in_flight
     if last and cfg.deferred_head_microbatches:
         # Megatron's deferred LM-head wgrad keeps each deferred micro-batch's head input and

@@ -6,6 +6,7 @@ parallel edp = tp*cp*dp / (ep*etp) (Megatron `parallel_state`, expert groups fol
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,6 +124,15 @@ class ParallelConfig:
             kernels): megatron/training/determinism.py. Slower: step.layer_passes prices
             the host work and the fills as measured (kernels.HOST_DETERMINISTIC_PASS_S,
             DETERMINISTIC_FILL_FACTOR).
+        bf16_layers: (first, last) transformer layers kept in bf16 under fp8 training
+            (Megatron --first-last-layers-bf16 with --num-layers-at-start-in-bf16 and
+            --num-layers-at-end-in-bf16, fp8_utils.is_first_last_bf16_layer: global layer
+            indices, so they sit on the first and last pipeline stages). Their GEMMs run in
+            bf16 and save 2-byte inputs (layer_config), and their parameters gather 16-bit;
+            their weights are counted as fp8 GEMM weights (2 bytes more than bf16 alone
+            without --fp8-param-gather, the same with it: conservative). TransformerConfig
+            refuses it with delayed scaling (the emitter writes --fp8-recipe tensorwise) and
+            allows at most num_layers / pp at each end.
         moe_token_imbalance: for dropless MoE, the busiest expert rank's tokens over the mean;
             an assumption (Megatron's aux-loss load balancing keeps routing near uniform; 1.5
             leaves room for early-training imbalance), used only when capacity_factor is unset.
@@ -160,6 +170,7 @@ class ParallelConfig:
     grad_reduce_in_bf16: bool = False
     moe_a2a_overlap: bool = False
     deterministic: bool = False
+    bf16_layers: tuple[int, int] = (0, 0)
     microbatch_group_size: int | None = None
     rank_order: str = "tp-cp-dp-pp"
 
@@ -184,19 +195,49 @@ class ParallelConfig:
             return Recompute.FULL if position < self.recompute_num_layers else Recompute.NONE
         return self.recompute
 
-    def chunk_layer_kinds(self, model: ModelSpec,
-                          chunk: Sequence[int]) -> dict[tuple[bool, Recompute], int]:
-        """How many layers of a model chunk are of each kind: (MoE or not, recompute mode).
-        Layers of one kind cost the same time and memory, so costs count kinds, not layers."""
-        if model.moe is None:
+    def layer_in_bf16(self, model: ModelSpec, layer: int) -> bool:
+        """Whether fp8 training keeps this transformer layer in bf16 (bf16_layers)."""
+        first, last = self.bf16_layers
+        return self.precision is Precision.FP8 and (
+            layer < first or layer >= model.num_layers - last)
+
+    def layer_kind(self, model: ModelSpec, layer: int) -> tuple[bool, bool]:
+        """(MoE or not, kept in bf16 or not): layers of one kind have the same shapes and
+        precision, so one stands for all of its kind in time and memory counts."""
+        return model.is_moe_layer(layer), self.layer_in_bf16(model, layer)
+
+    def layer_config(self, model: ModelSpec, layer: int) -> ParallelConfig:
+        """The configuration one layer runs under: bf16 for the layers fp8 training keeps in
+        bf16 (bf16_layers: no fp8 GEMMs, casts or 1-byte saved inputs; Megatron builds them
+        outside fp8_model_init, so no fp8 parameters either), else this one."""
+        if not self.layer_in_bf16(model, layer):
+            return self
+        return dataclasses.replace(self, precision=Precision.BF16, fp8_param_gather=False,
+                                   bf16_layers=(0, 0))
+
+    def kind_layers(self, model: ModelSpec) -> dict[tuple[bool, bool], int]:
+        """The first layer of each layer_kind in the model."""
+        first: dict[tuple[bool, bool], int] = {}
+        for layer in range(model.num_layers):
+            first.setdefault(self.layer_kind(model, layer), layer)
+        return first
+
+    def chunk_layer_kinds(self, model: ModelSpec, chunk: Sequence[int]
+                          ) -> dict[tuple[bool, bool, Recompute], int]:
+        """How many layers of a model chunk are of each kind: (MoE or not, bf16 or not,
+        recompute mode). Layers of one kind cost the same time and memory, so costs count
+        kinds, not layers."""
+        if model.moe is None and self.bf16_layers == (0, 0):
             if self.recompute is Recompute.FULL and self.recompute_num_layers is not None:
                 full = min(self.recompute_num_layers, len(chunk))
-                counts = {(False, Recompute.FULL): full, (False, Recompute.NONE): len(chunk) - full}
+                counts = {(False, False, Recompute.FULL): full,
+                          (False, False, Recompute.NONE): len(chunk) - full}
                 return {k: n for k, n in counts.items() if n}
-            return {(False, self.recompute): len(chunk)} if chunk else {}
-        kinds: dict[tuple[bool, Recompute], int] = {}
+            return {(False, False, self.recompute): len(chunk)} if chunk else {}
+        kinds: dict[tuple[bool, bool, Recompute], int] = {}
         for position, layer in enumerate(chunk):
-            key = (model.is_moe_layer(layer), self.layer_recompute(position))
+            moe, bf16 = self.layer_kind(model, layer)
+            key = (moe, bf16, self.layer_recompute(position))
             kinds[key] = kinds.get(key, 0) + 1
         return kinds
 
@@ -257,6 +298,7 @@ class ParallelConfig:
             "grad_reduce_in_bf16": self.grad_reduce_in_bf16,
             "moe_a2a_overlap": self.moe_a2a_overlap,
             "deterministic": self.deterministic,
+            "bf16_layers": list(self.bf16_layers),
             "microbatch_group_size": self.microbatch_group_size,
             "rank_order": self.rank_order,
         }
@@ -318,6 +360,11 @@ class ParallelConfig:
                        "the stage's parameters and gradients unsharded during the step)")
         out.extend(self._moe_problems(model))
         out.extend(self._layout_problems(model))
+        if self.bf16_layers != (0, 0):
+            most = model.num_layers // self.pp
+            if not all(0 <= n <= most for n in self.bf16_layers):
+                out.append(f"bf16_layers{tuple(self.bf16_layers)}: each end keeps 0 to "
+                           f"num_layers / pp = {most} layers in bf16 (TransformerConfig)")
         if self.recompute_num_layers is not None and self.recompute is not Recompute.FULL:
             out.append("recompute_num_layers applies only with recompute full")
         if gpu is not None and self.precision is Precision.FP8 and "fp8" not in dict(
@@ -344,6 +391,9 @@ class ParallelConfig:
         if self.moe_a2a_overlap and self.recompute is Recompute.FULL:
             out.append("moe_a2a_overlap needs no full recompute (Megatron's TransformerConfig "
                        "refuses it)")
+        if self.bf16_layers != (0, 0) and (self.precision is not Precision.FP8
+                                           or not megatron):
+            out.append("bf16_layers needs Megatron with fp8 (--first-last-layers-bf16)")
         if self.deterministic and not megatron:
             out.append("deterministic is Megatron's --deterministic-mode (torchtitan's "
                        "debug.deterministic turns PyTorch's memory fill off and is not priced)")

@@ -385,6 +385,26 @@ def test_estimate_deterministic_mode(run_cli: Run) -> None:
     assert code == 2 and "tp_comm_overlap off" in err
 
 
+def test_estimate_bf16_layers(run_cli: Run) -> None:
+    """--bf16-layers FIRST,LAST: fp8 with its edge layers in bf16, in the configuration and no
+    faster than without; a malformed pair or a bf16 run is refused with exit 2."""
+    job = ("estimate", "--model", "llama3-8b", "--cluster", "dgx-h100", "--global-batch", "64",
+           "--seq-len", "4096", "--tp", "2", "--dp", "4", "--precision", "fp8", "--format",
+           "json")
+    code, out, err = run_cli(*job)
+    assert code == 0, err
+    fp8 = json.loads(out)
+    code, out, err = run_cli(*job, "--bf16-layers", "1,1")
+    assert code == 0, err
+    edges = json.loads(out)
+    assert edges["config"]["bf16_layers"] == [1, 1] and fp8["config"]["bf16_layers"] == [0, 0]
+    assert edges["time"]["iteration_s"] > fp8["time"]["iteration_s"]
+    code, _, err = run_cli(*job, "--bf16-layers", "1")
+    assert code == 2 and "--bf16-layers '1'" in err
+    code, _, err = run_cli(*job[:-4], "--bf16-layers", "1,1")
+    assert code == 2 and "bf16_layers needs Megatron with fp8" in err
+
+
 def test_estimate_says_when_a_power_limit_slows_the_gpus(run_cli: Run) -> None:
     job = ("estimate", "--model", "llama3-8b", "--global-batch", "16", "--seq-len", "8192",
            "--dp", "8", "--zero", "3", "--framework", "torchtitan", "--recompute", "selective",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from planner.catalog import BUILTIN_MODELS
 from planner.model import make_model
 from planner.parallel import (
     ParallelConfig,
+    Precision,
     Recompute,
     VocabStrategy,
     even_split,
@@ -132,12 +135,17 @@ def test_moe_problems() -> None:
     (Recompute.FULL, 0), (Recompute.FULL, 2), (Recompute.FULL, 99)])
 def test_chunk_layer_kinds_count_every_layer_once(model_name: str, recompute: Recompute,
                                                   num_layers: int | None) -> None:
-    """The shortcut for dense models gives what counting layer by layer gives."""
+    """The shortcut for dense models gives what counting layer by layer gives; with fp8's
+    first and last layers in bf16 those two layers are a kind of their own."""
     model = BUILTIN_MODELS[model_name]
-    cfg = ParallelConfig(recompute=recompute, recompute_num_layers=num_layers)
-    for chunk in ((), (0,), tuple(range(5)), tuple(range(3, model.num_layers))):
-        expected: dict[tuple[bool, Recompute], int] = {}
-        for position, layer in enumerate(chunk):
-            key = (model.is_moe_layer(layer), cfg.layer_recompute(position))
-            expected[key] = expected.get(key, 0) + 1
-        assert cfg.chunk_layer_kinds(model, chunk) == expected
+    plain = ParallelConfig(recompute=recompute, recompute_num_layers=num_layers)
+    edges = dataclasses.replace(plain, precision=Precision.FP8, bf16_layers=(1, 2))
+    last = model.num_layers - 1
+    for cfg in (plain, edges):
+        for chunk in ((), (0,), tuple(range(5)), tuple(range(3, model.num_layers))):
+            expected: dict[tuple[bool, bool, Recompute], int] = {}
+            for position, layer in enumerate(chunk):
+                bf16 = cfg is edges and (layer == 0 or layer >= last - 1)
+                key = (model.is_moe_layer(layer), bf16, cfg.layer_recompute(position))
+                expected[key] = expected.get(key, 0) + 1
+            assert cfg.chunk_layer_kinds(model, chunk) == expected

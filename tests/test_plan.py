@@ -88,20 +88,23 @@ def test_chunk_layout_round_trips(tmp_path: Path) -> None:
 
 
 def test_dtype_flags_round_trip_and_default_off(tmp_path: Path) -> None:
-    """fp8_param_gather, grad_reduce_in_bf16 and deterministic survive a plan file; a plan
-    written before they existed (keys absent) reads them as off, what Megatron does without
-    the flags."""
+    """fp8_param_gather, grad_reduce_in_bf16, deterministic and bf16_layers survive a plan
+    file; a plan written before they existed (keys absent) reads them as off, what Megatron
+    does without the flags."""
+    import yaml
+
     from planner.parallel import Precision
     lean = dataclasses.replace(CONFIG, precision=Precision.FP8, fp8_param_gather=True,
-                               grad_reduce_in_bf16=True, deterministic=True)
+                               grad_reduce_in_bf16=True, deterministic=True,
+                               bf16_layers=(1, 1))
     path = tmp_path / "plan.yaml"
     write_plan(dataclasses.replace(_plan(), config=lean), path, force=False)
     assert load_plan(path).config == lean
+    data = yaml.safe_load(path.read_text())
+    for key in ("fp8_param_gather", "grad_reduce_in_bf16", "deterministic", "bf16_layers"):
+        del data["config"][key]
     old = tmp_path / "old.yaml"
-    old.write_text("\n".join(line for line in path.read_text().splitlines()
-                             if "fp8_param_gather" not in line
-                             and "grad_reduce_in_bf16" not in line
-                             and "deterministic" not in line) + "\n")
+    old.write_text(yaml.safe_dump(data, sort_keys=False))
     back = load_plan(old).config
     assert not back.fp8_param_gather and not back.grad_reduce_in_bf16
-    assert not back.deterministic
+    assert not back.deterministic and back.bf16_layers == (0, 0)

@@ -151,6 +151,9 @@ GradReduceInBf16 = Annotated[bool, typer.Option(
 MoeA2aOverlap = Annotated[bool, typer.Option(
     "--moe-a2a-overlap", help="Megatron MoE: expert all-to-alls hidden behind another "
     "micro-batch's compute (Megatron --overlap-moe-expert-parallel-comm; no full recompute).")]
+Bf16Layers = Annotated[str | None, typer.Option(
+    "--bf16-layers", help="fp8 with the first and last layers in bf16, FIRST,LAST layers "
+    "(Megatron --first-last-layers-bf16; NVIDIA's fp8 current-scaling recipes keep 1,1).")]
 Deterministic = Annotated[bool, typer.Option(
     "--deterministic", help="Megatron --deterministic-mode: bitwise-reproducible runs, priced "
     "as measured (slower host work and memory fills); the launch sets NCCL_ALGO=Ring.")]
@@ -182,6 +185,20 @@ UNCALIBRATED_WARNING = (
     f"models off by up to {VALIDATED['toy_max']:.0%}, and GPUs never measured are priced from "
     "datasheets; use it to compare configurations, not as a promise "
     f"(validated: Megatron-LM on A100, median error {VALIDATED['a100_median']:.1%})")
+
+
+def _bf16_layers(text: str | None) -> tuple[int, int]:
+    """--bf16-layers FIRST,LAST as a pair of layer counts ((0, 0) when not given)."""
+    if text is None:
+        return 0, 0
+    try:
+        first, last = (int(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--bf16-layers {text!r}: expected two comma-separated layer counts "
+                         "such as 1,1 (first and last layers kept in bf16)") from None
+    if first < 0 or last < 0:
+        raise InputError(f"--bf16-layers {text!r}: layer counts must be >= 0")
+    return first, last
 
 
 def _result(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig,
@@ -271,6 +288,7 @@ def estimate(
     grad_reduce_in_bf16: GradReduceInBf16 = False,
     moe_a2a_overlap: MoeA2aOverlap = False,
     deterministic: Deterministic = False,
+    bf16_layers: Bf16Layers = None,
     headroom: Annotated[float | None, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
@@ -361,7 +379,7 @@ def estimate(
         attention_kernel=attention_kernel, moe_grouped_gemm=moe_grouped_gemm,
         tp_comm_overlap=tp_comm_overlap, fp8_param_gather=fp8_param_gather,
         grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
-        deterministic=deterministic,
+        deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers),
         rank_order="tp-cp-pp-dp" if use_tp_pp_dp_mapping else "tp-cp-dp-pp",
     )
     _check_config(cfg, spec, cl, "configuration", dp_given=dp is not None)
@@ -409,6 +427,7 @@ def search(
     grad_reduce_in_bf16: GradReduceInBf16 = False,
     moe_a2a_overlap: MoeA2aOverlap = False,
     deterministic: Deterministic = False,
+    bf16_layers: Bf16Layers = None,
     headroom: Annotated[float, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = 0.0,
     exhaustive: Annotated[bool, typer.Option(
@@ -452,7 +471,8 @@ def search(
         vocab_strategy=None if vocab_strategy is VocabChoice.auto
         else VocabStrategy(vocab_strategy.value), fp8_param_gather=fp8_param_gather,
         grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
-        deterministic=deterministic, tp_comm_overlap=tp_comm_overlap)
+        deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers),
+        tp_comm_overlap=tp_comm_overlap)
     if problem := spec.problem():
         raise InputError(f"search options: {problem}",
                          hint="drop the flag or change --precision / --framework / --zero / "

@@ -218,7 +218,9 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     after the first; Megatron's --deterministic-mode adds kernels.HOST_DETERMINISTIC_PASS_S,
     more on MoE layers): small layers wait on the CPU, not the GPU. `a2a_paired` is the share of
     passes whose expert all-to-alls a partner pass hides (a2a_paired_fraction of cfg unless
-    given: the pass cache times layers under a configuration stripped of the schedule)."""
+    given: the pass cache times layers under a configuration stripped of the schedule). A
+    layer fp8 training keeps in bf16 is timed under its own configuration (layer_config)."""
+    cfg = cfg.layer_config(model, layer)
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     lt = layer_time(model, cfg, gpu, layer, mode)
     full = mode is Recompute.FULL
@@ -312,25 +314,27 @@ def ep_exposure(ep_fwd: float, compute_fwd: float, compute_bwd: float,
 
 
 class _PassCache:
-    """Layers of one kind (dense or MoE) under one recompute mode cost the same: each kind is
-    timed once per configuration, and across configurations through _shared_passes."""
+    """Layers of one kind (dense or MoE, bf16 or not: ParallelConfig.layer_kind) under one
+    recompute mode cost the same: each kind is timed once per configuration, and across
+    configurations through _shared_passes."""
 
     def __init__(self, model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
                  links: StepLinks) -> None:
         self.model = model
+        self.cfg = cfg
         self.args = (model, _passes_key(cfg), gpu, links)
         self.paired = a2a_paired_fraction(cfg)
-        self.cache: dict[tuple[bool, Recompute], LayerPasses] = {}
-        self.first = model.first_layer_of_kind()
+        self.cache: dict[tuple[bool, bool, Recompute], LayerPasses] = {}
+        self.first = cfg.kind_layers(model)
 
     def get(self, layer: int, mode: Recompute) -> LayerPasses:
-        return self.get_kind(self.model.is_moe_layer(layer), mode)
+        return self.get_kind(*self.cfg.layer_kind(self.model, layer), mode)
 
-    def get_kind(self, is_moe: bool, mode: Recompute) -> LayerPasses:
-        """The passes of a layer of this kind (dense or MoE)."""
-        key = (is_moe, mode)
+    def get_kind(self, is_moe: bool, bf16: bool, mode: Recompute) -> LayerPasses:
+        """The passes of a layer of this kind."""
+        key = (is_moe, bf16, mode)
         if key not in self.cache:
-            self.cache[key] = _shared_passes(*self.args, self.first[is_moe], mode,
+            self.cache[key] = _shared_passes(*self.args, self.first[(is_moe, bf16)], mode,
                                              self.paired)
         return self.cache[key]
 
@@ -480,8 +484,8 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
             forward = backward = 0.0
             # layers of one kind under one recompute mode cost the same: count them
             kinds = cfg.chunk_layer_kinds(model, chunk_layers)
-            for (is_moe, mode), count in sorted(kinds.items()):
-                lp = passes.get_kind(is_moe, mode)
+            for (is_moe, bf16, mode), count in sorted(kinds.items()):
+                lp = passes.get_kind(is_moe, bf16, mode)
                 forward += lp.forward_s * count
                 backward += lp.backward_s * count
                 totals["compute_s"] += lp.compute_s * m * count
@@ -564,23 +568,35 @@ def _zero3_per_microbatch(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.R
     layers = stage_layers(model, cfg)[0]
     params = stage_params(model, cfg, 0, layers)
     deepspeed = cfg.framework is Framework.DEEPSPEED
-    # (dense, expert parameters, collectives) of each layer, and one unit for the rest
-    units: Counter[tuple[float, float, int]] = Counter(
+    # (dense, expert parameters, collectives, kept in bf16) of each layer, one unit for the rest
+    units: Counter[tuple[float, float, int, bool]] = Counter(
         (*layer_params(model, cfg, i),
-         deepspeed_gathers_per_layer(model, cfg, i) if deepspeed else 1) for i in layers)
+         deepspeed_gathers_per_layer(model, cfg, i) if deepspeed else 1,
+         cfg.layer_in_bf16(model, i)) for i in layers)
     # the rest: the vocabulary layers (their share gathered 16-bit), final norm, MTP
-    rest_dense = params.dense - sum(d * n for (d, _, _), n in units.items())
-    rest_expert = params.expert - sum(e * n for (_, e, _), n in units.items())
-    pieces = [(dense, expert, 0.0, k, count) for (dense, expert, k), count in units.items()]
-    pieces.append((rest_dense, rest_expert, float(params.vocab), 1, 1))
+    rest_dense = params.dense - sum(d * n for (d, _, _, _), n in units.items())
+    rest_expert = params.expert - sum(e * n for (_, e, _, _), n in units.items())
+    # (dense, expert, their parameters gathered 16-bit, collectives, units)
+    pieces = [(dense, expert, (dense, expert) if bf16 else (0.0, 0.0), k, count)
+              for (dense, expert, k, bf16), count in units.items()]
+    pieces.append((rest_dense, rest_expert, (float(params.vocab), 0.0), 1, 1))
     gather = reduce = 0.0
-    for dense, expert, vocab, k, count in pieces:
-        for size, ring, size_vocab in ((dense, dp_ring, vocab), (expert, edp_ring, 0.0)):
+    for dense, expert, (dense16, expert16), k, count in pieces:
+        for size, ring, size16 in ((dense, dp_ring, dense16), (expert, edp_ring, expert16)):
             if size > 0:  # k collectives of size / k: the bandwidth term once, latency k times
-                gathered = policy.gathered_bytes(size, size_vocab)
+                gathered = policy.gathered_bytes(size, size16)
                 gather += count * k * comm.all_gather_s(gathered / k, ring)
                 reduce += count * k * comm.all_gather_s(size * policy.grad_bytes / k, ring)
     return gather, reduce
+
+
+def bf16_layer_params(model: ModelSpec, cfg: ParallelConfig,
+                      layers: tuple[int, ...]) -> tuple[float, float]:
+    """(dense, routed-expert) parameters on one GPU of the layers among `layers` that fp8
+    training keeps in bf16 (ParallelConfig.bf16_layers): Megatron builds them outside
+    fp8_model_init, so even with --fp8-param-gather they are 16-bit and gather 16-bit."""
+    shares = [layer_params(model, cfg, i) for i in layers if cfg.layer_in_bf16(model, i)]
+    return sum(d for d, _ in shares), sum(e for _, e in shares)
 
 
 # DeepSpeed's stage3_prefetch_bucket_size default: parameters (elements) one coalesced
@@ -629,12 +645,14 @@ def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink
         busy = exposed = 0.0
         if cfg.zero >= 3 and not cfg.fsdp_keeps_params:  # per micro-batch, in the passes
             continue
-        for count, ring, vocab in ((params.dense, dp_ring, params.vocab),
-                                   (params.expert, edp_ring, 0)):
+        bf16_dense, bf16_expert = bf16_layer_params(model, cfg, layers)
+        for count, ring, sixteen in ((params.dense, dp_ring, params.vocab + bf16_dense),
+                                     (params.expert, edp_ring, bf16_expert)):
             if ring.size == 1 or count == 0:
                 continue
-            # the distributed optimizer gathers GEMM weights in fp8 with --fp8-param-gather
-            gathered = policy.gathered_bytes(count, vocab)
+            # the distributed optimizer gathers GEMM weights in fp8 with --fp8-param-gather,
+            # the vocabulary layers and the layers kept in bf16 in 16-bit
+            gathered = policy.gathered_bytes(count, sixteen)
             if cfg.zero >= 1 and cfg.dist_opt_instances > 1:
                 # reduce-scatter and gather within a copy's ranks, all-reduce the shards
                 # across the copies (approximated on the data-parallel ring's links)

@@ -210,11 +210,17 @@ def _batch_args(cfg: ParallelConfig) -> list[str]:
 def _precision_args(cfg: ParallelConfig) -> list[str]:
     """bf16 master-weight training; fp8 = Transformer Engine's hybrid recipe (E4M3 forward,
     E5M2 gradients) on the GEMMs, bf16 elsewhere, which is what cost/compute.py assumes; the
-    weight and gradient dtype flags as the configuration has them."""
+    weight and gradient dtype flags as the configuration has them. Layers kept in bf16
+    (bf16_layers) need a recipe other than Megatron's default delayed scaling
+    (TransformerConfig refuses the pair): tensor-wise current scaling, priced the same."""
     if cfg.precision is Precision.BF16:
         return ["--bf16"] + (["--grad-reduce-in-bf16"] if cfg.grad_reduce_in_bf16 else [])
     if cfg.precision is Precision.FP8:
-        return ["--bf16", "--fp8-format hybrid"] + (
+        first, last = cfg.bf16_layers
+        edges = ["--fp8-recipe tensorwise", "--first-last-layers-bf16",
+                 f"--num-layers-at-start-in-bf16 {first}",
+                 f"--num-layers-at-end-in-bf16 {last}"] if (first, last) != (0, 0) else []
+        return ["--bf16", "--fp8-format hybrid", *edges] + (
             ["--fp8-param-gather"] if cfg.fp8_param_gather else []) + (
             ["--grad-reduce-in-bf16"] if cfg.grad_reduce_in_bf16 else [])
     return []

@@ -62,6 +62,8 @@ MAPPED: dict[str, bool] = {
     "--fp8-param-gather": False, "--grad-reduce-in-bf16": False, "--fp8-recipe": True,
     "--hidden-dropout": True, "--attention-dropout": True,
     "--overlap-moe-expert-parallel-comm": False, "--deterministic-mode": False,
+    "--first-last-layers-bf16": False, "--num-layers-at-start-in-bf16": True,
+    "--num-layers-at-end-in-bf16": True,
     "--accumulate-allreduce-grads-in-fp32": False,
 }
 
@@ -323,6 +325,8 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
     if precision is Precision.FP8 and recipe not in ("delayed", "tensorwise"):
         notes.append(f"--fp8-recipe {recipe}: priced as tensor-wise fp8 (the only fp8 recipe "
                      "the cost model prices)")
+    if "--first-last-layers-bf16" in flags and precision is not Precision.FP8:
+        notes.append("--first-last-layers-bf16 without --fp8-format: every layer is bf16")
     fp8_gather = "--fp8-param-gather" in flags and precision is Precision.FP8
     if "--fp8-param-gather" in flags and not fp8_gather:
         notes.append("--fp8-param-gather without --fp8-format: no fp8 weights to keep")
@@ -351,7 +355,12 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         tp_comm_overlap="--tp-comm-overlap" in flags, fp8_param_gather=fp8_gather,
         grad_reduce_in_bf16="--grad-reduce-in-bf16" in flags,
         moe_a2a_overlap="--overlap-moe-expert-parallel-comm" in flags,
-        deterministic="--deterministic-mode" in flags, microbatch_group_size=group,
+        deterministic="--deterministic-mode" in flags,
+        bf16_layers=((_int(flags, "--num-layers-at-start-in-bf16", source, 1),
+                      _int(flags, "--num-layers-at-end-in-bf16", source, 1))
+                     if "--first-last-layers-bf16" in flags and precision is Precision.FP8
+                     else (0, 0)),
+        microbatch_group_size=group,
         rank_order="tp-cp-pp-dp" if "--use-tp-pp-dp-mapping" in flags else "tp-cp-dp-pp")
     return config, notes
 

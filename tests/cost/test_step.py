@@ -132,6 +132,40 @@ def test_deterministic_mode_adds_the_measured_host_time_and_fills() -> None:
     assert ParallelConfig(deterministic=True, cross_entropy_fusion=True).recipe_problems()
 
 
+def test_fp8_edge_layers_run_in_bf16() -> None:
+    """Megatron's --first-last-layers-bf16: the first and last layers of an fp8 run are timed
+    and stored exactly as under bf16 (no fp8 GEMMs, casts or 1-byte saved inputs), the others
+    as fp8; the distributed optimizer gathers their parameters 16-bit even with
+    --fp8-param-gather; Megatron's limits are the planner's."""
+    from planner.memory import stage_activation_bytes
+    from planner.parallel import Precision, stage_chunks
+    model = BUILTIN_MODELS["llama3-70b"]
+    cluster = load_cluster("dgx-h100")
+    gpu = cluster.gpu_types[0]
+    fp8 = ParallelConfig(tp=4, pp=8, dp=2, vpp=5, global_batch=64, seq_len=8192, zero=1,
+                         sequence_parallel=True, precision=Precision.FP8,
+                         fp8_param_gather=True)
+    edges = dataclasses.replace(fp8, bf16_layers=(1, 1))
+    bf16 = dataclasses.replace(fp8, precision=Precision.BF16, fp8_param_gather=False)
+    links = resolve_links(cluster, fp8)
+    for layer, like in ((0, bf16), (1, fp8), (40, fp8), (79, bf16)):
+        assert layer_passes(model, edges, gpu, links, layer, Recompute.NONE) == layer_passes(
+            model, like, gpu, links, layer, Recompute.NONE), layer
+    assert (layer_passes(model, bf16, gpu, links, 0, Recompute.NONE).forward_s
+            > layer_passes(model, fp8, gpu, links, 0, Recompute.NONE).forward_s)
+    chunks = stage_chunks(model, edges)
+    first, middle = (stage_activation_bytes(model, edges, s, chunks[s]) for s in (0, 3))
+    assert first[0] > stage_activation_bytes(model, fp8, 0, chunks[0])[0]
+    assert middle == stage_activation_bytes(model, fp8, 3, chunks[3])
+    slow = dict(estimate_step(model, edges, cluster).breakdown)["dp_comm_s"]
+    assert slow > dict(estimate_step(model, fp8, cluster).breakdown)["dp_comm_s"]
+    assert not edges.problems(model)
+    assert any("num_layers / pp = 10" in p for p in dataclasses.replace(
+        edges, bf16_layers=(11, 1)).problems(model))
+    assert any("needs Megatron with fp8" in p for p in dataclasses.replace(
+        bf16, bf16_layers=(1, 1)).problems(model))
+
+
 def test_a_degraded_link_slows_the_data_parallel_ring() -> None:
     """two-island-degraded: dp over the four H100 nodes crosses the slow h100-02 -> h100-03
     pair; without it the same job is faster."""

@@ -66,7 +66,8 @@ MEGATRON_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "fp8-tp-pp-dp-order-group": ("nemotron4-340b", dict(
         tp=8, pp=12, dp=2, vpp=2, global_batch=96, seq_len=4096, sequence_parallel=True,
         zero=1, precision=Precision.FP8, rank_order="tp-cp-pp-dp",
-        microbatch_group_size=12, fp8_param_gather=True, grad_reduce_in_bf16=True)),
+        microbatch_group_size=12, fp8_param_gather=True, grad_reduce_in_bf16=True,
+        bf16_layers=(1, 2))),
     "uneven-interleaved-chunks": ("llama3-70b", dict(
         tp=8, pp=4, dp=4, vpp=5, global_batch=512, seq_len=8192, sequence_parallel=True,
         zero=1, layers_per_chunk=(4, 4, 4, 2, 4, 3, 4, 4, 4, 4, 4, 5, 4, 5, 4, 5, 3, 5, 5,
@@ -133,6 +134,10 @@ def test_megatron_accepts_every_emitted_launch(framework_check: Check, tmp_path:
         assert args["hidden_dropout"] == plan.model.hidden_dropout, case["name"]
         assert args["overlap_moe_expert_parallel_comm"] == cfg.moe_a2a_overlap
         assert args["deterministic_mode"] == cfg.deterministic, case["name"]
+        assert args["first_last_layers_bf16"] == (cfg.bf16_layers != (0, 0))
+        if cfg.bf16_layers != (0, 0):
+            assert (args["num_layers_at_start_in_bf16"],
+                    args["num_layers_at_end_in_bf16"]) == cfg.bf16_layers
         assert args["attention_dropout"] == plan.model.attention_dropout
         assert args["accumulate_allreduce_grads_in_fp32"] == (not cfg.grad_reduce_in_bf16)
         # Megatron FSDP turns the distributed optimizer on itself (validate_args)

@@ -335,3 +335,18 @@ def test_megatron_deterministic_mode_is_read() -> None:
     assert got.config.deterministic and not got.unknown
     assert not import_megatron(shape, "a.args", dp=1, world_size=None,
                                model=None).config.deterministic
+
+
+def test_megatron_first_last_layers_bf16_is_read() -> None:
+    """--first-last-layers-bf16 keeps --num-layers-at-start/end-in-bf16 layers (default 1
+    each) in bf16 under fp8; without fp8 every layer is bf16 already, and the note says so."""
+    shape = ("--num-layers 4 --hidden-size 64 --num-attention-heads 4 --vocab-size 100 "
+             "--global-batch-size 8 --seq-length 128 --bf16 ")
+    fp8 = import_megatron(shape + "--fp8-format hybrid --fp8-recipe tensorwise "
+                          "--first-last-layers-bf16 --num-layers-at-end-in-bf16 2", "a.args",
+                          dp=1, world_size=None, model=None)
+    assert fp8.config.bf16_layers == (1, 2) and not fp8.unknown
+    plain = import_megatron(shape + "--first-last-layers-bf16", "a.args", dp=1,
+                            world_size=None, model=None)
+    assert plain.config.bf16_layers == (0, 0)
+    assert any("every layer is bf16" in n for n in plain.notes)

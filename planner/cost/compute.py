@@ -287,6 +287,23 @@ def tp_layout_copy_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> f
     return blocks * copies * 2 * full
 
 
+def async_tp_reduction_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> float:
+    """HBM bytes of the reductions torchtitan's async TP adds to one layer's forward (its
+    backward moves as many). PyTorch's fused matmul + reduce-scatter
+    (torch/distributed/_symmetric_memory/__init__.py, _fused_matmul_reduce_scatter_impl)
+    computes the partial output for every rank, exchanges the partials with copy-engine
+    copies into a stacked [tp, s/tp, h] buffer (_pipelined_produce_and_all2all) and then sums
+    it in one reduction kernel: it reads the whole unreduced output (2 * s * b * h bytes) and
+    writes its 1/tp share, after the exchange, on the compute stream. One per block forward
+    (the output projection and the MLP's down projection) and one per block backward (the
+    input gradient of the gathered input); torchtitan's MoE block gathers its tokens once."""
+    if cfg.framework is not Framework.TORCHTITAN or cfg.tp == 1 or not cfg.tp_comm_overlap:
+        return 0.0
+    blocks = 1 if model.is_moe_layer(layer) else 2
+    full = cfg.seq_len / cfg.cp * cfg.mbs * model.hidden_size * 2
+    return blocks * full * (1 + 1 / cfg.tp)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LayerTime:
     """One layer, one micro-batch, one GPU. Seconds.
@@ -426,7 +443,8 @@ def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
     if fp8:
         cast_fwd, cast_bwd = (memory_time_s(b, gpu) for b in fp8_cast_bytes(
             tuple(g for g in gemms if g.role != "router")))
-    copies = memory_time_s(tp_layout_copy_bytes(model, cfg, layer), gpu)
+    copies = memory_time_s(tp_layout_copy_bytes(model, cfg, layer)
+                           + async_tp_reduction_bytes(model, cfg, layer), gpu)
     forward = gemm_fwd + attn_fwd + elem_fwd + cast_fwd + copies
     if recompute is Recompute.FULL:
         redo = forward

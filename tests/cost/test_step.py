@@ -364,6 +364,31 @@ def test_tp_backward_collectives_by_framework() -> None:
     assert b["tp_exposed_s"] <= b["tp_comm_s"]
 
 
+def test_torchtitan_async_tp_reduces_its_stacked_partials() -> None:
+    """torchtitan's async TP (PyTorch's fused matmul + reduce-scatter) sums the exchanged
+    partial outputs in one reduction kernel after the exchange: per block, forward and
+    backward, it reads the whole unreduced output and writes its 1/tp share. Megatron's
+    userbuffers and torchtitan without async TP have no such kernel."""
+    from planner.cost.compute import async_tp_reduction_bytes, layer_time, memory_time_s
+    model = BUILTIN_MODELS["llama3-8b"]
+    gpu = GPU_CATALOG["h100-sxm5-80gb"]
+    cfg = ParallelConfig(tp=8, dp=1, mbs=1, global_batch=1, seq_len=8192,
+                         framework=Framework.TORCHTITAN, sequence_parallel=True,
+                         tp_comm_overlap=True)
+    full = 8192 * 4096 * 2
+    assert async_tp_reduction_bytes(model, cfg, 0) == pytest.approx(2 * full * (1 + 1 / 8))
+    plain = dataclasses.replace(cfg, tp_comm_overlap=False)
+    megatron = dataclasses.replace(cfg, framework=Framework.MEGATRON)
+    assert async_tp_reduction_bytes(model, plain, 0) == 0.0
+    assert async_tp_reduction_bytes(model, megatron, 0) == 0.0
+    reduce_s = memory_time_s(2 * full * (1 + 1 / 8), gpu)
+    lt = layer_time(model, cfg, gpu, 0, Recompute.NONE)
+    without = layer_time(model, dataclasses.replace(cfg, framework=Framework.MEGATRON,
+                                                    tp_comm_overlap=False), gpu, 0,
+                         Recompute.NONE)
+    assert lt.forward_s == pytest.approx(without.forward_s + reduce_s)
+
+
 def test_tp_overlap_hides_each_collective_behind_its_own_gemm() -> None:
     """With TP communication overlap each collective hides behind the GEMM beside it and no
     other: a layer whose collectives outlast their GEMMs (a small model over a PCIe TP group)

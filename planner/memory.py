@@ -532,7 +532,8 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     counts: Counter[tuple[bool, bool, Recompute]] = Counter()
     for chunk in chunks:
         counts.update(cfg.chunk_layer_kinds(model, chunk))
-    first_of = {cfg.layer_kind(model, layer): layer for layer in reversed(layers)}
+    present = {(is_moe, bf16) for is_moe, bf16, _ in counts}  # the kinds on this stage
+    first_of = {kind: layer for kind, layer in cfg.kind_layers(model).items() if kind in present}
     per_mb = float(sum(stored_by(first_of[(is_moe, bf16)], mode) * count
                        for (is_moe, bf16, mode), count in sorted(counts.items())))
     in_flight = in_flight_microbatches(cfg, stage)

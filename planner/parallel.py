@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,6 +63,18 @@ class Framework(enum.StrEnum):
     MEGATRON = "megatron"
     TORCHTITAN = "torchtitan"
     DEEPSPEED = "deepspeed"
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _kind_layers(model: ModelSpec, bf16_layers: tuple[int, int]) -> dict[tuple[bool, bool], int]:
+    """ParallelConfig.kind_layers, memoised on what it reads (the search asks it of every
+    configuration): the first layer of each (MoE, bf16) kind."""
+    first_bf16, last_bf16 = bf16_layers
+    first: dict[tuple[bool, bool], int] = {}
+    for layer in range(model.num_layers):
+        bf16 = layer < first_bf16 or layer >= model.num_layers - last_bf16
+        first.setdefault((model.is_moe_layer(layer), bf16), layer)
+    return first
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +217,8 @@ class ParallelConfig:
     def layer_kind(self, model: ModelSpec, layer: int) -> tuple[bool, bool]:
         """(MoE or not, kept in bf16 or not): layers of one kind have the same shapes and
         precision, so one stands for all of its kind in time and memory counts."""
+        if self.bf16_layers == (0, 0):
+            return model.is_moe_layer(layer), False
         return model.is_moe_layer(layer), self.layer_in_bf16(model, layer)
 
     def layer_config(self, model: ModelSpec, layer: int) -> ParallelConfig:
@@ -216,11 +231,9 @@ class ParallelConfig:
                                    bf16_layers=(0, 0))
 
     def kind_layers(self, model: ModelSpec) -> dict[tuple[bool, bool], int]:
-        """The first layer of each layer_kind in the model."""
-        first: dict[tuple[bool, bool], int] = {}
-        for layer in range(model.num_layers):
-            first.setdefault(self.layer_kind(model, layer), layer)
-        return first
+        """The first layer of each layer_kind in the model (one stands for all of its kind)."""
+        return _kind_layers(model,
+                            self.bf16_layers if self.precision is Precision.FP8 else (0, 0))
 
     def chunk_layer_kinds(self, model: ModelSpec, chunk: Sequence[int]
                           ) -> dict[tuple[bool, bool, Recompute], int]:

@@ -318,6 +318,7 @@ def _case_fields_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfi
         tp_comm_overlap=bool(c.get("async_tp")),
         moe_grouped_gemm=bool((case["model"].get("moe") or {}).get("grouped_gemm", True)),
         deterministic=framework is Framework.MEGATRON and deterministic_mode(case),
+        eager=framework is Framework.TORCHTITAN and c.get("compile") is False,
     )
 
 

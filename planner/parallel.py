@@ -137,6 +137,11 @@ class ParallelConfig:
             kernels): megatron/training/determinism.py. Slower: step.layer_passes prices
             the host work and the fills as measured (kernels.HOST_DETERMINISTIC_PASS_S,
             DETERMINISTIC_FILL_FACTOR).
+        eager: torchtitan without torch.compile (no --compile.enable): PyTorch runs each
+            element-wise op of the model's Python as its own kernel through HBM
+            (compute.elementwise_bytes prices torchtitan's eager RMSNorm, RoPE and SwiGLU);
+            async TP needs compile (torchtitan refuses it eager). Megatron and DeepSpeed run
+            their own fused kernels: the setting is torchtitan's only.
         bf16_layers: (first, last) transformer layers kept in bf16 under fp8 training
             (Megatron --first-last-layers-bf16 with --num-layers-at-start-in-bf16 and
             --num-layers-at-end-in-bf16, fp8_utils.is_first_last_bf16_layer: global layer
@@ -183,6 +188,7 @@ class ParallelConfig:
     grad_reduce_in_bf16: bool = False
     moe_a2a_overlap: bool = False
     deterministic: bool = False
+    eager: bool = False
     bf16_layers: tuple[int, int] = (0, 0)
     microbatch_group_size: int | None = None
     rank_order: str = "tp-cp-dp-pp"
@@ -311,6 +317,7 @@ class ParallelConfig:
             "grad_reduce_in_bf16": self.grad_reduce_in_bf16,
             "moe_a2a_overlap": self.moe_a2a_overlap,
             "deterministic": self.deterministic,
+            "eager": self.eager,
             "bf16_layers": list(self.bf16_layers),
             "microbatch_group_size": self.microbatch_group_size,
             "rank_order": self.rank_order,
@@ -407,6 +414,11 @@ class ParallelConfig:
         if self.bf16_layers != (0, 0) and (self.precision is not Precision.FP8
                                            or not megatron):
             out.append("bf16_layers needs Megatron with fp8 (--first-last-layers-bf16)")
+        if self.eager and self.framework is not Framework.TORCHTITAN:
+            out.append("eager is torchtitan's setting (run without torch.compile); Megatron "
+                       "and DeepSpeed run their own fused kernels")
+        if self.eager and self.tp_comm_overlap:
+            out.append("eager with tp_comm_overlap: torchtitan's async TP needs torch.compile")
         if self.deterministic and not megatron:
             out.append("deterministic is Megatron's --deterministic-mode (torchtitan's "
                        "debug.deterministic turns PyTorch's memory fill off and is not priced)")

@@ -10,7 +10,7 @@ import pytest
 
 from planner.catalog import BUILTIN_MODELS
 from planner.errors import InputError
-from planner.parallel import ParallelConfig, Recompute, VocabStrategy
+from planner.parallel import Framework, ParallelConfig, Recompute, VocabStrategy
 from planner.plan import SCHEMA_VERSION, Plan, dump_plan, load_plan, write_plan
 
 CONFIG = ParallelConfig(tp=8, pp=4, dp=4, vpp=5, mbs=1, global_batch=512, seq_len=8192,
@@ -88,8 +88,8 @@ def test_chunk_layout_round_trips(tmp_path: Path) -> None:
 
 
 def test_dtype_flags_round_trip_and_default_off(tmp_path: Path) -> None:
-    """fp8_param_gather, grad_reduce_in_bf16, deterministic and bf16_layers survive a plan
-    file; a plan written before they existed (keys absent) reads them as off, what Megatron
+    """fp8_param_gather, grad_reduce_in_bf16, deterministic, bf16_layers and eager survive a
+    plan file; a plan written before they existed (keys absent) reads them as off, what Megatron
     does without the flags."""
     import yaml
 
@@ -97,14 +97,19 @@ def test_dtype_flags_round_trip_and_default_off(tmp_path: Path) -> None:
     lean = dataclasses.replace(CONFIG, precision=Precision.FP8, fp8_param_gather=True,
                                grad_reduce_in_bf16=True, deterministic=True,
                                bf16_layers=(1, 1))
+    titan = dataclasses.replace(CONFIG, framework=Framework.TORCHTITAN, zero=3, eager=True)
+    titan_path = tmp_path / "titan.yaml"
+    write_plan(dataclasses.replace(_plan(), config=titan), titan_path, force=False)
+    assert load_plan(titan_path).config == titan
     path = tmp_path / "plan.yaml"
     write_plan(dataclasses.replace(_plan(), config=lean), path, force=False)
     assert load_plan(path).config == lean
     data = yaml.safe_load(path.read_text())
-    for key in ("fp8_param_gather", "grad_reduce_in_bf16", "deterministic", "bf16_layers"):
+    for key in ("fp8_param_gather", "grad_reduce_in_bf16", "deterministic", "bf16_layers",
+                "eager"):
         del data["config"][key]
     old = tmp_path / "old.yaml"
     old.write_text(yaml.safe_dump(data, sort_keys=False))
     back = load_plan(old).config
     assert not back.fp8_param_gather and not back.grad_reduce_in_bf16
-    assert not back.deterministic and back.bf16_layers == (0, 0)
+    assert not back.deterministic and back.bf16_layers == (0, 0) and not back.eager

@@ -151,6 +151,9 @@ GradReduceInBf16 = Annotated[bool, typer.Option(
 MoeA2aOverlap = Annotated[bool, typer.Option(
     "--moe-a2a-overlap", help="Megatron MoE: expert all-to-alls hidden behind another "
     "micro-batch's compute (Megatron --overlap-moe-expert-parallel-comm; no full recompute).")]
+Eager = Annotated[bool, typer.Option(
+    "--eager", help="torchtitan without torch.compile: element-wise ops (RoPE, SwiGLU) run "
+    "one kernel each, priced so; async TP needs compile.")]
 Bf16Layers = Annotated[str | None, typer.Option(
     "--bf16-layers", help="fp8 with the first and last layers in bf16, FIRST,LAST layers "
     "(Megatron --first-last-layers-bf16; NVIDIA's fp8 current-scaling recipes keep 1,1).")]
@@ -289,6 +292,7 @@ def estimate(
     moe_a2a_overlap: MoeA2aOverlap = False,
     deterministic: Deterministic = False,
     bf16_layers: Bf16Layers = None,
+    eager: Eager = False,
     headroom: Annotated[float | None, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
@@ -379,7 +383,7 @@ def estimate(
         attention_kernel=attention_kernel, moe_grouped_gemm=moe_grouped_gemm,
         tp_comm_overlap=tp_comm_overlap, fp8_param_gather=fp8_param_gather,
         grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
-        deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers),
+        deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers), eager=eager,
         rank_order="tp-cp-pp-dp" if use_tp_pp_dp_mapping else "tp-cp-dp-pp",
     )
     _check_config(cfg, spec, cl, "configuration", dp_given=dp is not None)
@@ -428,6 +432,7 @@ def search(
     moe_a2a_overlap: MoeA2aOverlap = False,
     deterministic: Deterministic = False,
     bf16_layers: Bf16Layers = None,
+    eager: Eager = False,
     headroom: Annotated[float, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = 0.0,
     exhaustive: Annotated[bool, typer.Option(
@@ -471,7 +476,7 @@ def search(
         vocab_strategy=None if vocab_strategy is VocabChoice.auto
         else VocabStrategy(vocab_strategy.value), fp8_param_gather=fp8_param_gather,
         grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
-        deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers),
+        deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers), eager=eager,
         tp_comm_overlap=tp_comm_overlap)
     if problem := spec.problem():
         raise InputError(f"search options: {problem}",

@@ -238,31 +238,53 @@ def fused_attention_kernel(cfg: ParallelConfig, gpu: GpuType) -> AttentionKernel
     return AttentionKernel.CUDNN if capability and capability >= (9, 0) else AttentionKernel.FA2
 
 
+# HBM bytes per element of the element-wise ops eager torchtitan runs as separate kernels,
+# forward, bf16 activations (torchtitan 0.3.0, models/common: rope.py, feed_forward.py,
+# attention.py), where compiled code fuses them:
+# - RoPE on q and k in complex arithmetic: .float() (read 2, write 4), the complex multiply
+#   (4, 4), type_as (4, 2): 20 per element, fused 4;
+# - the attention output, transposed back from SDPA's layout and reshaped for the output
+#   projection: one copy, 4 per q element;
+# - SwiGLU: silu (2, 2), then the product (4, 2): 10 per ffn element, fused 6.
+# The RMSNorms are nn.RMSNorm, which PyTorch dispatches to its fused kernel in eager too
+# (aten rms_norm -> _fused_rms_norm); torchtitan's 2024 releases had a composite RMSNorm of
+# six kernels (models/norms.py, about 36 bytes per element), not priced here.
+EAGER_ROPE_BYTES = 20
+EAGER_TRANSPOSE_BYTES = 4
+EAGER_SWIGLU_BYTES = 10
+
+
 def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> float:
     """HBM bytes of one layer's forward element-wise kernels, one micro-batch, one GPU:
     two norms (read + write 2h each), two bias-dropout-adds (two inputs, one output, a mask:
     7h), the activation (fused bias-GeLU / squared ReLU: read and write f; SwiGLU: read 2f,
     write f, all / tp), rotary embeddings on q and k (read and write), MoE permute and
     unpermute of routed tokens (read and write h each). Norms and residuals are split by tp
-    only with sequence parallelism."""
+    only with sequence parallelism. Eager torchtitan (cfg.eager) runs RoPE and SwiGLU op by
+    op (the EAGER_* bytes above) and copies the attention output once more; norms, residual
+    adds and MoE permutes move the same bytes either way."""
     t = cfg.tp
     sp = t if cfg.sequence_parallel else 1
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     h = model.hidden_size
+    eager = cfg.eager and cfg.framework is Framework.TORCHTITAN
     per_token = (4 * h + 7 * h) * 2 / sp
     gate = 2 if model.activation.gated else 1
+    activation = EAGER_SWIGLU_BYTES if eager and model.activation.gated else 2 * (gate + 1)
     if model.is_moe_layer(layer):
         moe = model.moe
         assert moe is not None
         routed = moe.top_k * cfg.expert_tp  # routed copies per local token (gathered over etp)
         f = moe.ffn_hidden_size / cfg.expert_tp
-        per_token += 2 * (gate + 1) * f * routed / sp + 2 * 2 * 2 * h * routed / sp
+        per_token += activation * f * routed / sp + 2 * 2 * 2 * h * routed / sp
         if moe.shared_width:
-            per_token += 2 * (gate + 1) * moe.shared_width / t
+            per_token += activation * moe.shared_width / t
     else:
-        per_token += 2 * (gate + 1) * model.ffn_hidden_size / t
+        per_token += activation * model.ffn_hidden_size / t
     if model.position_embedding.value == "rope":
-        per_token += 2 * 2 * (model.q_width + model.kv_width) / t
+        per_token += (EAGER_ROPE_BYTES if eager else 4) * (model.q_width + model.kv_width) / t
+    if eager:
+        per_token += EAGER_TRANSPOSE_BYTES * model.q_width / t
     return per_token * tokens
 
 

@@ -95,10 +95,11 @@ def torchtitan_args(model: ModelSpec, cfg: ParallelConfig) -> tuple[str, ...]:
                 else "--parallelism.no_enable_sequence_parallel")
     if cfg.pp > 1:
         args += _pipeline_args(model, cfg)
-    # torch.compile (model and loss): the step-time model prices element-wise work fused, as
-    # compiled code runs it (torchtitan's Llama 3 8B benchmark ran 16% slower eager on the
-    # same GPUs); async TP is torchtitan's TP overlap and needs it
-    args.append("--compile.enable")
+    # torch.compile (model and loss) unless the plan is eager: the step-time model prices
+    # element-wise work fused, as compiled code runs it, or op by op (ParallelConfig.eager);
+    # async TP is torchtitan's TP overlap and needs compile
+    if not cfg.eager:
+        args.append("--compile.enable")
     if cfg.tp_comm_overlap and cfg.tp > 1:
         args.append("--compile.enable_async_tensor_parallel")
     # CUDA graphs (on by default in 0.3.0) keep private memory pools the memory model has no

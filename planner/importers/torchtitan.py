@@ -156,15 +156,12 @@ def import_torchtitan(text: str, source: str, dp: int | None, world_size: int | 
         recompute = Recompute.NONE
     zero = 0 if shard <= 1 else (
         2 if values.get("parallelism.fsdp_reshard_after_forward") == "never" else 3)
-    if not switches.get("compile", False):
-        notes.append("no --compile.enable: the step time prices element-wise work fused, as "
-                     "torch.compile runs it; torchtitan's eager Llama 3 8B steps took 16% "
-                     "longer than compiled ones on the same GPUs")
     config = ParallelConfig(
         tp=tp, pp=pp, cp=cp, dp=dp, ep=num("parallelism.expert_parallel_degree", 1), etp=1,
         vpp=vpp, mbs=mbs, global_batch=global_batch, seq_len=num("training.seq_len"),
         recompute=recompute, zero=zero, sequence_parallel=switches.get("sp", True) and tp > 1,
         vocab_strategy=strategy, framework=Framework.TORCHTITAN,
-        tp_comm_overlap=switches.get("async_tp", False) and tp > 1)
+        tp_comm_overlap=switches.get("async_tp", False) and tp > 1,
+        eager=not switches.get("compile", False))
     return ImportedLaunch(model=model, config=config, world_size=launcher_world,
                           unknown=tuple(unknown), ignored=tuple(ignored), notes=tuple(notes))

@@ -56,6 +56,7 @@ class SearchSpec:
     moe_a2a_overlap: bool = False
     deterministic: bool = False
     bf16_layers: tuple[int, int] = (0, 0)
+    eager: bool = False
     tp_comm_overlap: bool = False  # in every candidate with tp > 1 (it needs sequence parallel)
     max_mbs: int = 8
     max_vpp: int = 8
@@ -70,7 +71,8 @@ class SearchSpec:
             fp8_param_gather=self.fp8_param_gather,
             grad_reduce_in_bf16=self.grad_reduce_in_bf16,
             moe_a2a_overlap=self.moe_a2a_overlap, deterministic=self.deterministic,
-            tp_comm_overlap=self.tp_comm_overlap, bf16_layers=self.bf16_layers)
+            tp_comm_overlap=self.tp_comm_overlap, bf16_layers=self.bf16_layers,
+            eager=self.eager)
         problems = probe.recipe_problems()
         return problems[0] if problems else ""
 
@@ -185,7 +187,7 @@ def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
                     fp8_param_gather=spec.fp8_param_gather,
                     grad_reduce_in_bf16=spec.grad_reduce_in_bf16,
                     moe_a2a_overlap=spec.moe_a2a_overlap, deterministic=spec.deterministic,
-                    bf16_layers=spec.bf16_layers,
+                    bf16_layers=spec.bf16_layers, eager=spec.eager,
                     tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1)
 
 
@@ -238,5 +240,5 @@ def lightest(family: Degrees, spec: SearchSpec) -> ParallelConfig:
         vocab_strategy=family.vocab_strategy, framework=spec.framework,
         attention_kernel=spec.attention_kernel, fp8_param_gather=spec.fp8_param_gather,
         grad_reduce_in_bf16=spec.grad_reduce_in_bf16, moe_a2a_overlap=spec.moe_a2a_overlap,
-        deterministic=spec.deterministic, bf16_layers=spec.bf16_layers,
+        deterministic=spec.deterministic, bf16_layers=spec.bf16_layers, eager=spec.eager,
         tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1)

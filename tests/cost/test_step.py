@@ -389,6 +389,29 @@ def test_torchtitan_async_tp_reduces_its_stacked_partials() -> None:
     assert lt.forward_s == pytest.approx(without.forward_s + reduce_s)
 
 
+def test_eager_torchtitan_runs_rope_and_swiglu_op_by_op() -> None:
+    """torchtitan without torch.compile: RoPE in complex arithmetic (float, multiply, cast:
+    20 bytes per q and k element where one fused kernel moves 4), SwiGLU as silu then a
+    product (10 bytes per ffn element, fused 6) and one copy of the attention output (4 per
+    q element) go through HBM; norms (PyTorch's fused RMSNorm) and residuals do not change.
+    Megatron has no eager setting; torchtitan's async TP needs compile."""
+    from planner.cost.compute import elementwise_bytes
+    model = BUILTIN_MODELS["llama3-8b"]
+    fused = ParallelConfig(tp=2, dp=4, mbs=1, global_batch=4, seq_len=8192,
+                           framework=Framework.TORCHTITAN, sequence_parallel=True, zero=3)
+    eager = dataclasses.replace(fused, eager=True)
+    q, kv, f = model.q_width / 2, model.kv_width / 2, model.ffn_hidden_size / 2
+    extra = (20 - 4) * (q + kv) + 4 * q + (10 - 6) * f
+    assert (elementwise_bytes(model, eager, 0) - elementwise_bytes(model, fused, 0)
+            == pytest.approx(extra * 8192))
+    cluster = load_cluster("dgx-h100")
+    assert (estimate_step(model, eager, cluster).iteration_s
+            > estimate_step(model, fused, cluster).iteration_s)
+    assert any("torchtitan's setting" in p for p in ParallelConfig(eager=True).problems(model))
+    assert any("needs torch.compile" in p for p in dataclasses.replace(
+        eager, tp_comm_overlap=True).problems(model))
+
+
 def test_tp_overlap_hides_each_collective_behind_its_own_gemm() -> None:
     """With TP communication overlap each collective hides behind the GEMM beside it and no
     other: a layer whose collectives outlast their GEMMs (a small model over a PCIe TP group)

@@ -137,6 +137,12 @@ class ParallelConfig:
             kernels): megatron/training/determinism.py. Slower: step.layer_passes prices
             the host work and the fills as measured (kernels.HOST_DETERMINISTIC_PASS_S,
             DETERMINISTIC_FILL_FACTOR).
+        gradient_accumulation_fusion: Megatron's default (off with
+            --no-gradient-accumulation-fusion, as its functional tests run): the weight-gradient
+            GEMM accumulates into the fp32 main_grad in its epilogue. Off, it writes a bf16
+            .grad that the DDP hook adds into main_grad (distributed_data_parallel.py
+            _make_backward_post_hook): one memory-bound add per weight and micro-batch
+            (step.wgrad_accumulation_bytes). Megatron's setting only.
         eager: torchtitan without torch.compile (no --compile.enable): PyTorch runs each
             element-wise op of the model's Python as its own kernel through HBM
             (compute.elementwise_bytes prices torchtitan's eager RMSNorm, RoPE and SwiGLU);
@@ -188,6 +194,7 @@ class ParallelConfig:
     grad_reduce_in_bf16: bool = False
     moe_a2a_overlap: bool = False
     deterministic: bool = False
+    gradient_accumulation_fusion: bool = True
     eager: bool = False
     bf16_layers: tuple[int, int] = (0, 0)
     microbatch_group_size: int | None = None
@@ -317,6 +324,7 @@ class ParallelConfig:
             "grad_reduce_in_bf16": self.grad_reduce_in_bf16,
             "moe_a2a_overlap": self.moe_a2a_overlap,
             "deterministic": self.deterministic,
+            "gradient_accumulation_fusion": self.gradient_accumulation_fusion,
             "eager": self.eager,
             "bf16_layers": list(self.bf16_layers),
             "microbatch_group_size": self.microbatch_group_size,
@@ -414,6 +422,9 @@ class ParallelConfig:
         if self.bf16_layers != (0, 0) and (self.precision is not Precision.FP8
                                            or not megatron):
             out.append("bf16_layers needs Megatron with fp8 (--first-last-layers-bf16)")
+        if not self.gradient_accumulation_fusion and not megatron:
+            out.append("gradient_accumulation_fusion off is Megatron's "
+                       "--no-gradient-accumulation-fusion")
         if self.eager and self.framework is not Framework.TORCHTITAN:
             out.append("eager is torchtitan's setting (run without torch.compile); Megatron "
                        "and DeepSpeed run their own fused kernels")

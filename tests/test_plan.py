@@ -96,7 +96,7 @@ def test_dtype_flags_round_trip_and_default_off(tmp_path: Path) -> None:
     from planner.parallel import Precision
     lean = dataclasses.replace(CONFIG, precision=Precision.FP8, fp8_param_gather=True,
                                grad_reduce_in_bf16=True, deterministic=True,
-                               bf16_layers=(1, 1))
+                               bf16_layers=(1, 1), gradient_accumulation_fusion=False)
     titan = dataclasses.replace(CONFIG, framework=Framework.TORCHTITAN, zero=3, eager=True)
     titan_path = tmp_path / "titan.yaml"
     write_plan(dataclasses.replace(_plan(), config=titan), titan_path, force=False)
@@ -106,10 +106,11 @@ def test_dtype_flags_round_trip_and_default_off(tmp_path: Path) -> None:
     assert load_plan(path).config == lean
     data = yaml.safe_load(path.read_text())
     for key in ("fp8_param_gather", "grad_reduce_in_bf16", "deterministic", "bf16_layers",
-                "eager"):
+                "eager", "gradient_accumulation_fusion"):
         del data["config"][key]
     old = tmp_path / "old.yaml"
     old.write_text(yaml.safe_dump(data, sort_keys=False))
     back = load_plan(old).config
     assert not back.fp8_param_gather and not back.grad_reduce_in_bf16
     assert not back.deterministic and back.bf16_layers == (0, 0) and not back.eager
+    assert back.gradient_accumulation_fusion

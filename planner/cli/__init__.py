@@ -151,6 +151,10 @@ GradReduceInBf16 = Annotated[bool, typer.Option(
 MoeA2aOverlap = Annotated[bool, typer.Option(
     "--moe-a2a-overlap", help="Megatron MoE: expert all-to-alls hidden behind another "
     "micro-batch's compute (Megatron --overlap-moe-expert-parallel-comm; no full recompute).")]
+GradientAccumulationFusion = Annotated[bool, typer.Option(
+    "--gradient-accumulation-fusion/--no-gradient-accumulation-fusion", help="Megatron: "
+    "weight gradients accumulated in the GEMM (default) or added into main_grad after it, "
+    "as Megatron's --no-gradient-accumulation-fusion runs.")]
 Eager = Annotated[bool, typer.Option(
     "--eager", help="torchtitan without torch.compile: element-wise ops (RoPE, SwiGLU) run "
     "one kernel each, priced so; async TP needs compile.")]
@@ -293,6 +297,7 @@ def estimate(
     deterministic: Deterministic = False,
     bf16_layers: Bf16Layers = None,
     eager: Eager = False,
+    gradient_accumulation_fusion: GradientAccumulationFusion = True,
     headroom: Annotated[float | None, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or yaml.")] = Format.table,
@@ -384,6 +389,7 @@ def estimate(
         tp_comm_overlap=tp_comm_overlap, fp8_param_gather=fp8_param_gather,
         grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
         deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers), eager=eager,
+        gradient_accumulation_fusion=gradient_accumulation_fusion,
         rank_order="tp-cp-pp-dp" if use_tp_pp_dp_mapping else "tp-cp-dp-pp",
     )
     _check_config(cfg, spec, cl, "configuration", dp_given=dp is not None)
@@ -433,6 +439,7 @@ def search(
     deterministic: Deterministic = False,
     bf16_layers: Bf16Layers = None,
     eager: Eager = False,
+    gradient_accumulation_fusion: GradientAccumulationFusion = True,
     headroom: Annotated[float, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = 0.0,
     exhaustive: Annotated[bool, typer.Option(
@@ -477,6 +484,7 @@ def search(
         else VocabStrategy(vocab_strategy.value), fp8_param_gather=fp8_param_gather,
         grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
         deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers), eager=eager,
+        gradient_accumulation_fusion=gradient_accumulation_fusion,
         tp_comm_overlap=tp_comm_overlap)
     if problem := spec.problem():
         raise InputError(f"search options: {problem}",

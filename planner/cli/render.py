@@ -48,6 +48,7 @@ def config_line(cfg: ParallelConfig) -> str:
         ("grad-reduce-in-bf16", cfg.grad_reduce_in_bf16),
         ("moe-a2a-overlap", cfg.moe_a2a_overlap), ("deterministic", cfg.deterministic),
         ("eager", cfg.eager),
+        ("no-gradient-accumulation-fusion", not cfg.gradient_accumulation_fusion),
         ("bf16-layers={},{}".format(*cfg.bf16_layers), cfg.bf16_layers != (0, 0))) if on]
     return " ".join(parts)
 

@@ -241,11 +241,16 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
         paired = a2a_paired_fraction(cfg) if a2a_paired is None else a2a_paired
         ep_fwd_exposed, ep_bwd_exposed = ep_exposure(ep_fwd, lt.forward_s, lt.backward_s,
                                                      paired)
+    # memory-bound work outside compute.layer_time: deterministic mode's fills of new
+    # allocations (a recompute allocates the forward's again) and, without gradient
+    # accumulation fusion, the weight-gradient adds into main_grad
     fill_fwd, fill_bwd = (memory_time_s(b, gpu)
                           for b in deterministic_fill_bytes(model, cfg, layer))
-    fill_bwd += fill_fwd if full else 0.0  # the recompute allocates the forward's again
-    forward = lt.forward_s + fill_fwd + tp_fwd_exposed + cp_fwd + ep_fwd_exposed
-    backward = lt.backward_s + fill_bwd + tp_bwd_exposed + 2 * cp_fwd + ep_bwd_exposed
+    extra_fwd = fill_fwd
+    extra_bwd = (fill_bwd + (fill_fwd if full else 0.0)
+                 + memory_time_s(wgrad_accumulation_bytes(model, cfg, layer), gpu))
+    forward = lt.forward_s + extra_fwd + tp_fwd_exposed + cp_fwd + ep_fwd_exposed
+    backward = lt.backward_s + extra_bwd + tp_bwd_exposed + 2 * cp_fwd + ep_bwd_exposed
     host_fwd, host_bwd = kernels.HOST_LAYER_PASS_S[cfg.framework.value]
     moe_layer = model.moe is not None and model.is_moe_layer(layer)
     if model.moe is not None and moe_layer and not cfg.moe_grouped_gemm:
@@ -262,7 +267,7 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     wait = max(0.0, host_fwd - forward) + max(0.0, host_bwd - backward)
     return LayerPasses(
         forward_s=max(forward, host_fwd), backward_s=max(backward, host_bwd),
-        compute_s=lt.forward_s + lt.backward_s + fill_fwd + fill_bwd,
+        compute_s=lt.forward_s + lt.backward_s + extra_fwd + extra_bwd,
         recompute_s=lt.recompute_s,
         tp_busy_s=tp_fwd_busy + tp_bwd_busy, tp_exposed_s=tp_fwd_exposed + tp_bwd_exposed,
         cp_busy_s=cp_busy, cp_exposed_s=3 * cp_fwd, ep_busy_s=3 * ep_fwd,
@@ -283,6 +288,20 @@ def deterministic_fill_bytes(model: ModelSpec, cfg: ParallelConfig,
         return 0.0, 0.0
     stored = float(layer_activation_bytes(model, cfg, layer, Recompute.NONE))
     return stored, (kernels.DETERMINISTIC_FILL_FACTOR - 1) * stored
+
+
+def wgrad_accumulation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> float:
+    """HBM bytes of adding one layer's weight gradients into Megatron's main_grad buffers, one
+    micro-batch (0 with gradient_accumulation_fusion, Megatron's default, where the
+    weight-gradient GEMM accumulates in its epilogue). With --no-gradient-accumulation-fusion
+    the GEMM returns a 16-bit .grad and the DDP backward hook runs main_grad.add_(grad)
+    (megatron/core/distributed/distributed_data_parallel.py, _make_backward_post_hook):
+    read 2 bytes, read and write the main_grad (4 each, 2 with --grad-reduce-in-bf16), per
+    parameter on this GPU."""
+    if cfg.gradient_accumulation_fusion or cfg.framework is not Framework.MEGATRON:
+        return 0.0
+    dense, expert = layer_params(model, cfg, layer)
+    return (dense + expert) * (2 + 2 * config_policy(cfg).grad_bytes)
 
 
 def a2a_paired_fraction(cfg: ParallelConfig) -> float:

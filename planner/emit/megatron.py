@@ -264,6 +264,8 @@ def _optimizer_args(cfg: ParallelConfig) -> list[str]:
         args.append("--overlap-moe-expert-parallel-comm")
     if cfg.deterministic:
         args.append("--deterministic-mode")
+    if not cfg.gradient_accumulation_fusion:
+        args.append("--no-gradient-accumulation-fusion")
     if not cfg.flash_attention:
         args.append("--attention-backend unfused")
     elif cfg.attention_kernel in ATTENTION_BACKEND:

@@ -63,7 +63,7 @@ MAPPED: dict[str, bool] = {
     "--hidden-dropout": True, "--attention-dropout": True,
     "--overlap-moe-expert-parallel-comm": False, "--deterministic-mode": False,
     "--first-last-layers-bf16": False, "--num-layers-at-start-in-bf16": True,
-    "--num-layers-at-end-in-bf16": True,
+    "--num-layers-at-end-in-bf16": True, "--no-gradient-accumulation-fusion": False,
     "--accumulate-allreduce-grads-in-fp32": False,
 }
 
@@ -356,6 +356,7 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         grad_reduce_in_bf16="--grad-reduce-in-bf16" in flags,
         moe_a2a_overlap="--overlap-moe-expert-parallel-comm" in flags,
         deterministic="--deterministic-mode" in flags,
+        gradient_accumulation_fusion="--no-gradient-accumulation-fusion" not in flags,
         bf16_layers=((_int(flags, "--num-layers-at-start-in-bf16", source, 1),
                       _int(flags, "--num-layers-at-end-in-bf16", source, 1))
                      if "--first-last-layers-bf16" in flags and precision is Precision.FP8

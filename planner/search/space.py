@@ -57,6 +57,7 @@ class SearchSpec:
     deterministic: bool = False
     bf16_layers: tuple[int, int] = (0, 0)
     eager: bool = False
+    gradient_accumulation_fusion: bool = True
     tp_comm_overlap: bool = False  # in every candidate with tp > 1 (it needs sequence parallel)
     max_mbs: int = 8
     max_vpp: int = 8
@@ -72,7 +73,7 @@ class SearchSpec:
             grad_reduce_in_bf16=self.grad_reduce_in_bf16,
             moe_a2a_overlap=self.moe_a2a_overlap, deterministic=self.deterministic,
             tp_comm_overlap=self.tp_comm_overlap, bf16_layers=self.bf16_layers,
-            eager=self.eager)
+            eager=self.eager, gradient_accumulation_fusion=self.gradient_accumulation_fusion)
         problems = probe.recipe_problems()
         return problems[0] if problems else ""
 
@@ -188,6 +189,7 @@ def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
                     grad_reduce_in_bf16=spec.grad_reduce_in_bf16,
                     moe_a2a_overlap=spec.moe_a2a_overlap, deterministic=spec.deterministic,
                     bf16_layers=spec.bf16_layers, eager=spec.eager,
+                    gradient_accumulation_fusion=spec.gradient_accumulation_fusion,
                     tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1)
 
 
@@ -241,4 +243,5 @@ def lightest(family: Degrees, spec: SearchSpec) -> ParallelConfig:
         attention_kernel=spec.attention_kernel, fp8_param_gather=spec.fp8_param_gather,
         grad_reduce_in_bf16=spec.grad_reduce_in_bf16, moe_a2a_overlap=spec.moe_a2a_overlap,
         deterministic=spec.deterministic, bf16_layers=spec.bf16_layers, eager=spec.eager,
+        gradient_accumulation_fusion=spec.gradient_accumulation_fusion,
         tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1)

@@ -412,6 +412,35 @@ def test_eager_torchtitan_runs_rope_and_swiglu_op_by_op() -> None:
         eager, tp_comm_overlap=True).problems(model))
 
 
+def test_no_gradient_accumulation_fusion_adds_each_weight_gradient() -> None:
+    """--no-gradient-accumulation-fusion: the DDP hook adds each 16-bit weight gradient into
+    main_grad every micro-batch (read 2 + read and write 4 bytes per parameter; 2 with
+    --grad-reduce-in-bf16), memory-bound, in the backward pass; fused (the default) it happens
+    in the GEMM's epilogue and adds nothing."""
+    from planner.cost.compute import memory_time_s
+    from planner.cost.step import wgrad_accumulation_bytes
+    from planner.memory import layer_params
+    model = BUILTIN_MODELS["llama3-8b"]
+    cluster = load_cluster("dgx-h100")
+    gpu = cluster.gpu_types[0]
+    fused = ParallelConfig(tp=2, dp=4, mbs=1, global_batch=4, seq_len=8192,
+                           sequence_parallel=True, zero=1)
+    plain = dataclasses.replace(fused, gradient_accumulation_fusion=False)
+    dense, expert = layer_params(model, plain, 0)
+    assert wgrad_accumulation_bytes(model, fused, 0) == 0.0
+    assert wgrad_accumulation_bytes(model, plain, 0) == pytest.approx((dense + expert) * 10)
+    bf16 = dataclasses.replace(plain, grad_reduce_in_bf16=True)
+    assert wgrad_accumulation_bytes(model, bf16, 0) == pytest.approx((dense + expert) * 6)
+    links = resolve_links(cluster, fused)
+    a = layer_passes(model, fused, gpu, links, 0, Recompute.NONE)
+    b = layer_passes(model, plain, gpu, links, 0, Recompute.NONE)
+    assert a.forward_s == b.forward_s
+    assert b.backward_s - a.backward_s == pytest.approx(
+        memory_time_s((dense + expert) * 10, gpu))
+    assert any("--no-gradient-accumulation-fusion" in p for p in dataclasses.replace(
+        plain, framework=Framework.TORCHTITAN, zero=3, sequence_parallel=True).problems(model))
+
+
 def test_tp_overlap_hides_each_collective_behind_its_own_gemm() -> None:
     """With TP communication overlap each collective hides behind the GEMM beside it and no
     other: a layer whose collectives outlast their GEMMs (a small model over a PCIe TP group)

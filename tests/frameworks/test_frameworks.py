@@ -83,7 +83,8 @@ MEGATRON_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         moe_a2a_overlap=True)),
     "moe-sequential-experts-deterministic": ("mixtral-8x7b", dict(
         tp=2, pp=1, dp=16, ep=4, global_batch=64, seq_len=4096, sequence_parallel=True,
-        zero=1, moe_grouped_gemm=False, deterministic=True)),
+        zero=1, moe_grouped_gemm=False, deterministic=True,
+        gradient_accumulation_fusion=False)),
 }
 
 
@@ -134,6 +135,7 @@ def test_megatron_accepts_every_emitted_launch(framework_check: Check, tmp_path:
         assert args["hidden_dropout"] == plan.model.hidden_dropout, case["name"]
         assert args["overlap_moe_expert_parallel_comm"] == cfg.moe_a2a_overlap
         assert args["deterministic_mode"] == cfg.deterministic, case["name"]
+        assert args["gradient_accumulation_fusion"] == cfg.gradient_accumulation_fusion
         assert args["first_last_layers_bf16"] == (cfg.bf16_layers != (0, 0))
         if cfg.bf16_layers != (0, 0):
             assert (args["num_layers_at_start_in_bf16"],

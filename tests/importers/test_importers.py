@@ -247,7 +247,8 @@ def test_flags_that_change_memory_or_time_are_never_called_irrelevant() -> None:
     got = import_megatron(shape + "--no-gradient-accumulation-fusion --no-bias-gelu-fusion "
                           "--moe-token-dispatcher-type allgather --lr 1e-4 --data-path /d",
                           "a.args", dp=1, world_size=None, model=None)
-    assert got.unknown == ("--no-gradient-accumulation-fusion", "--no-bias-gelu-fusion")
+    assert got.unknown == ("--no-bias-gelu-fusion",)  # the wgrad accumulation is modelled
+    assert not got.config.gradient_accumulation_fusion
     assert got.ignored == ("--lr", "--data-path")
     assert any("allgather: modelled as alltoall" in n for n in got.notes)
     # without --moe-grouped-gemm the experts run one by one (Megatron's SequentialMLP)
@@ -332,6 +333,10 @@ def test_megatron_deterministic_mode_is_read() -> None:
     got = import_megatron(shape + "--deterministic-mode", "a.args", dp=1, world_size=None,
                           model=None)
     assert got.config.deterministic and not got.unknown
+    assert got.config.gradient_accumulation_fusion
+    unfused = import_megatron(shape + "--no-gradient-accumulation-fusion", "a.args", dp=1,
+                              world_size=None, model=None)
+    assert not unfused.config.gradient_accumulation_fusion and not unfused.unknown
     assert not import_megatron(shape, "a.args", dp=1, world_size=None,
                                model=None).config.deterministic
 

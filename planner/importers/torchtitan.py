@@ -154,6 +154,9 @@ def import_torchtitan(text: str, source: str, dp: int | None, world_size: int | 
         notes.append("no activation-checkpoint subcommand: the preset's choice is unknown to "
                      "the planner; modelled as none (the most memory)")
         recompute = Recompute.NONE
+    if {"--debug.deterministic", "--training.deterministic"} & set(ignored):
+        notes.append("deterministic: not priced for torchtitan (it turns PyTorch's memory fill "
+                     "off; its deterministic kernels were not measured)")
     zero = 0 if shard <= 1 else (
         2 if values.get("parallelism.fsdp_reshard_after_forward") == "never" else 3)
     config = ParallelConfig(

@@ -354,3 +354,16 @@ def test_megatron_first_last_layers_bf16_is_read() -> None:
                             world_size=None, model=None)
     assert plain.config.bf16_layers == (0, 0)
     assert any("every layer is bf16" in n for n in plain.notes)
+
+
+def test_torchtitan_deterministic_is_noted() -> None:
+    """torchtitan's debug.deterministic is not priced (Megatron's mode is): the import says so
+    rather than dropping it silently."""
+    base = ("--module llama3 --config llama3_8b --training.local_batch_size 1 "
+            "--training.seq_len 8192 --compile.enable activation-checkpoint:full")
+    got = import_torchtitan(base.replace("--compile.enable", "--compile.enable "
+                                         "--debug.deterministic"), "tt.args", dp=8,
+                            world_size=None, model=None)
+    assert any("deterministic: not priced" in n for n in got.notes)
+    plain = import_torchtitan(base, "tt.args", dp=8, world_size=None, model=None)
+    assert not any("deterministic" in n for n in plain.notes)

@@ -18,6 +18,7 @@ import dataclasses
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from planner.model import ModelSpec
 from planner.parallel import (
@@ -29,6 +30,12 @@ from planner.parallel import (
     VocabStrategy,
     torchtitan_layers_per_stage,
 )
+
+# The settings a search keeps in every candidate as the user gave them (not searched): names
+# of SearchSpec fields that are ParallelConfig fields of the same meaning.
+FIXED_SETTINGS = ("precision", "framework", "attention_kernel", "fp8_param_gather",
+                  "grad_reduce_in_bf16", "moe_a2a_overlap", "deterministic", "bf16_layers",
+                  "eager", "gradient_accumulation_fusion")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,18 +69,17 @@ class SearchSpec:
     max_mbs: int = 8
     max_vpp: int = 8
 
+    def fixed(self) -> dict[str, Any]:
+        """The FIXED_SETTINGS as ParallelConfig keyword arguments."""
+        return {name: getattr(self, name) for name in FIXED_SETTINGS}
+
     def problem(self) -> str:
         """Why no candidate could take the fixed recipe flags ('' if they can): the
         degree-independent rules (ParallelConfig.recipe_problems) on the fixed settings."""
         probe = ParallelConfig(
-            precision=self.precision, framework=self.framework,
             zero=1 if self.zero is None else self.zero,
             recompute=self.recompute or Recompute.NONE,
-            fp8_param_gather=self.fp8_param_gather,
-            grad_reduce_in_bf16=self.grad_reduce_in_bf16,
-            moe_a2a_overlap=self.moe_a2a_overlap, deterministic=self.deterministic,
-            tp_comm_overlap=self.tp_comm_overlap, bf16_layers=self.bf16_layers,
-            eager=self.eager, gradient_accumulation_fusion=self.gradient_accumulation_fusion)
+            tp_comm_overlap=self.tp_comm_overlap, **self.fixed())
         problems = probe.recipe_problems()
         return problems[0] if problems else ""
 
@@ -182,15 +188,8 @@ def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
                     tp=family.tp, pp=family.pp, dp=family.dp, cp=family.cp, ep=family.ep,
                     etp=family.etp, vpp=family.vpp, mbs=mbs, global_batch=spec.global_batch,
                     seq_len=spec.seq_len, recompute=recompute, zero=zero,
-                    sequence_parallel=family.tp > 1, precision=spec.precision,
-                    vocab_strategy=family.vocab_strategy, framework=spec.framework,
-                    attention_kernel=spec.attention_kernel,
-                    fp8_param_gather=spec.fp8_param_gather,
-                    grad_reduce_in_bf16=spec.grad_reduce_in_bf16,
-                    moe_a2a_overlap=spec.moe_a2a_overlap, deterministic=spec.deterministic,
-                    bf16_layers=spec.bf16_layers, eager=spec.eager,
-                    gradient_accumulation_fusion=spec.gradient_accumulation_fusion,
-                    tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1)
+                    sequence_parallel=family.tp > 1, vocab_strategy=family.vocab_strategy,
+                    tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1, **spec.fixed())
 
 
 def zero_stages(family: Degrees, spec: SearchSpec) -> list[int]:
@@ -238,10 +237,5 @@ def lightest(family: Degrees, spec: SearchSpec) -> ParallelConfig:
         seq_len=spec.seq_len, recompute=spec.recompute or spec.recompute_modes()[-1],
         zero=spec.zero if spec.zero is not None else (
             1 if family.dp * family.cp > 1 or spec.fp8_param_gather else 0),
-        sequence_parallel=family.tp > 1, precision=spec.precision,
-        vocab_strategy=family.vocab_strategy, framework=spec.framework,
-        attention_kernel=spec.attention_kernel, fp8_param_gather=spec.fp8_param_gather,
-        grad_reduce_in_bf16=spec.grad_reduce_in_bf16, moe_a2a_overlap=spec.moe_a2a_overlap,
-        deterministic=spec.deterministic, bf16_layers=spec.bf16_layers, eager=spec.eager,
-        gradient_accumulation_fusion=spec.gradient_accumulation_fusion,
-        tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1)
+        sequence_parallel=family.tp > 1, vocab_strategy=family.vocab_strategy,
+        tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1, **spec.fixed())

@@ -382,7 +382,8 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
         residual dropout, as the MLP's and the embedding's); MLA adds its latent q and kv
         before and after their norms, 4sb(q_lora + kv_lora + rope);
       MLP: norm input 2sbh, FC1 input 2sbh, FC1 output 2sbf/t (x2 when gated: gate and up),
-        FC2 input 2sbf/t, dropout mask sbh;
+        FC2 input 2sbf/t, dropout mask sbh; eager torchtitan (cfg.eager) also keeps silu's
+        output for the product's backward, 2sbf/t more (compiled code recomputes it);
       with Megatron's fp8 the QKV, FC1 and FC2 inputs take 1 byte (saved_linear_input_bytes)
         and the projection's fp8 copy 1 byte more beside the 16-bit attention output;
       MoE MLP (Megatron-Core alltoall dispatcher): router logits and probabilities fp32 8*s*b*E,
@@ -430,6 +431,8 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
     if not model.is_moe_layer(layer):
         f = model.ffn_hidden_size
         mlp += 2 * s * b * f * gate / t + linear_in * s * b * f / t  # FC1 out, FC2 in
+        if model.activation.gated and cfg.eager and cfg.framework is Framework.TORCHTITAN:
+            mlp += 2 * s * b * f / t  # silu(gate), saved by the eager product
     else:
         routed = routed_tokens(model, cfg)
         moe = model.moe

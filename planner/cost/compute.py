@@ -243,14 +243,13 @@ def fused_attention_kernel(cfg: ParallelConfig, gpu: GpuType) -> AttentionKernel
 # attention.py), where compiled code fuses them:
 # - RoPE on q and k in complex arithmetic: .float() (read 2, write 4), the complex multiply
 #   (4, 4), type_as (4, 2): 20 per element, fused 4;
-# - the attention output, transposed back from SDPA's layout and reshaped for the output
-#   projection: one copy, 4 per q element;
 # - SwiGLU: silu (2, 2), then the product (4, 2): 10 per ffn element, fused 6.
+# The attention output needs no copy: SDPA's fused kernels write it in the query's
+# [batch, seq, heads, dim] layout, so transposing it back and reshaping are views.
 # The RMSNorms are nn.RMSNorm, which PyTorch dispatches to its fused kernel in eager too
 # (aten rms_norm -> _fused_rms_norm); torchtitan's 2024 releases had a composite RMSNorm of
 # six kernels (models/norms.py, about 36 bytes per element), not priced here.
 EAGER_ROPE_BYTES = 20
-EAGER_TRANSPOSE_BYTES = 4
 EAGER_SWIGLU_BYTES = 10
 
 
@@ -261,8 +260,8 @@ def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> floa
     write f, all / tp), rotary embeddings on q and k (read and write), MoE permute and
     unpermute of routed tokens (read and write h each). Norms and residuals are split by tp
     only with sequence parallelism. Eager torchtitan (cfg.eager) runs RoPE and SwiGLU op by
-    op (the EAGER_* bytes above) and copies the attention output once more; norms, residual
-    adds and MoE permutes move the same bytes either way."""
+    op (the EAGER_* bytes above); norms, residual adds and MoE permutes move the same bytes
+    either way."""
     t = cfg.tp
     sp = t if cfg.sequence_parallel else 1
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
@@ -283,8 +282,6 @@ def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> floa
         per_token += activation * model.ffn_hidden_size / t
     if model.position_embedding.value == "rope":
         per_token += (EAGER_ROPE_BYTES if eager else 4) * (model.q_width + model.kv_width) / t
-    if eager:
-        per_token += EAGER_TRANSPOSE_BYTES * model.q_width / t
     return per_token * tokens
 
 

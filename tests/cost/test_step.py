@@ -391,19 +391,24 @@ def test_torchtitan_async_tp_reduces_its_stacked_partials() -> None:
 
 def test_eager_torchtitan_runs_rope_and_swiglu_op_by_op() -> None:
     """torchtitan without torch.compile: RoPE in complex arithmetic (float, multiply, cast:
-    20 bytes per q and k element where one fused kernel moves 4), SwiGLU as silu then a
-    product (10 bytes per ffn element, fused 6) and one copy of the attention output (4 per
-    q element) go through HBM; norms (PyTorch's fused RMSNorm) and residuals do not change.
-    Megatron has no eager setting; torchtitan's async TP needs compile."""
+    20 bytes per q and k element where one fused kernel moves 4) and SwiGLU as silu then a
+    product (10 bytes per ffn element, fused 6) go through HBM, and the product keeps silu's
+    output for its backward (2 bytes per ffn element stored); norms (PyTorch's fused RMSNorm)
+    and residuals do not change. Megatron has no eager setting; torchtitan's async TP needs
+    compile."""
     from planner.cost.compute import elementwise_bytes
+    from planner.memory import layer_activation_bytes
     model = BUILTIN_MODELS["llama3-8b"]
     fused = ParallelConfig(tp=2, dp=4, mbs=1, global_batch=4, seq_len=8192,
                            framework=Framework.TORCHTITAN, sequence_parallel=True, zero=3)
     eager = dataclasses.replace(fused, eager=True)
     q, kv, f = model.q_width / 2, model.kv_width / 2, model.ffn_hidden_size / 2
-    extra = (20 - 4) * (q + kv) + 4 * q + (10 - 6) * f
+    extra = (20 - 4) * (q + kv) + (10 - 6) * f
     assert (elementwise_bytes(model, eager, 0) - elementwise_bytes(model, fused, 0)
             == pytest.approx(extra * 8192))
+    stored = (layer_activation_bytes(model, eager, 0, Recompute.NONE)
+              - layer_activation_bytes(model, fused, 0, Recompute.NONE))
+    assert stored == pytest.approx(2 * f * 8192, abs=1)
     cluster = load_cluster("dgx-h100")
     assert (estimate_step(model, eager, cluster).iteration_s
             > estimate_step(model, fused, cluster).iteration_s)

@@ -145,7 +145,8 @@ class ParallelConfig:
             (step.wgrad_accumulation_bytes). Megatron's setting only.
         eager: torchtitan without torch.compile (no --compile.enable): PyTorch runs each
             element-wise op of the model's Python as its own kernel through HBM
-            (compute.elementwise_bytes prices torchtitan's eager RMSNorm, RoPE and SwiGLU);
+            (compute.elementwise_bytes prices torchtitan's eager RoPE and SwiGLU, and the
+            memory count the silu output the eager product keeps);
             async TP needs compile (torchtitan refuses it eager). Megatron and DeepSpeed run
             their own fused kernels: the setting is torchtitan's only.
         bf16_layers: (first, last) transformer layers kept in bf16 under fp8 training

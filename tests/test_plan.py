@@ -35,6 +35,17 @@ def test_schema_version_first_and_round_trip(tmp_path: Path) -> None:
     assert back.cluster_ref == "dgx-h100" and back.headroom_frac == 0.05
 
 
+def test_every_configuration_field_is_written_and_read() -> None:
+    """A plan file carries every ParallelConfig field (to_dict) and the reader accepts every
+    key it writes: a field added to the configuration cannot be dropped from plan files or
+    refused when they are read back."""
+    from planner.plan import _CONFIG_KEYS
+    fields = {f.name for f in dataclasses.fields(ParallelConfig)}
+    written = set(CONFIG.to_dict())
+    assert fields <= written, fields - written
+    assert written <= set(_CONFIG_KEYS), written - set(_CONFIG_KEYS)
+
+
 def test_layout_lists_each_stage_chunks() -> None:
     """llama3-70b, pp 4, vpp 5: 20 chunks of 4 layers; stage 0 holds model chunks 0, 4, 8, ..."""
     layout = _plan().to_dict()["layout"]["stages"]

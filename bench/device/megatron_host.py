@@ -14,6 +14,13 @@ NCCL_ALGO run this way; the host floor the planner prices was measured without i
 
 Each configuration: median wall time of synchronised forward+backward iterations (and of
 forward alone) after warm-up, and the summed kernel time of one iteration (torch.profiler).
+
+--dispatcher, --router and --topk set the MoE layers' token dispatcher, load balancing and
+experts per token (the local-spec MoE tests run sinkhorn top-1 with the all-gather
+dispatcher). bench/device/derive.py pairs results/megatron-host-det-NAME.json with the plain
+run results/megatron-host-NAME.json of the same machine: save a deterministic run under that
+name beside its plain partner, run minutes apart on one machine, so the two differ by the
+mode alone (hosts differ by up to 1.7x between machines).
 """
 
 from __future__ import annotations

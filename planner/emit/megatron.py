@@ -30,6 +30,17 @@ from planner.parallel import (
 # installed (near cuDNN's rate); priced as FA2, it errs slow.
 ATTENTION_BACKEND = {AttentionKernel.FA2: "flash", AttentionKernel.CUDNN: "fused"}
 
+# (ParallelConfig field, Megatron switch, the field's value when the switch is given): the
+# boolean settings that are one switch each. The emitter writes from this table and the
+# importer reads it back.
+MEGATRON_SWITCHES: tuple[tuple[str, str, bool], ...] = (
+    ("tp_comm_overlap", "--tp-comm-overlap", True),
+    ("moe_a2a_overlap", "--overlap-moe-expert-parallel-comm", True),
+    ("deterministic", "--deterministic-mode", True),
+    ("gradient_accumulation_fusion", "--no-gradient-accumulation-fusion", False),
+    ("cross_entropy_fusion", "--cross-entropy-loss-fusion", True),
+)
+
 MEGATRON_VERSION = "megatron-core 0.19.2"
 
 _POSITION = {PositionEmbedding.ROPE: "rope", PositionEmbedding.LEARNED: "learned_absolute",
@@ -258,20 +269,12 @@ def _optimizer_args(cfg: ParallelConfig) -> list[str]:
         args.append("--overlap-grad-reduce")
         if cfg.zero == 1:
             args.append("--overlap-param-gather")
-    if cfg.tp_comm_overlap:
-        args.append("--tp-comm-overlap")
-    if cfg.moe_a2a_overlap:
-        args.append("--overlap-moe-expert-parallel-comm")
-    if cfg.deterministic:
-        args.append("--deterministic-mode")
-    if not cfg.gradient_accumulation_fusion:
-        args.append("--no-gradient-accumulation-fusion")
+    args += [switch for field, switch, given in MEGATRON_SWITCHES
+             if getattr(cfg, field) == given]
     if not cfg.flash_attention:
         args.append("--attention-backend unfused")
     elif cfg.attention_kernel in ATTENTION_BACKEND:
         args.append(f"--attention-backend {ATTENTION_BACKEND[cfg.attention_kernel]}")
-    if cfg.cross_entropy_fusion:
-        args.append("--cross-entropy-loss-fusion")
     if cfg.embedding_wgrad_deferral is not None:
         args.append("--defer-embedding-wgrad-compute")
         if cfg.embedding_wgrad_deferral:

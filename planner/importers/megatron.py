@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
+from typing import Any
 
-from planner.emit.megatron import ATTENTION_BACKEND
+from planner.emit.megatron import ATTENTION_BACKEND, MEGATRON_SWITCHES
 from planner.errors import InputError
 from planner.importers.imported import ImportedLaunch, launcher_world
 from planner.importers.shell import script_words
@@ -54,17 +55,15 @@ MAPPED: dict[str, bool] = {
     "--recompute-num-layers": True, "--use-distributed-optimizer": False,
     "--use-megatron-fsdp": False, "--use-torch-fsdp2": False,
     "--data-parallel-sharding-strategy": True, "--overlap-grad-reduce": False,
-    "--overlap-param-gather": False, "--tp-comm-overlap": False, "--attention-backend": True,
-    "--cross-entropy-loss-fusion": False, "--use-flash-attn": False,
+    "--overlap-param-gather": False, "--attention-backend": True, "--use-flash-attn": False,
     "--moe-grouped-gemm": False, "--moe-token-dispatcher-type": True,
     "--defer-embedding-wgrad-compute": False, "--wgrad-deferral-limit": True,
     "--num-distributed-optimizer-instances": True,
     "--fp8-param-gather": False, "--grad-reduce-in-bf16": False, "--fp8-recipe": True,
     "--hidden-dropout": True, "--attention-dropout": True,
-    "--overlap-moe-expert-parallel-comm": False, "--deterministic-mode": False,
     "--first-last-layers-bf16": False, "--num-layers-at-start-in-bf16": True,
-    "--num-layers-at-end-in-bf16": True, "--no-gradient-accumulation-fusion": False,
-    "--accumulate-allreduce-grads-in-fp32": False,
+    "--num-layers-at-end-in-bf16": True, "--accumulate-allreduce-grads-in-fp32": False,
+    **{switch: False for _, switch, _ in MEGATRON_SWITCHES},
 }
 
 # Flags with no effect on memory or step time: data, tokenizer, optimizer hyperparameters,
@@ -332,6 +331,8 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         notes.append("--fp8-param-gather without --fp8-format: no fp8 weights to keep")
     group = (_int(flags, "--microbatch-group-size-per-virtual-pipeline-stage", source)
              if "--microbatch-group-size-per-virtual-pipeline-stage" in flags else None)
+    switches: dict[str, Any] = {field: (switch in flags) == given
+                                for field, switch, given in MEGATRON_SWITCHES}
     config = ParallelConfig(
         tp=tp, pp=pp, dp=dp, cp=_int(flags, "--context-parallel-size", source, 1),
         ep=_int(flags, "--expert-model-parallel-size", source, 1),
@@ -346,17 +347,13 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         flash_attention=flags.get("--attention-backend", "auto") not in ("unfused", "local"),
         attention_kernel=_KERNEL_OF_BACKEND.get(str(flags.get("--attention-backend", "auto")),
                                                 AttentionKernel.AUTO),
-        cross_entropy_fusion="--cross-entropy-loss-fusion" in flags,
         moe_grouped_gemm="--moe-grouped-gemm" in flags or "--num-experts" not in flags,
         embedding_wgrad_deferral=(_int(flags, "--wgrad-deferral-limit", source, 0)
                                   if "--defer-embedding-wgrad-compute" in flags else None),
         dist_opt_instances=_int(flags, "--num-distributed-optimizer-instances", source, 1),
         overlap_grad_reduce="--overlap-grad-reduce" in flags,
-        tp_comm_overlap="--tp-comm-overlap" in flags, fp8_param_gather=fp8_gather,
-        grad_reduce_in_bf16="--grad-reduce-in-bf16" in flags,
-        moe_a2a_overlap="--overlap-moe-expert-parallel-comm" in flags,
-        deterministic="--deterministic-mode" in flags,
-        gradient_accumulation_fusion="--no-gradient-accumulation-fusion" not in flags,
+        fp8_param_gather=fp8_gather, grad_reduce_in_bf16="--grad-reduce-in-bf16" in flags,
+        **switches,
         bf16_layers=((_int(flags, "--num-layers-at-start-in-bf16", source, 1),
                       _int(flags, "--num-layers-at-end-in-bf16", source, 1))
                      if "--first-last-layers-bf16" in flags and precision is Precision.FP8

@@ -428,21 +428,23 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
 
     mlp = 2 * sbh / sp + linear_in * sbh / sp + hidden_mask * sbh / sp  # norm, FC1 in, mask
     gate = 2 if model.activation.gated else 1
+    # ffn-wide tensors kept from FC1's output: gate and up, and silu(gate) when eager
+    # torchtitan's product saves it (experts and shared experts alike)
+    eager_silu = model.activation.gated and cfg.eager and cfg.framework is Framework.TORCHTITAN
+    fc1_kept = gate + (1 if eager_silu else 0)
     if not model.is_moe_layer(layer):
         f = model.ffn_hidden_size
-        mlp += 2 * s * b * f * gate / t + linear_in * s * b * f / t  # FC1 out, FC2 in
-        if model.activation.gated and cfg.eager and cfg.framework is Framework.TORCHTITAN:
-            mlp += 2 * s * b * f / t  # silu(gate), saved by the eager product
+        mlp += 2 * s * b * f * fc1_kept / t + linear_in * s * b * f / t  # FC1 out, FC2 in
     else:
         routed = routed_tokens(model, cfg)
         moe = model.moe
         assert moe is not None
         mlp += 8 * (s * b / sp) * moe.num_experts
         fe = moe.ffn_hidden_size / cfg.expert_tp
-        mlp += 2 * routed * h + 2 * routed * fe * gate + 2 * routed * fe + 2 * routed * h
+        mlp += 2 * routed * h + 2 * routed * fe * fc1_kept + 2 * routed * fe + 2 * routed * h
         if moe.shared_width:
             fs = moe.shared_width
-            mlp += 2 * s * b * fs * gate / t + 2 * s * b * fs / t
+            mlp += 2 * s * b * fs * fc1_kept / t + 2 * s * b * fs / t
     return math.ceil(attention + mlp)
 
 

@@ -409,6 +409,17 @@ def test_eager_torchtitan_runs_rope_and_swiglu_op_by_op() -> None:
     stored = (layer_activation_bytes(model, eager, 0, Recompute.NONE)
               - layer_activation_bytes(model, fused, 0, Recompute.NONE))
     assert stored == pytest.approx(2 * f * 8192, abs=1)
+    from planner.memory import routed_tokens
+    qwen = BUILTIN_MODELS["qwen3-30b-a3b"]  # the experts' SwiGLU keeps silu's output too
+    moe_fused = ParallelConfig(dp=8, ep=8, etp=1, global_batch=8, seq_len=4096,
+                               framework=Framework.TORCHTITAN, zero=3)
+    moe_eager = dataclasses.replace(moe_fused, eager=True)
+    layer = next(i for i in range(qwen.num_layers) if qwen.is_moe_layer(i))
+    assert qwen.moe is not None and not qwen.moe.shared_width
+    expected = 2 * routed_tokens(qwen, moe_fused) * qwen.moe.ffn_hidden_size
+    assert (layer_activation_bytes(qwen, moe_eager, layer, Recompute.NONE)
+            - layer_activation_bytes(qwen, moe_fused, layer, Recompute.NONE)
+            == pytest.approx(expected, abs=1))
     cluster = load_cluster("dgx-h100")
     assert (estimate_step(model, eager, cluster).iteration_s
             > estimate_step(model, fused, cluster).iteration_s)

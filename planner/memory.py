@@ -19,12 +19,15 @@ from dataclasses import dataclass
 
 from planner.model import ModelSpec
 from planner.parallel import (
+    FUSED_SOFTMAX_MAX_KEYS,
     Framework,
     ParallelConfig,
     Precision,
     Recompute,
     VocabStrategy,
+    dropout_masks,
     in_flight_microbatches,
+    live_chunk_passes,
     stage_chunks,
 )
 from planner.units import MiB
@@ -347,14 +350,21 @@ def model_state_bytes(params: StageParams, cfg: ParallelConfig,
 
 # ---- activations -----------------------------------------------------------------------------
 
-def dropout_masks(model: ModelSpec, cfg: ParallelConfig) -> tuple[bool, bool]:
-    """(residual, attention-probability) dropout masks stored for backward: only where the
-    probability is above 0 (PyTorch's dropout returns its input unchanged for p = 0, ATen
-    native/Dropout.cpp, so nothing is saved), and never with torchtitan, whose models have no
-    dropout layers (torchtitan models/llama3/model.py)."""
-    if cfg.framework is Framework.TORCHTITAN:
-        return False, False
-    return model.hidden_dropout > 0, model.attention_dropout > 0
+def attention_score_bytes(model: ModelSpec, cfg: ParallelConfig) -> int:
+    """Bytes per attention score (one head, one query, one key) that unfused attention keeps
+    for backward.
+
+    Transformer Engine's UnfusedDotProductAttention and Megatron-Core's DotProductAttention run
+    scores = baddbmm(Q, K^T), probs = scale_mask_softmax(scores), probs = dropout(probs),
+    context = bmm(probs, V). The scores are not kept (baddbmm's backward needs Q and K); the
+    fused softmax kernel saves its 16-bit output, which bmm saves too (one tensor): 2 bytes.
+    PyTorch's softmax path (keys beyond FUSED_SOFTMAX_MAX_KEYS, where Transformer Engine
+    computes softmax in fp32) keeps the fp32 output for softmax's backward and its 16-bit copy
+    for bmm: 6. Attention dropout adds its 1-byte mask and its 16-bit output, which bmm saves
+    in place of the probabilities: 3 more (Korthikanti et al. 2022, Sec. 4.1: 5 bytes with
+    dropout). With p = 0 dropout returns its input (dropout_masks): nothing more."""
+    softmax = 2 if cfg.seq_len < FUSED_SOFTMAX_MAX_KEYS else 4 + 2
+    return softmax + (3 if dropout_masks(model, cfg)[1] else 0)
 
 
 def saved_linear_input_bytes(cfg: ParallelConfig) -> int:
@@ -376,11 +386,11 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
     has dropout (dropout_masks). For a GPT with t = tp, dropout and no sequence parallelism
     this is s*b*h*(10 + 24/t + 5*a*s/(h*t)) (their Eq. 2); with sequence parallelism
     s*b*h/t*(34 + 5*a*s/h) (Table 2). Terms, in bytes:
-      attention: norm input 2sbh, QKV input 2sbh, Q/K/V 2sb(q + 2kv)/t, scores+softmax+dropout
-        5*a*s^2*b/t (4 without attention dropout; none with flash attention: its output and
-        fp32 log-sum-exp 4*a*s*b/t), output projection input 2sb*o/t, dropout mask sbh (with
-        residual dropout, as the MLP's and the embedding's); MLA adds its latent q and kv
-        before and after their norms, 4sb(q_lora + kv_lora + rope);
+      attention: norm input 2sbh, QKV input 2sbh, Q/K/V 2sb(q + 2kv)/t, softmax and dropout
+        5*a*s^2*b/t (attention_score_bytes: 2 without attention dropout; none with flash
+        attention: its output and fp32 log-sum-exp 4*a*s*b/t), output projection input 2sb*o/t,
+        dropout mask sbh (with residual dropout, as the MLP's and the embedding's); MLA adds its
+        latent q and kv before and after their norms, 4sb(q_lora + kv_lora + rope);
       MLP: norm input 2sbh, FC1 input 2sbh, FC1 output 2sbf/t (x2 when gated: gate and up),
         FC2 input 2sbf/t, dropout mask sbh; eager torchtitan (cfg.eager) also keeps silu's
         output for the product's backward, 2sbf/t more (compiled code recomputes it);
@@ -407,7 +417,7 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
         return op_sac_layer_bytes(model, cfg, layer)
 
     heads = model.num_attention_heads
-    hidden_mask, probs_mask = dropout_masks(model, cfg)
+    hidden_mask, _ = dropout_masks(model, cfg)
     # bytes per element of the inputs the dense linears save for their weight gradient
     linear_in = saved_linear_input_bytes(cfg)
     attention = 2 * sbh / sp + linear_in * sbh / sp  # norm input, QKV input
@@ -418,8 +428,8 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
         attention += 2 * 2 * s * b * latent
     if cfg.flash_attention:
         attention += 4 * heads * s * b / t
-    elif recompute is not Recompute.SELECTIVE:  # scores, softmax (16-bit), dropout mask
-        attention += (4 + probs_mask) * heads * s * cfg.seq_len * b / t
+    elif recompute is not Recompute.SELECTIVE:  # softmax output, dropout mask and output
+        attention += attention_score_bytes(model, cfg) * heads * s * cfg.seq_len * b / t
     # the projection's input is the attention output, kept 16-bit for the attention's own
     # backward; fp8 adds the projection's own quantized copy (1 byte)
     projection_copy = 1 if linear_in == 1 else 0
@@ -503,11 +513,14 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
                            chunks: tuple[tuple[int, ...], ...]) -> tuple[int, int]:
     """(stored activations, transient peak) of one GPU of `stage`, bytes.
 
-    Stored = in-flight micro-batches (parallel.in_flight_microbatches) x the stage's per-micro-
-    batch activations (and a layer's more with moe_a2a_overlap), plus the embedding's dropout
-    mask on the first stage (Korthikanti Sec. 4.3), the final norm / LM-head inputs on the
-    last, and there each MTP module's layer and its own loss (DeepSeek-V3, arXiv 2412.19437
-    Sec. 2.2: one extra prediction depth each).
+    Stored = the largest sum, over the moments of the pipeline schedule, of each virtual
+    chunk's in-flight micro-batches (parallel.live_chunk_passes) x that chunk's per-micro-batch
+    activations (and a layer's more with moe_a2a_overlap); the embedding's dropout mask belongs
+    to the first chunk of the first stage (Korthikanti Sec. 4.3), each MTP module's layer to
+    the last chunk of the last stage (DeepSeek-V3, arXiv 2412.19437 Sec. 2.2: one extra
+    prediction depth each), which also keeps the final norm / LM-head inputs and each depth's
+    loss. A single block standing for all of a stage's chunks (the partitioners' probes) is
+    counted as even chunks: in_flight_microbatches x its activations.
     Transients are the larger of:
     - the loss phase: loss_bytes_per_element x s*b*V/t logits of one micro-batch (the last stage
       runs a micro-batch's backward right after its forward, in 1F1B and interleaved alike),
@@ -534,19 +547,29 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
                                                 mode)
         return kinds[key]
 
+    per_chunk = [cfg.chunk_layer_kinds(model, chunk) for chunk in chunks]
     counts: Counter[tuple[bool, bool, Recompute]] = Counter()
-    for chunk in chunks:
-        counts.update(cfg.chunk_layer_kinds(model, chunk))
+    for chunk_counts in per_chunk:
+        counts.update(chunk_counts)
     present = {(is_moe, bf16) for is_moe, bf16, _ in counts}  # the kinds on this stage
     first_of = {kind: layer for kind, layer in cfg.kind_layers(model).items() if kind in present}
-    per_mb = float(sum(stored_by(first_of[(is_moe, bf16)], mode) * count
-                       for (is_moe, bf16, mode), count in sorted(counts.items())))
-    in_flight = in_flight_microbatches(cfg, stage)
+    chunk_bytes = [float(sum(stored_by(first_of[(is_moe, bf16)], mode) * count
+                             for (is_moe, bf16, mode), count in sorted(chunk_counts.items())))
+                   for chunk_counts in per_chunk]
     first, last = stage == 0, stage == cfg.pp - 1
     vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
     if first and dropout_masks(model, cfg)[0]:
-        per_mb += sbh / sp  # embedding dropout mask
-    stored = per_mb * in_flight
+        chunk_bytes[0] += sbh / sp  # embedding dropout mask (the first virtual stage)
+    if last and model.num_mtp_layers:  # each MTP module: its layer, the 2h->h projection input
+        last_layer = model.num_layers - 1  # MTP layers take the last layer's precision
+        mtp_layer = layer_activation_bytes(model, cfg.layer_config(model, last_layer),
+                                           last_layer, cfg.recompute)
+        chunk_bytes[-1] += model.num_mtp_layers * (mtp_layer + 4 * sbh / sp)  # the last chunk
+    if len(chunks) == max(cfg.vpp, 1):  # per chunk, as the schedule holds them
+        stored = max(sum(n * size for n, size in zip(moment, chunk_bytes, strict=True))
+                     for moment in live_chunk_passes(cfg, stage))
+    else:  # one block standing for the stage's chunks (the partitioners' probes): even chunks
+        stored = sum(chunk_bytes) * in_flight_microbatches(cfg, stage)
     if cfg.moe_a2a_overlap and counts:
         # Megatron's combined 1F1B (pipeline_parallel/combined_1f1b.py) runs a forward of one
         # micro-batch beside a backward of another, layer by layer, after one more warm-up
@@ -561,11 +584,6 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     # the block's bf16 gradient and its fp32 copy for the reduction are transient
     kept = cfg.framework is Framework.TORCHTITAN and cfg.zero >= 2 and not fsdp
     loss_phase = 0.0
-    if last and model.num_mtp_layers:  # each MTP module: its layer, the 2h->h projection input
-        last_layer = model.num_layers - 1  # MTP layers take the last layer's precision
-        mtp_layer = layer_activation_bytes(model, cfg.layer_config(model, last_layer),
-                                           last_layer, cfg.recompute)
-        stored += model.num_mtp_layers * (mtp_layer + 4 * sbh / sp) * in_flight
     if last and cfg.deferred_head_microbatches:
         # Megatron's deferred LM-head wgrad keeps each deferred micro-batch's head input and
         # output gradient until the flush (tensor_parallel/layers.py embedding_activation_buffer

@@ -595,6 +595,45 @@ def in_flight_microbatches(cfg: ParallelConfig, stage: int) -> float:
     return min(chunks, m * cfg.vpp) / cfg.vpp
 
 
+def live_chunk_passes(cfg: ParallelConfig, stage: int) -> tuple[tuple[int, ...], ...]:
+    """The micro-batches of each virtual chunk whose activations stage `stage` holds, at each
+    moment of its schedule where that sum can peak (after a forward, before the backward that
+    follows it): one tuple of per-chunk counts per distinct moment, chunk 0 first.
+
+    Megatron's interleaved 1F1B (schedules.py forward_backward_pipelining_with_interleaving,
+    get_model_chunk_id): rank i runs w = (pp - i - 1) * 2 + (v - 1) * g warm-up forwards, then
+    forward w + k and backward k alternately; forward k is of chunk (k // g) mod v, backward k
+    of chunk v - 1 - (k // g) mod v, g the micro-batch group. The sum is always w + 1 (the
+    in_flight_microbatches count), but which chunks hold it changes, which matters when chunks
+    hold unequal layers (uneven splits, the embedding or loss counted as a layer, MTP on the
+    last chunk). The pattern repeats every g * v steps. 1F1B without interleaving:
+    min(pp - i, m) micro-batches of the one chunk."""
+    m = cfg.num_microbatches
+    if cfg.pp == 1:
+        return ((1,),)
+    if cfg.vpp == 1:
+        return ((min(cfg.pp - stage, m),),)
+    return _live_chunk_passes(cfg.pp, cfg.vpp, cfg.group_size, m, stage)
+
+
+@functools.lru_cache(maxsize=4096)
+def _live_chunk_passes(pp: int, vpp: int, group: int, m: int,
+                       stage: int) -> tuple[tuple[int, ...], ...]:
+    cycle = group * vpp
+
+    def passes(n: int, chunk: int) -> int:  # of the first n passes, those of `chunk`
+        full, rem = divmod(n, cycle)
+        return full * group + min(max(rem - chunk * group, 0), group)
+
+    total = m * vpp
+    warmup = min((pp - stage - 1) * 2 + (vpp - 1) * group, total)
+    if warmup == total:  # every forward runs before the first backward
+        return (tuple(passes(total, c) for c in range(vpp)),)
+    moments = {tuple(passes(warmup + k + 1, c) - passes(k, vpp - 1 - c) for c in range(vpp))
+               for k in range(min(total - warmup, cycle))}
+    return tuple(sorted(moments))
+
+
 def interleaved_warmup(cfg: ParallelConfig, stage: int) -> int:
     """Chunk forwards stage `stage` runs before its first backward in Megatron's interleaved
     schedule: (pp - i - 1) * 2 + (v - 1) * g (schedules.py get_pp_rank_microbatches), one
@@ -609,3 +648,20 @@ def torchtitan_layers_per_stage(effective_layers: int, stages: int) -> int | Non
     per-stage value that gives exactly `stages`, or None when none does."""
     per_stage = -(-effective_layers // stages)
     return per_stage if -(-effective_layers // per_stage) == stages else None
+
+
+def dropout_masks(model: ModelSpec, cfg: ParallelConfig) -> tuple[bool, bool]:
+    """(residual, attention-probability) dropout masks stored for backward: only where the
+    probability is above 0 (PyTorch's dropout returns its input unchanged for p = 0, ATen
+    native/Dropout.cpp, so nothing is saved), and never with torchtitan, whose models have no
+    dropout layers (torchtitan models/llama3/model.py)."""
+    if cfg.framework is Framework.TORCHTITAN:
+        return False, False
+    return model.hidden_dropout > 0, model.attention_dropout > 0
+
+
+# Key lengths the fused scale-mask-softmax kernels take: Transformer Engine's
+# FusedScaleMaskSoftmax.is_kernel_available (attention/dot_product_attention/softmax.py:
+# 16 < sk < 16384, sk % 8 == 0) and Megatron-Core's (transformer/fused_softmax.py, up to 16384);
+# longer keys run PyTorch's softmax.
+FUSED_SOFTMAX_MAX_KEYS = 16384

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -231,6 +232,39 @@ def test_measured_cases_within_five_percent(case_id: str) -> None:
     assert abs(BY_ID[case_id].error_frac) < 0.05, BY_ID[case_id]
 
 
+def test_attention_scores_kept_by_unfused_attention() -> None:
+    """The fused softmax keeps its 16-bit output, which the value matmul saves too (2 bytes a
+    score); dropout adds its mask and output (3); PyTorch's fp32 softmax, past the fused
+    kernels' 16384 keys, keeps the fp32 output and its 16-bit copy (6)."""
+    from planner.memory import attention_score_bytes
+    llama = BUILTIN_MODELS["llama3-8b"]
+    dropout = dataclasses.replace(llama, attention_dropout=0.1)
+    cfg = ParallelConfig(tp=1, dp=1, global_batch=1, seq_len=4096, flash_attention=False)
+    long = dataclasses.replace(cfg, seq_len=16384)
+    assert [attention_score_bytes(m, c) for m in (llama, dropout) for c in (cfg, long)] == [
+        2, 6, 5, 9]
+    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)  # no dropout layers
+    assert attention_score_bytes(dropout, titan) == 2
+
+
+def test_uneven_chunks_count_what_each_chunk_holds() -> None:
+    """With the embedding and the loss counted as pipeline layers (6 layers, pp 4, 2 chunks),
+    the last rank holds 4 micro-batches of its layer chunk and one of its loss chunk: 4 layers'
+    activations, not the 2.5 an even count gives."""
+    from planner.memory import stage_activation_bytes
+    toy = make_model(name="toy", num_layers=6, hidden_size=512, num_attention_heads=8,
+                     vocab_size=50304, hidden_dropout=0.0, attention_dropout=0.0)
+    cfg = ParallelConfig(tp=1, pp=4, vpp=2, dp=2, mbs=4, global_batch=32, seq_len=1024,
+                         vocab_strategy=VocabStrategy.REDISTRIBUTE)
+    chunks = ((2,), ())  # rank 3: layer 2, then the loss chunk
+    layer = layer_activation_bytes(toy, cfg, 2, Recompute.NONE)
+    head = 2 * 1024 * 4 * 512 * 2  # final-norm input and LM-head input, one micro-batch
+    stored, _ = stage_activation_bytes(toy, cfg, 3, chunks)
+    assert stored == 4 * layer + head
+    probe, _ = stage_activation_bytes(toy, cfg, 3, ((2,),))  # one block: even chunks
+    assert probe == math.ceil(2.5 * layer + head)
+
+
 def test_precision_policies() -> None:
     """fp32: 4 + 4 + 8 = 16 bytes/param, no separate master copy; fp8 (Transformer Engine)
     adds an fp8 weight and its transpose (2 bytes) to bf16's 18; torchtitan FSDP2 keeps fp32
@@ -376,8 +410,9 @@ def test_fp8_weight_copies_and_dtype_flags() -> None:
 
 def test_dropout_masks_only_where_the_model_has_dropout() -> None:
     """Korthikanti's 1-byte masks (after attention, after the MLP, on the attention
-    probabilities without flash attention) exist only with dropout > 0: PyTorch's dropout
-    returns its input for p = 0 and torchtitan's models have no dropout layers."""
+    probabilities without flash attention, where dropout's 16-bit output is kept too) exist
+    only with dropout > 0: PyTorch's dropout returns its input for p = 0 and torchtitan's
+    models have no dropout layers."""
     from planner.memory import layer_activation_bytes
     llama = BUILTIN_MODELS["llama3-8b"]
     masked = dataclasses.replace(llama, hidden_dropout=0.1, attention_dropout=0.1)
@@ -388,7 +423,7 @@ def test_dropout_masks_only_where_the_model_has_dropout() -> None:
     plain = dataclasses.replace(cfg, flash_attention=False)  # the probabilities' mask too
     assert (layer_activation_bytes(masked, plain, 0, Recompute.NONE)
             - layer_activation_bytes(llama, plain, 0, Recompute.NONE)
-            == 2 * sbh // 2 + llama.num_attention_heads * 4096 * 4096 // 2)
+            == 2 * sbh // 2 + 3 * llama.num_attention_heads * 4096 * 4096 // 2)
     titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
     assert layer_activation_bytes(masked, titan, 0, Recompute.NONE) == layer_activation_bytes(
         llama, titan, 0, Recompute.NONE)

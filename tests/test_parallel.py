@@ -15,6 +15,7 @@ from planner.parallel import (
     VocabStrategy,
     even_split,
     in_flight_microbatches,
+    live_chunk_passes,
     stage_chunks,
     stage_layers,
 )
@@ -85,6 +86,56 @@ def test_in_flight_matches_1f1b_schedule(pp: int, m: int) -> None:
     cfg = ParallelConfig(pp=pp, global_batch=m)
     for rank in range(pp):
         assert in_flight_microbatches(cfg, rank) == _simulate_1f1b_outstanding(pp, m, rank)
+
+
+def _simulate_interleaved_live(pp: int, vpp: int, group: int, m: int,
+                               rank: int) -> set[tuple[int, ...]]:
+    """Oracle: Megatron's interleaved order on one rank, run pass by pass with the set of
+    (chunk, micro-batch) activations alive; the per-chunk counts after every steady-state
+    forward (before its backward), or after the last forward when warm-up runs them all."""
+    def order(k: int, forward: bool) -> tuple[int, int]:
+        chunk = (k // group) % vpp
+        micro = (k // (group * vpp)) * group + k % group
+        return (chunk if forward else vpp - 1 - chunk), micro
+
+    total = m * vpp
+    warmup = min((pp - rank - 1) * 2 + (vpp - 1) * group, total)
+    alive: set[tuple[int, int]] = {order(k, True) for k in range(warmup)}
+    moments = set()
+    if warmup == total:
+        moments.add(tuple(sum(1 for c, _ in alive if c == chunk) for chunk in range(vpp)))
+    for k in range(total - warmup):
+        alive.add(order(warmup + k, True))
+        moments.add(tuple(sum(1 for c, _ in alive if c == chunk) for chunk in range(vpp)))
+        alive.remove(order(k, False))  # a backward frees what its forward kept
+    return moments
+
+
+@pytest.mark.parametrize(("pp", "vpp", "m", "group"), [
+    (2, 4, 4, None), (4, 2, 4, None), (4, 2, 8, None), (4, 3, 12, 6), (8, 2, 16, None),
+    (3, 2, 6, None)])
+def test_live_chunk_passes_match_the_interleaved_schedule(pp: int, vpp: int, m: int,
+                                                          group: int | None) -> None:
+    cfg = ParallelConfig(tp=1, pp=pp, vpp=vpp, dp=1, mbs=1, global_batch=m,
+                         microbatch_group_size=group)
+    for rank in range(pp):
+        moments = live_chunk_passes(cfg, rank)
+        assert set(moments) == _simulate_interleaved_live(pp, vpp, cfg.group_size, m, rank)
+        # whichever chunks hold them, as many micro-batches as in_flight_microbatches counts
+        assert {sum(moment) for moment in moments} == {in_flight_microbatches(cfg, rank) * vpp}
+
+
+def test_live_chunk_passes_of_an_uneven_last_rank() -> None:
+    """Megatron's gpt3_mcore_te_tp1_pp4_vp2_account_for_embedding_loss_in_pipeline_split (pp 4,
+    2 chunks, 4 micro-batches): the last rank runs 4 forwards of its first chunk (a layer),
+    then the loss chunk of micro-batch 0, and from then on each backward frees a loss chunk:
+    4 micro-batches of the first chunk and one of the second, where an even count would say
+    2.5 of each."""
+    cfg = ParallelConfig(tp=1, pp=4, vpp=2, dp=2, mbs=4, global_batch=32)
+    assert live_chunk_passes(cfg, 3) == ((4, 1),)
+    assert in_flight_microbatches(cfg, 3) == 2.5
+    assert live_chunk_passes(cfg, 0) == ((4, 4),)  # warm-up runs every forward first
+    assert live_chunk_passes(dataclasses.replace(cfg, vpp=1), 1) == ((3,),)
 
 
 def test_interleaved_first_stage_factor() -> None:

@@ -33,7 +33,15 @@ from dataclasses import dataclass
 import planner.cost.kernels as kernels
 from planner.gpus import GpuType
 from planner.model import ModelSpec, Projection
-from planner.parallel import AttentionKernel, Framework, ParallelConfig, Precision, Recompute
+from planner.parallel import (
+    FUSED_SOFTMAX_MAX_KEYS,
+    AttentionKernel,
+    Framework,
+    ParallelConfig,
+    Precision,
+    Recompute,
+    dropout_masks,
+)
 
 # Output tile shapes (M x N) of cuBLAS / CUTLASS bf16 kernels on Ampere and Hopper.
 TILE_SHAPES = ((128, 128), (128, 256), (256, 128), (64, 128))
@@ -188,8 +196,8 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
     (kernels.attention_rates; with best_rate, the fastest rate of any size: a lower bound),
     else at FLASH_ATTENTION_FRAC of peak; under a power limit no faster than the fastest
     measured rate x the GPU's power_scale. Unfused: QK^T and PV as
-    batched GEMMs over the full s x s, plus scale-mask-softmax and dropout through HBM (read
-    and write 2-byte scores, a 1-byte mask: 9 bytes per score forward, twice in backward).
+    batched GEMMs over the full s x s, plus scale-mask-softmax and dropout through HBM
+    (softmax_pass_bytes per score forward, twice in backward).
     fp8 training runs attention in bf16 (Transformer Engine keeps dot-product attention in
     bf16 unless --fp8-dot-product-attention; torchao's float8 converts linear layers only);
     the measured rates are bf16 ones and do not apply to fp32.
@@ -223,9 +231,20 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
     forward = gemm_time_s(scores, gpu, precision) + gemm_time_s(context, gpu, precision)
     backward = sum(gemm_time_s(g, gpu, precision)
                    for gemm in (scores, context) for g in gemm.backward())
-    softmax_bytes = 9.0 * b * heads * queries * cfg.seq_len
+    softmax_bytes = softmax_pass_bytes(model, cfg) * b * heads * queries * cfg.seq_len
     return (forward + memory_time_s(softmax_bytes, gpu),
             backward + memory_time_s(2 * softmax_bytes, gpu))
+
+
+def softmax_pass_bytes(model: ModelSpec, cfg: ParallelConfig) -> int:
+    """HBM bytes per attention score of unfused attention's forward element-wise work: the
+    fused scale-mask-softmax kernel reads the 16-bit scores and writes the probabilities (4);
+    beyond its key limit (parallel.FUSED_SOFTMAX_MAX_KEYS) PyTorch's path casts to fp32 (read 2,
+    write 4), masks (4, 4), runs softmax (4, 4) and casts back (4, 2): 28. Attention dropout
+    reads and writes them again and writes its 1-byte mask (5); with p = 0 it is not run
+    (parallel.dropout_masks). Kernel sources as in memory.attention_score_bytes."""
+    softmax = 4 if cfg.seq_len < FUSED_SOFTMAX_MAX_KEYS else 28
+    return softmax + (5 if dropout_masks(model, cfg)[1] else 0)
 
 
 def fused_attention_kernel(cfg: ParallelConfig, gpu: GpuType) -> AttentionKernel:
@@ -254,20 +273,21 @@ EAGER_SWIGLU_BYTES = 10
 
 
 def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> float:
-    """HBM bytes of one layer's forward element-wise kernels, one micro-batch, one GPU:
-    two norms (read + write 2h each), two bias-dropout-adds (two inputs, one output, a mask:
-    7h), the activation (fused bias-GeLU / squared ReLU: read and write f; SwiGLU: read 2f,
-    write f, all / tp), rotary embeddings on q and k (read and write), MoE permute and
-    unpermute of routed tokens (read and write h each). Norms and residuals are split by tp
-    only with sequence parallelism. Eager torchtitan (cfg.eager) runs RoPE and SwiGLU op by
-    op (the EAGER_* bytes above); norms, residual adds and MoE permutes move the same bytes
-    either way."""
+    """HBM bytes of one layer's forward element-wise kernels, one micro-batch, one GPU: two
+    norms (read + write 2h each), two bias-dropout-adds (two inputs, one output, a mask: 7h; 6h
+    without residual dropout, parallel.dropout_masks), the activation (fused bias-GeLU / squared
+    ReLU: read and write f; SwiGLU: read 2f, write f, all / tp), rotary embeddings on q and k
+    (read and write), MoE permute and unpermute of routed tokens (read and write h each). Norms
+    and residuals are split by tp only with sequence parallelism. Eager torchtitan (cfg.eager)
+    runs RoPE and SwiGLU op by op (the EAGER_* bytes above); norms, residual adds and MoE
+    permutes move the same bytes either way."""
     t = cfg.tp
     sp = t if cfg.sequence_parallel else 1
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     h = model.hidden_size
     eager = cfg.eager and cfg.framework is Framework.TORCHTITAN
-    per_token = (4 * h + 7 * h) * 2 / sp
+    residual = 7 if dropout_masks(model, cfg)[0] else 6  # the masks only where dropout runs
+    per_token = (4 * h + residual * h) * 2 / sp
     gate = 2 if model.activation.gated else 1
     activation = EAGER_SWIGLU_BYTES if eager and model.activation.gated else 2 * (gate + 1)
     if model.is_moe_layer(layer):

@@ -165,10 +165,11 @@ def test_search_says_when_the_best_plan_needs_vocabulary_parallelism(run_cli: Ru
     the search says so when it picks it, and a fixed stock strategy avoids it."""
     args = ("search", "--model", "llama3-70b", "--cluster", "dgx-h100", "--global-batch",
             "512", "--seq-len", "8192", "--dp", "4", "--tp", "8", "--pp", "4", "--cp", "1",
-            "--format", "json")
+            "--mbs", "1", "--format", "json")
     code, out, err = run_cli(*args)
     assert code == 0
-    # the LM head makes the last of 4 stages the slowest: splitting the vocabulary wins
+    # the LM head makes the last of 4 stages the slowest: splitting the vocabulary wins (at
+    # micro-batch 2 an uneven redistribute split over 7 chunks ties it within 0.01%)
     assert json.loads(out)["plans"][0]["config"]["vocab_strategy"] == "vocab-parallel"
     assert "do not implement it" in err
     code, out, err = run_cli(*args, "--vocab-strategy", "redistribute")

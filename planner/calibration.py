@@ -9,6 +9,7 @@ report `max_memory_reserved`, the maximum over all GPUs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import statistics
 from dataclasses import dataclass
@@ -32,11 +33,25 @@ _SKIP_STATUSES = ("suspect", "measured_world_size_unknown", "measured_incomplete
 
 
 def load_measurements(name: str = "measured.yaml") -> dict[str, Any]:
-    """Read one of the shipped data files (measured.yaml or calibration.yaml)."""
+    """Read one of the shipped data files (measured.yaml, calibration.yaml, ...)."""
     text = (resources.files("planner") / "data" / name).read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     assert isinstance(data, dict)
     return data
+
+
+@functools.cache
+def _restored_args() -> dict[str, dict[str, Any]]:
+    """Case id -> the Megatron arguments measured.yaml left out (data/megatron_ci_args.yaml,
+    read from each test's model_config.yaml)."""
+    return {c["id"]: dict(c["args"]) for c in load_measurements("megatron_ci_args.yaml")["cases"]}
+
+
+def megatron_case_args(case: dict[str, Any]) -> dict[str, Any]:
+    """A Megatron case's arguments: those measured.yaml transcribes, over the ones it left out
+    (dropout, --deterministic-mode, ...) as its model_config.yaml sets them."""
+    return {**_restored_args().get(str(case.get("id")), {}),
+            **(case["config"].get("megatron_args") or {})}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,8 +166,8 @@ def _model(case: dict[str, Any]) -> ModelSpec:
                       qk_rope_head_dim=ma["qk_pos_emb_head_dim"], v_head_dim=ma["v_head_dim"])
     vocab = m.get("vocab_padded") or m.get("vocab")
     # Megatron's functional tests run Megatron's dropout defaults unless their arguments say
-    # otherwise; torchtitan's models have no dropout
-    args = case["config"].get("megatron_args") or {}
+    # otherwise (megatron_case_args); torchtitan's models have no dropout
+    args = megatron_case_args(case)
     titan = "torchtitan" in str(case["config"].get("framework"))
     hidden_dropout, attention_dropout = (
         0.0 if titan else float(args.get(flag, MEGATRON_DROPOUT))
@@ -253,9 +268,10 @@ def _float8_precision(value: object) -> Precision:
 
 
 def _flag_words(case: dict[str, Any]) -> list[str]:
-    """A Megatron case's `megatron_args` as the command-line words Megatron parsed."""
+    """A Megatron case's arguments (megatron_case_args) as the command-line words Megatron
+    parsed."""
     words: list[str] = []
-    for flag, value in (case["config"].get("megatron_args") or {}).items():
+    for flag, value in megatron_case_args(case).items():
         if value is False or value is None:
             continue
         words += [flag] if value is True else [flag, str(value)]
@@ -274,10 +290,7 @@ def case_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfig:
     flags, _, _ = parse_flags(_flag_words(case), str(case.get("id")))
     imported, _ = config_from_flags(flags, model.num_layers, cfg.dp, str(case.get("id")))
     stated = {f: getattr(cfg, f) for f in _CASE_FIELDS}
-    merged = dataclasses.replace(imported, **stated)
-    if merged.deterministic and merged.tp_comm_overlap:  # deterministic_note says why
-        return dataclasses.replace(merged, deterministic=False)
-    return merged
+    return dataclasses.replace(imported, **stated)
 
 
 # What a Megatron case states in its own fields, over what its (filtered) arguments say.
@@ -513,16 +526,11 @@ def unmodelled_flags(case: dict[str, Any]) -> tuple[str, ...]:
 
 
 def deterministic_mode(case: dict[str, Any]) -> bool:
-    """Whether a Megatron test ran with --deterministic-mode. The transcribed arguments leave
-    the flag out; the environment keeps what goes with it: Megatron's validate_args refuses
-    --deterministic-mode unless NCCL_ALGO is set, and the functional tests set NCCL_ALGO with
-    NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 for that mode (checked in the model_config.yaml of
-    gpt3_7b_tp1_pp4_memory_speed, gpt3_mcore_te_tp2_pp2_resume_torch_dist,
-    gpt3_mcore_te_tp2_pp1_te_8experts_etp1_ep4 and gpt3_mcore_tp2_pp2_ep2_etp2_te_4experts2parallel:
-    each sets both and --deterministic-mode)."""
-    env = case["config"].get("deterministic_env") or {}
-    return (str(env.get("NVTE_ALLOW_NONDETERMINISTIC_ALGO")) == "0"
-            and bool(env.get("NCCL_ALGO")))
+    """Whether a Megatron test ran with --deterministic-mode, as its model_config.yaml sets it
+    (megatron_case_args: measured.yaml leaves the flag out). Its environment does not tell:
+    gpt3_weekly_mcore_tp2_pp2_current_scaling_native_fp8_tp_pp_sp_tp_overlap sets NCCL_ALGO and
+    NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 and runs --tp-comm-overlap without the mode."""
+    return "--deterministic-mode" in megatron_case_args(case)
 
 
 def deterministic_note(case: dict[str, Any]) -> str:
@@ -534,11 +542,9 @@ def deterministic_note(case: dict[str, Any]) -> str:
     env = case["config"].get("deterministic_env") or {}
     if str(env.get("NVTE_ALLOW_NONDETERMINISTIC_ALGO")) != "0":
         return ""
-    if deterministic_mode(case) and "--tp-comm-overlap" in _flag_words(case):
-        return (f"deterministic mode (NCCL_ALGO={env['NCCL_ALGO']}) with --tp-comm-overlap, "
-                "which Megatron's deterministic mode now refuses: not priced")
     if deterministic_mode(case):
-        return (f"deterministic mode (NCCL_ALGO={env['NCCL_ALGO']}): priced as measured on "
+        algo = env.get("NCCL_ALGO", "not set")
+        return (f"deterministic mode (NCCL_ALGO={algo}): priced as measured on "
                 "Megatron-Core's own layers; Transformer Engine's deterministic kernels not")
     return "deterministic attention backward (NVTE_ALLOW_NONDETERMINISTIC_ALGO=0): not priced"
 

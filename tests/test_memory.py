@@ -224,6 +224,8 @@ def test_measured_summary() -> None:
     "megatron_ci_gpt3_mcore_tp2_pp2_ep2_etp2_te_4experts2parallel_h100",  # MoE with ETP
     "megatron_ci_gpt3_7b_tp4_pp1_memory_speed_h100",  # 53 GiB, a real-size layer
     "megatron_ci_gpt3_7b_tp1_pp4_memory_speed_h100",
+    # embedding and loss counted as layers: uneven chunks (parallel.live_chunk_passes)
+    "megatron_ci_gpt3_mcore_te_tp1_pp4_vp2_account_for_embedding_loss_in_pipeline_split_h100",
     "torchtitan_2412_l8b_8gpu_fsdp",  # reserved, FSDP2 + op-level SAC
     "torchtitan_2412_l8b_128gpu_fsdp",
     "torchtitan_2412_l8b_8gpu_fsdp2_cp4_s131072",  # FSDP2 + CP + full AC

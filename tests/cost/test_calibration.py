@@ -182,3 +182,44 @@ def test_deterministic_runs_are_read_and_marked() -> None:
     assert det["measured"]["iter_time_s"] > 1.5 * free["measured"]["iter_time_s"]
     assert case_config(det, _model(det)).deterministic
     assert not case_config(free, _model(free)).deterministic
+
+
+def test_restored_megatron_arguments_cover_every_reproduced_case() -> None:
+    """measured.yaml drops some of each Megatron test's arguments (dropout, --deterministic-
+    mode, ...); data/megatron_ci_args.yaml restores them from the test's model_config.yaml.
+    Every Megatron case validate reproduces has an entry, its flags are ones the importer maps,
+    and none restates a flag measured.yaml records (that one would win unseen)."""
+    from planner.calibration import reproduce_case
+    from planner.importers.megatron import MAPPED
+    restored = {c["id"]: c for c in load_measurements("megatron_ci_args.yaml")["cases"]}
+    cases = {c["id"]: c for c in load_measurements()["cases"]}
+    assert set(restored) <= set(cases)
+    for case_id, case in cases.items():
+        if "megatron" not in str(case["config"].get("framework", "")).lower():
+            continue
+        if isinstance(reproduce_case(case), str) and case_id not in restored:
+            continue
+        assert case_id in restored, case_id
+        entry = restored[case_id]
+        assert entry["path"].startswith(case["source"]["path"].split("/golden")[0]), case_id
+        assert set(entry["args"]) <= set(MAPPED), case_id
+        assert not set(entry["args"]) & set(case["config"].get("megatron_args") or {}), case_id
+
+
+def test_restored_arguments_reach_the_model_and_configuration() -> None:
+    """gpt3_mcore_te_tp2_pp2_ep4_etp1_memory_speed trains without dropout (its model_config.yaml
+    sets --attention-dropout and --hidden-dropout to 0.0); the 7B memory-speed test runs
+    --deterministic-mode; the weekly fp8 tp-overlap test sets NCCL_ALGO without it."""
+    from planner.calibration import _model, case_config, deterministic_mode
+    cases = {c["id"]: c for c in load_measurements()["cases"]}
+    moe = cases["megatron_ci_gpt3_mcore_te_tp2_pp2_ep4_etp1_memory_speed_h100"]
+    assert (_model(moe).attention_dropout, _model(moe).hidden_dropout) == (0.0, 0.0)
+    default = cases["megatron_ci_gpt3_mcore_te_tp1_pp4_vp1_h100"]  # no dropout flags: 0.1
+    assert _model(default).attention_dropout == 0.1
+    dense = cases["megatron_ci_gpt3_7b_tp1_pp4_memory_speed_h100"]
+    assert deterministic_mode(dense) and case_config(dense, _model(dense)).deterministic
+    weekly = cases["megatron_ci_gpt3_weekly_mcore_tp2_pp2_current_scaling_native_fp8_tp_pp_sp_"
+                   "tp_overlap_h100"]
+    assert weekly["config"]["deterministic_env"]["NCCL_ALGO"] == "Ring"
+    assert not deterministic_mode(weekly)
+    assert case_config(weekly, _model(weekly)).tp_comm_overlap

@@ -619,18 +619,22 @@ def live_chunk_passes(cfg: ParallelConfig, stage: int) -> tuple[tuple[int, ...],
 @functools.lru_cache(maxsize=4096)
 def _live_chunk_passes(pp: int, vpp: int, group: int, m: int,
                        stage: int) -> tuple[tuple[int, ...], ...]:
-    cycle = group * vpp
-
-    def passes(n: int, chunk: int) -> int:  # of the first n passes, those of `chunk`
-        full, rem = divmod(n, cycle)
-        return full * group + min(max(rem - chunk * group, 0), group)
-
     total = m * vpp
+
+    def chunk_of(k: int) -> int:  # forward k's chunk; backward k's is vpp - 1 - this
+        return (k // group) % vpp
+
     warmup = min((pp - stage - 1) * 2 + (vpp - 1) * group, total)
+    live = [0] * vpp
+    for k in range(warmup):
+        live[chunk_of(k)] += 1
     if warmup == total:  # every forward runs before the first backward
-        return (tuple(passes(total, c) for c in range(vpp)),)
-    moments = {tuple(passes(warmup + k + 1, c) - passes(k, vpp - 1 - c) for c in range(vpp))
-               for k in range(min(total - warmup, cycle))}
+        return (tuple(live),)
+    moments = set()
+    for k in range(min(total - warmup, group * vpp)):  # the pattern repeats every g * v
+        live[chunk_of(warmup + k)] += 1
+        moments.add(tuple(live))
+        live[vpp - 1 - chunk_of(k)] -= 1
     return tuple(sorted(moments))
 
 

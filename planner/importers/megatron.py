@@ -306,9 +306,11 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         elif _int(flags, "--recompute-num-layers", source, 1) > 1:
             notes.append("uniform recompute of several layers per checkpoint: modelled as "
                          "one checkpoint per layer (keeps more inputs: conservative)")
-    dispatcher = flags.get("--moe-token-dispatcher-type", "alltoall")
+    # Megatron's default dispatcher is allgather (arguments.py --moe-token-dispatcher-type)
+    dispatcher = flags.get("--moe-token-dispatcher-type", "allgather")
     if "--num-experts" in flags and dispatcher != "alltoall":
-        notes.append(f"--moe-token-dispatcher-type {dispatcher}: modelled as alltoall")
+        default = "" if "--moe-token-dispatcher-type" in flags else " (Megatron's default)"
+        notes.append(f"--moe-token-dispatcher-type {dispatcher}{default}: modelled as alltoall")
     zero = 0
     if "--use-distributed-optimizer" in flags:
         zero = 1

@@ -256,6 +256,9 @@ def test_flags_that_change_memory_or_time_are_never_called_irrelevant() -> None:
     grouped = import_megatron(shape + "--moe-grouped-gemm", "a.args", dp=1, world_size=None,
                               model=None)
     assert grouped.config.moe_grouped_gemm
+    # no dispatcher flag: Megatron's default, allgather, which the planner prices as alltoall
+    assert any("allgather (Megatron's default): modelled as alltoall" in n
+               for n in grouped.notes)
 
 
 def test_megatron_weight_and_gradient_dtype_flags() -> None:

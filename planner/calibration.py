@@ -21,7 +21,12 @@ import yaml
 from planner.cost.flops import hardware_flops_per_step
 from planner.cost.step import estimate_step
 from planner.hardware import Cluster
-from planner.importers.megatron import MEGATRON_DROPOUT, config_from_flags, parse_flags
+from planner.importers.megatron import (
+    MEGATRON_DROPOUT,
+    config_from_flags,
+    parse_flags,
+    recompute_modules,
+)
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate, estimate_memory
 from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
 from planner.parallel import AttentionKernel, Framework, ParallelConfig, Precision, Recompute
@@ -521,8 +526,11 @@ def unmodelled_flags(case: dict[str, Any]) -> tuple[str, ...]:
     """The case's Megatron flags the planner does not model (what `estimate --from megatron`
     would warn about), for the comparison's note: kernel fusions switched off, fp8 parameter
     gathering, deferred weight gradients, ..."""
-    _, unknown, _ = parse_flags(_flag_words(case), str(case.get("id")))
-    return tuple(w for w in unknown if w.startswith("--"))
+    flags, unknown, _ = parse_flags(_flag_words(case), str(case.get("id")))
+    # module recompute other than core attention is read but priced as none (the importer)
+    modules = ("--recompute-modules",) if "--recompute-modules" in flags and any(
+        m != "core_attn" for m in recompute_modules(flags)) else ()
+    return tuple(w for w in unknown if w.startswith("--")) + modules
 
 
 def deterministic_mode(case: dict[str, Any]) -> bool:

@@ -63,6 +63,7 @@ MAPPED: dict[str, bool] = {
     "--hidden-dropout": True, "--attention-dropout": True,
     "--first-last-layers-bf16": False, "--num-layers-at-start-in-bf16": True,
     "--num-layers-at-end-in-bf16": True, "--accumulate-allreduce-grads-in-fp32": False,
+    "--recompute-modules": True,
     **{switch: False for _, switch, _ in MEGATRON_SWITCHES},
 }
 
@@ -87,6 +88,13 @@ IGNORED_PREFIXES = (
     "--override-opt_param-scheduler", "--mtp-loss-scaling-factor",
     "--calculate-per-token-loss", "--disable-gloo-process-groups",
 )
+
+
+# Flags argparse reads with nargs="*": every following word up to the next flag.
+MULTI_VALUED = frozenset({"--recompute-modules"})
+
+# Megatron's --recompute-modules default (megatron/core/transformer/transformer_config.py).
+DEFAULT_RECOMPUTE_MODULES = ("core_attn",)
 
 
 def megatron_words(text: str, read: Callable[[str], str | None] = lambda name: None
@@ -118,6 +126,14 @@ def parse_flags(words: list[str], source: str) -> tuple[dict[str, str], list[str
             unknown.append(word)
             i += 1
             continue
+        if flag in MULTI_VALUED and not eq:
+            values: list[str] = []
+            while i + 1 < len(words) and not words[i + 1].startswith("--"):
+                values.append(words[i + 1])
+                i += 1
+            mapped[flag] = " ".join(values)
+            i += 1
+            continue
         if flag in MAPPED:
             if MAPPED[flag]:
                 if eq:
@@ -135,6 +151,14 @@ def parse_flags(words: list[str], source: str) -> tuple[dict[str, str], list[str
         (ignored if flag.startswith(IGNORED_PREFIXES) else unknown).append(flag)
         i += 2 if takes_value else 1
     return mapped, unknown, ignored
+
+
+def recompute_modules(flags: dict[str, str]) -> tuple[str, ...]:
+    """The modules Megatron's selective recompute checkpoints (--recompute-modules, a list
+    that launch files also write as "[a b]"), Megatron's default without the flag."""
+    if "--recompute-modules" not in flags:
+        return DEFAULT_RECOMPUTE_MODULES
+    return tuple(w for w in re.split(r"[\s,\[\]'\"]+", flags["--recompute-modules"]) if w)
 
 
 def _int(flags: dict[str, str], flag: str, source: str, default: int | None = None) -> int:
@@ -298,7 +322,16 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
     recompute, recompute_layers = Recompute.NONE, None
     granularity = flags.get("--recompute-granularity")
     if "--recompute-activations" in flags or granularity == "selective":
-        recompute = Recompute.SELECTIVE
+        modules = recompute_modules(flags)
+        others = [m for m in modules if m != "core_attn"]
+        if "core_attn" in modules:
+            recompute = Recompute.SELECTIVE
+        if others:
+            kept = ("priced with core attention recomputed" if "core_attn" in modules
+                    else "priced as no recompute")
+            notes.append(f"--recompute-modules {' '.join(others)}: not modelled, {kept} "
+                         "(their activations counted as kept: conservative; their recompute "
+                         "time not counted)")
     elif granularity == "full":
         recompute = Recompute.FULL
         if flags.get("--recompute-method") == "block":

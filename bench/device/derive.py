@@ -20,6 +20,9 @@ and fails if kernels.py and the measurement files disagree.
   dense layer pass, and what it adds to an MoE layer beyond that; GPU: the fill kernels
   PyTorch runs on every torch.empty (torch.utils.deterministic.fill_uninitialized_memory), as a
   multiple of the layer's stored activations written at HBM speed.
+- Multi-latent attention's host factor: not timed; the ratio of the operators an MLA layer and
+  the dense layer dispatch, counted on the CPU (bench/op_counts.py ->
+  bench/results/megatron-op-counts.json).
 """
 
 from __future__ import annotations
@@ -206,6 +209,20 @@ def _busy(path: Path, h: int) -> float:
     return (by[(12, h, None)]["kernel_busy_s"] - by[(1, h, None)]["kernel_busy_s"]) / 11
 
 
+OP_COUNTS = Path(__file__).resolve().parents[1] / "results" / "megatron-op-counts.json"
+
+
+def host_mla_factor() -> dict[str, tuple[float, float]]:
+    """(forward, backward) host-time factor of a Megatron-Core layer with multi-latent
+    attention over the dense layer megatron_host.py timed: the ratio of the operators each
+    dispatches per layer (bench/op_counts.py, counted on the CPU; not timed on a GPU)."""
+    kinds = json.loads(OP_COUNTS.read_text())["kinds"]
+    dense, mla = kinds["dense"], kinds["mla"]
+    return {"megatron": tuple(  # type: ignore[dict-item]
+        round(mla[f"{phase}_ops_per_layer"] / dense[f"{phase}_ops_per_layer"], 3)
+        for phase in ("forward", "backward"))}
+
+
 def main() -> None:
     gpus = sorted(p for p in RESULTS.glob("*.json") if p.stem in GPU_CATALOG)
     for path in _moe_runs():
@@ -230,6 +247,8 @@ def main() -> None:
     for framework, (dense, moe) in host_deterministic_pass().items():
         print(f'    "{framework}": ({dense}, {moe}),  # deterministic: dense, MoE beyond')
     print(f"DETERMINISTIC_FILL_FACTOR = {deterministic_fill_factor()}")
+    for framework, (forward, backward) in host_mla_factor().items():
+        print(f'    "{framework}": ({forward}, {backward}),  # MLA host factor')
 
 
 if __name__ == "__main__":

@@ -97,6 +97,22 @@ HOST_LAYER_PASS_S: dict[str, tuple[float, float]] = {
     "deepspeed": (0.00097, 0.00217),
 }
 
+# Framework -> (forward, backward) factor on HOST_LAYER_PASS_S for a layer with multi-latent
+# attention. Not timed on a GPU: bench/op_counts.py counted, on the CPU, the operators
+# Megatron-Core 0.19.2's local layers dispatch per layer and micro-batch (views, detaches and
+# allocations left out), for the dense layer megatron_host.py timed and for the MLA attention
+# of Megatron's gpt3_mcore_te_tp2_pp2_mla test (q and kv down/up projections, RoPE on the
+# positional parts, the q and k concatenations): 38 / 50 forward / backward dense, 68 / 79 MLA
+# (bench/results/megatron-op-counts.json; derive.py: host_mla_factor). Host time follows the
+# kernel count: deterministic mode's 75 -> 96 kernels (1.28x) took 1.3x the host time, and the
+# CPU count of the dense layer (88) is within 17% of the 75 kernels the GPU ran (CPU dropout is
+# three operators, CUDA's one). Timed on the CPU at h 64, where dispatch dominates
+# (megatron_host.py --quick, with and without --mla), the MLA layer took 2.0x the dense one
+# forward and 1.5x forward and backward. A GPU timing (megatron_host.py --mla) would replace it.
+HOST_MLA_FACTOR: dict[str, tuple[float, float]] = {
+    "megatron": (1.789, 1.58),
+}
+
 # Framework -> host seconds (forward, backward) each further local expert adds to an MoE layer
 # whose experts run one after another (Megatron-Core's SequentialMLP: no --moe-grouped-gemm):
 # the median slope between the measured MoE layers with 2 and 8 sequential experts. Only

@@ -213,8 +213,9 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     """Compute (compute.layer_time) plus the communication of the module docstring: TP as
     tp_exposure, a full recompute repeating the forward's; CP beyond the attention it
     overlaps; EP dispatch + combine, twice in backward. A pass takes at least the framework's
-    host time per layer pass (kernels.HOST_LAYER_PASS_S; a full recompute runs the forward's
-    host work again in backward; experts run one by one add kernels.HOST_EXPERT_PASS_S each
+    host time per layer pass (kernels.HOST_LAYER_PASS_S, x kernels.HOST_MLA_FACTOR with
+    multi-latent attention; a full recompute runs the forward's host work again in backward;
+    experts run one by one add kernels.HOST_EXPERT_PASS_S each
     after the first; Megatron's --deterministic-mode adds kernels.HOST_DETERMINISTIC_PASS_S,
     more on MoE layers): small layers wait on the CPU, not the GPU. `a2a_paired` is the share of
     passes whose expert all-to-alls a partner pass hides (a2a_paired_fraction of cfg unless
@@ -252,6 +253,9 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     forward = lt.forward_s + extra_fwd + tp_fwd_exposed + cp_fwd + ep_fwd_exposed
     backward = lt.backward_s + extra_bwd + tp_bwd_exposed + 2 * cp_fwd + ep_bwd_exposed
     host_fwd, host_bwd = kernels.HOST_LAYER_PASS_S[cfg.framework.value]
+    if model.mla is not None:  # MLA's extra projections, norms and RoPE pieces: more kernels
+        mla_fwd, mla_bwd = kernels.HOST_MLA_FACTOR.get(cfg.framework.value, (1.0, 1.0))
+        host_fwd, host_bwd = host_fwd * mla_fwd, host_bwd * mla_bwd
     moe_layer = model.moe is not None and model.is_moe_layer(layer)
     if model.moe is not None and moe_layer and not cfg.moe_grouped_gemm:
         expert_fwd, expert_bwd = kernels.HOST_EXPERT_PASS_S.get(cfg.framework.value, (0, 0))

@@ -55,6 +55,21 @@ def test_tables_are_what_the_measurements_give(gpu_id: str) -> None:
     assert derive.host_expert_pass() == kernels.HOST_EXPERT_PASS_S
     assert derive.host_deterministic_pass() == kernels.HOST_DETERMINISTIC_PASS_S
     assert derive.deterministic_fill_factor() == kernels.DETERMINISTIC_FILL_FACTOR
+    assert derive.host_mla_factor() == kernels.HOST_MLA_FACTOR
+
+
+def test_cpu_operator_counts_stand_for_gpu_kernels() -> None:
+    """The MLA host factor is a ratio of operator counts taken on the CPU (bench/op_counts.py);
+    the count is a fair proxy where the GPU also counted: the dense layer dispatches 88
+    operators on the CPU where the H100 ran 75 kernels (12 layers minus 1, over 11), within
+    20% (CPU dropout is three operators, CUDA's native_dropout one)."""
+    counts = json.loads((REPO / "bench/results/megatron-op-counts.json").read_text())["kinds"]
+    dense = counts["dense"]["forward_ops_per_layer"] + counts["dense"]["backward_ops_per_layer"]
+    gpu = json.loads((RESULTS / "megatron-host-h100-4.json").read_text())["runs"]
+    by = {(r["layers"], r["h"], r.get("experts")): r["kernels"] for r in gpu}
+    kernels_per_layer = (by[(12, 512, None)] - by[(1, 512, None)]) / 11
+    assert kernels_per_layer == 75
+    assert abs(dense / kernels_per_layer - 1) < 0.2
 
 
 @pytest.mark.parametrize("gpu_id", MEASURED)

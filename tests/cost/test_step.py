@@ -66,6 +66,30 @@ def test_small_layers_wait_on_the_host() -> None:
     assert step["host_wait_s"] == pytest.approx(2 * 12 * lp.host_wait_s)
 
 
+def test_multi_latent_attention_layers_wait_longer_on_the_host() -> None:
+    """Megatron's MLA toy (gpt3_mcore_te_tp2_pp2_mla's attention, h 512): its layer dispatches
+    more operators than the dense one (the q and kv down/up projections, RoPE pieces, the
+    concatenations), so its host floor is the dense floor x HOST_MLA_FACTOR, forward and
+    backward; torchtitan has no count and keeps its floor."""
+    from planner.cost import kernels
+    from planner.model import MlaSpec, make_model
+    toy = make_model(name="mla-toy", num_layers=4, hidden_size=512, num_attention_heads=8,
+                     vocab_size=50304, max_position_embeddings=1024,
+                     mla=MlaSpec(q_lora_rank=192, kv_lora_rank=64, qk_nope_head_dim=16,
+                                 qk_rope_head_dim=8, v_head_dim=16))
+    cluster = cluster_from_dict(ONE_GPU, "one-gpu")
+    cfg = ParallelConfig(global_batch=8, mbs=4, seq_len=1024)
+    gpu = cluster.gpu_types[0]
+    lp = layer_passes(toy, cfg, gpu, resolve_links(cluster, cfg), 0, Recompute.NONE)
+    host_f, host_b = kernels.HOST_LAYER_PASS_S["megatron"]
+    mla_f, mla_b = kernels.HOST_MLA_FACTOR["megatron"]
+    assert (lp.forward_s, lp.backward_s) == pytest.approx((host_f * mla_f, host_b * mla_b))
+    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
+    tf, tb = kernels.HOST_LAYER_PASS_S["torchtitan"]
+    titan_lp = layer_passes(toy, titan, gpu, resolve_links(cluster, titan), 0, Recompute.NONE)
+    assert (titan_lp.forward_s, titan_lp.backward_s) == pytest.approx((tf, tb))
+
+
 def test_sequential_experts_wait_on_the_host_per_expert() -> None:
     """Megatron's MoE toy (8 experts, ep 2: 4 per GPU): with a grouped GEMM an MoE layer takes
     a dense layer's host floor; run one by one (SequentialMLP) each further local expert adds

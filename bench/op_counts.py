@@ -80,8 +80,10 @@ def main() -> None:
     args = parser.parse_args()
     megatron_host._setup(port=29513)
     import megatron.core
+    # megatron.core appends the git hash of the working directory, not its own: the release
+    release = str(getattr(megatron.core, "__version__", "unknown")).split("+")[0]
     out: dict[str, Any] = {"torch": torch.__version__, "shape": SHAPE, "kinds": {},
-                           "megatron_core": getattr(megatron.core, "__version__", "unknown")}
+                           "megatron_core": release}
     for kind, mla in (("dense", False), ("mla", True)):
         entry: dict[str, Any] = {}
         for phase, one, three in zip(("forward", "backward"), count(mla, 1), count(mla, 3),

@@ -106,7 +106,8 @@ def _model(layers: int, h: int, heads: int, ffn: int, seq: int, vocab: int,
         bias_activation_fusion=True,
         masked_softmax_fusion=False,  # the fused softmax needs apex / TE
         bias_dropout_fusion=True, gradient_accumulation_fusion=False,
-        deterministic_mode=DETERMINISTIC, **moe)
+        deterministic_mode=DETERMINISTIC)
+    common.update(moe)  # the MoE tests' settings win (no bias, no fused bias activation)
     spec = get_gpt_layer_local_spec(num_experts=experts, moe_grouped_gemm=False,
                                     multi_latent_attention=mla)
     if mla:  # gpt3_mcore_te_tp2_pp2_mla's attention at h 512, 8 heads (v at the q/k width)

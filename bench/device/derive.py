@@ -6,8 +6,10 @@ prints the tables as they must appear in kernels.py; tests/cost/test_kernels.py 
 and fails if kernels.py and the measurement files disagree.
 
 - Matmul fraction: the median over every measured GEMM of at least LARGE_GEMM_FLOPS of achieved
-  FLOP/s / (peak x the shape's tile and wave quantization efficiency, compute.py), so that the
-  fraction and the quantization model together reproduce the measurements.
+  FLOP/s / (peak x the shape's tile and wave quantization efficiency x its K loop's share,
+  compute.py), so that the fraction and the shape model together reproduce the measurements.
+- K-loop overhead: the per-tile cost, in elements of K, that best fits the measured GEMMs of at
+  least FILLED_GEMM_FLOPS with the fractions refit under it (gemm_k_overhead).
 - Attention: each measured causal call of a backend as (forward FLOPs, forward FLOP/s,
   backward FLOP/s), in order of size.
 - Host time per layer pass, where the GPU waits on Python and kernel launches: Megatron-Core's
@@ -32,6 +34,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from planner.cost import kernels
 from planner.cost.compute import Gemm, memory_time_s, quantization_efficiency
 from planner.gpus import GPU_CATALOG
 from planner.memory import layer_activation_bytes
@@ -54,19 +57,54 @@ def load(gpu_id: str) -> dict[str, Any]:
     return data
 
 
-def matmul_fracs(gpu_id: str) -> dict[str, float]:
-    gpu = GPU_CATALOG[gpu_id]
-    fracs: dict[str, list[float]] = {}
+def _gemms(gpu_id: str, min_flops: float) -> list[tuple[Gemm, str, float]]:
+    """(shape, precision, measured seconds) of the timed GEMMs of at least min_flops."""
+    out = []
     for g in load(gpu_id)["gemms"]:
         if "s" not in g or g.get("twin_of_fp8"):
             continue
         gemm = Gemm(m=g["m"], n=g["n"], k=g["k"], batch=g["batch"])
-        if gemm.flops < LARGE_GEMM_FLOPS:
-            continue
-        achieved = gemm.flops / g["s"]
-        fracs.setdefault(g["precision"], []).append(
-            achieved / (gpu.peak(g["precision"]) * quantization_efficiency(gemm, gpu.num_sms)))
+        if gemm.flops >= min_flops:
+            out.append((gemm, g["precision"], g["s"]))
+    return out
+
+
+def matmul_fracs(gpu_id: str, k_overhead: float = kernels.GEMM_K_OVERHEAD
+                 ) -> dict[str, float]:
+    gpu = GPU_CATALOG[gpu_id]
+    fracs: dict[str, list[float]] = {}
+    for gemm, precision, seconds in _gemms(gpu_id, LARGE_GEMM_FLOPS):
+        shape_rate = (gpu.peak(precision) * quantization_efficiency(gemm, gpu.num_sms)
+                      * gemm.k / (gemm.k + k_overhead))
+        fracs.setdefault(precision, []).append(gemm.flops / seconds / shape_rate)
     return {p: round(statistics.median(v), 3) for p, v in sorted(fracs.items())}
+
+
+# GEMMs this long keep the GPU busy past the benchmark's launch interval: their timings are the
+# GPU's, so the K-loop overhead is fitted on them.
+FILLED_GEMM_FLOPS = 2e10
+
+
+def gemm_k_overhead(gpu_ids: tuple[str, ...] = ("h100-sxm5-80gb", "h200-sxm-141gb")) -> int:
+    """The K-loop overhead (elements of K, a multiple of 32 up to 512) that, with each GPU's
+    fractions refit under it (matmul_fracs), minimises the median |error| of compute.py's
+    roofline over the measured GEMMs of at least FILLED_GEMM_FLOPS; the smaller on a tie."""
+    def error(k_overhead: int) -> float:
+        errors = []
+        for gpu_id in gpu_ids:
+            gpu = GPU_CATALOG[gpu_id]
+            fracs = matmul_fracs(gpu_id, k_overhead)
+            for gemm, precision, seconds in _gemms(gpu_id, FILLED_GEMM_FLOPS):
+                rate = (gpu.peak(precision) * fracs.get(precision, fracs["bf16"])
+                        * min(quantization_efficiency(gemm, gpu.num_sms), gpu.power_scale)
+                        * gemm.k / (gemm.k + k_overhead))
+                one = 1 if precision == "fp8" else 2
+                traffic = (one * (gemm.m * gemm.k + gemm.k * gemm.n)
+                           + 2 * gemm.m * gemm.n) * gemm.batch
+                modelled = max(gemm.flops / rate, memory_time_s(traffic, gpu))
+                errors.append(abs(modelled / seconds - 1))
+        return statistics.median(errors)
+    return min(range(0, 513, 32), key=lambda k: (round(error(k), 6), k))
 
 
 def attention_rates(gpu_id: str) -> dict[str, tuple[tuple[float, float, float], ...]]:
@@ -230,9 +268,10 @@ def main() -> None:
             forward, backward, busy = per_layer(path, experts)
             print(f"# {path.name}: MoE layer, {experts} sequential experts: host "
                   f"{forward * 1e3:.2f} + {backward * 1e3:.2f} ms, GPU busy {busy * 1e3:.2f} ms")
+    print(f"GEMM_K_OVERHEAD = {gemm_k_overhead()}")
     for path in gpus:
         gpu_id = path.stem
-        for precision, frac in matmul_fracs(gpu_id).items():
+        for precision, frac in matmul_fracs(gpu_id, gemm_k_overhead()).items():
             print(f'    ("{gpu_id}", "{precision}"): {frac},')
     for path in gpus:
         for kernel, rows in attention_rates(path.stem).items():

@@ -116,14 +116,23 @@ def _outside_fp8_linears(precision: Precision) -> Precision:
     return Precision.BF16 if precision is Precision.FP8 else precision
 
 
+def k_loop_efficiency(k: float) -> float:
+    """Share of a GEMM's time in its K loop, k / (k + kernels.GEMM_K_OVERHEAD): the per-tile
+    load and write-back around the loop cost as much as GEMM_K_OVERHEAD more of K (measured,
+    cost/kernels.py)."""
+    return k / (k + kernels.GEMM_K_OVERHEAD)
+
+
 def gemm_time_s(gemm: Gemm, gpu: GpuType, precision: Precision) -> float:
     """Roofline of one GEMM: compute at the shape's achieved rate, or HBM traffic of reading
-    A and B and writing C, whichever is longer. fp8 GEMMs read 1-byte inputs."""
+    A and B and writing C, whichever is longer. fp8 GEMMs read 1-byte inputs. The achieved
+    rate is the large-GEMM rate x the tile / wave quantization efficiency (or the power limit's
+    share, whichever is lower) x the K loop's share (k_loop_efficiency)."""
     if gemm.flops == 0:
         return 0.0
     # tile / wave quantization and a power limit each cap the large-GEMM rate at the TDP
     rate = gpu.achievable_matmul_flops_per_s(precision.value) * min(
-        quantization_efficiency(gemm, gpu.num_sms), gpu.power_scale)
+        quantization_efficiency(gemm, gpu.num_sms), gpu.power_scale) * k_loop_efficiency(gemm.k)
     compute_s = gemm.flops / rate
     input_bytes = 1 if precision is Precision.FP8 else _bytes_per_element(precision)
     traffic = (input_bytes * (gemm.m * gemm.k + gemm.k * gemm.n)

@@ -50,10 +50,12 @@ from planner.cost.comm import Axis
 from planner.cost.compute import (
     LOSS_BYTES_PER_LOGIT,
     STEP_TIME_VALIDATED_GPUS,
+    Gemm,
     attention_time_s,
     elementwise_bytes,
     head_gemm,
     head_time,
+    k_loop_efficiency,
     layer_gemms,
     layer_time,
     matmul_rate,
@@ -394,6 +396,14 @@ def layer_costs(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     return per_layer, sum(head_time(model, cfg, gpu))
 
 
+def _three_passes_flops(gemm: Gemm) -> float:
+    """A GEMM's forward, data-gradient and weight-gradient FLOPs, each over the share of its
+    K loop (compute.k_loop_efficiency): FLOPs at the best-case rate that the three GEMMs take
+    at least. The weight gradient's K is the token count, which grows with the micro-batch:
+    counted at full share, so the bound holds for every micro-batch."""
+    return gemm.flops * (1 / k_loop_efficiency(gemm.k) + 1 / k_loop_efficiency(gemm.n) + 1)
+
+
 def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
                      tp_ring: comm.RingLink, ep_ring: comm.RingLink | None = None) -> float:
     """A lower bound on estimate_step(..., exact=False).iteration_s for every configuration
@@ -402,7 +412,8 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
 
     Per layer and micro-batch, the parts of layer_passes that are linear in the micro-batch,
     each at its best: the GEMMs at the best-case rate (forward and the two backward GEMMs,
-    3 x the forward FLOPs; tile quantization only slows them), the fused attention core at the
+    3 x the forward FLOPs, over the share of the K loop where that does not depend on the
+    micro-batch; tile quantization only slows them), the fused attention core at the
     fastest rate its kernel reaches at any call size, the element-wise traffic (3 x the
     forward's: backward moves twice), and the TP collectives tp_exposure never hides (all of
     forward; backward, torchtitan's all and Megatron's output-gradient all-gathers and MoE
@@ -437,14 +448,14 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
         for layer in layers:
             kind = model.is_moe_layer(layer)
             if kind not in per_kind:
-                flops = sum(g.flops for g in layer_gemms(model, unit, layer))
+                gemms = sum(_three_passes_flops(g) for g in layer_gemms(model, unit, layer))
                 elementwise = 3 * memory_time_s(elementwise_bytes(model, unit, layer), gpu)
-                per_kind[kind] = (3 * flops / rate + attention + elementwise + tp_s(kind)
+                per_kind[kind] = (gemms / rate + attention + elementwise + tp_s(kind)
                                   + (ep_s if kind else 0.0))
             total += per_kind[kind]
         if stage == cfg.pp - 1 and cfg.vocab_strategy is not VocabStrategy.VOCAB_PARALLEL:
             logits = head_gemm(model, unit)  # head_time: 3 GEMMs, the loss in both passes
-            total += 3 * logits.flops / rate
+            total += _three_passes_flops(logits) / rate
             total += 2 * memory_time_s(LOSS_BYTES_PER_LOGIT * logits.m * logits.n, gpu)
         stages.append(total)
     busiest = max(stages)

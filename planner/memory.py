@@ -559,9 +559,10 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
                    for chunk_counts in per_chunk]
     first, last = stage == 0, stage == cfg.pp - 1
     vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
-    if first and dropout_masks(model, cfg)[0]:
+    if first and chunk_bytes and dropout_masks(model, cfg)[0]:
         chunk_bytes[0] += sbh / sp  # embedding dropout mask (the first virtual stage)
-    if last and model.num_mtp_layers:  # each MTP module: its layer, the 2h->h projection input
+    # each MTP module: its layer, the 2h->h projection input
+    if last and chunk_bytes and model.num_mtp_layers:
         last_layer = model.num_layers - 1  # MTP layers take the last layer's precision
         mtp_layer = layer_activation_bytes(model, cfg.layer_config(model, last_layer),
                                            last_layer, cfg.recompute)

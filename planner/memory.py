@@ -567,12 +567,11 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
         mtp_layer = layer_activation_bytes(model, cfg.layer_config(model, last_layer),
                                            last_layer, cfg.recompute)
         chunk_bytes[-1] += model.num_mtp_layers * (mtp_layer + 4 * sbh / sp)  # the last chunk
-    if len(set(chunk_bytes)) == 1:  # even chunks: which of them the schedule holds is moot
-        stored = chunk_bytes[0] * len(chunk_bytes) * in_flight_microbatches(cfg, stage)
-    elif len(chunks) == max(cfg.vpp, 1):  # per chunk, as the schedule holds them
+    if len(chunks) == max(cfg.vpp, 1) and len(set(chunk_bytes)) > 1:
+        # uneven chunks: per chunk, as the schedule holds them
         stored = max(sum(map(operator.mul, moment, chunk_bytes))
                      for moment in live_chunk_passes(cfg, stage))
-    else:  # one block standing for the stage's chunks (the partitioners' probes): even chunks
+    else:  # even chunks, or one block standing for them (the partitioners' probes)
         stored = sum(chunk_bytes) * in_flight_microbatches(cfg, stage)
     if cfg.moe_a2a_overlap and counts:
         # Megatron's combined 1F1B (pipeline_parallel/combined_1f1b.py) runs a forward of one

@@ -591,7 +591,7 @@ def in_flight_microbatches(cfg: ParallelConfig, stage: int) -> float:
         return 1.0
     if cfg.vpp == 1:
         return float(min(cfg.pp - stage, m))
-    chunks = (cfg.pp - stage - 1) * 2 + (cfg.vpp - 1) * cfg.group_size + 1
+    chunks = _warmup_forwards(cfg.pp, cfg.vpp, cfg.group_size, stage) + 1
     return min(chunks, m * cfg.vpp) / cfg.vpp
 
 
@@ -624,7 +624,7 @@ def _live_chunk_passes(pp: int, vpp: int, group: int, m: int,
     def chunk_of(k: int) -> int:  # forward k's chunk; backward k's is vpp - 1 - this
         return (k // group) % vpp
 
-    warmup = min((pp - stage - 1) * 2 + (vpp - 1) * group, total)
+    warmup = min(_warmup_forwards(pp, vpp, group, stage), total)
     live = [0] * vpp
     for k in range(warmup):
         live[chunk_of(k)] += 1
@@ -638,11 +638,17 @@ def _live_chunk_passes(pp: int, vpp: int, group: int, m: int,
     return tuple(sorted(moments))
 
 
+def _warmup_forwards(pp: int, vpp: int, group: int, stage: int) -> int:
+    """Chunk forwards rank `stage` runs before its first backward in Megatron's interleaved
+    schedule: (pp - i - 1) * 2 + (v - 1) * g (schedules.py get_pp_rank_microbatches)."""
+    return (pp - stage - 1) * 2 + (vpp - 1) * group
+
+
 def interleaved_warmup(cfg: ParallelConfig, stage: int) -> int:
     """Chunk forwards stage `stage` runs before its first backward in Megatron's interleaved
-    schedule: (pp - i - 1) * 2 + (v - 1) * g (schedules.py get_pp_rank_microbatches), one
-    more with moe_a2a_overlap so that forward and backward steps stay independent."""
-    warmup = (cfg.pp - stage - 1) * 2 + (cfg.vpp - 1) * cfg.group_size
+    schedule (_warmup_forwards), one more with moe_a2a_overlap so that forward and backward
+    steps stay independent."""
+    warmup = _warmup_forwards(cfg.pp, cfg.vpp, cfg.group_size, stage)
     return warmup + (1 if cfg.moe_a2a_overlap else 0)
 
 

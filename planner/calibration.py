@@ -238,14 +238,39 @@ def _sdpa_kernel(case: dict[str, Any]) -> AttentionKernel:
     backward rate by PyTorch's FlexAttention blog, 2024-08) is priced as FA2."""
     if "flex" in str(case["config"].get("attention", "")):
         return AttentionKernel.FA2
-    versions = str(case.get("source", {}).get("versions", ""))
-    release = re.search(r"torch (\d+)\.(\d+)", versions)
-    if release and (int(release.group(1)), int(release.group(2))) < _SDPA_CUDNN_RELEASE:
+    release, nightly = _torch_version(case)
+    if release is not None and release < _SDPA_CUDNN_RELEASE:
         return AttentionKernel.FA2
-    nightly = re.search(r"torch \w+ \((\d{4}-\d{2}-\d{2})\)", versions)
-    if nightly and nightly.group(1) < _SDPA_CUDNN_PR_MERGED:
+    if nightly is not None and nightly < _SDPA_CUDNN_PR_MERGED:
         return AttentionKernel.FA2
     return AttentionKernel.AUTO
+
+
+# PyTorch's fused CUDA rms_norm (pytorch/pytorch PR #153666, under review on 2025-05-21,
+# first released in 2.8): a release before 2.8, or a nightly built before that review, ran
+# RMSNorm op by op in eager mode (ParallelConfig.fused_rms_norm).
+_FUSED_RMS_NORM_RELEASE = (2, 8)
+_FUSED_RMS_NORM_PR_OPEN = "2025-05-21"
+
+
+def _torch_version(case: dict[str, Any]) -> tuple[tuple[int, int] | None, str | None]:
+    """(release, nightly date) of the PyTorch a case states in source.versions, as
+    "torch 2.5 ..." or "torch <commit> (YYYY-MM-DD)"; None where not stated."""
+    versions = str(case.get("source", {}).get("versions", ""))
+    release = re.search(r"torch (\d+)\.(\d+)", versions)
+    nightly = re.search(r"torch \w+ \((\d{4}-\d{2}-\d{2})\)", versions)
+    return ((int(release.group(1)), int(release.group(2))) if release else None,
+            nightly.group(1) if nightly else None)
+
+
+def _fused_rms_norm(case: dict[str, Any]) -> bool:
+    """Whether a torchtitan case's eager RMSNorm ran as one kernel: not on a PyTorch older
+    than the fused kernel (_FUSED_RMS_NORM_RELEASE, _FUSED_RMS_NORM_PR_OPEN); a case that
+    states no version is taken as recent."""
+    release, nightly = _torch_version(case)
+    if release is not None:
+        return release >= _FUSED_RMS_NORM_RELEASE
+    return nightly is None or nightly >= _FUSED_RMS_NORM_PR_OPEN
 
 
 def leading_int(value: object) -> int:
@@ -321,6 +346,7 @@ def _case_fields_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfi
     flash = c.get("transformer_impl") != "local" and c.get("attention_backend") != "unfused"
     precision = _float8_precision(c.get("float8") if "--fp8-format" not in args
                                   else args.get("--fp8-recipe", "delayed"))
+    eager = framework is Framework.TORCHTITAN and c.get("compile") is False
     return ParallelConfig(
         tp=c["tp"], pp=c["pp"], dp=c["dp"], cp=c["cp"], ep=c["ep"], etp=c.get("etp"),
         vpp=int(c.get("vpp") or 1), mbs=c["mbs"],
@@ -336,7 +362,7 @@ def _case_fields_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfi
         tp_comm_overlap=bool(c.get("async_tp")),
         moe_grouped_gemm=bool((case["model"].get("moe") or {}).get("grouped_gemm", True)),
         deterministic=framework is Framework.MEGATRON and deterministic_mode(case),
-        eager=framework is Framework.TORCHTITAN and c.get("compile") is False,
+        eager=eager, fused_rms_norm=not eager or _fused_rms_norm(case),
     )
 
 

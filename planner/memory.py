@@ -29,6 +29,9 @@ from planner.parallel import (
     dropout_masks,
     in_flight_microbatches,
     live_chunk_passes,
+    op_by_op_rms_norm,
+    op_sac_linears,
+    op_sac_saved_linears,
     stage_chunks,
 )
 from planner.units import MiB
@@ -392,6 +395,8 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
         attention: its output and fp32 log-sum-exp 4*a*s*b/t), output projection input 2sb*o/t,
         dropout mask sbh (with residual dropout, as the MLP's and the embedding's); MLA adds its
         latent q and kv before and after their norms, 4sb(q_lora + kv_lora + rope);
+      (eager torchtitan's op-by-op RMSNorm keeps 6sbh instead of the norm input: its fp32
+        copy, saved by pow and the mul, and the normalized output, saved by * weight);
       MLP: norm input 2sbh, FC1 input 2sbh, FC1 output 2sbf/t (x2 when gated: gate and up),
         FC2 input 2sbf/t, dropout mask sbh; eager torchtitan (cfg.eager) also keeps silu's
         output for the product's backward, 2sbf/t more (compiled code recomputes it);
@@ -421,7 +426,10 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
     hidden_mask, _ = dropout_masks(model, cfg)
     # bytes per element of the inputs the dense linears save for their weight gradient
     linear_in = saved_linear_input_bytes(cfg)
-    attention = 2 * sbh / sp + linear_in * sbh / sp  # norm input, QKV input
+    # norm input; eager torchtitan's op-by-op RMSNorm (ParallelConfig.fused_rms_norm false)
+    # keeps its fp32 copy of it and the normalized 16-bit output instead: 4 bytes more
+    norm = 2 + (4 if op_by_op_rms_norm(model, cfg) else 0)
+    attention = norm * sbh / sp + linear_in * sbh / sp  # norm input, QKV input
     attention += 2 * s * b * (model.q_width + 2 * model.kv_width) / t
     if model.mla is not None:
         latent = (model.mla.q_lora_rank or 0) + model.mla.kv_lora_rank + (
@@ -437,7 +445,7 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
     attention += (2 + projection_copy) * s * b * model.attn_out_width / t
     attention += hidden_mask * sbh / sp
 
-    mlp = 2 * sbh / sp + linear_in * sbh / sp + hidden_mask * sbh / sp  # norm, FC1 in, mask
+    mlp = norm * sbh / sp + linear_in * sbh / sp + hidden_mask * sbh / sp  # norm, FC1 in, mask
     gate = 2 if model.activation.gated else 1
     # ffn-wide tensors kept from FC1's output: gate and up, and silu(gate) when eager
     # torchtitan's product saves it (experts and shared experts alike)
@@ -471,13 +479,12 @@ def routed_tokens(model: ModelSpec, cfg: ParallelConfig) -> float:
 
 
 def op_sac_layer_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int:
-    """torchtitan's selective activation checkpointing, op mode (torchtitan
-    distributed/activation_checkpoint.py `_custom_policy`): within a block, outputs of matmuls
-    are saved except every second one (counted per block), SDPA outputs are saved, everything
-    else is recomputed; the block input is kept. Llama order wq, wk, wv, wo, w1, w3, w2 saves
-    wq, wv, w1 and w2 (1st, 3rd, 5th, 7th), plus the SDPA output and its fp32 log-sum-exp.
-    MoE layers are counted as without checkpointing (upper bound)."""
-    if model.is_moe_layer(layer) or model.mla is not None:
+    """torchtitan's selective activation checkpointing, op mode (parallel.op_sac_linears):
+    the block input, the outputs of the linears it saves (Llama: wq, wv, w1 and w2, the 1st,
+    3rd, 5th and 7th), the SDPA output and its fp32 log-sum-exp; everything else is
+    recomputed. MoE and MLA layers are counted as without checkpointing (upper bound)."""
+    linears = op_sac_linears(model, layer)
+    if linears is None:
         return layer_activation_bytes(model, cfg, layer, Recompute.NONE)
     t = cfg.tp
     s = cfg.seq_len / cfg.cp
@@ -485,10 +492,9 @@ def op_sac_layer_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int
     h = model.hidden_size
     sp = t if cfg.sequence_parallel else 1
     saved = 2 * s * b * h / sp  # block input
-    saved += 2 * s * b * (model.q_width + model.kv_width) / t  # wq, wv outputs
+    # each saved output, split by tp: the row-parallel ones are the sharded partial sums
+    saved += sum(2 * s * b * p.out_dim / t for p in op_sac_saved_linears(linears))
     saved += 2 * s * b * model.attn_out_width / t + 4 * model.num_attention_heads * s * b / t
-    saved += 2 * s * b * model.ffn_hidden_size / t  # w1 output
-    saved += 2 * s * b * h / t  # w2 output
     return math.ceil(saved)
 
 

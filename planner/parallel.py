@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from planner.gpus import GpuType
-from planner.model import ModelSpec
+from planner.model import ModelSpec, Norm, Projection
 
 
 class Recompute(enum.StrEnum):
@@ -149,6 +149,13 @@ class ParallelConfig:
             memory count the silu output the eager product keeps);
             async TP needs compile (torchtitan refuses it eager). Megatron and DeepSpeed run
             their own fused kernels: the setting is torchtitan's only.
+        fused_rms_norm: eager RMSNorm runs as one kernel, as PyTorch's fused CUDA rms_norm
+            (pytorch/pytorch PR #153666, in 2.8) runs nn.RMSNorm. False for PyTorch before
+            2.8, where nn.RMSNorm decomposes into separate kernels, and torchtitan's own
+            RMSNorm class of 2024 (models/norms.py: x.float(), pow, mean, rsqrt, mul,
+            type_as, * weight) always did: compute.EAGER_RMS_NORM_BYTES, and the memory
+            counts the fp32 copy those kernels keep. Matters only with `eager` (compiled code
+            fuses the norm either way).
         bf16_layers: (first, last) transformer layers kept in bf16 under fp8 training
             (Megatron --first-last-layers-bf16 with --num-layers-at-start-in-bf16 and
             --num-layers-at-end-in-bf16, fp8_utils.is_first_last_bf16_layer: global layer
@@ -197,6 +204,7 @@ class ParallelConfig:
     deterministic: bool = False
     gradient_accumulation_fusion: bool = True
     eager: bool = False
+    fused_rms_norm: bool = True
     bf16_layers: tuple[int, int] = (0, 0)
     microbatch_group_size: int | None = None
     rank_order: str = "tp-cp-dp-pp"
@@ -327,6 +335,7 @@ class ParallelConfig:
             "deterministic": self.deterministic,
             "gradient_accumulation_fusion": self.gradient_accumulation_fusion,
             "eager": self.eager,
+            "fused_rms_norm": self.fused_rms_norm,
             "bf16_layers": list(self.bf16_layers),
             "microbatch_group_size": self.microbatch_group_size,
             "rank_order": self.rank_order,
@@ -429,6 +438,9 @@ class ParallelConfig:
         if self.eager and self.framework is not Framework.TORCHTITAN:
             out.append("eager is torchtitan's setting (run without torch.compile); Megatron "
                        "and DeepSpeed run their own fused kernels")
+        if not self.fused_rms_norm and not self.eager:
+            out.append("fused_rms_norm false without eager: compiled code fuses the norm "
+                       "(set eager, or leave fused_rms_norm true)")
         if self.eager and self.tp_comm_overlap:
             out.append("eager with tp_comm_overlap: torchtitan's async TP needs torch.compile")
         if self.deterministic and not megatron:
@@ -668,6 +680,51 @@ def dropout_masks(model: ModelSpec, cfg: ParallelConfig) -> tuple[bool, bool]:
     if cfg.framework is Framework.TORCHTITAN:
         return False, False
     return model.hidden_dropout > 0, model.attention_dropout > 0
+
+
+def op_by_op_rms_norm(model: ModelSpec, cfg: ParallelConfig) -> bool:
+    """Whether the model's RMSNorms run as separate kernels: eager torchtitan without a fused
+    rms_norm (ParallelConfig.fused_rms_norm). LayerNorm is one kernel everywhere."""
+    return (cfg.eager and not cfg.fused_rms_norm and cfg.framework is Framework.TORCHTITAN
+            and model.norm is Norm.RMSNORM)
+
+
+def op_sac_linears(model: ModelSpec, layer: int) -> tuple[Projection, ...] | None:
+    """The linears of one torchtitan block in call order, for its op-level selective
+    activation checkpointing; None where that is not modelled (MoE and multi-latent attention
+    layers, priced as not checkpointed in memory and time alike).
+
+    torchtitan's policy (distributed/activation_checkpoint.py `_custom_policy`, the mm-count
+    policy of its 2024-2025 releases) saves the outputs of the ops in its save list (aten.mm,
+    the SDPA kernels, reduce_scatter, max) except every second aten.mm, counted per block, and
+    recomputes everything else in backward. Llama's block calls wq, wk, wv, wo, w1, w3, w2
+    (models/llama3/model.py; w1, w2 without a gate), each one aten.mm (torchao's float8 linears
+    too: the policy's dispatch mode sees aten.mm on the Float8 tensors before they run
+    _scaled_mm, which is why the 2412 benchmark's fp8 run keeps the bf16 run's memory, 76.8 vs
+    77.0 GiB); op_sac_saved_linears and op_sac_recomputed_linears split them."""
+    if model.is_moe_layer(layer) or model.mla is not None:
+        return None
+    h = model.hidden_size
+    f = model.ffn_hidden_size
+    up = (Projection(h, f, "column"),) * (2 if model.activation.gated else 1)
+    return (Projection(h, model.q_width, "column"), Projection(h, model.kv_width, "column"),
+            Projection(h, model.kv_width, "column"), Projection(model.attn_out_width, h, "row"),
+            *up, Projection(f, h, "row"))
+
+
+def op_sac_saved_linears(linears: tuple[Projection, ...]) -> tuple[Projection, ...]:
+    """The linears whose outputs op-level SAC keeps: the 1st, 3rd, 5th, ... (op_sac_linears)."""
+    return linears[0::2]
+
+
+def op_sac_recomputed_linears(linears: tuple[Projection, ...]) -> tuple[Projection, ...]:
+    """The linears op-level SAC runs again in backward: the 2nd, 4th, ... but not the last
+    (op_sac_linears). The block's output is not needed by its own backward, and PyTorch's
+    non-reentrant checkpoint stops recomputing once every tensor backward needs exists
+    (torch.utils.checkpoint, early stop on by default), before the last linear. What else
+    the recompute reruns: the block's element-wise work (norms, RoPE, the gate product) and
+    its un-saved collectives (tensor-parallel all-gathers); the attention kernel is saved."""
+    return tuple(p for i, p in enumerate(linears[:-1]) if i % 2 == 1)
 
 
 # Key lengths the fused scale-mask-softmax kernels take: Transformer Engine's

@@ -47,7 +47,7 @@ def config_line(cfg: ParallelConfig) -> str:
         ("tp-comm-overlap", cfg.tp_comm_overlap), ("fp8-param-gather", cfg.fp8_param_gather),
         ("grad-reduce-in-bf16", cfg.grad_reduce_in_bf16),
         ("moe-a2a-overlap", cfg.moe_a2a_overlap), ("deterministic", cfg.deterministic),
-        ("eager", cfg.eager),
+        ("eager", cfg.eager), ("unfused-rms-norm", not cfg.fused_rms_norm),
         ("no-gradient-accumulation-fusion", not cfg.gradient_accumulation_fusion),
         ("bf16-layers={},{}".format(*cfg.bf16_layers), cfg.bf16_layers != (0, 0))) if on]
     return " ".join(parts)

@@ -41,6 +41,9 @@ from planner.parallel import (
     Precision,
     Recompute,
     dropout_masks,
+    op_by_op_rms_norm,
+    op_sac_linears,
+    op_sac_recomputed_linears,
 )
 
 # Output tile shapes (M x N) of cuBLAS / CUTLASS bf16 kernels on Ampere and Hopper.
@@ -274,29 +277,41 @@ def fused_attention_kernel(cfg: ParallelConfig, gpu: GpuType) -> AttentionKernel
 # - SwiGLU: silu (2, 2), then the product (4, 2): 10 per ffn element, fused 6.
 # The attention output needs no copy: SDPA's fused kernels write it in the query's
 # [batch, seq, heads, dim] layout, so transposing it back and reshaping are views.
-# The RMSNorms are nn.RMSNorm, which PyTorch dispatches to its fused kernel in eager too
-# (aten rms_norm -> _fused_rms_norm); torchtitan's 2024 releases had a composite RMSNorm of
-# six kernels (models/norms.py, about 36 bytes per element), not priced here.
+# - RMSNorm, fused (PyTorch >= 2.8 dispatches nn.RMSNorm to its _fused_rms_norm kernel, eager
+#   too; compiled code; Megatron's and Transformer Engine's kernels): read 2, write 2 per
+#   element (RMS_NORM_BYTES). Op by op (ParallelConfig.fused_rms_norm false: PyTorch before
+#   2.8, torchtitan's 2024 RMSNorm class): .float() (2, 4), pow (4, 4), mean (4), x * rsqrt
+#   (4, 4), type_as (4, 2), * weight (2, 2): 36 (EAGER_RMS_NORM_BYTES). Its autograd backward
+#   moves about twice that (72 by the same count), as the model's 2x backward rule assumes.
 EAGER_ROPE_BYTES = 20
 EAGER_SWIGLU_BYTES = 10
+RMS_NORM_BYTES = 4
+EAGER_RMS_NORM_BYTES = 36
+
+
+def norm_bytes_per_element(model: ModelSpec, cfg: ParallelConfig) -> int:
+    """HBM bytes per element of one forward normalization: RMS_NORM_BYTES, or
+    EAGER_RMS_NORM_BYTES for eager torchtitan's op-by-op RMSNorm (parallel.op_by_op_rms_norm)."""
+    return EAGER_RMS_NORM_BYTES if op_by_op_rms_norm(model, cfg) else RMS_NORM_BYTES
 
 
 def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> float:
     """HBM bytes of one layer's forward element-wise kernels, one micro-batch, one GPU: two
-    norms (read + write 2h each), two bias-dropout-adds (two inputs, one output, a mask: 7h; 6h
-    without residual dropout, parallel.dropout_masks), the activation (fused bias-GeLU / squared
-    ReLU: read and write f; SwiGLU: read 2f, write f, all / tp), rotary embeddings on q and k
-    (read and write), MoE permute and unpermute of routed tokens (read and write h each). Norms
-    and residuals are split by tp only with sequence parallelism. Eager torchtitan (cfg.eager)
-    runs RoPE and SwiGLU op by op (the EAGER_* bytes above); norms, residual adds and MoE
-    permutes move the same bytes either way."""
+    norms (norm_bytes_per_element per element of h each), two bias-dropout-adds (two inputs,
+    one output, a mask: 7h; 6h without residual dropout, parallel.dropout_masks), the
+    activation (fused bias-GeLU / squared ReLU: read and write f; SwiGLU: read 2f, write f,
+    all / tp), rotary embeddings on q and k (read and write), MoE permute and unpermute of
+    routed tokens (read and write h each). Norms and residuals are split by tp only with
+    sequence parallelism. Eager torchtitan (cfg.eager) runs RoPE and SwiGLU op by op (the
+    EAGER_* bytes above), and RMSNorm too on PyTorch before 2.8 (norm_bytes_per_element);
+    residual adds and MoE permutes move the same bytes either way."""
     t = cfg.tp
     sp = t if cfg.sequence_parallel else 1
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     h = model.hidden_size
     eager = cfg.eager and cfg.framework is Framework.TORCHTITAN
     residual = 7 if dropout_masks(model, cfg)[0] else 6  # the masks only where dropout runs
-    per_token = (4 * h + residual * h) * 2 / sp
+    per_token = (2 * norm_bytes_per_element(model, cfg) * h + 2 * residual * h) / sp
     gate = 2 if model.activation.gated else 1
     activation = EAGER_SWIGLU_BYTES if eager and model.activation.gated else 2 * (gate + 1)
     if model.is_moe_layer(layer):
@@ -471,12 +486,43 @@ def linear_gemm_times(gemm: Gemm, cfg: ParallelConfig, gpu: GpuType,
     return plain[0], plain[1], plain[2]
 
 
+def op_sac_recomputed_gemms(model: ModelSpec, cfg: ParallelConfig,
+                            layer: int) -> tuple[Gemm, ...]:
+    """The GEMMs torchtitan's op-level selective checkpointing runs again in one layer's
+    backward (parallel.op_sac_recomputed_linears; Llama: wk, wo, w3), as one GPU runs them;
+    none where op SAC is not modelled."""
+    linears = op_sac_linears(model, layer)
+    if linears is None:
+        return ()
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    return tuple(_sharded(p, tokens, cfg.tp) for p in op_sac_recomputed_linears(linears))
+
+
+def op_sac_recompute_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
+                       elementwise_forward_s: float) -> float:
+    """What torchtitan's op-level selective checkpointing recomputes in one layer's backward
+    (parallel.op_sac_recomputed_linears): the un-saved GEMMs (op_sac_recomputed_gemms) with
+    their fp8 input casts, and the layer's forward element-wise work (`elementwise_forward_s`:
+    norms, RoPE, the gate product; the residual add after the last linear, which early stop
+    skips, is counted too); the attention kernel's output is saved. MoE and MLA layers,
+    which memory counts as not checkpointed, recompute nothing."""
+    gemms = op_sac_recomputed_gemms(model, cfg, layer)
+    if not gemms:
+        return 0.0
+    seconds = sum(linear_gemm_times(g, cfg, gpu, cfg.precision)[0] for g in gemms)
+    if cfg.precision is Precision.FP8:
+        seconds += memory_time_s(fp8_cast_bytes(gemms)[0], gpu)
+    return seconds + elementwise_forward_s
+
+
 def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
                recompute: Recompute) -> LayerTime:
     """Compute time of one transformer layer (communication is added by step.py). With fp8,
     the linear layers' GEMMs run in fp8 and their operands' casts (fp8_cast_bytes) are
     memory-bound work; the MoE router's GEMM stays in bf16 (Megatron's TopKRouter is not a
-    Transformer Engine linear and runs in the parameter or router dtype)."""
+    Transformer Engine linear and runs in the parameter or router dtype). Recompute reruns
+    the whole forward (full), the attention core (Megatron's selective) or what torchtitan's
+    op-level checkpointing does not save (op_sac_recompute_s)."""
     gemms = layer_gemms(model, cfg, layer)
     fp8 = cfg.precision is Precision.FP8
 
@@ -496,6 +542,8 @@ def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
     forward = gemm_fwd + attn_fwd + elem_fwd + cast_fwd + copies
     if recompute is Recompute.FULL:
         redo = forward
+    elif recompute is Recompute.SELECTIVE and cfg.framework is Framework.TORCHTITAN:
+        redo = op_sac_recompute_s(model, cfg, gpu, layer, elem_fwd)
     elif recompute is Recompute.SELECTIVE:
         redo = attn_fwd
     else:
@@ -530,5 +578,5 @@ def head_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tuple[floa
     forward = gemm_time_s(logits, gpu, precision)
     backward = sum(gemm_time_s(g, gpu, precision) for g in logits.backward())
     loss = memory_time_s(LOSS_BYTES_PER_LOGIT * tokens * logits.n, gpu)
-    norm = memory_time_s(4.0 * model.hidden_size * tokens, gpu)
+    norm = memory_time_s(norm_bytes_per_element(model, cfg) * model.hidden_size * tokens, gpu)
     return forward + loss + norm, backward + loss + 2 * norm

@@ -13,7 +13,14 @@ from collections import Counter
 from dataclasses import dataclass
 
 from planner.model import ModelSpec
-from planner.parallel import ParallelConfig, Recompute, stage_chunks
+from planner.parallel import (
+    Framework,
+    ParallelConfig,
+    Recompute,
+    op_sac_linears,
+    op_sac_recomputed_linears,
+    stage_chunks,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,9 +103,20 @@ def model_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
     return 3.0 * forward
 
 
+def op_sac_recompute_flops(model: ModelSpec, layer: int, tokens: float) -> float:
+    """Forward FLOPs torchtitan's op-level selective checkpointing runs again in one layer
+    for `tokens` tokens: 2 per weight per token of each linear it recomputes
+    (parallel.op_sac_recomputed_linears; none where op SAC is not modelled)."""
+    linears = op_sac_linears(model, layer)
+    if linears is None:
+        return 0.0
+    return 2.0 * tokens * sum(p.in_dim * p.out_dim for p in op_sac_recomputed_linears(linears))
+
+
 def hardware_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
     """Model FLOPs plus what recompute runs again: full recompute repeats each recomputed
-    layer's forward, selective recompute repeats the attention core's forward. (Korthikanti et
+    layer's forward, Megatron's selective recompute the attention core's forward, torchtitan's
+    op-level one the linears it does not save (op_sac_recompute_flops). (Korthikanti et
     al. 2022 Sec. 6.1 write 72BLsh^2(1 + s/(3h) + V/(12hL)) for selective recompute, which
     counts the attention term three times over; their HFU figures use that formula.)"""
     tokens = float(cfg.global_batch * cfg.seq_len)
@@ -115,7 +133,9 @@ def hardware_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
                        cfg.layer_recompute(position))] += 1
     for (layer, mode), count in sorted(kinds.items()):
         lf = layer_flops(model, layer, tokens, cfg.seq_len)
-        if mode is Recompute.SELECTIVE:
+        if mode is Recompute.SELECTIVE and cfg.framework is Framework.TORCHTITAN:
+            flops += op_sac_recompute_flops(model, layer, tokens) * count
+        elif mode is Recompute.SELECTIVE:
             flops += lf.attention * count
         elif mode is Recompute.FULL:
             flops += lf.total * count

@@ -58,8 +58,10 @@ from planner.cost.compute import (
     k_loop_efficiency,
     layer_gemms,
     layer_time,
+    linear_gemm_times,
     matmul_rate,
     memory_time_s,
+    op_sac_recomputed_gemms,
     tp_block_gemms,
 )
 from planner.cost.flops import hardware_flops_per_step, model_flops_per_step
@@ -75,6 +77,7 @@ from planner.parallel import (
     Recompute,
     VocabStrategy,
     interleaved_warmup,
+    op_sac_linears,
     stage_chunks,
     stage_layers,
 )
@@ -210,6 +213,28 @@ def tp_exposure(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Step
     return fwd, bwd, 2 * c, bwd_busy
 
 
+def op_sac_tp_recompute(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
+                        layer: int) -> tuple[float, float]:
+    """(exposed, busy) seconds of the tensor-parallel collectives torchtitan's op-level
+    selective checkpointing runs again in one layer's backward, one micro-batch. Its save list
+    keeps reduce_scatter outputs only (parallel.op_sac_linears), so with sequence parallelism
+    each block's input all-gather reruns (the gathered norm output feeds the recomputed
+    linears and the saved ones' weight gradients): c/2 per block, c as in tp_exposure; without
+    it the attention block's output all-reduce reruns (the MLP norm's input): c. Async TP
+    fuses each re-gather with the recomputed linear that reads it (the column-parallel ones of
+    compute.op_sac_recomputed_gemms: Llama's wk and w3): what outlasts that GEMM is exposed."""
+    if cfg.tp == 1 or op_sac_linears(model, layer) is None:
+        return 0.0, 0.0
+    c = comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))
+    if not (cfg.sequence_parallel and cfg.tp_comm_overlap):
+        return c, c
+    half = c / 2
+    readers = [g for g in op_sac_recomputed_gemms(model, cfg, layer) if g.role == "column"]
+    exposed = sum(max(0.0, half - linear_gemm_times(g, cfg, gpu, cfg.precision)[0])
+                  for g in readers)
+    return exposed + half * max(0, 2 - len(readers)), c
+
+
 def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
                  layer: int, mode: Recompute, a2a_paired: float | None = None) -> LayerPasses:
     """Compute (compute.layer_time) plus the communication of the module docstring: TP as
@@ -232,6 +257,10 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     if full:  # the recompute runs the forward's collectives again
         tp_bwd_exposed += tp_fwd_exposed
         tp_bwd_busy += tp_fwd_busy
+    elif mode is Recompute.SELECTIVE and cfg.framework is Framework.TORCHTITAN:
+        regather_exposed, regather_busy = op_sac_tp_recompute(model, cfg, gpu, links, layer)
+        tp_bwd_exposed += regather_exposed
+        tp_bwd_busy += regather_busy
     cp_busy = cp_fwd = 0.0
     if cfg.cp > 1:
         kv = 2 * tokens * model.kv_width / cfg.tp * 2

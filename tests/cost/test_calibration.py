@@ -79,6 +79,30 @@ def test_torchtitan_cases_run_the_attention_kernel_their_pytorch_picked(
     assert _sdpa_kernel(case).value == kernel
 
 
+@pytest.mark.parametrize(("versions", "fused"), [
+    ("torch 1963fc8 (2024-12-23), torchao eab345c", False),  # nightly before the fused kernel
+    ("torch 2.7.1", False),
+    ("torch 2.8.0", True),
+    ("", True),  # not stated: taken as recent
+])
+def test_eager_torchtitan_cases_run_the_rms_norm_their_pytorch_had(versions: str,
+                                                                   fused: bool) -> None:
+    from planner.calibration import _fused_rms_norm
+    assert _fused_rms_norm({"source": {"versions": versions}}) is fused
+
+
+def test_the_2412_eager_runs_price_rms_norm_op_by_op() -> None:
+    """The torchtitan 2412 benchmark ran torch of 2024-12-23 (and torchtitan's own RMSNorm
+    class): its eager rows run the norm op by op, its compiled rows fused."""
+    from planner.calibration import reproduce_case
+    measured = {c["id"]: c for c in load_measurements("measured.yaml")["cases"]}
+    for case_id, fused in (("torchtitan_2412_l8b_8gpu_fsdp", False),
+                           ("torchtitan_2412_l8b_8gpu_fsdp_compile", True)):
+        reproduced = reproduce_case(measured[case_id])
+        assert not isinstance(reproduced, str)
+        assert reproduced[1].fused_rms_norm is fused
+
+
 @pytest.mark.parametrize(("gpu_text", "profile"), [
     ("H100-SXM-96GB-HBM2e (Meta Grand Teton, 500 W power cap; ~95 GiB usable)",
      "grand-teton-h100-500w"),

@@ -199,3 +199,70 @@ def test_torchtitan_sequence_parallel_collectives_copy_along_dim_one() -> None:
     assert with_copies.forward_s > without.forward_s
     assert with_copies.backward_s - without.backward_s == pytest.approx(
         with_copies.forward_s - without.forward_s)
+
+
+def test_torchtitan_op_sac_recomputes_the_unsaved_linears_and_the_elementwise_work() -> None:
+    """torchtitan's op-level SAC saves every second aten.mm of a block: Llama's wq, wk, wv,
+    wo, w1, w3, w2 keep wq, wv, w1 and w2, and backward reruns wk, wo and w3 (not w2, the
+    last: early stop) with the block's element-wise work; the attention kernel's output is
+    saved. Megatron's selective recompute reruns the attention core instead. MoE layers,
+    counted as not checkpointed in memory, recompute nothing."""
+    from planner.cost.compute import (
+        elementwise_bytes,
+        linear_gemm_times,
+        memory_time_s,
+        op_sac_recomputed_gemms,
+    )
+    from planner.cost.flops import op_sac_recompute_flops
+    h100 = GPU_CATALOG["h100-sxm5-80gb"]
+    model = BUILTIN_MODELS["llama3-8b"]
+    cfg = ParallelConfig(tp=2, dp=4, mbs=1, global_batch=4, seq_len=8192, zero=3,
+                         framework=Framework.TORCHTITAN, sequence_parallel=True,
+                         recompute=Recompute.SELECTIVE)
+    gemms = op_sac_recomputed_gemms(model, cfg, 0)
+    assert [(g.k, g.n) for g in gemms] == [(4096, 1024 / 2), (4096 / 2, 4096), (4096, 14336 / 2)]
+    lt = layer_time(model, cfg, h100, 0, Recompute.SELECTIVE)
+    expected = (sum(linear_gemm_times(g, cfg, h100, Precision.BF16)[0] for g in gemms)
+                + memory_time_s(elementwise_bytes(model, cfg, 0), h100))
+    assert lt.recompute_s == pytest.approx(expected)
+    attention_fwd = attention_time_s(model, cfg, h100)[0]
+    assert lt.recompute_s > attention_fwd  # what the Megatron rule would have charged
+    megatron = dataclasses.replace(cfg, framework=Framework.MEGATRON)
+    assert layer_time(model, megatron, h100, 0, Recompute.SELECTIVE).recompute_s == (
+        pytest.approx(attention_fwd))
+    # the hardware FLOPs count the same linears: 2 per weight per token
+    assert op_sac_recompute_flops(model, 0, 1.0) == 2 * 4096 * (1024 + 4096 + 14336)
+    qwen = BUILTIN_MODELS["qwen3-30b-a3b"]
+    moe_cfg = ParallelConfig(dp=8, ep=8, etp=1, global_batch=8, seq_len=4096, zero=3,
+                             framework=Framework.TORCHTITAN, recompute=Recompute.SELECTIVE)
+    layer = next(i for i in range(qwen.num_layers) if qwen.is_moe_layer(i))
+    assert op_sac_recomputed_gemms(qwen, moe_cfg, layer) == ()
+    assert layer_time(qwen, moe_cfg, h100, layer, Recompute.SELECTIVE).recompute_s == 0.0
+
+
+def test_eager_rms_norm_op_by_op_on_old_pytorch() -> None:
+    """Before PyTorch 2.8 (no fused rms_norm kernel) eager RMSNorm runs as separate kernels:
+    .float(), pow, mean, x * rsqrt, type_as, * weight move 36 bytes per element where one
+    kernel moves 4, and it keeps its fp32 copy and the normalized output (6 bytes per element
+    where the fused norm keeps its 2-byte input). Two norms per layer (and the final one).
+    Compiled code fuses the norm either way; LayerNorm is one kernel everywhere."""
+    from planner.cost.compute import elementwise_bytes
+    from planner.memory import layer_activation_bytes
+    model = BUILTIN_MODELS["llama3-8b"]
+    fused = ParallelConfig(tp=2, dp=4, mbs=1, global_batch=4, seq_len=8192, zero=3,
+                           framework=Framework.TORCHTITAN, sequence_parallel=True, eager=True)
+    unfused = dataclasses.replace(fused, fused_rms_norm=False)
+    per_norm = 8192 * 4096 / 2  # sequence parallel: norms see s/tp tokens
+    assert (elementwise_bytes(model, unfused, 0) - elementwise_bytes(model, fused, 0)
+            == pytest.approx(2 * (36 - 4) * per_norm))
+    assert (layer_activation_bytes(model, unfused, 0, Recompute.NONE)
+            - layer_activation_bytes(model, fused, 0, Recompute.NONE)
+            == pytest.approx(2 * 4 * per_norm, abs=1))
+    h100 = GPU_CATALOG["h100-sxm5-80gb"]
+    assert head_time(model, unfused, h100)[0] > head_time(model, fused, h100)[0]
+    compiled = dataclasses.replace(unfused, eager=False)
+    assert elementwise_bytes(model, compiled, 0) == elementwise_bytes(
+        model, dataclasses.replace(fused, eager=False), 0)
+    assert any("fused_rms_norm" in p for p in compiled.problems(model))
+    gpt = BUILTIN_MODELS["gpt3-175b"]  # LayerNorm
+    assert elementwise_bytes(gpt, unfused, 0) == elementwise_bytes(gpt, fused, 0)

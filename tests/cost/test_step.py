@@ -680,3 +680,38 @@ def test_userbuffers_gemms_follow_transformer_engine_defaults() -> None:
         plain = dataclasses.replace(cfg, tp_comm_overlap=False)
         assert linear_gemm_times(g, plain, gpu, Precision.BF16) == tuple(
             gemm_time_s(x, gpu, Precision.BF16) for x in (g, dgrad, wgrad))
+
+
+def test_torchtitan_op_sac_gathers_each_block_input_again_in_backward() -> None:
+    """torchtitan's op-level SAC saves reduce-scatter outputs but not all-gathers: with
+    sequence parallelism backward re-gathers each block's normalized input, half an
+    all-reduce per block (one all-reduce's time c per layer, busy and exposed); async TP fuses
+    the re-gather with the recomputed linear that reads it (wk, w3), exposing what outlasts
+    it. Without SAC, with tp 1, or under Megatron nothing is gathered again."""
+    from planner.cost.compute import linear_gemm_times, op_sac_recomputed_gemms
+    from planner.cost.step import op_sac_tp_recompute, tp_bytes
+    model = BUILTIN_MODELS["llama3-8b"]
+    cluster = load_cluster("dgx-h100")
+    gpu = cluster.gpu_types[0]
+    cfg = ParallelConfig(tp=8, dp=1, mbs=1, global_batch=1, seq_len=8192, zero=3,
+                         framework=Framework.TORCHTITAN, sequence_parallel=True,
+                         recompute=Recompute.SELECTIVE)
+    links = resolve_links(cluster, cfg)
+    c = comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))
+    assert op_sac_tp_recompute(model, cfg, gpu, links, 0) == pytest.approx((c, c))
+    selective = layer_passes(model, cfg, gpu, links, 0, Recompute.SELECTIVE)
+    none = layer_passes(model, cfg, gpu, links, 0, Recompute.NONE)
+    assert selective.tp_busy_s == pytest.approx(none.tp_busy_s + c)
+    overlapped = dataclasses.replace(cfg, tp_comm_overlap=True)
+    readers = [g for g in op_sac_recomputed_gemms(model, overlapped, 0) if g.role == "column"]
+    assert len(readers) == 2
+    exposed = sum(max(0.0, c / 2 - linear_gemm_times(g, overlapped, gpu, cfg.precision)[0])
+                  for g in readers)
+    assert op_sac_tp_recompute(model, overlapped, gpu, links, 0) == pytest.approx((exposed, c))
+    assert op_sac_tp_recompute(model, dataclasses.replace(cfg, tp=1, dp=8, global_batch=8,
+                                                          sequence_parallel=False),
+                               gpu, links, 0) == (0.0, 0.0)
+    megatron = dataclasses.replace(cfg, framework=Framework.MEGATRON)
+    assert (layer_passes(model, megatron, gpu, links, 0, Recompute.SELECTIVE).tp_busy_s
+            == pytest.approx(layer_passes(model, megatron, gpu, links, 0,
+                                          Recompute.NONE).tp_busy_s))

@@ -30,9 +30,9 @@ from planner.parallel import (
     in_flight_microbatches,
     live_chunk_passes,
     op_by_op_rms_norm,
-    op_sac_linears,
     op_sac_saved_linears,
     stage_chunks,
+    torchtitan_linears,
 )
 from planner.units import MiB
 
@@ -479,11 +479,11 @@ def routed_tokens(model: ModelSpec, cfg: ParallelConfig) -> float:
 
 
 def op_sac_layer_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int:
-    """torchtitan's selective activation checkpointing, op mode (parallel.op_sac_linears):
+    """torchtitan's selective activation checkpointing, op mode (parallel.torchtitan_linears):
     the block input, the outputs of the linears it saves (Llama: wq, wv, w1 and w2, the 1st,
     3rd, 5th and 7th), the SDPA output and its fp32 log-sum-exp; everything else is
     recomputed. MoE and MLA layers are counted as without checkpointing (upper bound)."""
-    linears = op_sac_linears(model, layer)
+    linears = torchtitan_linears(model, layer)
     if linears is None:
         return layer_activation_bytes(model, cfg, layer, Recompute.NONE)
     t = cfg.tp

@@ -689,19 +689,22 @@ def op_by_op_rms_norm(model: ModelSpec, cfg: ParallelConfig) -> bool:
             and model.norm is Norm.RMSNORM)
 
 
-def op_sac_linears(model: ModelSpec, layer: int) -> tuple[Projection, ...] | None:
-    """The linears of one torchtitan block in call order, for its op-level selective
-    activation checkpointing; None where that is not modelled (MoE and multi-latent attention
-    layers, priced as not checkpointed in memory and time alike).
+def torchtitan_linears(model: ModelSpec, layer: int) -> tuple[Projection, ...] | None:
+    """The linears of one torchtitan dense block in call order: Llama's wq, wk, wv, wo, w1,
+    w3, w2 (models/llama3/model.py; w1, w2 without a gate), separate modules where Megatron
+    fuses QKV and the gated FC1; None for MoE and multi-latent attention layers (their
+    GEMMs are ModelSpec's projections, and op-level SAC is priced as not checkpointing them,
+    in memory and time alike).
 
-    torchtitan's policy (distributed/activation_checkpoint.py `_custom_policy`, the mm-count
-    policy of its 2024-2025 releases) saves the outputs of the ops in its save list (aten.mm,
-    the SDPA kernels, reduce_scatter, max) except every second aten.mm, counted per block, and
-    recomputes everything else in backward. Llama's block calls wq, wk, wv, wo, w1, w3, w2
-    (models/llama3/model.py; w1, w2 without a gate), each one aten.mm (torchao's float8 linears
-    too: the policy's dispatch mode sees aten.mm on the Float8 tensors before they run
-    _scaled_mm, which is why the 2412 benchmark's fp8 run keeps the bf16 run's memory, 76.8 vs
-    77.0 GiB); op_sac_saved_linears and op_sac_recomputed_linears split them."""
+    For op-level selective activation checkpointing, torchtitan's policy
+    (distributed/activation_checkpoint.py `_custom_policy`, the mm-count policy of its
+    2024-2025 releases) saves the outputs of the ops in its save list (aten.mm, the SDPA
+    kernels, reduce_scatter, max) except every second aten.mm, counted per block, and
+    recomputes everything else in backward. Each of the linears is one aten.mm (torchao's
+    float8 linears too: the policy's dispatch mode sees aten.mm on the Float8 tensors before
+    they run _scaled_mm, which is why the 2412 benchmark's fp8 run keeps the bf16 run's
+    memory, 76.8 vs 77.0 GiB); op_sac_saved_linears and op_sac_recomputed_linears split
+    them."""
     if model.is_moe_layer(layer) or model.mla is not None:
         return None
     h = model.hidden_size
@@ -713,13 +716,13 @@ def op_sac_linears(model: ModelSpec, layer: int) -> tuple[Projection, ...] | Non
 
 
 def op_sac_saved_linears(linears: tuple[Projection, ...]) -> tuple[Projection, ...]:
-    """The linears whose outputs op-level SAC keeps: the 1st, 3rd, 5th, ... (op_sac_linears)."""
+    """The linears whose outputs op-level SAC keeps: the 1st, 3rd, 5th, ... (torchtitan_linears)."""
     return linears[0::2]
 
 
 def op_sac_recomputed_linears(linears: tuple[Projection, ...]) -> tuple[Projection, ...]:
     """The linears op-level SAC runs again in backward: the 2nd, 4th, ... but not the last
-    (op_sac_linears). The block's output is not needed by its own backward, and PyTorch's
+    (torchtitan_linears). The block's output is not needed by its own backward, and PyTorch's
     non-reentrant checkpoint stops recomputing once every tensor backward needs exists
     (torch.utils.checkpoint, early stop on by default), before the last linear. What else
     the recompute reruns: the block's element-wise work (norms, RoPE, the gate product) and

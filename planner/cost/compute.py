@@ -42,8 +42,8 @@ from planner.parallel import (
     Recompute,
     dropout_masks,
     op_by_op_rms_norm,
-    op_sac_linears,
     op_sac_recomputed_linears,
+    torchtitan_linears,
 )
 
 # Output tile shapes (M x N) of cuBLAS / CUTLASS bf16 kernels on Ampere and Hopper.
@@ -164,10 +164,15 @@ def layer_gemms(model: ModelSpec, cfg: ParallelConfig, layer: int) -> tuple[Gemm
     layers split their output width by tp, row-parallel ones their input width. MLA's down-
     projections are replicated over tp. Experts: each EP rank holds E/ep experts, each expert
     receives (balanced routing) tokens * top_k * ep / E tokens of its EP group, gathered over
-    expert-TP, which splits the expert width.
+    expert-TP, which splits the expert width. torchtitan's dense blocks run their linears
+    one by one (parallel.torchtitan_linears): Q, K, V and the gate and up projections are
+    separate GEMMs.
     """
     t = cfg.tp
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    titan = torchtitan_linears(model, layer) if cfg.framework is Framework.TORCHTITAN else None
+    if titan is not None:
+        return tuple(_sharded(p, tokens, t) for p in titan)
     gemms = [_sharded(p, tokens, t) for p in model.attention_projections()]
     if not model.is_moe_layer(layer):
         gemms += [_sharded(p, tokens, t) for p in model.mlp_projections(model.ffn_hidden_size)]
@@ -407,7 +412,8 @@ def tp_block_gemms(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
     tensor_parallel/layers.py LinearWithGradAccumulationAndAsyncCommunication; userbuffers
     (--tp-comm-overlap) and torchtitan's async TP pipeline each collective with its GEMM."""
     gemms = layer_gemms(model, cfg, layer)
-    n_attn = len(model.attention_projections())
+    titan = torchtitan_linears(model, layer) if cfg.framework is Framework.TORCHTITAN else None
+    n_attn = 4 if titan is not None else len(model.attention_projections())  # wq, wk, wv, wo
 
     def block(gs: tuple[Gemm, ...], input_role: str) -> TpBlockGemms:
         inputs = [g for g in gs if g.role == input_role]
@@ -470,10 +476,23 @@ def linear_gemm_times(gemm: Gemm, cfg: ParallelConfig, gpu: GpuType,
     userbuffers overlap does (UB_COMM_SMS): the input linears (QKV, FC1; "column") forward as
     ring exchange, split in tp; their data and weight gradients beside bulk collectives on
     the SMs left; the output linears (projection, FC2; "row") forward pipelined, split in 4
-    on the SMs left; their data gradient as ring exchange; their weight gradient alone."""
+    on the SMs left; their data gradient as ring exchange; their weight gradient alone.
+    torchtitan's async TP runs every tensor-parallel linear's forward and data-gradient GEMM
+    as tp GEMMs of 1/tp of the rows (one per gathered or scattered shard)."""
     dgrad, wgrad = gemm.backward()
     plain = tuple(gemm_time_s(g, gpu, precision) for g in (gemm, dgrad, wgrad))
-    if not (cfg.tp_comm_overlap and cfg.tp > 1 and cfg.framework is Framework.MEGATRON):
+    if not (cfg.tp_comm_overlap and cfg.tp > 1):
+        return plain[0], plain[1], plain[2]
+    if cfg.framework is Framework.TORCHTITAN:
+        if gemm.role not in ("column", "row"):
+            return plain[0], plain[1], plain[2]
+        # PyTorch's micro-pipelined async TP (torch/distributed/_symmetric_memory/__init__.py
+        # _fused_all_gather_matmul_impl, _fused_matmul_reduce_scatter_impl): the gathered or
+        # scattered operand is consumed shard by shard, one GEMM of m/tp rows per rank, data
+        # moved by the copy engines; the weight gradient reads the whole gathered tensor.
+        return (_ub_gemm_s(gemm, gpu, precision, splits=cfg.tp, comm_sms=0),
+                _ub_gemm_s(dgrad, gpu, precision, splits=cfg.tp, comm_sms=0), plain[2])
+    if cfg.framework is not Framework.MEGATRON:
         return plain[0], plain[1], plain[2]
     if gemm.role == "column":
         return (_ub_gemm_s(gemm, gpu, precision, splits=cfg.tp, comm_sms=0),
@@ -491,7 +510,7 @@ def op_sac_recomputed_gemms(model: ModelSpec, cfg: ParallelConfig,
     """The GEMMs torchtitan's op-level selective checkpointing runs again in one layer's
     backward (parallel.op_sac_recomputed_linears; Llama: wk, wo, w3), as one GPU runs them;
     none where op SAC is not modelled."""
-    linears = op_sac_linears(model, layer)
+    linears = torchtitan_linears(model, layer)
     if linears is None:
         return ()
     tokens = cfg.seq_len / cfg.cp * cfg.mbs

@@ -17,9 +17,9 @@ from planner.parallel import (
     Framework,
     ParallelConfig,
     Recompute,
-    op_sac_linears,
     op_sac_recomputed_linears,
     stage_chunks,
+    torchtitan_linears,
 )
 
 
@@ -107,7 +107,7 @@ def op_sac_recompute_flops(model: ModelSpec, layer: int, tokens: float) -> float
     """Forward FLOPs torchtitan's op-level selective checkpointing runs again in one layer
     for `tokens` tokens: 2 per weight per token of each linear it recomputes
     (parallel.op_sac_recomputed_linears; none where op SAC is not modelled)."""
-    linears = op_sac_linears(model, layer)
+    linears = torchtitan_linears(model, layer)
     if linears is None:
         return 0.0
     return 2.0 * tokens * sum(p.in_dim * p.out_dim for p in op_sac_recomputed_linears(linears))

@@ -77,9 +77,9 @@ from planner.parallel import (
     Recompute,
     VocabStrategy,
     interleaved_warmup,
-    op_sac_linears,
     stage_chunks,
     stage_layers,
+    torchtitan_linears,
 )
 
 # Megatron's DDP bucket: max(40M, 1M x dp) parameters (distributed_data_parallel_config.py).
@@ -217,13 +217,13 @@ def op_sac_tp_recompute(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, lin
                         layer: int) -> tuple[float, float]:
     """(exposed, busy) seconds of the tensor-parallel collectives torchtitan's op-level
     selective checkpointing runs again in one layer's backward, one micro-batch. Its save list
-    keeps reduce_scatter outputs only (parallel.op_sac_linears), so with sequence parallelism
+    keeps reduce_scatter outputs only (parallel.torchtitan_linears), so with sequence parallelism
     each block's input all-gather reruns (the gathered norm output feeds the recomputed
     linears and the saved ones' weight gradients): c/2 per block, c as in tp_exposure; without
     it the attention block's output all-reduce reruns (the MLP norm's input): c. Async TP
     fuses each re-gather with the recomputed linear that reads it (the column-parallel ones of
     compute.op_sac_recomputed_gemms: Llama's wk and w3): what outlasts that GEMM is exposed."""
-    if cfg.tp == 1 or op_sac_linears(model, layer) is None:
+    if cfg.tp == 1 or torchtitan_linears(model, layer) is None:
         return 0.0, 0.0
     c = comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))
     if not (cfg.sequence_parallel and cfg.tp_comm_overlap):

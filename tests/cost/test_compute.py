@@ -177,7 +177,8 @@ def test_a_power_limit_caps_power_bound_kernels_only() -> None:
     assert attention_time_s(model, short, capped) == attention_time_s(model, short, h100)
 
 
-def test_torchtitan_sequence_parallel_collectives_copy_along_dim_one() -> None:
+def test_torchtitan_sequence_parallel_collectives_copy_along_dim_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """torchtitan shards the sequence on dim 1: PyTorch's functional collectives copy the
     reduce-scatter's input and the all-gather's output (chunk + cat), each a read and a write
     of the block's full activation, two blocks a layer; with batch 1 the gathered chunks are a
@@ -193,12 +194,15 @@ def test_torchtitan_sequence_parallel_collectives_copy_along_dim_one() -> None:
     for other in (dataclasses.replace(cfg, framework=Framework.MEGATRON, zero=1),
                   dataclasses.replace(cfg, tp_comm_overlap=True)):
         assert tp_layout_copy_bytes(model, other, 0) == 0.0
-    with_copies = layer_time(model, cfg, GPU_CATALOG["h100-sxm5-80gb"], 0, Recompute.NONE)
-    without = layer_time(model, dataclasses.replace(cfg, tp_comm_overlap=True),
-                         GPU_CATALOG["h100-sxm5-80gb"], 0, Recompute.NONE)
-    assert with_copies.forward_s > without.forward_s
-    assert with_copies.backward_s - without.backward_s == pytest.approx(
-        with_copies.forward_s - without.forward_s)
+    import planner.cost.compute as compute
+    h100 = GPU_CATALOG["h100-sxm5-80gb"]
+    with_copies = layer_time(model, cfg, h100, 0, Recompute.NONE)
+    copies_s = compute.memory_time_s(tp_layout_copy_bytes(model, cfg, 0), h100)
+    assert copies_s > 0
+    monkeypatch.setattr(compute, "tp_layout_copy_bytes", lambda *_: 0.0)
+    without = layer_time(model, cfg, h100, 0, Recompute.NONE)
+    assert with_copies.forward_s == pytest.approx(without.forward_s + copies_s)
+    assert with_copies.backward_s == pytest.approx(without.backward_s + copies_s)
 
 
 def test_torchtitan_op_sac_recomputes_the_unsaved_linears_and_the_elementwise_work() -> None:
@@ -266,3 +270,33 @@ def test_eager_rms_norm_op_by_op_on_old_pytorch() -> None:
     assert any("fused_rms_norm" in p for p in compiled.problems(model))
     gpt = BUILTIN_MODELS["gpt3-175b"]  # LayerNorm
     assert elementwise_bytes(gpt, unfused, 0) == elementwise_bytes(gpt, fused, 0)
+
+
+def test_torchtitan_runs_its_linears_one_by_one_and_async_tp_shard_by_shard() -> None:
+    """torchtitan's Llama block has separate wq, wk, wv, w1 and w3 (Megatron fuses QKV and the
+    gated FC1): the same FLOPs in more, narrower GEMMs. Its async TP (PyTorch's fused
+    all-gather + matmul and matmul + reduce-scatter) consumes the gathered or scattered
+    operand shard by shard: the forward and data-gradient GEMMs of a TP linear run as tp GEMMs
+    of m/tp rows; the weight gradient as one."""
+    from planner.cost.compute import linear_gemm_times
+    h100 = GPU_CATALOG["h100-sxm5-80gb"]
+    model = BUILTIN_MODELS["llama3-8b"]
+    cfg = ParallelConfig(tp=8, dp=1, mbs=1, global_batch=1, seq_len=2048, zero=3,
+                         framework=Framework.TORCHTITAN, sequence_parallel=True)
+    titan = layer_gemms(model, cfg, 0)
+    assert [(g.k, g.n) for g in titan] == [
+        (4096, 512), (4096, 128), (4096, 128), (512, 4096), (4096, 1792), (4096, 1792),
+        (1792, 4096)]
+    fused = layer_gemms(model, dataclasses.replace(cfg, framework=Framework.MEGATRON), 0)
+    assert len(fused) == 4 and sum(g.flops for g in fused) == pytest.approx(
+        sum(g.flops for g in titan))
+    overlapped = dataclasses.replace(cfg, tp_comm_overlap=True)
+    wq = titan[0]
+    dgrad, wgrad = wq.backward()
+    forward, data, weight = linear_gemm_times(wq, overlapped, h100, Precision.BF16)
+    shard = Gemm(m=wq.m / 8, n=wq.n, k=wq.k, role=wq.role)
+    assert forward == pytest.approx(8 * gemm_time_s(shard, h100, Precision.BF16))
+    assert data == pytest.approx(8 * gemm_time_s(Gemm(m=dgrad.m / 8, n=dgrad.n, k=dgrad.k),
+                                                 h100, Precision.BF16))
+    assert weight == pytest.approx(gemm_time_s(wgrad, h100, Precision.BF16))
+    assert forward > gemm_time_s(wq, h100, Precision.BF16)  # 256-row shards fill fewer tiles

@@ -273,6 +273,26 @@ def _fused_rms_norm(case: dict[str, Any]) -> bool:
     return nightly is None or nightly >= _FUSED_RMS_NORM_PR_OPEN
 
 
+# torchtitan compiles its loss with the model from pytorch/torchtitan PR #1033 (merged
+# 2025-04-01); PyTorch 2.7, the first release after it, came out on 2025-04-23.
+_COMPILED_LOSS_SINCE = "2025-04-01"
+_COMPILED_LOSS_TORCH_RELEASE = (2, 7)
+
+
+def _compiled_loss(case: dict[str, Any]) -> bool:
+    """Whether a compiled torchtitan case compiled its loss too (ParallelConfig.compiled_loss):
+    by the torchtitan commit's date where the case states it, else by the PyTorch it ran (a
+    nightly's date, or a release from 2.7); a case that states neither is taken as recent."""
+    versions = str(case.get("source", {}).get("versions", ""))
+    titan = re.search(r"torchtitan \w+ \((\d{4}-\d{2}-\d{2})\)", versions)
+    if titan:
+        return titan.group(1) >= _COMPILED_LOSS_SINCE
+    release, nightly = _torch_version(case)
+    if release is not None:
+        return release >= _COMPILED_LOSS_TORCH_RELEASE
+    return nightly is None or nightly >= _COMPILED_LOSS_SINCE
+
+
 def leading_int(value: object) -> int:
     """An integer field that a case may annotate: 8192, or "8192 (toml default; not restated)"."""
     if isinstance(value, int):
@@ -363,6 +383,7 @@ def _case_fields_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfi
         moe_grouped_gemm=bool((case["model"].get("moe") or {}).get("grouped_gemm", True)),
         deterministic=framework is Framework.MEGATRON and deterministic_mode(case),
         eager=eager, fused_rms_norm=not eager or _fused_rms_norm(case),
+        compiled_loss=framework is not Framework.TORCHTITAN or eager or _compiled_loss(case),
     )
 
 

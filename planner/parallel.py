@@ -156,6 +156,12 @@ class ParallelConfig:
             type_as, * weight) always did: compute.EAGER_RMS_NORM_BYTES, and the memory
             counts the fp32 copy those kernels keep. Matters only with `eager` (compiled code
             fuses the norm either way).
+        compiled_loss: torchtitan with torch.compile compiles its cross entropy too (the loss
+            builder of pytorch/torchtitan PR #1033, April 2025): the fp32 upcast and softmax
+            fuse into the loss, which keeps the bf16 logits and their bf16 gradient only
+            (memory.loss_bytes_per_element, compute.loss_pass_bytes). False for earlier
+            releases, which compiled the model's blocks only. Ignored when `eager` (nothing is
+            compiled) and outside torchtitan.
         bf16_layers: (first, last) transformer layers kept in bf16 under fp8 training
             (Megatron --first-last-layers-bf16 with --num-layers-at-start-in-bf16 and
             --num-layers-at-end-in-bf16, fp8_utils.is_first_last_bf16_layer: global layer
@@ -205,6 +211,7 @@ class ParallelConfig:
     gradient_accumulation_fusion: bool = True
     eager: bool = False
     fused_rms_norm: bool = True
+    compiled_loss: bool = True
     bf16_layers: tuple[int, int] = (0, 0)
     microbatch_group_size: int | None = None
     rank_order: str = "tp-cp-dp-pp"
@@ -336,6 +343,7 @@ class ParallelConfig:
             "gradient_accumulation_fusion": self.gradient_accumulation_fusion,
             "eager": self.eager,
             "fused_rms_norm": self.fused_rms_norm,
+            "compiled_loss": self.compiled_loss,
             "bf16_layers": list(self.bf16_layers),
             "microbatch_group_size": self.microbatch_group_size,
             "rank_order": self.rank_order,
@@ -680,6 +688,12 @@ def dropout_masks(model: ModelSpec, cfg: ParallelConfig) -> tuple[bool, bool]:
     if cfg.framework is Framework.TORCHTITAN:
         return False, False
     return model.hidden_dropout > 0, model.attention_dropout > 0
+
+
+def torchtitan_compiled_loss(cfg: ParallelConfig) -> bool:
+    """Whether the job's loss runs compiled: torchtitan with torch.compile and a release
+    that compiles the loss (ParallelConfig.compiled_loss)."""
+    return cfg.framework is Framework.TORCHTITAN and not cfg.eager and cfg.compiled_loss
 
 
 def op_by_op_rms_norm(model: ModelSpec, cfg: ParallelConfig) -> bool:

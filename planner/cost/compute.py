@@ -43,6 +43,7 @@ from planner.parallel import (
     dropout_masks,
     op_by_op_rms_norm,
     op_sac_recomputed_linears,
+    torchtitan_compiled_loss,
     torchtitan_linears,
 )
 
@@ -577,6 +578,16 @@ def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
 # The cross entropy reads and writes fp32 logits: about 12 bytes per logit, forward and again
 # backward (Megatron's vocab-parallel cross entropy: max, exp-sum, softmax, gradient).
 LOSS_BYTES_PER_LOGIT = 12.0
+# Compiled (torchtitan's loss under torch.compile): forward reads the bf16 logits for the max
+# and for the exp-sum (2 + 2), backward reads them and writes the bf16 gradient (2 + 2).
+COMPILED_LOSS_BYTES_PER_LOGIT = 4.0
+
+
+def loss_pass_bytes(cfg: ParallelConfig) -> float:
+    """HBM bytes per logit of one loss pass (forward or backward)."""
+    if torchtitan_compiled_loss(cfg):
+        return COMPILED_LOSS_BYTES_PER_LOGIT
+    return LOSS_BYTES_PER_LOGIT
 
 
 def head_gemm(model: ModelSpec, cfg: ParallelConfig) -> Gemm:
@@ -588,7 +599,7 @@ def head_gemm(model: ModelSpec, cfg: ParallelConfig) -> Gemm:
 
 def head_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tuple[float, float]:
     """(forward, backward) of the final norm, LM head and cross entropy on the last stage: the
-    logits GEMM (head_gemm), and the loss's passes over the logits (LOSS_BYTES_PER_LOGIT).
+    logits GEMM (head_gemm), and the loss's passes over the logits (loss_pass_bytes).
     fp8 training keeps the LM head in bf16 (Megatron's output layer is not a Transformer
     Engine module; torchtitan's float8 skips the `output` linear by default)."""
     logits = head_gemm(model, cfg)
@@ -596,6 +607,6 @@ def head_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tuple[floa
     precision = _outside_fp8_linears(cfg.precision)
     forward = gemm_time_s(logits, gpu, precision)
     backward = sum(gemm_time_s(g, gpu, precision) for g in logits.backward())
-    loss = memory_time_s(LOSS_BYTES_PER_LOGIT * tokens * logits.n, gpu)
+    loss = memory_time_s(loss_pass_bytes(cfg) * tokens * logits.n, gpu)
     norm = memory_time_s(norm_bytes_per_element(model, cfg) * model.hidden_size * tokens, gpu)
     return forward + loss + norm, backward + loss + 2 * norm

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from planner.cost import comm, kernels
 from planner.cost.comm import Axis
 from planner.cost.compute import (
-    LOSS_BYTES_PER_LOGIT,
     STEP_TIME_VALIDATED_GPUS,
     Gemm,
     attention_time_s,
@@ -59,6 +58,7 @@ from planner.cost.compute import (
     layer_gemms,
     layer_time,
     linear_gemm_times,
+    loss_pass_bytes,
     matmul_rate,
     memory_time_s,
     op_sac_recomputed_gemms,
@@ -485,7 +485,7 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
         if stage == cfg.pp - 1 and cfg.vocab_strategy is not VocabStrategy.VOCAB_PARALLEL:
             logits = head_gemm(model, unit)  # head_time: 3 GEMMs, the loss in both passes
             total += _three_passes_flops(logits) / rate
-            total += 2 * memory_time_s(LOSS_BYTES_PER_LOGIT * logits.m * logits.n, gpu)
+            total += 2 * memory_time_s(loss_pass_bytes(unit) * logits.m * logits.n, gpu)
         stages.append(total)
     busiest = max(stages)
     return busiest * sequences + (sum(stages) - busiest) / cfg.vpp

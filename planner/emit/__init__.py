@@ -88,7 +88,7 @@ def emit(plan: Plan, cluster: Cluster, target: str,
     elif framework is Framework.TORCHTITAN:
         args = torchtitan_args(plan.model, cfg)
         files.append(("torchtitan.args", "\n".join(args) + "\n"))
-        env, notes = (), torchtitan_notes(plan.model)
+        env, notes = (), torchtitan_notes(plan.model, cfg)
         version = TORCHTITAN_VERSION
         entry, args_file = "-m torchtitan.train", "torchtitan.args"
         required = ()

@@ -56,12 +56,20 @@ def preset_for(model: ModelSpec) -> tuple[str, str]:
                           "this model to torchtitan, or emit --to megatron")
 
 
-def torchtitan_notes(model: ModelSpec) -> tuple[str, ...]:
-    """What the preset builds differently from the planned model."""
+def torchtitan_notes(model: ModelSpec, cfg: ParallelConfig) -> tuple[str, ...]:
+    """What the preset builds, or torchtitan 0.3.0 runs, differently from the plan."""
+    notes = []
     if model.num_mtp_layers:
-        return (f"the preset builds no multi-token-prediction module (the plan counted "
-                f"{model.num_mtp_layers}: its memory and time are over-estimated, not under)",)
-    return ()
+        notes.append(f"the preset builds no multi-token-prediction module (the plan counted "
+                     f"{model.num_mtp_layers}: its memory and time are over-estimated, not "
+                     "under)")
+    if not cfg.compiled_loss and not cfg.eager:
+        notes.append("the plan prices a torchtitan that compiles the model only; 0.3.0 "
+                     "compiles the loss too (less memory than planned, not more)")
+    if not cfg.fused_rms_norm and cfg.eager:
+        notes.append("the plan prices RMSNorm op by op (PyTorch before 2.8); with PyTorch's "
+                     "fused kernel it runs faster and keeps less than planned")
+    return tuple(notes)
 
 
 def torchtitan_args(model: ModelSpec, cfg: ParallelConfig) -> tuple[str, ...]:

@@ -35,7 +35,8 @@ from planner.parallel import (
 # of SearchSpec fields that are ParallelConfig fields of the same meaning.
 FIXED_SETTINGS = ("precision", "framework", "attention_kernel", "fp8_param_gather",
                   "grad_reduce_in_bf16", "moe_a2a_overlap", "deterministic", "bf16_layers",
-                  "eager", "fused_rms_norm", "gradient_accumulation_fusion")
+                  "eager", "fused_rms_norm", "compiled_loss",
+                  "gradient_accumulation_fusion")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +66,7 @@ class SearchSpec:
     bf16_layers: tuple[int, int] = (0, 0)
     eager: bool = False
     fused_rms_norm: bool = True
+    compiled_loss: bool = True
     gradient_accumulation_fusion: bool = True
     tp_comm_overlap: bool = False  # in every candidate with tp > 1 (it needs sequence parallel)
     max_mbs: int = 8

@@ -91,6 +91,19 @@ def test_eager_torchtitan_cases_run_the_rms_norm_their_pytorch_had(versions: str
     assert _fused_rms_norm({"source": {"versions": versions}}) is fused
 
 
+@pytest.mark.parametrize(("versions", "compiled"), [
+    ("torch 1963fc8 (2024-12-23), torchao eab345c, torchtitan 9dec370 (2024-12-26)", False),
+    ("torch 38410cf9 (2025-06-14), torchao 6243040, torchtitan 820504e", True),
+    ("torch 2.8.0a0+5228986c39 (NGC 25.05), torchao 0afa4c1, torchtitan e7c0cae", True),
+    ("torch 2.6.0", False),
+    ("", True),
+])
+def test_compiled_torchtitan_cases_compile_the_loss_from_april_2025(versions: str,
+                                                                    compiled: bool) -> None:
+    from planner.calibration import _compiled_loss
+    assert _compiled_loss({"source": {"versions": versions}}) is compiled
+
+
 def test_the_2412_eager_runs_price_rms_norm_op_by_op() -> None:
     """The torchtitan 2412 benchmark ran torch of 2024-12-23 (and torchtitan's own RMSNorm
     class): its eager rows run the norm op by op, its compiled rows fused."""

@@ -356,3 +356,20 @@ def test_sdpa_launches_say_when_the_attention_kernel_was_pinned() -> None:
     emitted = emit(plan, cluster, "megatron", None)
     assert "--attention-backend flash" in dict(emitted.files)["megatron.args"]
     assert not any("priced as" in n for n in emitted.notes)
+
+
+def test_torchtitan_launches_say_when_the_plan_priced_an_older_release() -> None:
+    """torchtitan 0.3.0 compiles the loss and runs PyTorch's fused RMSNorm where the PyTorch
+    has it: a plan priced for a release that compiled the model only, or for eager RMSNorm op
+    by op, says so in the launch notes (each errs toward more memory, not less)."""
+    cluster = load_cluster("dgx-h100")
+    base = dict(cluster="dgx-h100", tp=8, dp=2, zero=3, global_batch=8, seq_len=8192,
+                sequence_parallel=True, framework=Framework.TORCHTITAN)
+    current = emit(plan_of(LLAMA70, **base), cluster, "torchtitan", None).notes
+    assert not any("compiles the loss" in n or "op by op" in n for n in current)
+    older = emit(plan_of(LLAMA70, compiled_loss=False, **base), cluster, "torchtitan",
+                 None).notes
+    assert sum("compiles the loss" in n for n in older) == 1
+    eager = emit(plan_of(LLAMA70, eager=True, fused_rms_norm=False, **base), cluster,
+                 "torchtitan", None).notes
+    assert sum("RMSNorm op by op" in n for n in eager) == 1

@@ -276,7 +276,7 @@ def test_torchtitan_accepts_every_emitted_launch(framework_check: Check,
             assert shape["n_kv_heads"] == model.num_query_groups
         # presets build no MTP module; the emitter says so where the model has one
         assert shape["mtp_layers"] == 0
-        assert bool(torchtitan_notes(model)) == bool(model.num_mtp_layers)
+        assert bool(torchtitan_notes(model, cfg)) == bool(model.num_mtp_layers)
 
 
 def test_every_torchtitan_preset_is_listed_in_a_case() -> None:

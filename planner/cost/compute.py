@@ -575,19 +575,38 @@ def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
                      elementwise_s=3 * elem_fwd + cast_fwd + cast_bwd + 2 * copies)
 
 
-# The cross entropy reads and writes fp32 logits: about 12 bytes per logit, forward and again
-# backward (Megatron's vocab-parallel cross entropy: max, exp-sum, softmax, gradient).
-LOSS_BYTES_PER_LOGIT = 12.0
-# Compiled (torchtitan's loss under torch.compile): forward reads the bf16 logits for the max
-# and for the exp-sum (2 + 2), backward reads them and writes the bf16 gradient (2 + 2).
-COMPILED_LOSS_BYTES_PER_LOGIT = 4.0
+# HBM bytes per logit of the cross entropy, (forward, backward), counted from each kernel's
+# reads and writes:
+# - Megatron's vocab-parallel cross entropy (megatron/core/tensor_parallel/cross_entropy.py),
+#   eager: .float() (read 2, write 4), max (4), in-place subtract of the max (4, 4), in-place
+#   exp (4, 4), sum (4), in-place division by the sum (4, 4): 38; backward the in-place
+#   multiply by the incoming gradient (4, 4) and the cast back for .float()'s backward (4, 2):
+#   14 (the target updates touch one logit per row).
+# - Its --cross-entropy-loss-fusion (megatron/core/fusions/fused_cross_entropy.py, three
+#   jit_fuser = torch.compile regions): cast and max (2, 4), subtract + exp + sum (4, 4),
+#   division (4, 4): 22; backward, functionalised, a copy for the target update (4, 4) and
+#   the fused multiply and cast (4, 2): 14.
+# - PyTorch's F.cross_entropy on .float() logits (torchtitan eager, DeepSpeed with HF models):
+#   .float() (2, 4), log_softmax, whose rows of a large vocabulary are read three times (max,
+#   exp-sum, output: 12, write 4); backward nll_loss's zero-filled gradient (write 4),
+#   log_softmax's backward (reads the gradient twice and the output once, 12, writes 4) and
+#   the cast back (4, 2): 22 and 26.
+# - torchtitan's compiled loss (parallel.torchtitan_compiled_loss): the bf16 logits read for
+#   the max and the exp-sum (2 + 2); backward read again and the bf16 gradient written (2, 2).
+MEGATRON_LOSS_BYTES = (38.0, 14.0)
+MEGATRON_FUSED_LOSS_BYTES = (22.0, 14.0)
+PYTORCH_LOSS_BYTES = (22.0, 26.0)
+COMPILED_LOSS_BYTES = (4.0, 4.0)
 
 
-def loss_pass_bytes(cfg: ParallelConfig) -> float:
-    """HBM bytes per logit of one loss pass (forward or backward)."""
+def loss_pass_bytes(cfg: ParallelConfig) -> tuple[float, float]:
+    """HBM bytes per logit of the loss's (forward, backward) passes, by the cross entropy the
+    framework runs (the tables above)."""
     if torchtitan_compiled_loss(cfg):
-        return COMPILED_LOSS_BYTES_PER_LOGIT
-    return LOSS_BYTES_PER_LOGIT
+        return COMPILED_LOSS_BYTES
+    if cfg.framework is Framework.MEGATRON:
+        return MEGATRON_FUSED_LOSS_BYTES if cfg.cross_entropy_fusion else MEGATRON_LOSS_BYTES
+    return PYTORCH_LOSS_BYTES
 
 
 def head_gemm(model: ModelSpec, cfg: ParallelConfig) -> Gemm:
@@ -607,6 +626,7 @@ def head_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tuple[floa
     precision = _outside_fp8_linears(cfg.precision)
     forward = gemm_time_s(logits, gpu, precision)
     backward = sum(gemm_time_s(g, gpu, precision) for g in logits.backward())
-    loss = memory_time_s(loss_pass_bytes(cfg) * tokens * logits.n, gpu)
+    loss_forward, loss_backward = (memory_time_s(b * tokens * logits.n, gpu)
+                                   for b in loss_pass_bytes(cfg))
     norm = memory_time_s(norm_bytes_per_element(model, cfg) * model.hidden_size * tokens, gpu)
-    return forward + loss + norm, backward + loss + 2 * norm
+    return forward + loss_forward + norm, backward + loss_backward + 2 * norm

@@ -485,7 +485,7 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
         if stage == cfg.pp - 1 and cfg.vocab_strategy is not VocabStrategy.VOCAB_PARALLEL:
             logits = head_gemm(model, unit)  # head_time: 3 GEMMs, the loss in both passes
             total += _three_passes_flops(logits) / rate
-            total += 2 * memory_time_s(loss_pass_bytes(unit) * logits.m * logits.n, gpu)
+            total += memory_time_s(sum(loss_pass_bytes(unit)) * logits.m * logits.n, gpu)
         stages.append(total)
     busiest = max(stages)
     return busiest * sequences + (sum(stages) - busiest) / cfg.vpp

@@ -744,8 +744,11 @@ def op_sac_recomputed_linears(linears: tuple[Projection, ...]) -> tuple[Projecti
     return tuple(p for i, p in enumerate(linears[:-1]) if i % 2 == 1)
 
 
-# Key lengths the fused scale-mask-softmax kernels take: Transformer Engine's
-# FusedScaleMaskSoftmax.is_kernel_available (attention/dot_product_attention/softmax.py:
-# 16 < sk < 16384, sk % 8 == 0) and Megatron-Core's (transformer/fused_softmax.py, up to 16384);
-# longer keys run PyTorch's softmax.
+# Key lengths the fused scale-mask-softmax kernel of Transformer Engine's unfused attention
+# takes (FusedScaleMaskSoftmax.is_kernel_available, attention/dot_product_attention/
+# softmax.py: 16 < sk < 16384, sk % 8 == 0); longer keys run PyTorch's softmax. The planner's
+# unfused attention is Transformer Engine's (the Megatron launch it writes says
+# --attention-backend unfused); Megatron-Core's own local-spec softmax
+# (megatron/core/fusions/fused_softmax.py, 0.19.2) fuses only up to 4096 keys, which no
+# validation case of the local spec exceeds.
 FUSED_SOFTMAX_MAX_KEYS = 16384

@@ -483,7 +483,13 @@ def op_sac_layer_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int
     """torchtitan's selective activation checkpointing, op mode (parallel.torchtitan_linears):
     the block input, the outputs of the linears it saves (Llama: wq, wv, w1 and w2, the 1st,
     3rd, 5th and 7th), the SDPA output and its fp32 log-sum-exp; everything else is
-    recomputed. MoE and MLA layers are counted as without checkpointing (upper bound)."""
+    recomputed. MoE and MLA layers are counted as without checkpointing (upper bound).
+    A row-parallel linear's output under tensor parallelism is a partial sum of the full width
+    that a reduce-scatter (sequence parallel; in the save list) shards. Compiled, the graph
+    keeps what backward needs: the attention block's reduce-scatter output (the MLP norm's
+    input), which w2's sharded term stands for (the same size), not w2's own. Eager, the
+    checkpoint caches every saved op's output whether backward needs it or not: w2's
+    full-width partial sum and both reduce-scatter outputs."""
     linears = torchtitan_linears(model, layer)
     if linears is None:
         return layer_activation_bytes(model, cfg, layer, Recompute.NONE)
@@ -493,8 +499,14 @@ def op_sac_layer_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int
     h = model.hidden_size
     sp = t if cfg.sequence_parallel else 1
     saved = 2 * s * b * h / sp  # block input
-    # each saved output, split by tp: the row-parallel ones are the sharded partial sums
-    saved += sum(2 * s * b * p.out_dim / t for p in op_sac_saved_linears(linears))
+    cached_partials = cfg.eager and t > 1
+    for p in op_sac_saved_linears(linears):
+        if p.split == "row" and cached_partials:
+            saved += 2 * s * b * p.out_dim  # the local product before its reduction
+        else:
+            saved += 2 * s * b * p.out_dim / t
+    if cached_partials and cfg.sequence_parallel:  # both blocks' reduce-scatter outputs
+        saved += 2 * (2 * s * b * h / t)
     saved += 2 * s * b * model.attn_out_width / t + 4 * model.num_attention_heads * s * b / t
     return math.ceil(saved)
 

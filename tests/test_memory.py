@@ -486,3 +486,24 @@ def test_torchtitan_compiled_loss_keeps_only_bf16_logits_and_their_gradient() ->
     eager_loss = estimate_memory(model, dataclasses.replace(titan, compiled_loss=False),
                                  141 * GiB).worst.transient_bytes
     assert compiled < eager_loss
+
+
+def test_eager_op_sac_under_tp_caches_the_partial_sums_it_saves() -> None:
+    """Eager op-level SAC caches the outputs of every saved op: under TP with sequence
+    parallelism w2's local product (the full-width partial sum, 2sbh) and both blocks'
+    reduce-scatter outputs (2sbh/t each) stay until backward, where compiled code keeps only
+    what backward needs (the attention block's reduce-scatter output, counted as w2's sharded
+    term). Without TP there is no partial sum."""
+    from planner.memory import op_sac_layer_bytes
+    model = BUILTIN_MODELS["llama3-8b"]
+    compiled = ParallelConfig(tp=8, dp=1, mbs=1, global_batch=1, seq_len=8192, zero=3,
+                              framework=Framework.TORCHTITAN, sequence_parallel=True,
+                              recompute=Recompute.SELECTIVE)
+    eager = dataclasses.replace(compiled, eager=True)
+    sbh = 8192 * 4096
+    extra = 2 * sbh - 2 * sbh / 8 + 2 * (2 * sbh / 8)
+    assert op_sac_layer_bytes(model, eager, 0) - op_sac_layer_bytes(model, compiled, 0) == (
+        pytest.approx(extra, abs=1))
+    single = dataclasses.replace(compiled, tp=1, dp=8, global_batch=8, sequence_parallel=False)
+    assert op_sac_layer_bytes(model, dataclasses.replace(single, eager=True), 0) == (
+        op_sac_layer_bytes(model, single, 0))

@@ -114,6 +114,21 @@ class Report:
             return 0, 0.0, 0.0
         return len(errors), statistics.median(errors), max(errors)
 
+    def repeatability(self) -> tuple[int, int, float, float]:
+        """(groups, cases, median and max deviation) of the cases the estimator cannot tell
+        apart: those of one comparison group with the same prediction (the same job as the
+        planner reads it; they differ in flags it does not price, such as a checkpoint
+        resume or a data loader). Deviation: |measured / the group's median - 1|, how far
+        such cases' own measurements spread; (0, 0, 0.0, 0.0) when there are none."""
+        same: dict[tuple[str, float], list[float]] = {}
+        for c in self.cases:
+            same.setdefault((c.group, float(f"{c.predicted:.9g}")), []).append(c.measured)
+        sets = [v for v in same.values() if len(v) > 1]
+        deviations = [abs(m / statistics.median(v) - 1) for v in sets for m in v]
+        if not deviations:
+            return 0, 0, 0.0, 0.0
+        return len(sets), len(deviations), statistics.median(deviations), max(deviations)
+
     @property
     def under_estimates(self) -> tuple[Comparison, ...]:
         return tuple(c for c in self.cases if c.error_frac < 0)
@@ -147,6 +162,9 @@ class Report:
                                        "max_abs_error_frac"),
                                       (round(x, 4) for x in self.real_size()), strict=True))}
                if grouped else {}),
+            "repeatability": dict(zip(("num_groups", "num_cases", "median_deviation_frac",
+                                       "max_deviation_frac"),
+                                      (round(x, 4) for x in self.repeatability()), strict=True)),
         }
 
 

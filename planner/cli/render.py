@@ -229,6 +229,11 @@ def timing_table(report: Report) -> None:
     if count:
         out.print(f"Real-size cases (hidden >= 2048): {count}, median |error| {median:.1%}, "
                   f"max {worst:.1%}.")
+    sets, cases, spread, widest = report.repeatability()
+    if sets:
+        out.print(f"Priced alike: {cases} cases in {sets} sets that the planner reads as the "
+                  "same job (they differ in flags it does not price); their measurements lie "
+                  f"a median {spread:.1%} (max {widest:.1%}) from their set's median.")
 
 
 def heldout_table(report: Report, source: str) -> None:

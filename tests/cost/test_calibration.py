@@ -260,3 +260,19 @@ def test_restored_arguments_reach_the_model_and_configuration() -> None:
     assert weekly["config"]["deterministic_env"]["NCCL_ALGO"] == "Ring"
     assert not deterministic_mode(weekly)
     assert case_config(weekly, _model(weekly)).tp_comm_overlap
+
+
+def test_repeatability_summarises_cases_the_planner_prices_alike() -> None:
+    """Cases of one group with the same prediction are the same job to the planner: their
+    measured spread (deviation from the set's median) bounds what any model of these inputs
+    can reach on them. Sets of one case and other groups do not count."""
+    from planner.calibration import Comparison, Report
+    cases = (Comparison(id="a", measured=1.0, predicted=0.9, group="g"),
+             Comparison(id="b", measured=1.2, predicted=0.9, group="g"),
+             Comparison(id="c", measured=1.4, predicted=0.9, group="g"),
+             Comparison(id="d", measured=5.0, predicted=0.9, group="other"),
+             Comparison(id="e", measured=2.0, predicted=1.5, group="g"))
+    sets, count, median, widest = Report(cases=cases, skipped=(), unit="s").repeatability()
+    assert (sets, count) == (1, 3)
+    assert median == pytest.approx(1.0 / 6) and widest == pytest.approx(1.0 / 6)
+    assert Report(cases=cases[3:], skipped=(), unit="s").repeatability() == (0, 0, 0.0, 0.0)

@@ -25,7 +25,6 @@ from planner.importers.megatron import (
     MEGATRON_DROPOUT,
     config_from_flags,
     parse_flags,
-    recompute_modules,
 )
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate, estimate_memory
 from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
@@ -230,10 +229,9 @@ def _recompute(value: object) -> tuple[Recompute, int | None]:
             if value.get("method") == "uniform":
                 return Recompute.FULL, None
             return Recompute.FULL, value.get("num_layers")
-        # Megatron's selective recompute of other modules (mlp, moe_act, layernorm, ...) keeps
-        # core attention's activations: count it as no recompute (an upper bound).
-        modules = str(value.get("modules", "core_attn"))
-        return (Recompute.SELECTIVE if "core_attn" in modules else Recompute.NONE), None
+        # Megatron's selective recompute, of the modules the importer reads from the case's
+        # --recompute-modules (ParallelConfig.recompute_modules)
+        return Recompute.SELECTIVE, None
     if text.startswith("full"):
         return Recompute.FULL, None
     if text.startswith("selective"):
@@ -591,11 +589,8 @@ def unmodelled_flags(case: dict[str, Any]) -> tuple[str, ...]:
     """The case's Megatron flags the planner does not model (what `estimate --from megatron`
     would warn about), for the comparison's note: kernel fusions switched off, fp8 parameter
     gathering, deferred weight gradients, ..."""
-    flags, unknown, _ = parse_flags(_flag_words(case), str(case.get("id")))
-    # module recompute other than core attention is read but priced as none (the importer)
-    modules = ("--recompute-modules",) if "--recompute-modules" in flags and any(
-        m != "core_attn" for m in recompute_modules(flags)) else ()
-    return tuple(w for w in unknown if w.startswith("--")) + modules
+    _, unknown, _ = parse_flags(_flag_words(case), str(case.get("id")))
+    return tuple(w for w in unknown if w.startswith("--"))
 
 
 def deterministic_mode(case: dict[str, Any]) -> bool:

@@ -42,6 +42,15 @@ class Precision(enum.StrEnum):
     FP8 = "fp8"
 
 
+# Megatron-Core's --recompute-modules choices the planner prices (transformer_config.py
+# recompute_modules; gdn_norm_out belongs to a model kind the planner has not): core_attn,
+# mlp, moe and shared_experts run a normal checkpoint of that submodule (its input kept);
+# moe_act, layernorm and mla_up_proj discard their output and recompute it in backward
+# (tensor_parallel.CheckpointWithoutOutput).
+RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm", "mla_up_proj", "mlp", "moe",
+                     "shared_experts")
+
+
 class AttentionKernel(enum.StrEnum):
     """Which fused attention kernel runs (with flash_attention; the unfused path is separate).
 
@@ -89,6 +98,10 @@ class ParallelConfig:
             (Megatron --pipeline-model-parallel-layout). Overrides layers_per_stage.
         recompute_num_layers: with full recompute, only this many layers of each stage
             (Megatron --recompute-method block --recompute-num-layers); None = all layers.
+        recompute_modules: with Megatron's selective recompute, the submodules it recomputes
+            (--recompute-modules, RECOMPUTE_MODULES; Megatron-Core's default core_attn);
+            other recompute modes ignore them. torchtitan's selective recompute is its
+            op-level policy and takes none.
         flash_attention: attention kernels that keep no s x s score matrix (FlashAttention /
             cuDNN fused attention), the default of Megatron-Core with Transformer Engine.
         attention_kernel: the fused attention kernel (AttentionKernel; AUTO = the framework's
@@ -188,6 +201,7 @@ class ParallelConfig:
     seq_len: int = 2048
     recompute: Recompute = Recompute.NONE
     recompute_num_layers: int | None = None
+    recompute_modules: tuple[str, ...] = ("core_attn",)
     zero: int = 0
     sequence_parallel: bool = False
     precision: Precision = Precision.BF16
@@ -236,6 +250,34 @@ class ParallelConfig:
         if self.recompute is Recompute.FULL and self.recompute_num_layers is not None:
             return Recompute.FULL if position < self.recompute_num_layers else Recompute.NONE
         return self.recompute
+
+    def _recompute_module_problems(self, model: ModelSpec) -> list[str]:
+        """What Megatron-Core's TransformerConfig refuses about recompute_modules
+        (transformer_config.py __post_init__), and settings this planner cannot honour."""
+        modules = self.recompute_modules
+        if modules == ("core_attn",) or self.recompute is not Recompute.SELECTIVE:
+            return []  # other recompute modes ignore them
+        out = []
+        unknown = sorted(set(modules) - set(RECOMPUTE_MODULES))
+        if unknown:
+            out.append(f"recompute_modules {unknown}: unknown (choose from "
+                       f"{', '.join(RECOMPUTE_MODULES)})")
+        if len(set(modules)) != len(modules):
+            out.append(f"recompute_modules {list(modules)}: a module is named twice")
+        if self.framework is not Framework.MEGATRON:
+            out.append("recompute_modules are Megatron's (--recompute-modules); torchtitan's "
+                       "selective recompute is its op-level policy")
+        if "moe_act" in modules and not (model.moe is not None and self.moe_grouped_gemm):
+            out.append("recompute_modules moe_act needs an MoE model with the grouped GEMM "
+                       "(Megatron: only supported with --moe-grouped-gemm)")
+        if "mla_up_proj" in modules and model.mla is None:
+            out.append("recompute_modules mla_up_proj needs multi-latent attention")
+        if {"moe", "shared_experts"} & set(modules) and model.moe is None:
+            out.append("recompute_modules moe / shared_experts need an MoE model")
+        if "moe" in modules and self.moe_a2a_overlap:
+            out.append("recompute_modules moe with moe_a2a_overlap: Megatron refuses it (disable "
+                       "moe in recompute_modules when enabling overlap_moe_expert_parallel_comm)")
+        return out
 
     def layer_in_bf16(self, model: ModelSpec, layer: int) -> bool:
         """Whether fp8 training keeps this transformer layer in bf16 (bf16_layers)."""
@@ -322,7 +364,8 @@ class ParallelConfig:
             "etp": self.etp, "vpp": self.vpp, "mbs": self.mbs,
             "global_batch": self.global_batch, "seq_len": self.seq_len,
             "num_microbatches": self.num_microbatches, "recompute": self.recompute.value,
-            "recompute_num_layers": self.recompute_num_layers, "zero": self.zero,
+            "recompute_num_layers": self.recompute_num_layers,
+            "recompute_modules": list(self.recompute_modules), "zero": self.zero,
             "sequence_parallel": self.sequence_parallel, "precision": self.precision.value,
             "vocab_strategy": self.vocab_strategy.value,
             "layers_per_stage": list(self.layers_per_stage),
@@ -413,6 +456,7 @@ class ParallelConfig:
                            f"num_layers / pp = {most} layers in bf16 (TransformerConfig)")
         if self.recompute_num_layers is not None and self.recompute is not Recompute.FULL:
             out.append("recompute_num_layers applies only with recompute full")
+        out += self._recompute_module_problems(model)
         if gpu is not None and self.precision is Precision.FP8 and "fp8" not in dict(
                 gpu.peak_flops_per_s):
             out.append(f"precision fp8 needs FP8 tensor cores; {gpu.name} has none")
@@ -694,6 +738,17 @@ def torchtitan_compiled_loss(cfg: ParallelConfig) -> bool:
     """Whether the job's loss runs compiled: torchtitan with torch.compile and a release
     that compiles the loss (ParallelConfig.compiled_loss)."""
     return cfg.framework is Framework.TORCHTITAN and not cfg.eager and cfg.compiled_loss
+
+
+def recomputed_modules(cfg: ParallelConfig, recompute: Recompute) -> frozenset[str]:
+    """The submodules a layer under `recompute` recomputes: Megatron's selective recompute
+    its recompute_modules (parallel.RECOMPUTE_MODULES), other frameworks' core attention
+    (torchtitan's op-level checkpointing is priced apart), none otherwise."""
+    if recompute is not Recompute.SELECTIVE:
+        return frozenset()
+    if cfg.framework is Framework.MEGATRON:
+        return frozenset(cfg.recompute_modules)
+    return frozenset({"core_attn"})
 
 
 def op_by_op_rms_norm(model: ModelSpec, cfg: ParallelConfig) -> bool:

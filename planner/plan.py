@@ -104,7 +104,8 @@ def write_plan(plan: Plan, path: Path, *, force: bool) -> None:
 _DEFAULT = ParallelConfig()
 
 _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch", "seq_len",
-                "num_microbatches", "recompute", "recompute_num_layers", "zero",
+                "num_microbatches", "recompute", "recompute_num_layers", "recompute_modules",
+                "zero",
                 "sequence_parallel", "precision", "vocab_strategy", "layers_per_stage",
                 "layers_per_chunk", "framework", "flash_attention", "attention_kernel",
                 "cross_entropy_fusion",
@@ -127,6 +128,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     recompute = r.choice("recompute", [m.value for m in Recompute],
                          default=_DEFAULT.recompute.value)
     recompute_layers = r.int("recompute_num_layers", required=False)
+    modules = _str_list(r, "recompute_modules") or list(_DEFAULT.recompute_modules)
     zero = r.int("zero", minimum=0, default=_DEFAULT.zero)
     sp = r.boolean("sequence_parallel", default=_DEFAULT.sequence_parallel)
     precision = r.choice("precision", [p.value for p in Precision],
@@ -169,7 +171,8 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         tp=values["tp"] or 1, pp=values["pp"] or 1, dp=values["dp"] or 1,
         cp=values["cp"] or 1, ep=values["ep"] or 1, etp=etp, vpp=values["vpp"] or 1,
         mbs=values["mbs"] or 1, global_batch=global_batch, seq_len=seq_len,
-        recompute=Recompute(recompute), recompute_num_layers=recompute_layers, zero=zero or 0,
+        recompute=Recompute(recompute), recompute_num_layers=recompute_layers,
+        recompute_modules=tuple(modules), zero=zero or 0,
         sequence_parallel=sp, precision=Precision(precision), vocab_strategy=VocabStrategy(vocab),
         layers_per_stage=tuple(layout), layers_per_chunk=tuple(chunk_layout),
         framework=Framework(framework), flash_attention=flash,
@@ -192,6 +195,14 @@ def _int_list(r: Reader, key: str) -> list[int]:
     if not isinstance(values, list) or not all(
             isinstance(n, int) and not isinstance(n, bool) for n in values):
         r.fail(key, f"expected a list of integers, got {values!r}")
+        return []
+    return values
+
+
+def _str_list(r: Reader, key: str) -> list[str]:
+    values = r.raw(key) or []
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        r.fail(key, f"expected a list of names, got {values!r}")
         return []
     return values
 

@@ -277,6 +277,14 @@ def test_unknown_names_and_missing_files(run_cli: Run, tmp_path: Path) -> None:
 def test_usage_errors_exit_2(run_cli: Run) -> None:
     code, _, err = run_cli(*_estimate_with("llama3-8b", "dgx-h100", "--recompute", "most"))
     assert code == 2 and "Traceback" not in err
+    code, out, err = run_cli(*_estimate_with("llama3-8b", "dgx-h100", "--dp", "8",
+                                             "--recompute", "selective",
+                                             "--recompute-modules", "core_attn,mlp_up"))
+    _assert_bad_input(code, out, err, "recompute_modules", "unknown")
+    code, out, err = run_cli(*_estimate_with("llama3-8b", "dgx-h100", "--dp", "8",
+                                             "--recompute", "selective",
+                                             "--recompute-modules", "mlp"))
+    assert code == 0 and "recompute=selective(mlp)" in out, (out, err)
     code, _, _ = run_cli("estimate", "--tp", "two")
     assert code == 2
 

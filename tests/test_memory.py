@@ -507,3 +507,63 @@ def test_eager_op_sac_under_tp_caches_the_partial_sums_it_saves() -> None:
     single = dataclasses.replace(compiled, tp=1, dp=8, global_batch=8, sequence_parallel=False)
     assert op_sac_layer_bytes(model, dataclasses.replace(single, eager=True), 0) == (
         op_sac_layer_bytes(model, single, 0))
+
+
+def test_megatron_recompute_modules_drop_what_each_module_recomputes() -> None:
+    """Megatron's --recompute-modules, by Megatron-Core's code: layernorm discards the outputs
+    of the norms that are modules of their own (MLA's input norm, the MoE layer's pre-MLP
+    norm), which the next linears had saved; mla_up_proj Q, K and V; moe_act the experts' FC2
+    input; shared_experts the shared experts' tensors; mlp a dense MLP but its input; moe an
+    MoE layer but the norm's input and output. core_attn alone is the default; without it the
+    unfused attention keeps its scores."""
+    from planner.memory import routed_tokens
+    model = BUILTIN_MODELS["deepseek-v3"]
+    base = ParallelConfig(tp=2, dp=4, ep=8, etp=1, mbs=1, global_batch=4, seq_len=4096,
+                          sequence_parallel=True, recompute=Recompute.SELECTIVE)
+    s, b, h, t = 4096, 1, model.hidden_size, 2
+    sbh = s * b * h
+    dense, moe_layer = 0, 3
+    assert model.mla is not None and model.moe is not None
+
+    def saved(layer: int, *modules: str) -> int:
+        cfg = dataclasses.replace(base, recompute_modules=modules)
+        assert cfg.problems(model) == ()
+        return layer_activation_bytes(model, cfg, layer, Recompute.SELECTIVE)
+
+    core = saved(moe_layer, "core_attn")
+    assert saved(moe_layer, "core_attn", "layernorm") == pytest.approx(
+        core - 2 * (2 * sbh / t), abs=2)  # MLA's input norm and the pre-MLP norm, 2 bytes each
+    assert saved(moe_layer, "core_attn", "mla_up_proj") == pytest.approx(
+        core - 2 * s * b * (model.q_width + 2 * model.kv_width) / t, abs=2)
+    fe = model.moe.ffn_hidden_size
+    assert saved(moe_layer, "core_attn", "moe_act") == pytest.approx(
+        core - 2 * routed_tokens(model, base) * fe, abs=2)
+    shared = model.moe.shared_width
+    assert saved(moe_layer, "core_attn", "shared_experts") == pytest.approx(
+        core - (2 * s * b * shared * 2 / t + 2 * s * b * shared / t), abs=2)
+    whole = saved(moe_layer, "core_attn", "moe")
+    assert whole < saved(moe_layer, "core_attn", "moe_act", "shared_experts")
+    dense_core = saved(dense, "core_attn")
+    f = model.ffn_hidden_size
+    dense_mlp = saved(dense, "core_attn", "mlp")
+    assert dense_mlp == pytest.approx(
+        dense_core - (2 * sbh / t + 2 * s * b * f * 2 / t + 2 * s * b * f / t), abs=2)
+    unfused = dataclasses.replace(base, flash_attention=False)
+    no_core = dataclasses.replace(unfused, recompute_modules=("moe_act",))
+    assert (layer_activation_bytes(model, no_core, moe_layer, Recompute.SELECTIVE)
+            > layer_activation_bytes(model, unfused, moe_layer, Recompute.SELECTIVE))
+    # what Megatron-Core refuses, and names it does not know
+    for modules, words in ((("moe_act",), "grouped GEMM"), (("mlp_up",), "unknown"),
+                           (("core_attn", "core_attn"), "twice")):
+        cfg = dataclasses.replace(base, recompute_modules=modules,
+                                  moe_grouped_gemm=modules != ("moe_act",))
+        assert any(words in p for p in cfg.problems(model)), modules
+    llama = BUILTIN_MODELS["llama3-8b"]
+    plain = ParallelConfig(dp=8, global_batch=8, seq_len=4096, recompute=Recompute.SELECTIVE,
+                           recompute_modules=("mla_up_proj",))
+    assert any("multi-latent" in p for p in plain.problems(llama))
+    titan = dataclasses.replace(plain, recompute_modules=("mlp",), framework=Framework.TORCHTITAN,
+                                zero=3)
+    assert any("Megatron's" in p for p in titan.problems(llama))
+    ignored = dataclasses.replace(plain, recompute=Recompute.FULL)  # other modes ignore them
+    assert ignored.problems(llama) == ()

@@ -127,3 +127,33 @@ def test_dtype_flags_round_trip_and_default_off(tmp_path: Path) -> None:
     assert not back.fp8_param_gather and not back.grad_reduce_in_bf16
     assert not back.deterministic and back.bf16_layers == (0, 0) and not back.eager
     assert back.gradient_accumulation_fusion and back.fused_rms_norm and back.compiled_loss
+
+
+def test_recompute_modules_round_trip_and_reach_the_launch(tmp_path: Path) -> None:
+    """A plan's recompute_modules survive the file (absent: Megatron's default core_attn), a
+    wrong entry is a field error, and the Megatron launch names them (only when they are not
+    the default)."""
+    import yaml
+
+    from planner.emit.megatron import megatron_args
+    modules = dataclasses.replace(CONFIG, recompute=Recompute.SELECTIVE,
+                                  recompute_modules=("core_attn", "mlp"))
+    path = tmp_path / "plan.yaml"
+    write_plan(dataclasses.replace(_plan(), config=modules), path, force=False)
+    assert load_plan(path).config.recompute_modules == ("core_attn", "mlp")
+    data = yaml.safe_load(path.read_text())
+    del data["config"]["recompute_modules"]
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert load_plan(old).config.recompute_modules == ("core_attn",)
+    data["config"]["recompute_modules"] = "mlp"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(InputError, match="recompute_modules"):
+        load_plan(bad)
+    plan = _plan()
+    args = " ".join(megatron_args(plan.model, modules))
+    assert "--recompute-granularity selective --recompute-modules core_attn mlp" in args
+    default = " ".join(megatron_args(plan.model, dataclasses.replace(
+        modules, recompute_modules=("core_attn",))))
+    assert "--recompute-modules" not in default

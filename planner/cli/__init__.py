@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -158,6 +159,10 @@ GradientAccumulationFusion = Annotated[bool, typer.Option(
 Eager = Annotated[bool, typer.Option(
     "--eager", help="torchtitan without torch.compile: element-wise ops (RoPE, SwiGLU) run "
     "one kernel each, priced so; async TP needs compile.")]
+RecomputeModules = Annotated[str | None, typer.Option(
+    "--recompute-modules", help="Megatron's selective recompute of these modules, comma-"
+    "separated: core_attn (the default), moe_act, layernorm, mla_up_proj, mlp, moe, "
+    "shared_experts (Megatron --recompute-modules).")]
 UnfusedRmsNorm = Annotated[bool, typer.Option(
     "--unfused-rms-norm", help="With --eager: RMSNorm runs op by op, as on PyTorch before 2.8 "
     "(no fused rms_norm kernel) or with torchtitan's 2024 RMSNorm class.")]
@@ -195,6 +200,18 @@ UNCALIBRATED_WARNING = (
     f"models off by up to {VALIDATED['toy_max']:.0%}, and GPUs never measured are priced from "
     "datasheets; use it to compare configurations, not as a promise "
     f"(validated: Megatron-LM on A100, median error {VALIDATED['a100_median']:.1%})")
+
+
+def _recompute_modules(text: str | None) -> tuple[str, ...]:
+    """--recompute-modules a,b as a tuple (Megatron's default core_attn when not given); the
+    names are checked with the configuration (ParallelConfig.problems)."""
+    if text is None:
+        return ("core_attn",)
+    names = tuple(n for n in re.split(r"[\s,]+", text) if n)
+    if not names:
+        raise InputError(f"--recompute-modules {text!r}: no module named",
+                         hint="e.g. --recompute-modules moe_act,layernorm")
+    return names
 
 
 def _bf16_layers(text: str | None) -> tuple[int, int]:
@@ -268,6 +285,7 @@ def estimate(
         "--vpp", help="Virtual pipeline chunks per stage (interleaved 1F1B).")] = None,
     mbs: Annotated[int | None, typer.Option("--mbs", help="Micro-batch size.")] = None,
     recompute: Annotated[Recompute | None, typer.Option("--recompute")] = None,
+    recompute_modules: RecomputeModules = None,
     recompute_num_layers: Annotated[int | None, typer.Option(
         "--recompute-num-layers", help="With full recompute: only the first N layers of each "
         "stage (Megatron block method).")] = None,
@@ -394,6 +412,7 @@ def estimate(
         grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
         deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers), eager=eager,
         fused_rms_norm=not unfused_rms_norm,
+        recompute_modules=_recompute_modules(recompute_modules),
         gradient_accumulation_fusion=gradient_accumulation_fusion,
         rank_order="tp-cp-pp-dp" if use_tp_pp_dp_mapping else "tp-cp-dp-pp",
     )
@@ -429,6 +448,7 @@ def search(
     vpp: Annotated[int | None, typer.Option("--vpp", help="Fix interleaving.")] = None,
     mbs: Annotated[int | None, typer.Option("--mbs", help="Fix the micro-batch size.")] = None,
     recompute: Annotated[Recompute | None, typer.Option("--recompute")] = None,
+    recompute_modules: RecomputeModules = None,
     zero: Annotated[int | None, typer.Option("--zero", help="Fix the ZeRO stage.")] = None,
     vocab_strategy: Annotated[VocabChoice, typer.Option("--vocab-strategy")]
     = VocabChoice.auto,
@@ -491,6 +511,7 @@ def search(
         grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
         deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers), eager=eager,
         fused_rms_norm=not unfused_rms_norm,
+        recompute_modules=_recompute_modules(recompute_modules),
         gradient_accumulation_fusion=gradient_accumulation_fusion,
         tp_comm_overlap=tp_comm_overlap)
     if problem := spec.problem():

@@ -40,7 +40,9 @@ def config_line(cfg: ParallelConfig) -> str:
         parts.append(f"vpp={cfg.vpp}")
     parts += [f"mbs={cfg.mbs}", f"gbs={cfg.global_batch}", f"m={cfg.num_microbatches}",
               f"seq={cfg.seq_len}", f"recompute={cfg.recompute.value}"
-              + (f"({cfg.recompute_num_layers} layers)" if cfg.recompute_num_layers else ""),
+              + (f"({cfg.recompute_num_layers} layers)" if cfg.recompute_num_layers else "")
+              + (f"({','.join(cfg.recompute_modules)})"
+                 if cfg.recompute_modules != ("core_attn",) else ""),
               f"zero={cfg.zero}", f"sp={'on' if cfg.sequence_parallel else 'off'}",
               cfg.precision.value, f"vocab={cfg.vocab_strategy.value}", cfg.framework.value]
     parts += [flag for flag, on in (

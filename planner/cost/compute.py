@@ -43,6 +43,7 @@ from planner.parallel import (
     dropout_masks,
     op_by_op_rms_norm,
     op_sac_recomputed_linears,
+    recomputed_modules,
     torchtitan_compiled_loss,
     torchtitan_linears,
 )
@@ -318,21 +319,32 @@ def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> floa
     eager = cfg.eager and cfg.framework is Framework.TORCHTITAN
     residual = 7 if dropout_masks(model, cfg)[0] else 6  # the masks only where dropout runs
     per_token = (2 * norm_bytes_per_element(model, cfg) * h + 2 * residual * h) / sp
-    gate = 2 if model.activation.gated else 1
-    activation = EAGER_SWIGLU_BYTES if eager and model.activation.gated else 2 * (gate + 1)
-    if model.is_moe_layer(layer):
-        moe = model.moe
-        assert moe is not None
-        routed = moe.top_k * cfg.expert_tp  # routed copies per local token (gathered over etp)
-        f = moe.ffn_hidden_size / cfg.expert_tp
-        per_token += activation * f * routed / sp + 2 * 2 * 2 * h * routed / sp
-        if moe.shared_width:
-            per_token += activation * moe.shared_width / t
-    else:
-        per_token += activation * model.ffn_hidden_size / t
     if model.position_embedding.value == "rope":
         per_token += (EAGER_ROPE_BYTES if eager else 4) * (model.q_width + model.kv_width) / t
-    return per_token * tokens
+    return per_token * tokens + sum(mlp_elementwise_bytes(model, cfg, layer).values())
+
+
+def mlp_elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> dict[str, float]:
+    """The MLP block's part of elementwise_bytes, one micro-batch: "activation" (a dense
+    MLP's, or the routed experts'), "permute" (MoE permute and unpermute), "shared" (the
+    shared experts' activation)."""
+    t = cfg.tp
+    sp = t if cfg.sequence_parallel else 1
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    eager = cfg.eager and cfg.framework is Framework.TORCHTITAN
+    gate = 2 if model.activation.gated else 1
+    activation = EAGER_SWIGLU_BYTES if eager and model.activation.gated else 2 * (gate + 1)
+    if not model.is_moe_layer(layer):
+        return {"activation": activation * model.ffn_hidden_size / t * tokens}
+    moe = model.moe
+    assert moe is not None
+    routed = moe.top_k * cfg.expert_tp  # routed copies per local token (gathered over etp)
+    f = moe.ffn_hidden_size / cfg.expert_tp
+    parts = {"activation": activation * f * routed / sp * tokens,
+             "permute": 2 * 2 * 2 * model.hidden_size * routed / sp * tokens}
+    if moe.shared_width:
+        parts["shared"] = activation * moe.shared_width / t * tokens
+    return parts
 
 
 def tp_layout_copy_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> float:
@@ -535,6 +547,46 @@ def op_sac_recompute_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, laye
     return seconds + elementwise_forward_s
 
 
+def module_recompute_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
+                       gemms: tuple[Gemm, ...], gemm_forward_s: list[float],
+                       attention_forward_s: float) -> float:
+    """Forward work Megatron's selective recompute runs again in one layer's backward, by
+    module (memory.recomputed_modules; `gemm_forward_s` are the forward seconds of `gemms`,
+    layer_gemms' order, with their fp8 casts): core_attn the attention core; layernorm the
+    norms that are modules of their own (MLA's input norm, an MoE layer's pre-MLP norm);
+    mla_up_proj the query and key/value up-projections (the column-parallel attention GEMMs
+    of an MLA layer); mlp a dense MLP's GEMMs and activation; moe an MoE layer's router,
+    experts, shared experts, activations and permutes (its all-to-alls: step.layer_passes);
+    shared_experts and moe_act their part of that. RoPE on the recomputed query and key is
+    not counted (a few bytes per element)."""
+    modules = recomputed_modules(cfg, Recompute.SELECTIVE)
+    moe_layer = model.is_moe_layer(layer)
+    n_attn = len(model.attention_projections())
+    parts = mlp_elementwise_bytes(model, cfg, layer)
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    sp = cfg.tp if cfg.sequence_parallel else 1
+    mlp_gemms = list(zip(gemms[n_attn:], gemm_forward_s[n_attn:], strict=True))
+    seconds = attention_forward_s if "core_attn" in modules else 0.0
+    if "layernorm" in modules:
+        own_norms = (model.mla is not None) + moe_layer
+        seconds += memory_time_s(own_norms * norm_bytes_per_element(model, cfg)
+                                 * model.hidden_size * tokens / sp, gpu)
+    if "mla_up_proj" in modules and model.mla is not None:
+        seconds += sum(f for g, f in zip(gemms[:n_attn], gemm_forward_s[:n_attn], strict=True)
+                       if g.role == "column")
+    if "mlp" in modules and not moe_layer:
+        seconds += sum(f for _, f in mlp_gemms) + memory_time_s(parts["activation"], gpu)
+    if moe_layer and "moe" in modules:
+        seconds += sum(f for _, f in mlp_gemms) + memory_time_s(sum(parts.values()), gpu)
+    elif moe_layer:
+        if "shared_experts" in modules:
+            seconds += sum(f for g, f in mlp_gemms if g.role in ("column", "row"))
+            seconds += memory_time_s(parts.get("shared", 0.0), gpu)
+        if "moe_act" in modules:
+            seconds += memory_time_s(parts["activation"], gpu)
+    return seconds
+
+
 def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
                recompute: Recompute) -> LayerTime:
     """Compute time of one transformer layer (communication is added by step.py). With fp8,
@@ -565,7 +617,12 @@ def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
     elif recompute is Recompute.SELECTIVE and cfg.framework is Framework.TORCHTITAN:
         redo = op_sac_recompute_s(model, cfg, gpu, layer, elem_fwd)
     elif recompute is Recompute.SELECTIVE:
-        redo = attn_fwd
+        forwards = [f for f, _, _ in times]
+        casts = [memory_time_s(fp8_cast_bytes((g,))[0], gpu) if fp8 and g.role != "router"
+                 else 0.0 for g in gemms]
+        redo = module_recompute_s(model, cfg, gpu, layer, gemms,
+                                  [f + c for f, c in zip(forwards, casts, strict=True)],
+                                  attn_fwd)
     else:
         redo = 0.0
     backward = gemm_bwd + attn_bwd + 2 * elem_fwd + cast_bwd + copies + redo

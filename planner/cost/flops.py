@@ -113,10 +113,36 @@ def op_sac_recompute_flops(model: ModelSpec, layer: int, tokens: float) -> float
     return 2.0 * tokens * sum(p.in_dim * p.out_dim for p in op_sac_recomputed_linears(linears))
 
 
+def module_recompute_flops(model: ModelSpec, cfg: ParallelConfig, layer: int,
+                           tokens: float) -> float:
+    """Forward FLOPs Megatron's selective recompute runs again in one layer for `tokens`
+    tokens, by module (cfg.recompute_modules; other frameworks: core attention): core_attn
+    the attention core; mla_up_proj the query and key/value up-projections; mlp a dense MLP;
+    moe an MoE layer's router, routed and shared experts; shared_experts the shared experts.
+    moe_act and layernorm recompute element-wise work only."""
+    modules = (set(cfg.recompute_modules) if cfg.framework is Framework.MEGATRON
+               else {"core_attn"})
+    lf = layer_flops(model, layer, tokens, cfg.seq_len)
+    flops = lf.attention if "core_attn" in modules else 0.0
+    if "mla_up_proj" in modules and model.mla is not None:
+        flops += 2.0 * tokens * sum(p.in_dim * p.out_dim for p in model.attention_projections()
+                                    if p.split == "column")
+    mlp = lf.gemm - attention_projection_flops(model, tokens)
+    moe = model.moe
+    if not model.is_moe_layer(layer):
+        flops += mlp if "mlp" in modules else 0.0
+    elif "moe" in modules:
+        flops += mlp + lf.router
+    elif "shared_experts" in modules and moe is not None and moe.shared_width:
+        flops += mlp_flops(model, tokens, moe.shared_width)
+    return flops
+
+
 def hardware_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
     """Model FLOPs plus what recompute runs again: full recompute repeats each recomputed
-    layer's forward, Megatron's selective recompute the attention core's forward, torchtitan's
-    op-level one the linears it does not save (op_sac_recompute_flops). (Korthikanti et
+    layer's forward, Megatron's selective recompute its modules' (module_recompute_flops:
+    by default the attention core's), torchtitan's op-level one the linears it does not save
+    (op_sac_recompute_flops). (Korthikanti et
     al. 2022 Sec. 6.1 write 72BLsh^2(1 + s/(3h) + V/(12hL)) for selective recompute, which
     counts the attention term three times over; their HFU figures use that formula.)"""
     tokens = float(cfg.global_batch * cfg.seq_len)
@@ -136,7 +162,7 @@ def hardware_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
         if mode is Recompute.SELECTIVE and cfg.framework is Framework.TORCHTITAN:
             flops += op_sac_recompute_flops(model, layer, tokens) * count
         elif mode is Recompute.SELECTIVE:
-            flops += lf.attention * count
+            flops += module_recompute_flops(model, cfg, layer, tokens) * count
         elif mode is Recompute.FULL:
             flops += lf.total * count
     return flops

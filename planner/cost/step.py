@@ -77,6 +77,7 @@ from planner.parallel import (
     Recompute,
     VocabStrategy,
     interleaved_warmup,
+    recomputed_modules,
     stage_chunks,
     stage_layers,
     torchtitan_linears,
@@ -261,6 +262,15 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
         regather_exposed, regather_busy = op_sac_tp_recompute(model, cfg, gpu, links, layer)
         tp_bwd_exposed += regather_exposed
         tp_bwd_busy += regather_busy
+    modules = recomputed_modules(cfg, mode)
+    moe_layer = model.is_moe_layer(layer)
+    # a checkpointed MLP or MoE block runs its forward's collectives again: the block's half
+    # of the layer's tensor-parallel traffic (a dense layer's two blocks, an MoE layer's
+    # attention and dispatcher alike), and an MoE block its expert all-to-alls (below)
+    rerun_mlp_block = ("mlp" in modules and not moe_layer) or ("moe" in modules and moe_layer)
+    if rerun_mlp_block:
+        tp_bwd_exposed += tp_fwd_exposed / 2
+        tp_bwd_busy += tp_fwd_busy / 2
     cp_busy = cp_fwd = 0.0
     if cfg.cp > 1:
         kv = 2 * tokens * model.kv_width / cfg.tp * 2
@@ -273,6 +283,8 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
         paired = a2a_paired_fraction(cfg) if a2a_paired is None else a2a_paired
         ep_fwd_exposed, ep_bwd_exposed = ep_exposure(ep_fwd, lt.forward_s, lt.backward_s,
                                                      paired)
+        if rerun_mlp_block:  # the recomputed MoE forward dispatches and combines again
+            ep_bwd_exposed += ep_fwd_exposed
     # memory-bound work outside compute.layer_time: deterministic mode's fills of new
     # allocations (a recompute allocates the forward's again) and, without gradient
     # accumulation fusion, the weight-gradient adds into main_grad
@@ -305,7 +317,8 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
         compute_s=lt.forward_s + lt.backward_s + extra_fwd + extra_bwd,
         recompute_s=lt.recompute_s,
         tp_busy_s=tp_fwd_busy + tp_bwd_busy, tp_exposed_s=tp_fwd_exposed + tp_bwd_exposed,
-        cp_busy_s=cp_busy, cp_exposed_s=3 * cp_fwd, ep_busy_s=3 * ep_fwd,
+        cp_busy_s=cp_busy, cp_exposed_s=3 * cp_fwd,
+        ep_busy_s=(4 if rerun_mlp_block else 3) * ep_fwd,
         ep_exposed_s=ep_fwd_exposed + ep_bwd_exposed, host_wait_s=wait)
 
 

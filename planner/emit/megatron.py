@@ -238,11 +238,15 @@ def _precision_args(cfg: ParallelConfig) -> list[str]:
 
 
 def _recompute_args(cfg: ParallelConfig) -> list[str]:
-    """selective = core attention (Megatron's default --recompute-modules); full = every layer's
-    input kept (uniform, one layer per checkpoint), or with recompute_num_layers the first N
-    layers of each chunk (block method)."""
+    """selective = the plan's recompute_modules (core attention alone is Megatron's default
+    --recompute-modules); full = every layer's input kept (uniform, one layer per
+    checkpoint), or with recompute_num_layers the first N layers of each chunk (block
+    method)."""
     if cfg.recompute is Recompute.SELECTIVE:
-        return ["--recompute-granularity selective"]
+        if cfg.recompute_modules == ("core_attn",):
+            return ["--recompute-granularity selective"]
+        return ["--recompute-granularity selective",
+                "--recompute-modules " + " ".join(cfg.recompute_modules)]
     if cfg.recompute is Recompute.FULL:
         if cfg.recompute_num_layers is None:
             return ["--recompute-granularity full", "--recompute-method uniform",

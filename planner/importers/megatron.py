@@ -19,7 +19,14 @@ from planner.errors import InputError
 from planner.importers.imported import ImportedLaunch, launcher_world
 from planner.importers.shell import script_words
 from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
-from planner.parallel import AttentionKernel, ParallelConfig, Precision, Recompute, VocabStrategy
+from planner.parallel import (
+    RECOMPUTE_MODULES,
+    AttentionKernel,
+    ParallelConfig,
+    Precision,
+    Recompute,
+    VocabStrategy,
+)
 
 _KERNEL_OF_BACKEND = {backend: kernel for kernel, backend in ATTENTION_BACKEND.items()}
 
@@ -321,17 +328,14 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
                      "an even split")
     recompute, recompute_layers = Recompute.NONE, None
     granularity = flags.get("--recompute-granularity")
+    modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES
     if "--recompute-activations" in flags or granularity == "selective":
-        modules = recompute_modules(flags)
-        others = [m for m in modules if m != "core_attn"]
-        if "core_attn" in modules:
-            recompute = Recompute.SELECTIVE
-        if others:
-            kept = ("priced with core attention recomputed" if "core_attn" in modules
-                    else "priced as no recompute")
-            notes.append(f"--recompute-modules {' '.join(others)}: not modelled, {kept} "
-                         "(their activations counted as kept: conservative; their recompute "
-                         "time not counted)")
+        recompute, modules = Recompute.SELECTIVE, recompute_modules(flags)
+        unknown = [m for m in modules if m not in RECOMPUTE_MODULES]
+        if unknown:
+            notes.append(f"--recompute-modules {' '.join(unknown)}: not modelled, priced as "
+                         "kept (conservative)")
+            modules = tuple(m for m in modules if m in RECOMPUTE_MODULES)
     elif granularity == "full":
         recompute = Recompute.FULL
         if flags.get("--recompute-method") == "block":
@@ -376,7 +380,8 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         vpp=vpp, mbs=_int(flags, "--micro-batch-size", source, 1),
         global_batch=_int(flags, "--global-batch-size", source),
         seq_len=_int(flags, "--seq-length", source),
-        recompute=recompute, recompute_num_layers=recompute_layers, zero=zero,
+        recompute=recompute, recompute_num_layers=recompute_layers,
+        recompute_modules=modules or DEFAULT_RECOMPUTE_MODULES, zero=zero,
         sequence_parallel="--sequence-parallel" in flags, precision=precision,
         vocab_strategy=strategy, layers_per_stage=layout, layers_per_chunk=chunk_layout,
         flash_attention=flags.get("--attention-backend", "auto") not in ("unfused", "local"),

@@ -36,7 +36,7 @@ from planner.parallel import (
 FIXED_SETTINGS = ("precision", "framework", "attention_kernel", "fp8_param_gather",
                   "grad_reduce_in_bf16", "moe_a2a_overlap", "deterministic", "bf16_layers",
                   "eager", "fused_rms_norm", "compiled_loss",
-                  "gradient_accumulation_fusion")
+                  "gradient_accumulation_fusion", "recompute_modules")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +67,7 @@ class SearchSpec:
     eager: bool = False
     fused_rms_norm: bool = True
     compiled_loss: bool = True
+    recompute_modules: tuple[str, ...] = ("core_attn",)  # Megatron's, with selective
     gradient_accumulation_fusion: bool = True
     tp_comm_overlap: bool = False  # in every candidate with tp > 1 (it needs sequence parallel)
     max_mbs: int = 8

@@ -333,3 +333,52 @@ def test_megatron_cross_entropy_bytes_match_the_measured_non_layer_gpu_time() ->
         priced = sum(head_time(model, cfg, h100))
         measured = statistics.median(busy)
         assert len(busy) >= 5 and 0.8 * measured < priced < measured, (h, priced, measured)
+
+
+def test_megatron_recompute_modules_rerun_their_forward_work() -> None:
+    """Each recomputed module reruns its forward in backward: core_attn the attention core;
+    mla_up_proj the query and key/value up-projections; mlp a dense MLP's GEMMs and
+    activation; moe_act the experts' activation (memory-bound); moe the MoE layer's GEMMs and
+    element-wise work, whose all-to-alls also run again (more expert traffic, busy and
+    exposed). The hardware FLOPs count the same GEMMs."""
+    from planner.cost.compute import linear_gemm_times, memory_time_s, mlp_elementwise_bytes
+    from planner.cost.flops import module_recompute_flops
+    from planner.cost.step import layer_passes, resolve_links
+    from planner.hardware_io import load_cluster
+    h100 = GPU_CATALOG["h100-sxm5-80gb"]
+    model = BUILTIN_MODELS["deepseek-v3"]
+    base = ParallelConfig(tp=2, dp=4, ep=8, etp=1, mbs=1, global_batch=4, seq_len=4096,
+                          sequence_parallel=True, recompute=Recompute.SELECTIVE)
+
+    def redo(layer: int, *modules: str) -> float:
+        cfg = dataclasses.replace(base, recompute_modules=modules)
+        return layer_time(model, cfg, h100, layer, Recompute.SELECTIVE).recompute_s
+
+    dense, moe_layer = 0, 3
+    attention_fwd = attention_time_s(model, base, h100)[0]
+    assert redo(dense, "core_attn") == pytest.approx(attention_fwd)
+    gemms = layer_gemms(model, base, dense)
+    up = [g for g in gemms[:5] if g.role == "column"]
+    assert len(up) == 2  # q_up, kv_up
+    assert redo(dense, "mla_up_proj") == pytest.approx(
+        sum(linear_gemm_times(g, base, h100, Precision.BF16)[0] for g in up))
+    mlp = gemms[5:]
+    assert redo(dense, "mlp") == pytest.approx(
+        sum(linear_gemm_times(g, base, h100, Precision.BF16)[0] for g in mlp)
+        + memory_time_s(mlp_elementwise_bytes(model, base, dense)["activation"], h100))
+    assert redo(moe_layer, "moe_act") == pytest.approx(
+        memory_time_s(mlp_elementwise_bytes(model, base, moe_layer)["activation"], h100))
+    assert redo(moe_layer, "moe") > redo(moe_layer, "moe_act") + redo(moe_layer, "shared_experts")
+    cluster = load_cluster("dgx-h100")
+    links = resolve_links(cluster, base)
+    gpu = cluster.gpu_types[0]
+    whole = dataclasses.replace(base, recompute_modules=("moe",))
+    plain = layer_passes(model, base, gpu, links, moe_layer, Recompute.SELECTIVE)
+    rerun = layer_passes(model, whole, gpu, links, moe_layer, Recompute.SELECTIVE)
+    assert rerun.ep_busy_s == pytest.approx(plain.ep_busy_s * 4 / 3)
+    assert rerun.ep_exposed_s > plain.ep_exposed_s
+    tokens = 4 * 4096.0
+    assert module_recompute_flops(model, whole, moe_layer, tokens) > module_recompute_flops(
+        model, base, moe_layer, tokens) > 0
+    assert module_recompute_flops(model, dataclasses.replace(base, recompute_modules=(
+        "moe_act", "layernorm")), moe_layer, tokens) == 0.0

@@ -47,7 +47,7 @@ KEEP = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "context_p
         "deterministic_mode", "gradient_accumulation_fusion", "first_last_layers_bf16",
         "num_layers_at_start_in_bf16", "num_layers_at_end_in_bf16",
         "overlap_moe_expert_parallel_comm",
-        "recompute_granularity", "recompute_method", "recompute_num_layers",
+        "recompute_granularity", "recompute_method", "recompute_num_layers", "recompute_modules",
         "use_distributed_optimizer", "use_megatron_fsdp", "data_parallel_sharding_strategy",
         "sequence_parallel", "bf16", "fp8", "untie_embeddings_and_output_weights",
         "normalization", "swiglu", "squared_relu", "position_embedding_type", "add_bias_linear",

@@ -55,7 +55,9 @@ MEGATRON_CASES: dict[str, tuple[str, dict[str, Any]]] = {
         sequence_parallel=True, zero=1)),
     "moe-mla-mtp-layout-vpp": ("deepseek-v3", dict(
         tp=2, pp=8, dp=16, ep=8, etp=1, vpp=2, global_batch=256, seq_len=4096,
-        sequence_parallel=True, zero=1, vocab_strategy=VocabStrategy.REDISTRIBUTE)),
+        sequence_parallel=True, zero=1, vocab_strategy=VocabStrategy.REDISTRIBUTE,
+        recompute=Recompute.SELECTIVE, recompute_modules=("moe_act", "layernorm",
+                                                          "mla_up_proj"))),
     "redistribute-account-flags": ("llama2-13b", dict(
         tp=4, pp=6, dp=2, global_batch=64, seq_len=4096, sequence_parallel=True, zero=1,
         vocab_strategy=VocabStrategy.REDISTRIBUTE)),
@@ -135,6 +137,9 @@ def test_megatron_accepts_every_emitted_launch(framework_check: Check, tmp_path:
         assert args["hidden_dropout"] == plan.model.hidden_dropout, case["name"]
         assert args["overlap_moe_expert_parallel_comm"] == cfg.moe_a2a_overlap
         assert args["deterministic_mode"] == cfg.deterministic, case["name"]
+        if cfg.recompute is Recompute.SELECTIVE:  # Megatron's default is core_attn alone
+            assert list(args["recompute_modules"] or ["core_attn"]) == list(
+                cfg.recompute_modules), case["name"]
         assert args["gradient_accumulation_fusion"] == cfg.gradient_accumulation_fusion
         assert args["first_last_layers_bf16"] == (cfg.bf16_layers != (0, 0))
         if cfg.bf16_layers != (0, 0):

@@ -374,22 +374,21 @@ def test_torchtitan_deterministic_is_noted() -> None:
 
 def test_megatron_recompute_modules_are_read() -> None:
     """Megatron's selective recompute checkpoints the modules --recompute-modules names
-    (core attention by default). Core attention is priced as the planner's selective
-    recompute; other modules (moe_act, layernorm, mla_up_proj, ...) are not modelled: without
-    core_attn the launch is priced as no recompute, and a note says so."""
+    (core attention by default, in either list form launch files write); each is priced
+    (ParallelConfig.recompute_modules). A name the planner does not know is left out with a
+    note (its activations counted as kept)."""
     shape = ("--num-layers 4 --hidden-size 64 --num-attention-heads 4 --vocab-size 100 "
              "--global-batch-size 8 --seq-length 128 --recompute-granularity selective ")
     default = import_megatron(shape, "a.args", dp=1, world_size=None, model=None)
     assert default.config.recompute is Recompute.SELECTIVE and not default.unknown
+    assert default.config.recompute_modules == ("core_attn",)
     moe_only = import_megatron(shape + "--recompute-modules moe_act layernorm --lr 1e-4",
                                "a.args", dp=1, world_size=None, model=None)
-    assert moe_only.config.recompute is Recompute.NONE
-    assert moe_only.ignored == ("--lr",) and not moe_only.unknown
-    assert any("--recompute-modules moe_act layernorm: not modelled, priced as no recompute"
-               in n for n in moe_only.notes)
-    both = import_megatron(shape + "--recompute-modules [core_attn mlp]", "a.args", dp=1,
-                           world_size=None, model=None)
-    assert both.config.recompute is Recompute.SELECTIVE
-    assert any("--recompute-modules mlp: not modelled, priced with core attention" in n
-               for n in both.notes)
+    assert moe_only.config.recompute is Recompute.SELECTIVE
+    assert moe_only.config.recompute_modules == ("moe_act", "layernorm")
+    assert moe_only.ignored == ("--lr",) and not moe_only.unknown and not moe_only.notes
+    both = import_megatron(shape + "--recompute-modules [core_attn mlp gdn_norm_out]",
+                           "a.args", dp=1, world_size=None, model=None)
+    assert both.config.recompute_modules == ("core_attn", "mlp")
+    assert any("--recompute-modules gdn_norm_out: not modelled" in n for n in both.notes)
 

@@ -85,6 +85,11 @@ class SearchSpec:
             recompute=self.recompute or Recompute.NONE,
             tp_comm_overlap=self.tp_comm_overlap, **self.fixed())
         problems = probe.recipe_problems()
+        if self.recompute_modules != ("core_attn",) and (
+                self.framework is not Framework.MEGATRON
+                or self.recompute not in (None, Recompute.SELECTIVE)):
+            problems.append("recompute_modules need Megatron's selective recompute (leave "
+                            "--recompute unset or selective, with --framework megatron)")
         return problems[0] if problems else ""
 
     def recompute_modes(self) -> list[Recompute]:

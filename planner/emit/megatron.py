@@ -223,7 +223,9 @@ def _precision_args(cfg: ParallelConfig) -> list[str]:
     E5M2 gradients) on the GEMMs, bf16 elsewhere, which is what cost/compute.py assumes; the
     weight and gradient dtype flags as the configuration has them. Layers kept in bf16
     (bf16_layers) need a recipe other than Megatron's default delayed scaling
-    (TransformerConfig refuses the pair): tensor-wise current scaling, priced the same."""
+    (TransformerConfig refuses the pair): tensor-wise current scaling, priced the same; so do
+    moe_act and layernorm in recompute_modules (TransformerConfig: "Delayed scaling does not
+    support moe_act and layernorm recompute for fp8")."""
     if cfg.precision is Precision.BF16:
         return ["--bf16"] + (["--grad-reduce-in-bf16"] if cfg.grad_reduce_in_bf16 else [])
     if cfg.precision is Precision.FP8:
@@ -231,6 +233,9 @@ def _precision_args(cfg: ParallelConfig) -> list[str]:
         edges = ["--fp8-recipe tensorwise", "--first-last-layers-bf16",
                  f"--num-layers-at-start-in-bf16 {first}",
                  f"--num-layers-at-end-in-bf16 {last}"] if (first, last) != (0, 0) else []
+        if not edges and cfg.recompute is Recompute.SELECTIVE and (
+                {"moe_act", "layernorm"} & set(cfg.recompute_modules)):
+            edges = ["--fp8-recipe tensorwise"]
         return ["--bf16", "--fp8-format hybrid", *edges] + (
             ["--fp8-param-gather"] if cfg.fp8_param_gather else []) + (
             ["--grad-reduce-in-bf16"] if cfg.grad_reduce_in_bf16 else [])

@@ -214,8 +214,8 @@ def balanced_chunks(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
 def canonical_key(cfg: ParallelConfig) -> tuple[object, ...]:
     """A total order on configurations for tie-breaking (fewer model-parallel GPUs first)."""
     return (cfg.tp * cfg.pp * cfg.cp, cfg.tp, cfg.pp, cfg.cp, cfg.ep, cfg.expert_tp, cfg.vpp,
-            cfg.mbs, list(type(cfg.recompute)).index(cfg.recompute),
-            cfg.recompute_num_layers or 0, cfg.zero,
+            cfg.mbs, list(type(cfg.recompute)).index(cfg.recompute), len(cfg.recompute_modules),
+            cfg.recompute_modules, cfg.recompute_num_layers or 0, cfg.zero,
             cfg.vocab_strategy.value, cfg.layers_per_stage, cfg.layers_per_chunk)
 
 
@@ -292,15 +292,17 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
         none_fits: set[tuple[int, int]] = set()  # (mbs, zero) that fit without recompute
         recompute_fits: set[tuple[int, int]] = set()  # (mbs, zero) that fit with some
         dominated: set[tuple[int, int]] = set()  # (mbs, zero) already fitted at less recompute
-        too_big: set[tuple[Recompute, int]] = set()  # (recompute, zero) overflowed at a smaller mbs
+        # (recompute, modules, zero) that overflowed at a smaller mbs
+        too_big: set[tuple[Recompute, tuple[str, ...], int]] = set()
         # (mbs, zero) -> the full-recompute variant, where some recompute fits and none does
         # not: recomputing only some layers may fit too (tried below)
         partial_from: dict[tuple[int, int], ParallelConfig] = {}
-        for cfg in variants(family, spec):
+        for cfg in variants(family, spec, model):
             if (cfg.recompute is Recompute.FULL and spec.recompute is None
                     and spec.framework is Framework.MEGATRON):  # the block method is Megatron's
                 partial_from[(cfg.mbs, cfg.zero)] = cfg
-            if (cfg.mbs, cfg.zero) in dominated or (cfg.recompute, cfg.zero) in too_big:
+            level = (cfg.recompute, cfg.recompute_modules, cfg.zero)
+            if (cfg.mbs, cfg.zero) in dominated or level in too_big:
                 continue
             problems = cfg.problems(model, gpu)
             if problems:
@@ -312,7 +314,7 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
                 closest.append((memory.peak_bytes, canonical_key(cfg),
                                 Candidate(config=cfg, memory=memory, step=None)))
                 if not exhaustive:
-                    too_big.add((cfg.recompute, cfg.zero))
+                    too_big.add(level)
                 continue
             fit += 1
             if cfg.recompute is Recompute.NONE:

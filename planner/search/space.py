@@ -31,6 +31,11 @@ from planner.parallel import (
     torchtitan_layers_per_stage,
 )
 
+# Megatron selective recompute the search adds for MoE models: core attention, the experts'
+# activation and the norms that are modules of their own, as Megatron-Bridge's MoE recipes
+# recompute (discarding outputs: the least recompute time for the memory they free).
+MOE_RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm")
+
 # The settings a search keeps in every candidate as the user gave them (not searched): names
 # of SearchSpec fields that are ParallelConfig fields of the same meaning.
 FIXED_SETTINGS = ("precision", "framework", "attention_kernel", "fp8_param_gather",
@@ -98,6 +103,21 @@ class SearchSpec:
         if self.recompute is not None:
             return [self.recompute]
         return [r for r in Recompute if not (self.moe_a2a_overlap and r is Recompute.FULL)]
+
+    def recompute_levels(self, model: ModelSpec) -> list[tuple[Recompute, tuple[str, ...]]]:
+        """(mode, recompute_modules) to try, least recompute first: each mode with the given
+        modules, and for a Megatron MoE model (grouped GEMM experts, bf16) without modules
+        given, selective recompute of the expert activation and the norms as well
+        (MOE_RECOMPUTE_MODULES; with MLA its up-projections too), which keeps less than core
+        attention alone and recomputes less than the full layer."""
+        levels = [(mode, self.recompute_modules) for mode in self.recompute_modes()]
+        if (self.framework is Framework.MEGATRON and model.moe is not None
+                and self.precision is Precision.BF16 and Recompute.SELECTIVE in
+                self.recompute_modes() and self.recompute_modules == ("core_attn",)):
+            extra = MOE_RECOMPUTE_MODULES + (("mla_up_proj",) if model.mla is not None else ())
+            at = levels.index((Recompute.SELECTIVE, ("core_attn",))) + 1
+            levels.insert(at, (Recompute.SELECTIVE, extra))
+        return levels
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,20 +205,26 @@ def _expert_and_layout(model: ModelSpec, spec: SearchSpec, tp: int, pp: int, cp:
                           vpp=vpp, vocab_strategy=strategy)
 
 
-def variants(family: Degrees, spec: SearchSpec) -> Iterator[ParallelConfig]:
-    """The configurations of one family: micro-batch, recompute and ZeRO."""
+def variants(family: Degrees, spec: SearchSpec,
+             model: ModelSpec | None = None) -> Iterator[ParallelConfig]:
+    """The configurations of one family: micro-batch, recompute (SearchSpec.recompute_levels
+    for `model`; the plain modes without one) and ZeRO."""
     per_replica = spec.global_batch // family.dp
     mbs_values = [b for b in divisors(per_replica) if b <= spec.max_mbs]
     zero_values = zero_stages(family, spec)
+    levels = (spec.recompute_levels(model) if model is not None
+              else [(mode, spec.recompute_modules) for mode in spec.recompute_modes()])
+    fixed = {k: v for k, v in spec.fixed().items() if k != "recompute_modules"}
     for mbs in _choose(spec.mbs, mbs_values):  # recompute from lightest compute to heaviest:
-        for recompute in spec.recompute_modes():  # solver
-            for zero in _choose(spec.zero, zero_values):  # relies on this order
+        for recompute, modules in levels:  # the solver relies on this order
+            for zero in _choose(spec.zero, zero_values):
                 yield ParallelConfig(
                     tp=family.tp, pp=family.pp, dp=family.dp, cp=family.cp, ep=family.ep,
                     etp=family.etp, vpp=family.vpp, mbs=mbs, global_batch=spec.global_batch,
-                    seq_len=spec.seq_len, recompute=recompute, zero=zero,
-                    sequence_parallel=family.tp > 1, vocab_strategy=family.vocab_strategy,
-                    tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1, **spec.fixed())
+                    seq_len=spec.seq_len, recompute=recompute, recompute_modules=modules,
+                    zero=zero, sequence_parallel=family.tp > 1,
+                    vocab_strategy=family.vocab_strategy,
+                    tp_comm_overlap=spec.tp_comm_overlap and family.tp > 1, **fixed)
 
 
 def zero_stages(family: Degrees, spec: SearchSpec) -> list[int]:

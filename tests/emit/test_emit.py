@@ -373,3 +373,19 @@ def test_torchtitan_launches_say_when_the_plan_priced_an_older_release() -> None
     eager = emit(plan_of(LLAMA70, eager=True, fused_rms_norm=False, **base), cluster,
                  "torchtitan", None).notes
     assert sum("RMSNorm op by op" in n for n in eager) == 1
+
+
+def test_fp8_launches_with_moe_act_or_layernorm_recompute_use_tensorwise_scaling() -> None:
+    """Megatron refuses moe_act and layernorm recompute under fp8's default delayed scaling:
+    the launch then asks for tensor-wise current scaling (the recipe the planner prices)."""
+    from planner.parallel import Precision
+    model = BUILTIN_MODELS["qwen3-30b-a3b"]
+    cfg = ParallelConfig(dp=8, ep=8, etp=1, global_batch=64, seq_len=4096, zero=1,
+                         precision=Precision.FP8, recompute=Recompute.SELECTIVE,
+                         recompute_modules=("core_attn", "moe_act"))
+    args = " ".join(megatron_args(model, cfg))
+    assert "--fp8-recipe tensorwise" in args and "--recompute-modules core_attn moe_act" in args
+    plain = " ".join(megatron_args(model, ParallelConfig(
+        dp=8, ep=8, etp=1, global_batch=64, seq_len=4096, zero=1, precision=Precision.FP8,
+        recompute=Recompute.SELECTIVE)))
+    assert "--fp8-recipe" not in plain and "--recompute-modules" not in plain

@@ -14,7 +14,7 @@ from planner.catalog import BUILTIN_MODELS
 from planner.cost.step import estimate_step, layer_costs
 from planner.hardware_io import load_cluster
 from planner.memory import estimate_memory, stage_memory
-from planner.parallel import Framework, ParallelConfig, Recompute, stage_layers
+from planner.parallel import Framework, ParallelConfig, Precision, Recompute, stage_layers
 from planner.search.solver import _first_n_cost, balanced_layout, search
 from planner.search.space import SearchSpec, degree_families, variants
 
@@ -331,3 +331,34 @@ def test_tp_comm_overlap_search_sets_it_where_tensor_parallel() -> None:
     for p in plans:
         assert p.config.tp_comm_overlap == (p.config.tp > 1)
         assert p.config.problems(model) == ()
+
+
+def test_moe_searches_try_recomputing_the_expert_activation_and_norms() -> None:
+    """For a Megatron MoE model in bf16 the search tries, between core attention and the
+    full layer, Megatron's selective recompute of the experts' activation and the norms (and
+    MLA's up-projections): less memory than core attention alone, less recompute than full.
+    Dense models, fp8, torchtitan and modules the user fixed keep the plain modes."""
+    from planner.search.space import MOE_RECOMPUTE_MODULES
+    moe = BUILTIN_MODELS["qwen3-30b-a3b"]
+    spec = SearchSpec(world_size=16, global_batch=64, seq_len=4096)
+    family = next(iter(degree_families(moe, spec)))
+    levels = [(c.recompute, c.recompute_modules) for c in variants(family, spec, moe)
+              if c.mbs == 1 and c.zero == 0]
+    assert levels == [(Recompute.NONE, ("core_attn",)), (Recompute.SELECTIVE, ("core_attn",)),
+                      (Recompute.SELECTIVE, MOE_RECOMPUTE_MODULES),
+                      (Recompute.FULL, ("core_attn",))]
+    mla = BUILTIN_MODELS["deepseek-v3"]
+    assert (Recompute.SELECTIVE, MOE_RECOMPUTE_MODULES + ("mla_up_proj",)) in (
+        spec.recompute_levels(mla))
+    for other, model in ((spec, BUILTIN_MODELS["llama3-8b"]),
+                         (dataclasses.replace(spec, precision=Precision.FP8), moe),
+                         (dataclasses.replace(spec, framework=Framework.TORCHTITAN), moe),
+                         (dataclasses.replace(spec, recompute_modules=("moe_act",)), moe)):
+        assert len(other.recompute_levels(model)) == 3
+    # the order the solver's pruning relies on: memory falls and time grows along the levels
+    cluster = _cluster(2)
+    configs = [c for c in variants(family, spec, moe) if c.mbs == 1 and c.zero == 0]
+    peaks = [estimate_memory(moe, c, 80 * 2**30).peak_bytes for c in configs]
+    times = [estimate_step(moe, c, cluster).iteration_s for c in configs]
+    assert peaks[0] >= peaks[1] > peaks[2] > peaks[3]  # flash attention: core_attn keeps all
+    assert times == sorted(times)

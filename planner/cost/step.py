@@ -36,6 +36,10 @@ Megatron's --deterministic-mode (ParallelConfig.deterministic) costs as measured
 Megatron-Core's own layers: more host time per layer pass, more on MoE layers
 (kernels.HOST_DETERMINISTIC_PASS_S), and the fills of new allocations on the GPU
 (deterministic_fill_bytes).
+
+Each layer pass has a GPU time and a host time (the framework's floor); a model chunk's pass
+is the flow shop of its layers' (host, GPU) times in order (host_gpu_flow_s), so a GPU-heavy
+op, the loss, runs under the host's launches of what follows it.
 """
 
 from __future__ import annotations
@@ -124,10 +128,16 @@ def fast_makespan(chunks: list[list[ChunkTimes]], m: int) -> float:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LayerPasses:
     """One layer, one micro-batch, one GPU: forward and backward on the critical path
-    (compute + exposed communication) and what each part keeps busy. Seconds."""
+    (compute + exposed communication) and what each part keeps busy. Seconds. `forward_s` is
+    the larger of the pass's GPU time (`gpu_forward_s`: compute and exposed communication) and
+    its host time (`host_forward_s`: the framework's floor); likewise backward."""
 
     forward_s: float
     backward_s: float
+    gpu_forward_s: float
+    gpu_backward_s: float
+    host_forward_s: float
+    host_backward_s: float
     compute_s: float
     recompute_s: float
     tp_busy_s: float
@@ -314,12 +324,44 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     wait = max(0.0, host_fwd - forward) + max(0.0, host_bwd - backward)
     return LayerPasses(
         forward_s=max(forward, host_fwd), backward_s=max(backward, host_bwd),
+        gpu_forward_s=forward, gpu_backward_s=backward, host_forward_s=host_fwd,
+        host_backward_s=host_bwd,
         compute_s=lt.forward_s + lt.backward_s + extra_fwd + extra_bwd,
         recompute_s=lt.recompute_s,
         tp_busy_s=tp_fwd_busy + tp_bwd_busy, tp_exposed_s=tp_fwd_exposed + tp_bwd_exposed,
         cp_busy_s=cp_busy, cp_exposed_s=3 * cp_fwd,
         ep_busy_s=(4 if rerun_mlp_block else 3) * ep_fwd,
         ep_exposed_s=ep_fwd_exposed + ep_bwd_exposed, host_wait_s=wait)
+
+
+def _host_gpu(passes: _PassCache, cfg: ParallelConfig, model: ModelSpec, layer: int,
+              position: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((host, GPU) forward, (host, GPU) backward) seconds of one layer (LayerPasses), by its
+    kind and its recompute mode at `position` in its chunk (ParallelConfig.layer_recompute)."""
+    is_moe, bf16 = cfg.layer_kind(model, layer)
+    lp = passes.get_kind(is_moe, bf16, cfg.layer_recompute(position))
+    return (lp.host_forward_s, lp.gpu_forward_s), (lp.host_backward_s, lp.gpu_backward_s)
+
+
+def host_gpu_flow_s(ops: list[tuple[float, float]]) -> float:
+    """Seconds of a pass whose ops the host launches in order while the GPU runs them: the
+    two-machine flow shop of (host, GPU) seconds per op with the work of each op spread
+    evenly over its many kernels, max over split points j of the host time to launch ops
+    1..j plus the GPU time of ops j+1..n. A pass of identical ops takes n x max(host, GPU),
+    as a sum of per-layer floors does; a GPU-heavy op (the loss) next to host-bound layers
+    hides behind their launches where it comes first (the backward), not where it comes last
+    (the forward). Passes do not overlap one another here: Megatron's 1F1B synchronises the
+    host at each point-to-point exchange (pipeline_parallel/p2p_communication.py,
+    batch_p2p_comm with batch_p2p_sync, both on by default); the interleaved schedule's
+    overlapped exchanges do not, where this errs slow."""
+    gpu_left = sum(g for _, g in ops)
+    best = gpu_left
+    host = 0.0
+    for h, g in ops:
+        host += h
+        gpu_left -= g
+        best = max(best, host + gpu_left)
+    return best
 
 
 def deterministic_fill_bytes(model: ModelSpec, cfg: ParallelConfig,
@@ -557,13 +599,15 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
     for stage, per_chunk in enumerate(stage_chunks(model, cfg)):
         row = []
         for c, chunk_layers in enumerate(per_chunk):
-            forward = backward = 0.0
+            # (host, GPU) seconds of the chunk's layers in order, forward and backward
+            ops = [_host_gpu(passes, cfg, model, layer, position)
+                   for position, layer in enumerate(chunk_layers)]
+            forward_ops = [forward for forward, _ in ops]
+            backward_ops = [backward for _, backward in reversed(ops)]
             # layers of one kind under one recompute mode cost the same: count them
             kinds = cfg.chunk_layer_kinds(model, chunk_layers)
             for (is_moe, bf16, mode), count in sorted(kinds.items()):
                 lp = passes.get_kind(is_moe, bf16, mode)
-                forward += lp.forward_s * count
-                backward += lp.backward_s * count
                 totals["compute_s"] += lp.compute_s * m * count
                 totals["recompute_s"] += lp.recompute_s * m * count
                 totals["tp_comm_s"] += lp.tp_busy_s * m * count
@@ -574,13 +618,14 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                 totals["cp_exposed_s"] += lp.cp_exposed_s * m * count
                 totals["host_wait_s"] += lp.host_wait_s * m * count
             if vocab_parallel and c == cfg.vpp - 1:
-                forward += vocab_f
-                backward += vocab_b
+                forward_ops.append((0.0, vocab_f))
+                backward_ops.insert(0, (0.0, vocab_b))
             elif stage == cfg.pp - 1 and c == cfg.vpp - 1:
                 head_f, head_b = head_time(model, cfg, gpu)
-                forward += head_f
-                backward += head_b
-            row.append(ChunkTimes(forward_s=forward, backward_s=backward, send_s=send))
+                forward_ops.append((0.0, head_f))  # the loss ends the forward
+                backward_ops.insert(0, (0.0, head_b))  # and starts the backward
+            row.append(ChunkTimes(forward_s=host_gpu_flow_s(forward_ops),
+                                  backward_s=host_gpu_flow_s(backward_ops), send_s=send))
         chunks.append(row)
     zero3_busy = zero3_exposed = 0.0
     if cfg.zero >= 3 and not cfg.fsdp_keeps_params:  # gathered per pass, prefetched

@@ -720,3 +720,18 @@ def test_torchtitan_op_sac_gathers_each_block_input_again_in_backward() -> None:
     assert (layer_passes(model, megatron, gpu, links, 0, Recompute.SELECTIVE).tp_busy_s
             == pytest.approx(layer_passes(model, megatron, gpu, links, 0,
                                           Recompute.NONE).tp_busy_s))
+
+
+def test_a_gpu_heavy_op_hides_behind_the_host_launching_what_follows_it() -> None:
+    """A pass's ops are launched by the host in order while the GPU runs them: identical
+    host-bound layers take n x host time, as per-layer floors do; a GPU-heavy op at the start
+    of a pass (the loss's backward) runs while the host launches the layers after it, at the
+    end (the loss's forward) it adds its GPU time; GPU-bound layers take their GPU time (the
+    work of a layer is spread over many kernels, so the GPU starts with the first)."""
+    from planner.cost.step import host_gpu_flow_s
+    layers = [(2.0, 0.5)] * 3
+    assert host_gpu_flow_s(layers) == pytest.approx(6.0)
+    assert host_gpu_flow_s([(0.0, 1.5)] + layers) == pytest.approx(6.0)  # hidden
+    assert host_gpu_flow_s(layers + [(0.0, 1.5)]) == pytest.approx(7.5)  # after the launches
+    assert host_gpu_flow_s([(0.0, 7.0)] + layers) == pytest.approx(8.5)  # GPU-bound: its sum
+    assert host_gpu_flow_s([(0.1, 1.0)] * 4) == pytest.approx(4.0)  # GPU-bound layers

@@ -316,7 +316,9 @@ def test_moe_a2a_overlap_search_keeps_megatron_s_rules() -> None:
         assert cfg.moe_a2a_overlap and cfg.recompute is not Recompute.FULL
         assert cfg.pp == 1 or cfg.vpp > 1
         plain = dataclasses.replace(cfg, moe_a2a_overlap=False)
-        assert estimate_step(model, plain, cluster).iteration_s >= p.step.iteration_s
+        # no faster (the two sum the same passes in another order: equal to rounding)
+        assert estimate_step(model, plain, cluster).iteration_s >= p.step.iteration_s * (
+            1 - 1e-12)
     assert "full recompute" in dataclasses.replace(spec, recompute=Recompute.FULL).problem()
 
 

@@ -212,7 +212,15 @@ def host_deterministic_pass() -> dict[str, tuple[tuple[float, float], tuple[floa
 def bench_layer(h: int) -> tuple[ModelSpec, ParallelConfig]:
     """megatron_host.py's dense model of hidden size h as the planner describes it: GPT layers
     (LayerNorm, GeLU, biases, learned positions, dropout 0.1), unfused attention (the local
-    spec's DotProductAttention), micro-batch 4, sequence 1024."""
+    spec's DotProductAttention), micro-batch 4, sequence 1024.
+
+    Not described: megatron_host.py runs masked_softmax_fusion=False (the fused kernel needs
+    apex or TE), PyTorch's fp32 softmax path, 28 bytes per score forward where the planner
+    prices the fused kernel's 4 at 1024 keys. The runs' GPU time per layer (1.93 ms at h 512,
+    3.84 ms at h 1024) is 2.4-2.7x what this description prices (0.71, 1.61 ms); the unfused
+    softmax's traffic accounts for about 0.9 and 1.7 ms of it. deterministic_fill_factor
+    divides by this description's stored activations: a ratio to it, used with the same
+    description of other layers."""
     heads = h // 64
     model = ModelSpec(name=f"megatron_host h{h}", num_layers=12, hidden_size=h,
                       num_attention_heads=heads, num_query_groups=heads, ffn_hidden_size=4 * h,

@@ -49,6 +49,7 @@ class Precision(enum.StrEnum):
 # (tensor_parallel.CheckpointWithoutOutput).
 RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm", "mla_up_proj", "mlp", "moe",
                      "shared_experts")
+DEFAULT_RECOMPUTE_MODULES = ("core_attn",)  # Megatron-Core's default, TransformerConfig
 
 
 class AttentionKernel(enum.StrEnum):
@@ -201,7 +202,7 @@ class ParallelConfig:
     seq_len: int = 2048
     recompute: Recompute = Recompute.NONE
     recompute_num_layers: int | None = None
-    recompute_modules: tuple[str, ...] = ("core_attn",)
+    recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES
     zero: int = 0
     sequence_parallel: bool = False
     precision: Precision = Precision.BF16
@@ -255,7 +256,7 @@ class ParallelConfig:
         """What Megatron-Core's TransformerConfig refuses about recompute_modules
         (transformer_config.py __post_init__), and settings this planner cannot honour."""
         modules = self.recompute_modules
-        if modules == ("core_attn",) or self.recompute is not Recompute.SELECTIVE:
+        if modules == DEFAULT_RECOMPUTE_MODULES or self.recompute is not Recompute.SELECTIVE:
             return []  # other recompute modes ignore them
         out = []
         unknown = sorted(set(modules) - set(RECOMPUTE_MODULES))

@@ -43,6 +43,7 @@ from planner.memory import MemoryEstimate, estimate_memory
 from planner.model import ModelSpec
 from planner.model_io import load_model
 from planner.parallel import (
+    DEFAULT_RECOMPUTE_MODULES,
     AttentionKernel,
     Framework,
     ParallelConfig,
@@ -206,7 +207,7 @@ def _recompute_modules(text: str | None) -> tuple[str, ...]:
     """--recompute-modules a,b as a tuple (Megatron's default core_attn when not given); the
     names are checked with the configuration (ParallelConfig.problems)."""
     if text is None:
-        return ("core_attn",)
+        return DEFAULT_RECOMPUTE_MODULES
     names = tuple(n for n in re.split(r"[\s,]+", text) if n)
     if not names:
         raise InputError(f"--recompute-modules {text!r}: no module named",

@@ -17,7 +17,7 @@ from planner.gpus import GpuType
 from planner.hardware import Cluster
 from planner.memory import ESTIMATE_MARGIN_FRAC, MemoryEstimate
 from planner.model import ModelSpec
-from planner.parallel import ParallelConfig
+from planner.parallel import DEFAULT_RECOMPUTE_MODULES, ParallelConfig
 from planner.search.explain import Explanation
 from planner.search.solver import SearchResult
 from planner.units import GiB, format_count
@@ -42,7 +42,7 @@ def config_line(cfg: ParallelConfig) -> str:
               f"seq={cfg.seq_len}", f"recompute={cfg.recompute.value}"
               + (f"({cfg.recompute_num_layers} layers)" if cfg.recompute_num_layers else "")
               + (f"({','.join(cfg.recompute_modules)})"
-                 if cfg.recompute_modules != ("core_attn",) else ""),
+                 if cfg.recompute_modules != DEFAULT_RECOMPUTE_MODULES else ""),
               f"zero={cfg.zero}", f"sp={'on' if cfg.sequence_parallel else 'off'}",
               cfg.precision.value, f"vocab={cfg.vocab_strategy.value}", cfg.framework.value]
     parts += [flag for flag, on in (

@@ -18,6 +18,7 @@ from planner.parallel import (
     ParallelConfig,
     Recompute,
     op_sac_recomputed_linears,
+    recomputed_modules,
     stage_chunks,
     torchtitan_linears,
 )
@@ -120,8 +121,7 @@ def module_recompute_flops(model: ModelSpec, cfg: ParallelConfig, layer: int,
     the attention core; mla_up_proj the query and key/value up-projections; mlp a dense MLP;
     moe an MoE layer's router, routed and shared experts; shared_experts the shared experts.
     moe_act and layernorm recompute element-wise work only."""
-    modules = (set(cfg.recompute_modules) if cfg.framework is Framework.MEGATRON
-               else {"core_attn"})
+    modules = recomputed_modules(cfg, Recompute.SELECTIVE)
     lf = layer_flops(model, layer, tokens, cfg.seq_len)
     flops = lf.attention if "core_attn" in modules else 0.0
     if "mla_up_proj" in modules and model.mla is not None:

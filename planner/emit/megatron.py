@@ -15,6 +15,7 @@ from planner.errors import InputError
 from planner.gpus import GpuType
 from planner.model import Activation, ModelSpec, Norm, PositionEmbedding
 from planner.parallel import (
+    DEFAULT_RECOMPUTE_MODULES,
     AttentionKernel,
     ParallelConfig,
     Precision,
@@ -248,7 +249,7 @@ def _recompute_args(cfg: ParallelConfig) -> list[str]:
     checkpoint), or with recompute_num_layers the first N layers of each chunk (block
     method)."""
     if cfg.recompute is Recompute.SELECTIVE:
-        if cfg.recompute_modules == ("core_attn",):
+        if cfg.recompute_modules == DEFAULT_RECOMPUTE_MODULES:
             return ["--recompute-granularity selective"]
         return ["--recompute-granularity selective",
                 "--recompute-modules " + " ".join(cfg.recompute_modules)]

@@ -20,6 +20,7 @@ from planner.importers.imported import ImportedLaunch, launcher_world
 from planner.importers.shell import script_words
 from planner.model import MlaSpec, ModelSpec, MoeSpec, make_model
 from planner.parallel import (
+    DEFAULT_RECOMPUTE_MODULES,
     RECOMPUTE_MODULES,
     AttentionKernel,
     ParallelConfig,
@@ -101,7 +102,6 @@ IGNORED_PREFIXES = (
 MULTI_VALUED = frozenset({"--recompute-modules"})
 
 # Megatron's --recompute-modules default (megatron/core/transformer/transformer_config.py).
-DEFAULT_RECOMPUTE_MODULES = ("core_attn",)
 
 
 def megatron_words(text: str, read: Callable[[str], str | None] = lambda name: None
@@ -336,6 +336,8 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
             notes.append(f"--recompute-modules {' '.join(unknown)}: not modelled, priced as "
                          "kept (conservative)")
             modules = tuple(m for m in modules if m in RECOMPUTE_MODULES)
+        if not modules:  # nothing the planner knows is recomputed: price it as none
+            recompute, modules = Recompute.NONE, DEFAULT_RECOMPUTE_MODULES
     elif granularity == "full":
         recompute = Recompute.FULL
         if flags.get("--recompute-method") == "block":
@@ -381,7 +383,7 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
         global_batch=_int(flags, "--global-batch-size", source),
         seq_len=_int(flags, "--seq-length", source),
         recompute=recompute, recompute_num_layers=recompute_layers,
-        recompute_modules=modules or DEFAULT_RECOMPUTE_MODULES, zero=zero,
+        recompute_modules=modules, zero=zero,
         sequence_parallel="--sequence-parallel" in flags, precision=precision,
         vocab_strategy=strategy, layers_per_stage=layout, layers_per_chunk=chunk_layout,
         flash_attention=flags.get("--attention-backend", "auto") not in ("unfused", "local"),

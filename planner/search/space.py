@@ -22,6 +22,7 @@ from typing import Any
 
 from planner.model import ModelSpec
 from planner.parallel import (
+    DEFAULT_RECOMPUTE_MODULES,
     AttentionKernel,
     Framework,
     ParallelConfig,
@@ -72,7 +73,7 @@ class SearchSpec:
     eager: bool = False
     fused_rms_norm: bool = True
     compiled_loss: bool = True
-    recompute_modules: tuple[str, ...] = ("core_attn",)  # Megatron's, with selective
+    recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES  # Megatron's, selective
     gradient_accumulation_fusion: bool = True
     tp_comm_overlap: bool = False  # in every candidate with tp > 1 (it needs sequence parallel)
     max_mbs: int = 8
@@ -90,7 +91,7 @@ class SearchSpec:
             recompute=self.recompute or Recompute.NONE,
             tp_comm_overlap=self.tp_comm_overlap, **self.fixed())
         problems = probe.recipe_problems()
-        if self.recompute_modules != ("core_attn",) and (
+        if self.recompute_modules != DEFAULT_RECOMPUTE_MODULES and (
                 self.framework is not Framework.MEGATRON
                 or self.recompute not in (None, Recompute.SELECTIVE)):
             problems.append("recompute_modules need Megatron's selective recompute (leave "
@@ -113,9 +114,9 @@ class SearchSpec:
         levels = [(mode, self.recompute_modules) for mode in self.recompute_modes()]
         if (self.framework is Framework.MEGATRON and model.moe is not None
                 and self.precision is Precision.BF16 and Recompute.SELECTIVE in
-                self.recompute_modes() and self.recompute_modules == ("core_attn",)):
+                self.recompute_modes() and self.recompute_modules == DEFAULT_RECOMPUTE_MODULES):
             extra = MOE_RECOMPUTE_MODULES + (("mla_up_proj",) if model.mla is not None else ())
-            at = levels.index((Recompute.SELECTIVE, ("core_attn",))) + 1
+            at = levels.index((Recompute.SELECTIVE, DEFAULT_RECOMPUTE_MODULES)) + 1
             levels.insert(at, (Recompute.SELECTIVE, extra))
         return levels
 
@@ -205,15 +206,13 @@ def _expert_and_layout(model: ModelSpec, spec: SearchSpec, tp: int, pp: int, cp:
                           vpp=vpp, vocab_strategy=strategy)
 
 
-def variants(family: Degrees, spec: SearchSpec,
-             model: ModelSpec | None = None) -> Iterator[ParallelConfig]:
+def variants(family: Degrees, spec: SearchSpec, model: ModelSpec) -> Iterator[ParallelConfig]:
     """The configurations of one family: micro-batch, recompute (SearchSpec.recompute_levels
-    for `model`; the plain modes without one) and ZeRO."""
+    for `model`) and ZeRO."""
     per_replica = spec.global_batch // family.dp
     mbs_values = [b for b in divisors(per_replica) if b <= spec.max_mbs]
     zero_values = zero_stages(family, spec)
-    levels = (spec.recompute_levels(model) if model is not None
-              else [(mode, spec.recompute_modules) for mode in spec.recompute_modes()])
+    levels = spec.recompute_levels(model)
     fixed = {k: v for k, v in spec.fixed().items() if k != "recompute_modules"}
     for mbs in _choose(spec.mbs, mbs_values):  # recompute from lightest compute to heaviest:
         for recompute, modules in levels:  # the solver relies on this order

@@ -376,7 +376,8 @@ def test_megatron_recompute_modules_are_read() -> None:
     """Megatron's selective recompute checkpoints the modules --recompute-modules names
     (core attention by default, in either list form launch files write); each is priced
     (ParallelConfig.recompute_modules). A name the planner does not know is left out with a
-    note (its activations counted as kept)."""
+    note (its activations counted as kept); with none left the launch is priced as no
+    recompute."""
     shape = ("--num-layers 4 --hidden-size 64 --num-attention-heads 4 --vocab-size 100 "
              "--global-batch-size 8 --seq-length 128 --recompute-granularity selective ")
     default = import_megatron(shape, "a.args", dp=1, world_size=None, model=None)
@@ -391,4 +392,8 @@ def test_megatron_recompute_modules_are_read() -> None:
                            "a.args", dp=1, world_size=None, model=None)
     assert both.config.recompute_modules == ("core_attn", "mlp")
     assert any("--recompute-modules gdn_norm_out: not modelled" in n for n in both.notes)
+    # nothing the planner knows left to recompute: priced as no recompute (not core_attn)
+    only = import_megatron(shape + "--recompute-modules gdn_norm_out", "a.args", dp=1,
+                           world_size=None, model=None)
+    assert only.config.recompute is Recompute.NONE
 

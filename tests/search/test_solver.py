@@ -30,7 +30,8 @@ def test_fixed_degrees_are_honoured() -> None:
     spec = SearchSpec(world_size=32, global_batch=128, seq_len=4096, tp=4, mbs=2)
     families = list(degree_families(BUILTIN_MODELS["llama3-8b"], spec))
     assert families and {f.tp for f in families} == {4}
-    configs = [cfg for family in families for cfg in variants(family, spec)]
+    configs = [cfg for family in families
+               for cfg in variants(family, spec, BUILTIN_MODELS["llama3-8b"])]
     assert configs and {cfg.mbs for cfg in configs} == {2}
 
 

@@ -616,7 +616,6 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                 totals["ep_exposed_s"] += lp.ep_exposed_s * m * count
                 totals["cp_comm_s"] += lp.cp_busy_s * m * count
                 totals["cp_exposed_s"] += lp.cp_exposed_s * m * count
-                totals["host_wait_s"] += lp.host_wait_s * m * count
             if vocab_parallel and c == cfg.vpp - 1:
                 forward_ops.append((0.0, vocab_f))
                 backward_ops.insert(0, (0.0, vocab_b))
@@ -624,8 +623,13 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                 head_f, head_b = head_time(model, cfg, gpu)
                 forward_ops.append((0.0, head_f))  # the loss ends the forward
                 backward_ops.insert(0, (0.0, head_b))  # and starts the backward
-            row.append(ChunkTimes(forward_s=host_gpu_flow_s(forward_ops),
-                                  backward_s=host_gpu_flow_s(backward_ops), send_s=send))
+            chunk = ChunkTimes(forward_s=host_gpu_flow_s(forward_ops),
+                               backward_s=host_gpu_flow_s(backward_ops), send_s=send)
+            # what the GPU idles waiting on the host: the flow shop's pass beyond its GPU work
+            totals["host_wait_s"] += m * (
+                chunk.forward_s - sum(g for _, g in forward_ops)
+                + chunk.backward_s - sum(g for _, g in backward_ops))
+            row.append(chunk)
         chunks.append(row)
     zero3_busy = zero3_exposed = 0.0
     if cfg.zero >= 3 and not cfg.fsdp_keeps_params:  # gathered per pass, prefetched

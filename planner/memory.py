@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import math
 import operator
-from collections import Counter
 from dataclasses import dataclass
 
 from planner.model import ModelSpec
@@ -383,9 +382,11 @@ def saved_linear_input_bytes(cfg: ParallelConfig) -> int:
     return 1 if fp8_te else 2
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
                            recompute: Recompute) -> int:
-    """Activations one transformer layer stores for backward, per micro-batch, one GPU.
+    """Activations one transformer layer stores for backward, per micro-batch, one GPU
+    (memoised: the search asks it of every stage of every configuration it weighs).
 
     Korthikanti et al. 2022 (arXiv 2205.05198) Sec. 4.1, generalized from their GPT (ffn = 4h,
     MHA) to the widths of this model; 16-bit activations, 1-byte dropout masks where the model
@@ -556,6 +557,24 @@ def loss_bytes_per_element(cfg: ParallelConfig) -> int:
     return 4 if torchtitan_compiled_loss(cfg) else 12
 
 
+def kind_activation_bytes(model: ModelSpec, cfg: ParallelConfig,
+                          kind: tuple[bool, bool, Recompute]) -> int:
+    """layer_activation_bytes of a layer of `kind` ((MoE or not, bf16 or not, recompute
+    mode): ParallelConfig.chunk_layer_runs), under the configuration that layer runs under;
+    its kind's first layer stands for all."""
+    is_moe, bf16, mode = kind
+    layer = cfg.kind_layers(model)[(is_moe, bf16)]
+    return layer_activation_bytes(model, cfg.layer_config(model, layer), layer, mode)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def chunk_activation_bytes(model: ModelSpec, cfg: ParallelConfig,
+                           runs: tuple[tuple[tuple[bool, bool, Recompute], int], ...]) -> float:
+    """Activations one micro-batch leaves in a model chunk whose layers are `runs`
+    (ParallelConfig.chunk_layer_runs), memoised: a pipeline's stages repeat their chunks."""
+    return float(sum(kind_activation_bytes(model, cfg, kind) * count for kind, count in runs))
+
+
 def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
                            chunks: tuple[tuple[int, ...], ...]) -> tuple[int, int]:
     """(stored activations, transient peak) of one GPU of `stage`, bytes.
@@ -585,24 +604,10 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     sbh = s * b * h
     layers = tuple(layer for chunk in chunks for layer in chunk)
     # layers of one kind (ParallelConfig.layer_kind) and recompute mode store the same
-    kinds: dict[tuple[bool, bool, Recompute], int] = {}
-
-    def stored_by(layer: int, mode: Recompute) -> int:
-        key = (*cfg.layer_kind(model, layer), mode)
-        if key not in kinds:
-            kinds[key] = layer_activation_bytes(model, cfg.layer_config(model, layer), layer,
-                                                mode)
-        return kinds[key]
-
-    per_chunk = [cfg.chunk_layer_kinds(model, chunk) for chunk in chunks]
-    counts: Counter[tuple[bool, bool, Recompute]] = Counter()
-    for chunk_counts in per_chunk:
-        counts.update(chunk_counts)
-    present = {(is_moe, bf16) for is_moe, bf16, _ in counts}  # the kinds on this stage
-    first_of = {kind: layer for kind, layer in cfg.kind_layers(model).items() if kind in present}
-    chunk_bytes = [float(sum(stored_by(first_of[(is_moe, bf16)], mode) * count
-                             for (is_moe, bf16, mode), count in sorted(chunk_counts.items())))
-                   for chunk_counts in per_chunk]
+    per_chunk = [cfg.chunk_layer_runs(model, chunk) for chunk in chunks]
+    present = {kind for runs in per_chunk for kind, _ in runs}  # (MoE, bf16, recompute)
+    by_runs = {runs: chunk_activation_bytes(model, cfg, runs) for runs in set(per_chunk)}
+    chunk_bytes = [by_runs[runs] for runs in per_chunk]
     first, last = stage == 0, stage == cfg.pp - 1
     vocab_parallel = cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1
     if first and chunk_bytes and dropout_masks(model, cfg)[0]:
@@ -619,12 +624,11 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
                      for moment in live_chunk_passes(cfg, stage))
     else:  # even chunks, or one block standing for them (the partitioners' probes)
         stored = sum(chunk_bytes) * in_flight_microbatches(cfg, stage)
-    if cfg.moe_a2a_overlap and counts:
+    if cfg.moe_a2a_overlap and present:
         # Megatron's combined 1F1B (pipeline_parallel/combined_1f1b.py) runs a forward of one
         # micro-batch beside a backward of another, layer by layer, after one more warm-up
         # forward: beyond the 1F1B count, about the largest layer's activations
-        stored += max(stored_by(first_of[(is_moe, bf16)], mode)
-                      for is_moe, bf16, mode in counts)
+        stored += max(kind_activation_bytes(model, cfg, kind) for kind in present)
     vocab_shard = model.padded_vocab_size(t) / t
     if vocab_parallel:  # every stage computes its vocabulary shard of every micro-batch
         vocab_shard /= cfg.pp
@@ -656,7 +660,8 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     largest_tensor = max(2 * s * b * widest / t, 2 * sbh)
     backward = 2 * largest_tensor
     if layers and cfg.recompute is Recompute.FULL:
-        backward += max(stored_by(layer, Recompute.NONE) for layer in first_of.values())
+        backward += max(kind_activation_bytes(model, cfg, (is_moe, bf16, Recompute.NONE))
+                        for is_moe, bf16, _ in present)
     if (fsdp or kept) and layers:
         params = stage_params(model, cfg, stage, layers)
         backward += params.largest_layer * ((2 * 2 + 4) if fsdp else (2 + 4))

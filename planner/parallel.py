@@ -87,6 +87,37 @@ def _kind_layers(model: ModelSpec, bf16_layers: tuple[int, int]) -> dict[tuple[b
     return first
 
 
+def _position_recompute(recompute: Recompute, recompute_num_layers: int | None,
+                        position: int) -> Recompute:
+    """ParallelConfig.layer_recompute on the two fields it reads."""
+    if recompute is Recompute.FULL and recompute_num_layers is not None:
+        return Recompute.FULL if position < recompute_num_layers else Recompute.NONE
+    return recompute
+
+
+def _in_bf16(bf16_layers: tuple[int, int], num_layers: int, layer: int) -> bool:
+    """Whether `layer` is among the first / last bf16_layers (fp8 training only)."""
+    first, last = bf16_layers
+    return layer < first or layer >= num_layers - last
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _chunk_layer_runs(model: ModelSpec, bf16_layers: tuple[int, int], recompute: Recompute,
+                      recompute_num_layers: int | None, chunk: tuple[int, ...]
+                      ) -> tuple[tuple[tuple[bool, bool, Recompute], int], ...]:
+    """ParallelConfig.chunk_layer_runs, memoised on what it reads (the search asks it of
+    every chunk of every configuration it weighs); bf16_layers (0, 0) outside fp8."""
+    runs: list[tuple[tuple[bool, bool, Recompute], int]] = []
+    for position, layer in enumerate(chunk):
+        key = (model.is_moe_layer(layer), _in_bf16(bf16_layers, model.num_layers, layer),
+               _position_recompute(recompute, recompute_num_layers, position))
+        if runs and runs[-1][0] == key:
+            runs[-1] = (key, runs[-1][1] + 1)
+        else:
+            runs.append((key, 1))
+    return tuple(runs)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParallelConfig:
     """One complete training configuration (strategy + job), validated by `problems()`.
@@ -248,9 +279,7 @@ class ParallelConfig:
         """Recompute mode of the `position`-th layer of a model chunk: with
         recompute_num_layers, Megatron's block method recomputes the first N layers of each
         chunk (each chunk is its own TransformerBlock) and none of the rest."""
-        if self.recompute is Recompute.FULL and self.recompute_num_layers is not None:
-            return Recompute.FULL if position < self.recompute_num_layers else Recompute.NONE
-        return self.recompute
+        return _position_recompute(self.recompute, self.recompute_num_layers, position)
 
     def _recompute_module_problems(self, model: ModelSpec) -> list[str]:
         """What Megatron-Core's TransformerConfig refuses about recompute_modules
@@ -282,9 +311,8 @@ class ParallelConfig:
 
     def layer_in_bf16(self, model: ModelSpec, layer: int) -> bool:
         """Whether fp8 training keeps this transformer layer in bf16 (bf16_layers)."""
-        first, last = self.bf16_layers
-        return self.precision is Precision.FP8 and (
-            layer < first or layer >= model.num_layers - last)
+        return self.precision is Precision.FP8 and _in_bf16(self.bf16_layers, model.num_layers,
+                                                            layer)
 
     def layer_kind(self, model: ModelSpec, layer: int) -> tuple[bool, bool]:
         """(MoE or not, kept in bf16 or not): layers of one kind have the same shapes and
@@ -307,23 +335,24 @@ class ParallelConfig:
         return _kind_layers(model,
                             self.bf16_layers if self.precision is Precision.FP8 else (0, 0))
 
+    def chunk_layer_runs(self, model: ModelSpec, chunk: Sequence[int]
+                         ) -> tuple[tuple[tuple[bool, bool, Recompute], int], ...]:
+        """A model chunk's layers in order as runs of one kind: ((MoE or not, bf16 or not,
+        recompute mode), how many in a row). Layers of one kind cost the same time and
+        memory, so costs count kinds, not layers."""
+        bf16_layers = self.bf16_layers if self.precision is Precision.FP8 else (0, 0)
+        if model.moe is None and bf16_layers == (0, 0) and (
+                self.recompute is not Recompute.FULL or self.recompute_num_layers is None):
+            return (((False, False, self.recompute), len(chunk)),) if chunk else ()
+        return _chunk_layer_runs(model, bf16_layers, self.recompute, self.recompute_num_layers,
+                                 tuple(chunk))
+
     def chunk_layer_kinds(self, model: ModelSpec, chunk: Sequence[int]
                           ) -> dict[tuple[bool, bool, Recompute], int]:
-        """How many layers of a model chunk are of each kind: (MoE or not, bf16 or not,
-        recompute mode). Layers of one kind cost the same time and memory, so costs count
-        kinds, not layers."""
-        if model.moe is None and self.bf16_layers == (0, 0):
-            if self.recompute is Recompute.FULL and self.recompute_num_layers is not None:
-                full = min(self.recompute_num_layers, len(chunk))
-                counts = {(False, False, Recompute.FULL): full,
-                          (False, False, Recompute.NONE): len(chunk) - full}
-                return {k: n for k, n in counts.items() if n}
-            return {(False, False, self.recompute): len(chunk)} if chunk else {}
+        """How many layers of a model chunk are of each kind (chunk_layer_runs summed)."""
         kinds: dict[tuple[bool, bool, Recompute], int] = {}
-        for position, layer in enumerate(chunk):
-            moe, bf16 = self.layer_kind(model, layer)
-            key = (moe, bf16, self.layer_recompute(position))
-            kinds[key] = kinds.get(key, 0) + 1
+        for key, count in self.chunk_layer_runs(model, chunk):
+            kinds[key] = kinds.get(key, 0) + count
         return kinds
 
     @property
@@ -610,13 +639,21 @@ def stage_chunks(model: ModelSpec, cfg: ParallelConfig) -> tuple[tuple[tuple[int
       Megatron's --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split
       do, so the first and last chunks get one transformer layer fewer.
     """
-    pp, vpp, num_layers = cfg.pp, cfg.vpp, model.num_layers
-    if cfg.layers_per_chunk:
-        counts = list(cfg.layers_per_chunk)
-    elif cfg.layers_per_stage:
-        per_chunk = [even_split(n, vpp) for n in cfg.layers_per_stage]
+    return _stage_chunks(model.num_layers, cfg.pp, cfg.vpp, cfg.layers_per_chunk,
+                         cfg.layers_per_stage, cfg.vocab_strategy is VocabStrategy.REDISTRIBUTE)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _stage_chunks(num_layers: int, pp: int, vpp: int, layers_per_chunk: tuple[int, ...],
+                  layers_per_stage: tuple[int, ...], redistribute: bool
+                  ) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """stage_chunks, memoised on what it reads (every cost and memory question asks it)."""
+    if layers_per_chunk:
+        counts = list(layers_per_chunk)
+    elif layers_per_stage:
+        per_chunk = [even_split(n, vpp) for n in layers_per_stage]
         counts = [per_chunk[s][c] for c in range(vpp) for s in range(pp)]
-    elif cfg.vocab_strategy is VocabStrategy.REDISTRIBUTE and pp > 1:
+    elif redistribute and pp > 1:
         counts = list(even_split(num_layers + 2, pp * vpp))
         counts[0] -= 1  # the embedding's share
         counts[-1] -= 1  # the loss's share
@@ -634,8 +671,13 @@ def stage_chunks(model: ModelSpec, cfg: ParallelConfig) -> tuple[tuple[tuple[int
 
 def stage_layers(model: ModelSpec, cfg: ParallelConfig) -> tuple[tuple[int, ...], ...]:
     """Transformer layer indices held by each pipeline stage (all its virtual chunks)."""
-    return tuple(tuple(layer for chunk in stage for layer in chunk)
-                 for stage in stage_chunks(model, cfg))
+    return _stage_layers(stage_chunks(model, cfg))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _stage_layers(chunks: tuple[tuple[tuple[int, ...], ...], ...]
+                  ) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(layer for chunk in stage for layer in chunk) for stage in chunks)
 
 
 def in_flight_microbatches(cfg: ParallelConfig, stage: int) -> float:

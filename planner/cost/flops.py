@@ -154,9 +154,8 @@ def hardware_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
     kinds: Counter[tuple[int, Recompute]] = Counter()
     for stage in stage_chunks(model, cfg):
         for chunk in stage:
-            for position, layer in enumerate(chunk):
-                kinds[(first_of_kind[model.is_moe_layer(layer)],
-                       cfg.layer_recompute(position))] += 1
+            for (is_moe, _, mode), count in cfg.chunk_layer_runs(model, chunk):
+                kinds[(first_of_kind[is_moe], mode)] += count
     for (layer, mode), count in sorted(kinds.items()):
         lf = layer_flops(model, layer, tokens, cfg.seq_len)
         if mode is Recompute.SELECTIVE and cfg.framework is Framework.TORCHTITAN:

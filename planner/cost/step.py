@@ -334,32 +334,25 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
         ep_exposed_s=ep_fwd_exposed + ep_bwd_exposed, host_wait_s=wait)
 
 
-def _host_gpu(passes: _PassCache, cfg: ParallelConfig, model: ModelSpec, layer: int,
-              position: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """((host, GPU) forward, (host, GPU) backward) seconds of one layer (LayerPasses), by its
-    kind and its recompute mode at `position` in its chunk (ParallelConfig.layer_recompute)."""
-    is_moe, bf16 = cfg.layer_kind(model, layer)
-    lp = passes.get_kind(is_moe, bf16, cfg.layer_recompute(position))
-    return (lp.host_forward_s, lp.gpu_forward_s), (lp.host_backward_s, lp.gpu_backward_s)
-
-
-def host_gpu_flow_s(ops: list[tuple[float, float]]) -> float:
+def host_gpu_flow_s(ops: list[tuple[float, float, int]]) -> float:
     """Seconds of a pass whose ops the host launches in order while the GPU runs them: the
     two-machine flow shop of (host, GPU) seconds per op with the work of each op spread
     evenly over its many kernels, max over split points j of the host time to launch ops
-    1..j plus the GPU time of ops j+1..n. A pass of identical ops takes n x max(host, GPU),
-    as a sum of per-layer floors does; a GPU-heavy op (the loss) next to host-bound layers
-    hides behind their launches where it comes first (the backward), not where it comes last
-    (the forward). Passes do not overlap one another here: Megatron's 1F1B synchronises the
-    host at each point-to-point exchange (pipeline_parallel/p2p_communication.py,
-    batch_p2p_comm with batch_p2p_sync, both on by default); the interleaved schedule's
-    overlapped exchanges do not, where this errs slow."""
-    gpu_left = sum(g for _, g in ops)
+    1..j plus the GPU time of ops j+1..n. `ops` are runs of identical ops, (host, GPU,
+    repeats): within a run that sum is linear in j, so its ends are the only split points
+    to try. A pass of identical ops takes n x max(host, GPU), as a sum of per-layer floors
+    does; a GPU-heavy op (the loss) next to host-bound layers hides behind their launches
+    where it comes first (the backward), not where it comes last (the forward). Passes do
+    not overlap one another here: Megatron's 1F1B synchronises the host at each
+    point-to-point exchange (pipeline_parallel/p2p_communication.py, batch_p2p_comm with
+    batch_p2p_sync, both on by default); the interleaved schedule's overlapped exchanges do
+    not, where this errs slow."""
+    gpu_left = sum(g * n for _, g, n in ops)
     best = gpu_left
     host = 0.0
-    for h, g in ops:
-        host += h
-        gpu_left -= g
+    for h, g, n in ops:
+        host += h * n
+        gpu_left -= g * n
         best = max(best, host + gpu_left)
     return best
 
@@ -599,14 +592,14 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
     for stage, per_chunk in enumerate(stage_chunks(model, cfg)):
         row = []
         for c, chunk_layers in enumerate(per_chunk):
-            # (host, GPU) seconds of the chunk's layers in order, forward and backward
-            ops = [_host_gpu(passes, cfg, model, layer, position)
-                   for position, layer in enumerate(chunk_layers)]
-            forward_ops = [forward for forward, _ in ops]
-            backward_ops = [backward for _, backward in reversed(ops)]
-            # layers of one kind under one recompute mode cost the same: count them
-            kinds = cfg.chunk_layer_kinds(model, chunk_layers)
-            for (is_moe, bf16, mode), count in sorted(kinds.items()):
+            # (host, GPU, layers in a row) of the chunk's runs of one layer kind, in order:
+            # layers of one kind under one recompute mode cost the same
+            runs = [(passes.get_kind(*kind), count)
+                    for kind, count in cfg.chunk_layer_runs(model, chunk_layers)]
+            forward_ops = [(lp.host_forward_s, lp.gpu_forward_s, n) for lp, n in runs]
+            backward_ops = [(lp.host_backward_s, lp.gpu_backward_s, n) for lp, n in reversed(runs)]
+            for (is_moe, bf16, mode), count in sorted(
+                    cfg.chunk_layer_kinds(model, chunk_layers).items()):
                 lp = passes.get_kind(is_moe, bf16, mode)
                 totals["compute_s"] += lp.compute_s * m * count
                 totals["recompute_s"] += lp.recompute_s * m * count
@@ -617,18 +610,18 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                 totals["cp_comm_s"] += lp.cp_busy_s * m * count
                 totals["cp_exposed_s"] += lp.cp_exposed_s * m * count
             if vocab_parallel and c == cfg.vpp - 1:
-                forward_ops.append((0.0, vocab_f))
-                backward_ops.insert(0, (0.0, vocab_b))
+                forward_ops.append((0.0, vocab_f, 1))
+                backward_ops.insert(0, (0.0, vocab_b, 1))
             elif stage == cfg.pp - 1 and c == cfg.vpp - 1:
                 head_f, head_b = head_time(model, cfg, gpu)
-                forward_ops.append((0.0, head_f))  # the loss ends the forward
-                backward_ops.insert(0, (0.0, head_b))  # and starts the backward
+                forward_ops.append((0.0, head_f, 1))  # the loss ends the forward
+                backward_ops.insert(0, (0.0, head_b, 1))  # and starts the backward
             chunk = ChunkTimes(forward_s=host_gpu_flow_s(forward_ops),
                                backward_s=host_gpu_flow_s(backward_ops), send_s=send)
             # what the GPU idles waiting on the host: the flow shop's pass beyond its GPU work
             totals["host_wait_s"] += m * (
-                chunk.forward_s - sum(g for _, g in forward_ops)
-                + chunk.backward_s - sum(g for _, g in backward_ops))
+                chunk.forward_s - sum(g * n for _, g, n in forward_ops)
+                + chunk.backward_s - sum(g * n for _, g, n in backward_ops))
             row.append(chunk)
         chunks.append(row)
     zero3_busy = zero3_exposed = 0.0
@@ -720,6 +713,8 @@ def bf16_layer_params(model: ModelSpec, cfg: ParallelConfig,
     """(dense, routed-expert) parameters on one GPU of the layers among `layers` that fp8
     training keeps in bf16 (ParallelConfig.bf16_layers): Megatron builds them outside
     fp8_model_init, so even with --fp8-param-gather they are 16-bit and gather 16-bit."""
+    if cfg.precision is not Precision.FP8 or cfg.bf16_layers == (0, 0):
+        return 0.0, 0.0
     shares = [layer_params(model, cfg, i) for i in layers if cfg.layer_in_bf16(model, i)]
     return sum(d for d, _ in shares), sum(e for _, e in shares)
 

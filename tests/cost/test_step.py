@@ -732,9 +732,22 @@ def test_a_gpu_heavy_op_hides_behind_the_host_launching_what_follows_it() -> Non
     end (the loss's forward) it adds its GPU time; GPU-bound layers take their GPU time (the
     work of a layer is spread over many kernels, so the GPU starts with the first)."""
     from planner.cost.step import host_gpu_flow_s
-    layers = [(2.0, 0.5)] * 3
+    layers = [(2.0, 0.5, 1)] * 3
     assert host_gpu_flow_s(layers) == pytest.approx(6.0)
-    assert host_gpu_flow_s([(0.0, 1.5)] + layers) == pytest.approx(6.0)  # hidden
-    assert host_gpu_flow_s(layers + [(0.0, 1.5)]) == pytest.approx(7.5)  # after the launches
-    assert host_gpu_flow_s([(0.0, 7.0)] + layers) == pytest.approx(8.5)  # GPU-bound: its sum
-    assert host_gpu_flow_s([(0.1, 1.0)] * 4) == pytest.approx(4.0)  # GPU-bound layers
+    assert host_gpu_flow_s([(0.0, 1.5, 1)] + layers) == pytest.approx(6.0)  # hidden
+    assert host_gpu_flow_s(layers + [(0.0, 1.5, 1)]) == pytest.approx(7.5)  # after launches
+    assert host_gpu_flow_s([(0.0, 7.0, 1)] + layers) == pytest.approx(8.5)  # GPU-bound: sum
+    assert host_gpu_flow_s([(0.1, 1.0, 1)] * 4) == pytest.approx(4.0)  # GPU-bound layers
+
+
+def test_the_flow_shop_of_runs_is_the_flow_shop_of_their_ops() -> None:
+    """Runs of identical ops (host, GPU, repeats) give the pass time of the ops written out
+    one by one, whatever their mix of host- and GPU-bound runs."""
+    from planner.cost.step import host_gpu_flow_s
+    runs = [(0.0, 1.2, 1), (0.3, 0.1, 5), (0.05, 0.4, 3), (0.5, 0.2, 2), (0.0, 0.9, 1)]
+    one_by_one = [(h, g, 1) for h, g, n in runs for _ in range(n)]
+    assert host_gpu_flow_s(runs) == pytest.approx(host_gpu_flow_s(one_by_one))
+    for order in itertools.permutations(runs[1:4]):
+        ops = [runs[0], *order, runs[-1]]
+        assert host_gpu_flow_s(ops) == pytest.approx(
+            host_gpu_flow_s([(h, g, 1) for h, g, n in ops for _ in range(n)]))

@@ -178,6 +178,9 @@ class Cluster:
     _width: int = field(init=False, repr=False, compare=False)  # GPUs per node if all equal
     _island_gpus: dict[str, int] = field(init=False, repr=False, compare=False)
     _uniform: bool = field(init=False, repr=False, compare=False)
+    _gpu_types: tuple[GpuType, ...] = field(init=False, repr=False, compare=False)
+    _min_width: int = field(init=False, repr=False, compare=False)  # fewest GPUs of a node
+    _min_memory: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         offsets = []
@@ -196,6 +199,13 @@ class Cluster:
         object.__setattr__(self, "_pairs", dict(self.node_pair_bandwidth))
         object.__setattr__(self, "_islands", {i.name: i for i in self.islands})
         object.__setattr__(self, "_node_index", {n.name: i for i, n in enumerate(self.nodes)})
+        seen: dict[str, GpuType] = {}
+        for node in self.nodes:
+            seen.setdefault(node.node_type.gpu.id, node.node_type.gpu)
+        object.__setattr__(self, "_gpu_types", tuple(seen.values()))
+        object.__setattr__(self, "_min_width", min(n.node_type.num_gpus for n in self.nodes))
+        object.__setattr__(self, "_min_memory",
+                           min(n.node_type.gpu.memory_bytes for n in self.nodes))
         first = self.nodes[0]
         object.__setattr__(self, "_uniform", (
             len(self.islands) == 1 and not self.node_pair_bandwidth and not self.pair_overrides
@@ -221,20 +231,18 @@ class Cluster:
 
     @property
     def gpu_types(self) -> tuple[GpuType, ...]:
-        seen: dict[str, GpuType] = {}
-        for node in self.nodes:
-            seen.setdefault(node.node_type.gpu.id, node.node_type.gpu)
-        return tuple(seen.values())
+        """The GPU types of the nodes, in order of first appearance."""
+        return self._gpu_types
 
     @property
     def min_gpu_memory_bytes(self) -> int:
         """The smallest device memory in the cluster (what a homogeneous plan must fit)."""
-        return min(node.node_type.gpu.memory_bytes for node in self.nodes)
+        return self._min_memory
 
     @property
     def gpus_per_node(self) -> int:
         """GPUs per node when all nodes agree; the smallest count otherwise."""
-        return min(node.node_type.num_gpus for node in self.nodes)
+        return self._min_width
 
     def locate(self, gpu: int | str) -> tuple[int, int]:
         """(node index, local index) of a GPU given by global index or "node-name:local"."""

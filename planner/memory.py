@@ -602,7 +602,6 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     b = cfg.mbs
     h = model.hidden_size
     sbh = s * b * h
-    layers = tuple(layer for chunk in chunks for layer in chunk)
     # layers of one kind (ParallelConfig.layer_kind) and recompute mode store the same
     per_chunk = [cfg.chunk_layer_runs(model, chunk) for chunk in chunks]
     present = {kind for runs in per_chunk for kind, _ in runs}  # (MoE, bf16, recompute)
@@ -659,11 +658,12 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
         widest = max(widest, routed_tokens(model, cfg) / (s * b) * fe * 2)
     largest_tensor = max(2 * s * b * widest / t, 2 * sbh)
     backward = 2 * largest_tensor
-    if layers and cfg.recompute is Recompute.FULL:
+    if present and cfg.recompute is Recompute.FULL:
         backward += max(kind_activation_bytes(model, cfg, (is_moe, bf16, Recompute.NONE))
                         for is_moe, bf16, _ in present)
-    if (fsdp or kept) and layers:
-        params = stage_params(model, cfg, stage, layers)
+    if (fsdp or kept) and present:
+        params = stage_params(model, cfg, stage,
+                              tuple(layer for chunk in chunks for layer in chunk))
         backward += params.largest_layer * ((2 * 2 + 4) if fsdp else (2 + 4))
     transient = max(loss_phase, backward)
     return math.ceil(stored), math.ceil(transient)

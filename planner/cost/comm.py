@@ -25,9 +25,10 @@ from __future__ import annotations
 import enum
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from planner.hardware import Cluster, CollectiveCurve
+from planner.hardware import Cluster, CollectiveCurve, Link
 from planner.parallel import ParallelConfig
 
 
@@ -141,9 +142,16 @@ def ring_link(cluster: Cluster, members: tuple[int, ...]) -> RingLink:
     per_node = min(Counter(nodes).values())
     intra = inter = float("inf")
     latency = total_latency = 0.0
+    width = cluster.gpus_per_node
+    # on a uniform cluster a hop's link depends only on its shape (node offset, local indices)
+    by_shape: dict[tuple[int, int, int], Link] = {}
     for i, src in enumerate(members):
         dst = members[(i + 1) % size]
-        link = cluster.link(src, dst)
+        if cluster.uniform:
+            shape = (dst // width - src // width, src % width, dst % width)
+            link = by_shape.get(shape) or by_shape.setdefault(shape, cluster.link(src, dst))
+        else:
+            link = cluster.link(src, dst)
         latency = max(latency, link.latency_s)
         total_latency += link.latency_s
         if nodes[i] == nodes[(i + 1) % size]:
@@ -158,23 +166,24 @@ def ring_link(cluster: Cluster, members: tuple[int, ...]) -> RingLink:
 
 
 def _lattice(cfg: ParallelConfig, axis: Axis
-             ) -> tuple[list[int], list[int], list[tuple[int, int]]] | None:
-    """The groups of `axis` as base + fixed offsets: (bases in groups()' order, offsets in ring
-    order, (count, stride) of the terms every base is a sum of). Expert axes take this form
-    when each stage's ranks are contiguous (pp the slowest axis); None otherwise."""
+             ) -> tuple[Iterator[int], list[int], list[tuple[int, int]]] | None:
+    """The groups of `axis` as base + fixed offsets: (bases in groups()' order, generated as
+    asked, offsets in ring order, (count, stride) of the terms every base is a sum of).
+    Expert axes take this form when each stage's ranks are contiguous (pp the slowest
+    axis); None otherwise."""
     s_tp, s_cp, s_dp, s_pp = strides(cfg)
     tps, cps, dps, pps = _offsets(cfg)
     if axis is Axis.TP:
-        return ([c + d + p for p in pps for d in dps for c in cps], tps,
+        return ((c + d + p for p in pps for d in dps for c in cps), tps,
                 [(cfg.cp, s_cp), (cfg.dp, s_dp), (cfg.pp, s_pp)])
     if axis is Axis.CP:
-        return ([t + d + p for p in pps for d in dps for t in tps], cps,
+        return ((t + d + p for p in pps for d in dps for t in tps), cps,
                 [(cfg.tp, s_tp), (cfg.dp, s_dp), (cfg.pp, s_pp)])
     if axis is Axis.DP:
-        return ([t + p for p in pps for t in tps], [d + c for d in dps for c in cps],
+        return ((t + p for p in pps for t in tps), [d + c for d in dps for c in cps],
                 [(cfg.tp, s_tp), (cfg.pp, s_pp)])
     if axis is Axis.PP:
-        return ([t + c + d for t in tps for c in cps for d in dps], pps,
+        return ((t + c + d for t in tps for c in cps for d in dps), pps,
                 [(cfg.tp, s_tp), (cfg.cp, s_cp), (cfg.dp, s_dp)])
     stage = cfg.tp * cfg.cp * cfg.dp
     if s_pp != stage:  # a stage's ranks are not contiguous: groups() sorts them
@@ -184,20 +193,20 @@ def _lattice(cfg: ParallelConfig, axis: Axis
     else:
         step, size = cfg.expert_tp * cfg.ep, cfg.expert_dp
     block = step * size
-    bases = [p + b + o for p in pps for b in range(0, stage, block) for o in range(step)]
+    bases = (p + b + o for p in pps for b in range(0, stage, block) for o in range(step))
     return (bases, [i * step for i in range(size)],
             [(cfg.pp, s_pp), (stage // block, block), (step, 1)])
 
 
-def slowest_ring(cluster: Cluster, cfg: ParallelConfig, axis: Axis) -> RingLink:
-    """The slowest ring of all groups of `axis` (they run in lockstep). On a uniform cluster
-    groups of the same shape see the same links, so one group per shape is resolved. Groups
-    of the form base + fixed offsets (_lattice) have a shape that depends only on the base
-    modulo the node width: once a group of every base residue (the residues the base's terms
-    can sum to) has been seen, the rest only repeat shapes."""
+def representative_groups(cluster: Cluster, cfg: ParallelConfig,
+                          axis: Axis) -> list[tuple[int, ...]]:
+    """The groups of `axis` that stand for all of them: every group on a non-uniform
+    cluster; on a uniform one, groups of the same shape see the same links, so one group per
+    shape. Groups of the form base + fixed offsets (_lattice) have a shape that depends only
+    on the base modulo the node width: once a group of every base residue (the residues the
+    base's terms can sum to) has been seen, the rest only repeat shapes."""
     width = cluster.gpus_per_node
     lattice = _lattice(cfg, axis) if cluster.uniform else None
-    members: list[tuple[int, ...]]
     if lattice is not None:
         bases, offsets, terms = lattice
         residues = {0}
@@ -209,17 +218,22 @@ def slowest_ring(cluster: Cluster, cfg: ParallelConfig, axis: Axis) -> RingLink:
             by_residue.setdefault(base % width, tuple(base + o for o in offsets))
             if len(by_residue) == len(residues):
                 break
-        members = list(by_residue.values())
-    else:
-        members = groups(cfg, axis)
-        if cluster.uniform:  # every node alike: GPU g is local g % w of node g // w
-            by_shape: dict[tuple[tuple[int, int], ...], tuple[int, ...]] = {}
-            for group in members:
-                first = group[0] // width
-                shape = tuple((g // width - first, g % width) for g in group)
-                by_shape.setdefault(shape, group)
-            members = list(by_shape.values())
-    rings = [ring_link(cluster, g) for g in members]
+        return list(by_residue.values())
+    members = groups(cfg, axis)
+    if not cluster.uniform:
+        return members
+    by_shape: dict[tuple[tuple[int, int], ...], tuple[int, ...]] = {}
+    for group in members:  # every node alike: GPU g is local g % w of node g // w
+        first = group[0] // width
+        shape = tuple((g // width - first, g % width) for g in group)
+        by_shape.setdefault(shape, group)
+    return list(by_shape.values())
+
+
+def slowest_ring(cluster: Cluster, cfg: ParallelConfig, axis: Axis) -> RingLink:
+    """The slowest ring of all groups of `axis` (they run in lockstep), among the groups that
+    stand for all (representative_groups)."""
+    rings = [ring_link(cluster, g) for g in representative_groups(cluster, cfg, axis)]
     return min(rings, key=lambda r: (r.bandwidth_bytes_per_s, -r.latency_s))
 
 
@@ -285,7 +299,7 @@ def pipeline_link(cluster: Cluster, cfg: ParallelConfig) -> RingLink:
     worst: tuple[float, float] | None = None
     width, uniform = cluster.gpus_per_node, cluster.uniform
     seen: set[tuple[int, int, int]] = set()  # on a uniform cluster, hops of one shape match
-    for group in groups(cfg, Axis.PP):
+    for group in representative_groups(cluster, cfg, Axis.PP):
         for src, dst in zip(group, group[1:], strict=False):
             if uniform:
                 shape = (dst // width - src // width, src % width, dst % width)

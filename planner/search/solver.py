@@ -284,8 +284,7 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
                 closest.append((memory.peak_bytes, canonical_key(cfg),
                                 Candidate(config=cfg, memory=memory, step=None)))
                 continue
-        degrees = (light.tp, light.cp, light.dp, light.pp, light.ep, light.expert_tp,
-                   light.rank_order)
+        degrees = _link_key(light)
         if degrees not in links_by_degrees:  # links depend on the degrees only
             links_by_degrees[degrees] = resolve_links(cluster, light)
         links = links_by_degrees[degrees]
@@ -365,7 +364,8 @@ def search(model: ModelSpec, spec: SearchSpec, cluster: Cluster, *, top_k: int =
                                          layout_solver=solver))
     exact = []
     for candidate in leaders:
-        step = estimate_step(model, candidate.config, cluster)
+        step = estimate_step(model, candidate.config, cluster,
+                             links=links_by_degrees.get(_link_key(candidate.config)))
         exact.append((step.iteration_s, canonical_key(candidate.config),
                       dataclasses.replace(candidate, step=step)))
     exact.sort(key=lambda e: (e[0], e[1]))
@@ -410,6 +410,11 @@ def _partial_recompute(model: ModelSpec, full: ParallelConfig, capacity: int,
         else:
             low = middle + 1
     return [best] if best is not None else []
+
+
+def _link_key(cfg: ParallelConfig) -> tuple[object, ...]:
+    """What resolve_links reads of a configuration: its degrees and rank order."""
+    return (cfg.tp, cfg.cp, cfg.dp, cfg.pp, cfg.ep, cfg.expert_tp, cfg.rank_order)
 
 
 def _keep_best(heap: list[float], seconds: float, size: int) -> None:

@@ -115,6 +115,7 @@ class PrecisionPolicy:
         return (count - sixteen_bit) * self.gather_bytes + sixteen_bit * UNSHARDED_PARAM_BYTES
 
 
+@functools.lru_cache(maxsize=64)
 def precision_policy(precision: Precision, framework: Framework, *,
                      fp8_param_gather: bool = False,
                      grad_reduce_in_bf16: bool = False) -> PrecisionPolicy:

@@ -738,3 +738,15 @@ def estimate_memory(model: ModelSpec, cfg: ParallelConfig, capacity_bytes: int,
                    for stage, chunks in enumerate(stage_chunks(model, cfg)))
     return MemoryEstimate(stages=stages, capacity_bytes=capacity_bytes,
                           headroom_frac=headroom_frac)
+
+
+def memory_fits(model: ModelSpec, cfg: ParallelConfig, capacity_bytes: int,
+                headroom_frac: float = 0.0) -> bool:
+    """estimate_memory(...).fits, answered at the first stage that does not fit: the first
+    stage (it holds the most micro-batches) and the last (the loss) are asked first. For
+    searches that only need the verdict."""
+    usable = int(capacity_bytes * (1 - headroom_frac))
+    chunks = stage_chunks(model, cfg)
+    order = sorted(range(len(chunks)), key=lambda s: (s not in (0, len(chunks) - 1), s))
+    return all(stage_memory(model, cfg, s, chunks[s]).peak_bytes <= usable for s in order)
+

@@ -567,3 +567,25 @@ def test_megatron_recompute_modules_drop_what_each_module_recomputes() -> None:
     assert any("Megatron's" in p for p in titan.problems(llama))
     ignored = dataclasses.replace(plain, recompute=Recompute.FULL)  # other modes ignore them
     assert ignored.problems(llama) == ()
+
+
+def test_the_early_verdict_is_the_estimates_verdict() -> None:
+    """memory_fits stops at the first stage over capacity; its answer is estimate_memory's,
+    for configurations on both sides of the line (the capacity set between their stages'
+    peaks, so that stages other than the first decide too)."""
+    from planner.memory import memory_fits
+    model = BUILTIN_MODELS["llama3-70b"]
+    configs = [ParallelConfig(tp=8, pp=pp, dp=1, vpp=vpp, mbs=mbs, global_batch=64,
+                              seq_len=8192, recompute=recompute, zero=1)
+               for pp in (2, 4, 8) for vpp in (1, 2) for mbs in (1, 2)
+               for recompute in (Recompute.NONE, Recompute.FULL)
+               if model.num_layers % (pp * vpp) == 0]
+    checked = 0
+    for cfg in configs:
+        stages = estimate_memory(model, cfg, 80 * GiB).stages
+        peaks = sorted({s.peak_bytes for s in stages})
+        for capacity in (peaks[0] - 1, *peaks, peaks[-1] + 1):
+            assert memory_fits(model, cfg, capacity) is estimate_memory(model, cfg,
+                                                                         capacity).fits
+            checked += 1
+    assert checked > 2 * len(configs)

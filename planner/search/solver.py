@@ -45,7 +45,7 @@ from planner.cost.step import (
     step_lower_bound,
 )
 from planner.hardware import Cluster
-from planner.memory import MemoryEstimate, estimate_memory, stage_memory
+from planner.memory import MemoryEstimate, estimate_memory, memory_fits, stage_memory
 from planner.model import ModelSpec
 from planner.parallel import (
     Framework,
@@ -401,15 +401,15 @@ def _partial_recompute(model: ModelSpec, full: ParallelConfig, capacity: int,
     if exhaustive:
         return [(cfg, memory) for cfg, memory in map(at, options) if memory.fits]
     low, high = 1, largest - 1
-    best: tuple[ParallelConfig, MemoryEstimate] | None = None
+    best: int | None = None
     while low <= high:
         middle = (low + high) // 2
-        cfg, memory = at(middle)
-        if memory.fits:
-            best, high = (cfg, memory), middle - 1
+        if memory_fits(model, dataclasses.replace(full, recompute_num_layers=middle),
+                       capacity, headroom_frac):
+            best, high = middle, middle - 1
         else:
             low = middle + 1
-    return [best] if best is not None else []
+    return [at(best)] if best is not None else []
 
 
 def _link_key(cfg: ParallelConfig) -> tuple[object, ...]:

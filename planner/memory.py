@@ -27,10 +27,10 @@ from planner.parallel import (
     VocabStrategy,
     dropout_masks,
     in_flight_microbatches,
+    layer_reruns,
     live_chunk_passes,
     op_by_op_rms_norm,
     op_sac_saved_linears,
-    recomputed_modules,
     stage_chunks,
     torchtitan_compiled_loss,
     torchtitan_linears,
@@ -410,7 +410,7 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
         routed tokens R = s*b*top_k*imbalance (x etp when expert-TP gathers tokens): permuted
         input 2Rh, FC1 out 2R*f_e/etp (x2 gated), FC2 in 2R*f_e/etp, unpermute input 2Rh;
         shared experts as a dense MLP of their width.
-    Selective recompute drops what its modules recompute (recomputed_modules; Megatron-Core
+    Selective recompute drops what its modules recompute (parallel.layer_reruns; Megatron-Core
     transformer_layer.py, attention.py, multi_latent_attention.py, moe/experts.py,
     moe/moe_layer.py): core_attn the s^2 terms; layernorm the outputs of the norms that are
     modules of their own (MLA's input norm, an MoE layer's pre-MLP norm; Transformer Engine
@@ -435,7 +435,7 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
 
     heads = model.num_attention_heads
     hidden_mask, _ = dropout_masks(model, cfg)
-    modules = recomputed_modules(cfg, recompute)
+    reruns = layer_reruns(model, cfg, layer, recompute)
     moe_layer = model.is_moe_layer(layer)
     # bytes per element of the inputs the dense linears save for their weight gradient
     linear_in = saved_linear_input_bytes(cfg)
@@ -443,9 +443,9 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
     # keeps its fp32 copy of it and the normalized 16-bit output instead: 4 bytes more
     norm = 2 + (4 if op_by_op_rms_norm(model, cfg) else 0)
     attention = norm * sbh / sp + linear_in * sbh / sp  # norm input, QKV input
-    if "layernorm" in modules and model.mla is not None:  # its own norm's output, discarded
+    if reruns.input_norm:  # its own norm's output, discarded
         attention -= linear_in * sbh / sp
-    if "mla_up_proj" not in modules:
+    if not reruns.up_projections:
         attention += 2 * s * b * (model.q_width + 2 * model.kv_width) / t
     if model.mla is not None:
         latent = (model.mla.q_lora_rank or 0) + model.mla.kv_lora_rank + (
@@ -453,7 +453,7 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
         attention += 2 * 2 * s * b * latent
     if cfg.flash_attention:
         attention += 4 * heads * s * b / t
-    elif "core_attn" not in modules:  # softmax output, dropout mask and output
+    elif not reruns.attention_core:  # softmax output, dropout mask and output
         attention += attention_score_bytes(model, cfg) * heads * s * cfg.seq_len * b / t
     # the projection's input is the attention output, kept 16-bit for the attention's own
     # backward; fp8 adds the projection's own quantized copy (1 byte)
@@ -469,14 +469,14 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
     fc1_kept = gate + (1 if eager_silu else 0)
     if not moe_layer:
         f = model.ffn_hidden_size
-        if "mlp" in modules:  # checkpointed: its input (the norm input above) and the mask
+        if reruns.dense_mlp:  # checkpointed: its input (the norm input above) and the mask
             mlp = norm * sbh / sp + hidden_mask * sbh / sp
         else:
             mlp += 2 * s * b * f * fc1_kept / t + linear_in * s * b * f / t  # FC1 out, FC2 in
-    elif "moe" in modules:  # checkpointed: the norm's input and output (its argument), mask
+    elif reruns.moe_block:  # checkpointed: the norm's input and output (its argument), mask
         mlp = norm * sbh / sp + 2 * sbh / sp + hidden_mask * sbh / sp
     else:
-        if "layernorm" in modules:  # the pre-MLP norm's output, discarded
+        if reruns.pre_mlp_norm:  # the pre-MLP norm's output, discarded
             mlp -= linear_in * sbh / sp
         routed = routed_tokens(model, cfg)
         moe = model.moe
@@ -484,9 +484,9 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
         mlp += 8 * (s * b / sp) * moe.num_experts
         fe = moe.ffn_hidden_size / cfg.expert_tp
         mlp += 2 * routed * h + 2 * routed * fe * fc1_kept + 2 * routed * h
-        if "moe_act" not in modules:  # the activation's output, FC2's input
+        if not reruns.expert_activation:  # the activation's output, FC2's input
             mlp += 2 * routed * fe
-        if moe.shared_width and "shared_experts" not in modules:
+        if moe.shared_width and not reruns.shared_experts:
             fs = moe.shared_width
             mlp += 2 * s * b * fs * fc1_kept / t + 2 * s * b * fs / t
     return math.ceil(attention + mlp)

@@ -794,6 +794,56 @@ def recomputed_modules(cfg: ParallelConfig, recompute: Recompute) -> frozenset[s
     return frozenset({"core_attn"})
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerReruns:
+    """What selective recompute reruns of one layer (recomputed_modules mapped onto the
+    layer's kind: dense or MoE, with or without multi-latent attention), the one description
+    that memory (what it drops), compute (the forward work it repeats) and FLOPs read.
+    Megatron-Core: transformer_layer.py, attention.py, multi_latent_attention.py,
+    moe/experts.py, moe/moe_layer.py.
+
+    Attributes:
+        attention_core: core_attn, the attention core (its s x s part).
+        input_norm: layernorm on an MLA layer, whose input norm is a module of its own.
+        pre_mlp_norm: layernorm on an MoE layer, whose pre-MLP norm is a module of its own.
+        up_projections: mla_up_proj, the query and key/value up-projections of MLA.
+        dense_mlp: mlp on a dense layer, the whole MLP but its input.
+        moe_block: moe on an MoE layer: router, routed and shared experts, permutes (its
+            argument, the pre-MLP norm's output, stays).
+        shared_experts: shared_experts on an MoE layer whose block is not checkpointed.
+        expert_activation: moe_act on an MoE layer whose block is not checkpointed.
+    """
+
+    attention_core: bool = False
+    input_norm: bool = False
+    pre_mlp_norm: bool = False
+    up_projections: bool = False
+    dense_mlp: bool = False
+    moe_block: bool = False
+    shared_experts: bool = False
+    expert_activation: bool = False
+
+
+def layer_reruns(model: ModelSpec, cfg: ParallelConfig, layer: int,
+                 recompute: Recompute = Recompute.SELECTIVE) -> LayerReruns:
+    """LayerReruns of `layer` under `recompute` (nothing outside selective recompute)."""
+    modules = recomputed_modules(cfg, recompute)
+    if not modules:
+        return LayerReruns()
+    moe_layer = model.is_moe_layer(layer)
+    mla = model.mla is not None
+    moe_block = moe_layer and "moe" in modules
+    return LayerReruns(
+        attention_core="core_attn" in modules,
+        input_norm="layernorm" in modules and mla,
+        pre_mlp_norm="layernorm" in modules and moe_layer,
+        up_projections="mla_up_proj" in modules and mla,
+        dense_mlp="mlp" in modules and not moe_layer,
+        moe_block=moe_block,
+        shared_experts="shared_experts" in modules and moe_layer and not moe_block,
+        expert_activation="moe_act" in modules and moe_layer and not moe_block)
+
+
 def op_by_op_rms_norm(model: ModelSpec, cfg: ParallelConfig) -> bool:
     """Whether the model's RMSNorms run as separate kernels: eager torchtitan without a fused
     rms_norm (ParallelConfig.fused_rms_norm). LayerNorm is one kernel everywhere."""

@@ -41,9 +41,9 @@ from planner.parallel import (
     Precision,
     Recompute,
     dropout_masks,
+    layer_reruns,
     op_by_op_rms_norm,
     op_sac_recomputed_linears,
-    recomputed_modules,
     torchtitan_compiled_loss,
     torchtitan_linears,
 )
@@ -551,39 +551,37 @@ def module_recompute_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, laye
                        gemms: tuple[Gemm, ...], gemm_forward_s: list[float],
                        attention_forward_s: float) -> float:
     """Forward work Megatron's selective recompute runs again in one layer's backward, by
-    module (memory.recomputed_modules; `gemm_forward_s` are the forward seconds of `gemms`,
-    layer_gemms' order, with their fp8 casts): core_attn the attention core; layernorm the
-    norms that are modules of their own (MLA's input norm, an MoE layer's pre-MLP norm);
-    mla_up_proj the query and key/value up-projections (the column-parallel attention GEMMs
-    of an MLA layer); mlp a dense MLP's GEMMs and activation; moe an MoE layer's router,
-    experts, shared experts, activations and permutes (its all-to-alls: step.layer_passes);
-    shared_experts and moe_act their part of that. RoPE on the recomputed query and key is
-    not counted (a few bytes per element)."""
-    modules = recomputed_modules(cfg, Recompute.SELECTIVE)
-    moe_layer = model.is_moe_layer(layer)
+    what its modules rerun (parallel.layer_reruns; `gemm_forward_s` are the forward seconds
+    of `gemms`, layer_gemms' order, with their fp8 casts): the attention core; the norms that
+    are modules of their own (MLA's input norm, an MoE layer's pre-MLP norm); the query and
+    key/value up-projections (the column-parallel attention GEMMs of an MLA layer); a dense
+    MLP's GEMMs and activation; an MoE block's router, experts, shared experts, activations
+    and permutes (its all-to-alls: step.layer_passes); or the shared experts and the expert
+    activation alone. RoPE on the recomputed query and key is not counted (a few bytes per
+    element)."""
+    reruns = layer_reruns(model, cfg, layer)
     n_attn = len(model.attention_projections())
     parts = mlp_elementwise_bytes(model, cfg, layer)
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     sp = cfg.tp if cfg.sequence_parallel else 1
     mlp_gemms = list(zip(gemms[n_attn:], gemm_forward_s[n_attn:], strict=True))
-    seconds = attention_forward_s if "core_attn" in modules else 0.0
-    if "layernorm" in modules:
-        own_norms = (model.mla is not None) + moe_layer
+    seconds = attention_forward_s if reruns.attention_core else 0.0
+    own_norms = reruns.input_norm + reruns.pre_mlp_norm
+    if own_norms:
         seconds += memory_time_s(own_norms * norm_bytes_per_element(model, cfg)
                                  * model.hidden_size * tokens / sp, gpu)
-    if "mla_up_proj" in modules and model.mla is not None:
+    if reruns.up_projections:
         seconds += sum(f for g, f in zip(gemms[:n_attn], gemm_forward_s[:n_attn], strict=True)
                        if g.role == "column")
-    if "mlp" in modules and not moe_layer:
+    if reruns.dense_mlp:
         seconds += sum(f for _, f in mlp_gemms) + memory_time_s(parts["activation"], gpu)
-    if moe_layer and "moe" in modules:
+    if reruns.moe_block:
         seconds += sum(f for _, f in mlp_gemms) + memory_time_s(sum(parts.values()), gpu)
-    elif moe_layer:
-        if "shared_experts" in modules:
-            seconds += sum(f for g, f in mlp_gemms if g.role in ("column", "row"))
-            seconds += memory_time_s(parts.get("shared", 0.0), gpu)
-        if "moe_act" in modules:
-            seconds += memory_time_s(parts["activation"], gpu)
+    if reruns.shared_experts:
+        seconds += sum(f for g, f in mlp_gemms if g.role in ("column", "row"))
+        seconds += memory_time_s(parts.get("shared", 0.0), gpu)
+    if reruns.expert_activation:
+        seconds += memory_time_s(parts["activation"], gpu)
     return seconds
 
 

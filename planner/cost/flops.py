@@ -17,8 +17,8 @@ from planner.parallel import (
     Framework,
     ParallelConfig,
     Recompute,
+    layer_reruns,
     op_sac_recomputed_linears,
-    recomputed_modules,
     stage_chunks,
     torchtitan_linears,
 )
@@ -117,23 +117,23 @@ def op_sac_recompute_flops(model: ModelSpec, layer: int, tokens: float) -> float
 def module_recompute_flops(model: ModelSpec, cfg: ParallelConfig, layer: int,
                            tokens: float) -> float:
     """Forward FLOPs Megatron's selective recompute runs again in one layer for `tokens`
-    tokens, by module (cfg.recompute_modules; other frameworks: core attention): core_attn
-    the attention core; mla_up_proj the query and key/value up-projections; mlp a dense MLP;
-    moe an MoE layer's router, routed and shared experts; shared_experts the shared experts.
-    moe_act and layernorm recompute element-wise work only."""
-    modules = recomputed_modules(cfg, Recompute.SELECTIVE)
+    tokens, by what its modules rerun (parallel.layer_reruns; other frameworks: core
+    attention): the attention core; MLA's query and key/value up-projections; a dense MLP;
+    an MoE block's router, routed and shared experts; or the shared experts alone. The
+    expert activation and the norms are element-wise work only."""
+    reruns = layer_reruns(model, cfg, layer)
     lf = layer_flops(model, layer, tokens, cfg.seq_len)
-    flops = lf.attention if "core_attn" in modules else 0.0
-    if "mla_up_proj" in modules and model.mla is not None:
+    flops = lf.attention if reruns.attention_core else 0.0
+    if reruns.up_projections:
         flops += 2.0 * tokens * sum(p.in_dim * p.out_dim for p in model.attention_projections()
                                     if p.split == "column")
     mlp = lf.gemm - attention_projection_flops(model, tokens)
     moe = model.moe
-    if not model.is_moe_layer(layer):
-        flops += mlp if "mlp" in modules else 0.0
-    elif "moe" in modules:
+    if reruns.dense_mlp:
+        flops += mlp
+    elif reruns.moe_block:
         flops += mlp + lf.router
-    elif "shared_experts" in modules and moe is not None and moe.shared_width:
+    elif reruns.shared_experts and moe is not None and moe.shared_width:
         flops += mlp_flops(model, tokens, moe.shared_width)
     return flops
 

@@ -81,7 +81,7 @@ from planner.parallel import (
     Recompute,
     VocabStrategy,
     interleaved_warmup,
-    recomputed_modules,
+    layer_reruns,
     stage_chunks,
     stage_layers,
     torchtitan_linears,
@@ -272,12 +272,11 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
         regather_exposed, regather_busy = op_sac_tp_recompute(model, cfg, gpu, links, layer)
         tp_bwd_exposed += regather_exposed
         tp_bwd_busy += regather_busy
-    modules = recomputed_modules(cfg, mode)
-    moe_layer = model.is_moe_layer(layer)
+    reruns = layer_reruns(model, cfg, layer, mode)
     # a checkpointed MLP or MoE block runs its forward's collectives again: the block's half
     # of the layer's tensor-parallel traffic (a dense layer's two blocks, an MoE layer's
     # attention and dispatcher alike), and an MoE block its expert all-to-alls (below)
-    rerun_mlp_block = ("mlp" in modules and not moe_layer) or ("moe" in modules and moe_layer)
+    rerun_mlp_block = reruns.dense_mlp or reruns.moe_block
     if rerun_mlp_block:
         tp_bwd_exposed += tp_fwd_exposed / 2
         tp_bwd_busy += tp_fwd_busy / 2

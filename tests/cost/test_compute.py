@@ -382,3 +382,38 @@ def test_megatron_recompute_modules_rerun_their_forward_work() -> None:
         model, base, moe_layer, tokens) > 0
     assert module_recompute_flops(model, dataclasses.replace(base, recompute_modules=(
         "moe_act", "layernorm")), moe_layer, tokens) == 0.0
+
+
+def test_what_a_recompute_module_drops_is_what_it_reruns() -> None:
+    """Memory, compute and FLOPs read one description of selective recompute
+    (parallel.layer_reruns): on DeepSeek-V3's dense and MoE layers (MLA, shared experts),
+    each module alone frees activations exactly where it reruns forward work, and runs
+    GEMMs again exactly where it adds FLOPs (moe_act and layernorm are element-wise)."""
+    from planner.cost.compute import layer_gemms, linear_gemm_times, module_recompute_s
+    from planner.cost.flops import module_recompute_flops
+    from planner.memory import layer_activation_bytes
+    from planner.parallel import RECOMPUTE_MODULES, layer_reruns
+    model = BUILTIN_MODELS["deepseek-v3"]
+    gpu = GPU_CATALOG["h100-sxm5-80gb"]
+    base = ParallelConfig(tp=2, ep=8, dp=8, global_batch=64, seq_len=4096,
+                          recompute=Recompute.SELECTIVE, flash_attention=False)
+    dense, moe = 0, model.moe.first_dense_layers
+    seen = set()
+    for module in RECOMPUTE_MODULES:
+        cfg = dataclasses.replace(base, recompute_modules=(module,))
+        for layer in (dense, moe):
+            kept = layer_activation_bytes(model, cfg, layer, Recompute.SELECTIVE)
+            plain = layer_activation_bytes(model, cfg, layer, Recompute.NONE)
+            gemms = layer_gemms(model, cfg, layer)
+            forwards = [linear_gemm_times(g, cfg, gpu, cfg.precision)[0] for g in gemms]
+            attention = 1e-3  # stands for the attention core's forward
+            rerun = module_recompute_s(model, cfg, gpu, layer, gemms, forwards, attention)
+            flops = module_recompute_flops(model, cfg, layer, 4096.0)
+            applies = any(dataclasses.astuple(layer_reruns(model, cfg, layer)))
+            assert (kept < plain) is applies is (rerun > 0), (module, layer)
+            assert (flops > 0) is (applies and module not in ("moe_act", "layernorm")), (
+                module, layer)
+            seen.add((module, layer, applies))
+    # every module applies to one layer kind at least; mlp only to the dense, moe to the MoE
+    assert {m for m, _, a in seen if a} == set(RECOMPUTE_MODULES)
+    assert ("mlp", moe, False) in seen and ("moe", dense, False) in seen

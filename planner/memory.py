@@ -749,4 +749,3 @@ def memory_fits(model: ModelSpec, cfg: ParallelConfig, capacity_bytes: int,
     chunks = stage_chunks(model, cfg)
     order = sorted(range(len(chunks)), key=lambda s: (s not in (0, len(chunks) - 1), s))
     return all(stage_memory(model, cfg, s, chunks[s]).peak_bytes <= usable for s in order)
-

@@ -677,6 +677,7 @@ def stage_layers(model: ModelSpec, cfg: ParallelConfig) -> tuple[tuple[int, ...]
 @functools.lru_cache(maxsize=1 << 12)
 def _stage_layers(chunks: tuple[tuple[tuple[int, ...], ...], ...]
                   ) -> tuple[tuple[int, ...], ...]:
+    """stage_layers, memoised on the stage chunks it flattens."""
     return tuple(tuple(layer for chunk in stage for layer in chunk) for stage in chunks)
 
 
@@ -798,7 +799,8 @@ def recomputed_modules(cfg: ParallelConfig, recompute: Recompute) -> frozenset[s
 class LayerReruns:
     """What selective recompute reruns of one layer (recomputed_modules mapped onto the
     layer's kind: dense or MoE, with or without multi-latent attention), the one description
-    that memory (what it drops), compute (the forward work it repeats) and FLOPs read.
+    that memory (what it drops), compute (the forward work it repeats), FLOPs and the step
+    (the collectives a checkpointed block runs again) read.
     Megatron-Core: transformer_layer.py, attention.py, multi_latent_attention.py,
     moe/experts.py, moe/moe_layer.py.
 

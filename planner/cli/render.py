@@ -139,10 +139,24 @@ def time_lines(step: StepTime) -> None:
               + (f", expert-parallel {b['ep_exposed_s']:.3f} s of {b['ep_comm_s']:.3f}"
                  if b["ep_comm_s"] > 0 else "")
               + f"; optimizer {b['optimizer_s']:.3f} s")
+    if len(step.stages) > 1:
+        stage_lines(step)
     if b.get("host_wait_s", 0.0) > 0:
         out.print(f"  layers wait {b['host_wait_s']:.3f} s per GPU on the host (Python and "
                   "kernel launches outlast their GPU work: larger micro-batches, fewer "
                   "tensor-parallel ranks or CUDA graphs would hide it)")
+
+
+def stage_lines(step: StepTime) -> None:
+    """The busiest and the idlest pipeline stage: what each pass of one micro-batch takes
+    there and how much of the pipeline's time it works."""
+    pipeline = dict(step.breakdown)["pipeline_s"]
+    busiest = max(step.stages, key=lambda s: (s.busy_s, -s.stage))
+    idlest = min(step.stages, key=lambda s: (s.busy_s, s.stage))
+    for label, s in (("busiest", busiest), ("idlest", idlest)):
+        out.print(f"  {label} stage {s.stage}: forward {s.forward_s * 1e3:.1f} ms + backward "
+                  f"{s.backward_s * 1e3:.1f} ms per micro-batch, busy {s.busy_s:.3f} s of "
+                  f"{pipeline:.3f}")
 
 
 def remedy_lines(remedies: tuple[Remedy, ...]) -> None:

@@ -542,9 +542,26 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StageTime:
+    """One pipeline stage's part of the schedule, seconds: its passes of one micro-batch
+    (all its chunks, forward and backward, as the schedule runs them: layers, exposed
+    communication, the LM head and loss on the last stage, waits on the host) and what it is
+    busy over the step; the rest of the pipeline's time it idles (its share of the bubble)."""
+
+    stage: int
+    forward_s: float
+    backward_s: float
+    busy_s: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"stage": self.stage, "forward_s": self.forward_s,
+                "backward_s": self.backward_s, "busy_s": self.busy_s}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepTime:
     """Seconds per optimizer step with its parts (busy = link or SM occupied; exposed = on
-    the critical path)."""
+    the critical path), and each pipeline stage's passes (`stages`)."""
 
     iteration_s: float
     tokens_per_s: float
@@ -553,12 +570,14 @@ class StepTime:
     hfu: float
     breakdown: tuple[tuple[str, float], ...]
     calibrated: bool
+    stages: tuple[StageTime, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
             "iteration_s": self.iteration_s, "tokens_per_s": self.tokens_per_s,
             "model_tflops_per_gpu": self.model_tflops_per_gpu, "mfu": self.mfu,
             "hfu": self.hfu, "breakdown": dict(self.breakdown),
+            "stages": [stage.to_dict() for stage in self.stages],
             "calibrated": self.calibrated,
         }
 
@@ -671,6 +690,10 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
         hfu=hardware_flops / iteration / world / peak,
         breakdown=tuple(sorted((k, float(v)) for k, v in breakdown.items())),
         calibrated=gpu.id in STEP_TIME_VALIDATED_GPUS and cfg.precision is Precision.BF16,
+        stages=tuple(StageTime(stage=i, forward_s=sum(c.forward_s for c in row),
+                               backward_s=sum(c.backward_s for c in row),
+                               busy_s=float(pipeline.busy_s[i]))
+                     for i, row in enumerate(chunks)),
     )
 
 

@@ -751,3 +751,25 @@ def test_the_flow_shop_of_runs_is_the_flow_shop_of_their_ops() -> None:
         ops = [runs[0], *order, runs[-1]]
         assert host_gpu_flow_s(ops) == pytest.approx(
             host_gpu_flow_s([(h, g, 1) for h, g, n in ops for _ in range(n)]))
+
+
+def test_each_stage_reports_its_passes_and_busy_time() -> None:
+    """Llama 3 70B on 4 stages: each stage's busy time is its micro-batches' forward and
+    backward passes (1F1B runs every one of them), the last stage is the busiest by its LM
+    head and loss, and every stage works at most the pipeline's time."""
+    model = BUILTIN_MODELS["llama3-70b"]
+    cluster = load_cluster("dgx-h100")
+    cfg = ParallelConfig(tp=8, pp=4, dp=2, mbs=1, global_batch=64, seq_len=8192,
+                         recompute=Recompute.SELECTIVE, zero=1)
+    step = estimate_step(model, cfg, cluster)
+    pipeline = dict(step.breakdown)["pipeline_s"]
+    m = cfg.num_microbatches
+    assert [s.stage for s in step.stages] == [0, 1, 2, 3]
+    for s in step.stages:
+        assert s.busy_s == pytest.approx(m * (s.forward_s + s.backward_s))
+        assert s.busy_s <= pipeline + 1e-9
+    first, last = step.stages[0], step.stages[-1]
+    head_f, head_b = head_time(model, cfg, cluster.gpu_types[0])
+    assert last.forward_s - first.forward_s == pytest.approx(head_f, rel=1e-6)
+    assert max(step.stages, key=lambda s: s.busy_s) is last
+    assert step.to_dict()["stages"][3]["busy_s"] == last.busy_s

@@ -443,6 +443,36 @@ class _PassCache:
         return self.cache[key]
 
 
+def mtp_kind(model: ModelSpec, cfg: ParallelConfig) -> tuple[bool, bool, Recompute]:
+    """The layer kind of each MTP module's transformer layer: the last decoder layer's (its
+    shapes and precision, as memory.stage_activation_bytes counts it), under cfg.recompute."""
+    return (*cfg.layer_kind(model, model.num_layers - 1), cfg.recompute)
+
+
+def mtp_ops(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, passes: _PassCache
+            ) -> tuple[list[tuple[float, float, int]], list[tuple[float, float, int]]]:
+    """(forward, backward) ops, as host_gpu_flow_s takes them, that the multi-token
+    prediction modules add to the last chunk of the last stage per micro-batch, where
+    Megatron-Core runs them after the decoder (multi_token_prediction.py): for each of the
+    model's MTP depths (DeepSeek-V3, arXiv 2412.19437 Sec. 2.2) the 2h -> h projection of the
+    normed hidden state and embedding (eh_proj, a column-parallel GEMM), one transformer
+    layer of the last layer's kind (its passes, communication and host time included: mtp_kind)
+    and the shared output head and loss once more (head_time). The two input norms and the
+    embedding lookup of the shifted tokens are element-wise and left out."""
+    if not model.num_mtp_layers:
+        return [], []
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    h = model.hidden_size
+    proj = Gemm(m=tokens, k=2 * h, n=h / cfg.tp, role="column")
+    proj_f, proj_dgrad, proj_wgrad = linear_gemm_times(proj, cfg, gpu, cfg.precision)
+    lp = passes.get_kind(*mtp_kind(model, cfg))
+    head_f, head_b = head_time(model, cfg, gpu)
+    forward = [(0.0, proj_f, 1), (lp.host_forward_s, lp.gpu_forward_s, 1), (0.0, head_f, 1)]
+    backward = [(0.0, head_b, 1), (lp.host_backward_s, lp.gpu_backward_s, 1),
+                (0.0, proj_dgrad + proj_wgrad, 1)]
+    return forward * model.num_mtp_layers, backward * model.num_mtp_layers
+
+
 def _passes_key(cfg: ParallelConfig) -> ParallelConfig:
     """`cfg` with the fields layer_passes does not read set to defaults: configurations that
     differ only in them (ZeRO stage, recompute choice, layout, interleaving, batch) share one
@@ -465,14 +495,16 @@ def _shared_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: S
 def layer_costs(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
                 links: StepLinks | None = None) -> tuple[tuple[float, ...], float]:
     """Per-micro-batch forward + backward seconds of every layer, as estimate_step charges
-    them under cfg.recompute, and of the LM head + loss on the last stage: the layer
-    partitioner's costs."""
+    them under cfg.recompute, and of the LM head + loss and the MTP modules (mtp_ops) on the
+    last stage: the layer partitioner's costs."""
     gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))
     passes = _PassCache(model, cfg, gpu, links or resolve_links(cluster, cfg))
     per_layer = tuple(passes.get(i, cfg.recompute).forward_s
                       + passes.get(i, cfg.recompute).backward_s
                       for i in range(model.num_layers))
-    return per_layer, sum(head_time(model, cfg, gpu))
+    mtp_forward, mtp_backward = mtp_ops(model, cfg, gpu, passes)
+    mtp = sum(max(h, g) * n for h, g, n in mtp_forward + mtp_backward)
+    return per_layer, sum(head_time(model, cfg, gpu)) + mtp
 
 
 def _three_passes_flops(gemm: Gemm) -> float:
@@ -501,8 +533,9 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     out). A micro-batch of b sequences costs at least b x that, so over the m = sequences / b
     micro-batches the busiest stage needs at least `sequences` x its sum, and fast_makespan's
     fill and drain (the other stages' time / vpp) at least the other stages' per-sequence sum
-    / vpp. Latencies, recompute, CP, pipeline hops, host waits, data-parallel and optimizer
-    time only add. The rings are the slowest TP and EP rings (comm.slowest_ring)."""
+    / vpp; the last stage also runs the LM head and loss and each MTP module (mtp_ops).
+    Latencies, recompute, CP, pipeline hops, host waits, data-parallel and optimizer time
+    only add. The rings are the slowest TP and EP rings (comm.slowest_ring)."""
     gpu = min(cluster.gpu_types, key=lambda g: g.peak(cfg.precision.value))
     unit = dataclasses.replace(cfg, mbs=1)  # one sequence
     sequences = cfg.global_batch / cfg.dp  # per replica and step, all micro-batches
@@ -536,6 +569,14 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
             logits = head_gemm(model, unit)  # head_time: 3 GEMMs, the loss in both passes
             total += _three_passes_flops(logits) / rate
             total += memory_time_s(sum(loss_pass_bytes(unit)) * logits.m * logits.n, gpu)
+        if stage == cfg.pp - 1 and model.num_mtp_layers:  # mtp_ops: projection, layer, head
+            logits = head_gemm(model, unit)
+            h = model.hidden_size
+            proj = Gemm(m=logits.m, k=2 * h, n=h / cfg.tp, role="column")
+            total += model.num_mtp_layers * (
+                per_kind[model.is_moe_layer(model.num_layers - 1)]
+                + (_three_passes_flops(logits) + _three_passes_flops(proj)) / rate
+                + memory_time_s(sum(loss_pass_bytes(unit)) * logits.m * logits.n, gpu))
         stages.append(total)
     busiest = max(stages)
     return busiest * sequences + (sum(stages) - busiest) / cfg.vpp
@@ -619,8 +660,15 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                     for kind, count in cfg.chunk_layer_runs(model, chunk_layers)]
             forward_ops = [(lp.host_forward_s, lp.gpu_forward_s, n) for lp, n in runs]
             backward_ops = [(lp.host_backward_s, lp.gpu_backward_s, n) for lp, n in reversed(runs)]
-            for (is_moe, bf16, mode), count in sorted(
-                    cfg.chunk_layer_kinds(model, chunk_layers).items()):
+            kinds = dict(cfg.chunk_layer_kinds(model, chunk_layers))
+            last_chunk = stage == cfg.pp - 1 and c == cfg.vpp - 1
+            if last_chunk and model.num_mtp_layers:  # the MTP modules end the last chunk
+                mtp_forward, mtp_backward = mtp_ops(model, cfg, gpu, passes)
+                forward_ops += mtp_forward
+                backward_ops = mtp_backward + backward_ops
+                kind = mtp_kind(model, cfg)
+                kinds[kind] = kinds.get(kind, 0) + model.num_mtp_layers
+            for (is_moe, bf16, mode), count in sorted(kinds.items()):
                 lp = passes.get_kind(is_moe, bf16, mode)
                 totals["compute_s"] += lp.compute_s * m * count
                 totals["recompute_s"] += lp.recompute_s * m * count
@@ -633,7 +681,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
             if vocab_parallel and c == cfg.vpp - 1:
                 forward_ops.append((0.0, vocab_f, 1))
                 backward_ops.insert(0, (0.0, vocab_b, 1))
-            elif stage == cfg.pp - 1 and c == cfg.vpp - 1:
+            elif last_chunk:
                 head_f, head_b = head_time(model, cfg, gpu)
                 forward_ops.append((0.0, head_f, 1))  # the loss ends the forward
                 backward_ops.insert(0, (0.0, head_b, 1))  # and starts the backward

@@ -773,3 +773,31 @@ def test_each_stage_reports_its_passes_and_busy_time() -> None:
     assert last.forward_s - first.forward_s == pytest.approx(head_f, rel=1e-6)
     assert max(step.stages, key=lambda s: s.busy_s) is last
     assert step.to_dict()["stages"][3]["busy_s"] == last.busy_s
+
+
+def test_multi_token_prediction_runs_on_the_last_stage() -> None:
+    """DeepSeek-V3's MTP module (one depth) runs after the decoder on the last stage: per
+    micro-batch its forward adds the 2h -> h projection, one layer of the last layer's kind
+    and the shared head and loss once more; the other stages do not change, and the step
+    takes longer than without MTP."""
+    from planner.cost.step import _PassCache, mtp_ops
+    model = BUILTIN_MODELS["deepseek-v3"]
+    plain = dataclasses.replace(model, num_mtp_layers=0)
+    cluster = load_cluster("dgx-h100")
+    cfg = ParallelConfig(tp=8, pp=4, ep=8, dp=8, mbs=1, global_batch=256, seq_len=4096,
+                         recompute=Recompute.FULL, zero=1, layers_per_stage=(15, 15, 16, 15))
+    with_mtp, without = estimate_step(model, cfg, cluster), estimate_step(plain, cfg, cluster)
+    for a, b in zip(with_mtp.stages[:-1], without.stages[:-1], strict=True):
+        assert (a.forward_s, a.backward_s) == pytest.approx((b.forward_s, b.backward_s))
+    gpu = cluster.gpu_types[0]
+    forward, backward = mtp_ops(model, cfg, gpu, _PassCache(model, cfg, gpu,
+                                                            resolve_links(cluster, cfg)))
+    assert len(forward) == len(backward) == 3  # projection, layer, head
+    added = with_mtp.stages[-1].forward_s - without.stages[-1].forward_s
+    assert added == pytest.approx(sum(max(h, g) for h, g, _ in forward), rel=0.02)
+    assert forward[2][1] == pytest.approx(head_time(model, cfg, gpu)[0])
+    assert with_mtp.iteration_s > without.iteration_s
+    links = resolve_links(cluster, cfg)  # the search's bound counts the module too
+    rings = (links.ring(Axis.TP), links.ring(Axis.EP))
+    assert (step_lower_bound(plain, cfg, cluster, *rings)
+            < step_lower_bound(model, cfg, cluster, *rings) <= with_mtp.iteration_s)

@@ -308,7 +308,8 @@ def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> floa
     one output, a mask: 7h; 6h without residual dropout, parallel.dropout_masks), the
     activation (fused bias-GeLU / squared ReLU: read and write f; SwiGLU: read 2f, write f,
     all / tp), rotary embeddings on q and k (read and write), MoE permute and unpermute of
-    routed tokens (read and write h each). Norms and residuals are split by tp only with
+    routed tokens (read and write h each; twice each with more than one local expert:
+    mlp_elementwise_bytes). Norms and residuals are split by tp only with
     sequence parallelism. Eager torchtitan (cfg.eager) runs RoPE and SwiGLU op by op (the
     EAGER_* bytes above), and RMSNorm too on PyTorch before 2.8 (norm_bytes_per_element);
     residual adds and MoE permutes move the same bytes either way."""
@@ -326,7 +327,12 @@ def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> floa
 
 def mlp_elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> dict[str, float]:
     """The MLP block's part of elementwise_bytes, one micro-batch: "activation" (a dense
-    MLP's, or the routed experts'), "permute" (MoE permute and unpermute), "shared" (the
+    MLP's, or the routed experts'), "permute" (MoE permute and unpermute, each a read and a
+    write of the routed tokens; Megatron-Core's all-to-all dispatcher, the one this planner
+    prices, sorts them by local expert after the exchange and back before it when a rank holds
+    more than one expert: token_dispatcher.py dispatch_postprocess and combine_preprocess,
+    sort_chunks_by_idxs, a copy of the tokens each way; other frameworks' MoE are priced
+    alike), "shared" (the
     shared experts' activation)."""
     t = cfg.tp
     sp = t if cfg.sequence_parallel else 1
@@ -341,7 +347,8 @@ def mlp_elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> 
     routed = moe.top_k * cfg.expert_tp  # routed copies per local token (gathered over etp)
     f = moe.ffn_hidden_size / cfg.expert_tp
     parts = {"activation": activation * f * routed / sp * tokens,
-             "permute": 2 * 2 * 2 * model.hidden_size * routed / sp * tokens}
+             "permute": 2 * 2 * 2 * model.hidden_size * routed / sp * tokens
+             * (2 if moe.num_experts / cfg.ep > 1 else 1)}
     if moe.shared_width:
         parts["shared"] = activation * moe.shared_width / t * tokens
     return parts

@@ -417,3 +417,16 @@ def test_what_a_recompute_module_drops_is_what_it_reruns() -> None:
     # every module applies to one layer kind at least; mlp only to the dense, moe to the MoE
     assert {m for m, _, a in seen if a} == set(RECOMPUTE_MODULES)
     assert ("mlp", moe, False) in seen and ("moe", dense, False) in seen
+
+
+def test_more_than_one_local_expert_sorts_the_received_tokens() -> None:
+    """Megatron's all-to-all dispatcher permutes the routed tokens before the exchange and
+    back after the combine, and with more than one expert per rank also sorts them by local
+    expert after the exchange and back (sort_chunks_by_idxs): twice the copies."""
+    from planner.cost.compute import mlp_elementwise_bytes
+    model = BUILTIN_MODELS["mixtral-8x7b"]
+    one = ParallelConfig(ep=8, dp=8, global_batch=64, seq_len=4096)  # one expert per rank
+    two = dataclasses.replace(one, ep=4, dp=4)  # two per rank
+    per_token = 2 * 2 * 2 * model.hidden_size * model.moe.top_k * 4096
+    assert mlp_elementwise_bytes(model, one, 0)["permute"] == per_token
+    assert mlp_elementwise_bytes(model, two, 0)["permute"] == 2 * per_token

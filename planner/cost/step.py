@@ -80,6 +80,7 @@ from planner.parallel import (
     Precision,
     Recompute,
     VocabStrategy,
+    dropout_masks,
     interleaved_warmup,
     layer_reruns,
     stage_chunks,
@@ -443,6 +444,42 @@ class _PassCache:
         return self.cache[key]
 
 
+def embedding_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
+                     links: StepLinks) -> tuple[float, float]:
+    """(forward, backward) GPU seconds of the input embedding, one micro-batch, on the stage
+    that holds it: Megatron's VocabParallelEmbedding and LanguageModelEmbedding
+    (tensor_parallel/layers.py, models/common/embeddings/language_model_embedding.py).
+    Forward: each token's row looked up in the vocabulary shard (read and write h 16-bit
+    values), a learned position embedding looked up and added where the model has one, the
+    embedding dropout where it runs (read, write, a 1-byte mask), then the shards' reduction
+    over TP (an all-reduce; a reduce-scatter with sequence parallelism, whose backward
+    all-gathers: tp_exposure's halves), exposed. Backward: PyTorch's embedding_dense_backward
+    writes the shard's dense 16-bit gradient (V/tp x h) from the incoming gradient, and DDP's
+    hook adds it into the main gradient (read 2, read and write its grad bytes each), as for
+    any parameter outside gradient-accumulation fusion. With vocab-parallel each stage holds
+    1/pp of the vocabulary (its share here; the exchange of the lookups is left out), and
+    tied embeddings' end-of-step all-reduce between the first and last stage is left out
+    too. Other frameworks' embeddings are priced alike."""
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    h = model.hidden_size
+    vocab = model.padded_vocab_size(cfg.tp) / cfg.tp
+    if cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1:
+        vocab /= cfg.pp
+    per_token = 4.0  # the lookup: read and write the row
+    if model.position_embedding.value == "learned_absolute":
+        per_token += 4 + 6  # the position row's lookup, and the add
+    if dropout_masks(model, cfg)[0]:
+        per_token += 5
+    forward = memory_time_s(per_token * h * tokens, gpu)
+    grad_bytes = config_policy(cfg).grad_bytes
+    backward = memory_time_s(2 * h * tokens + vocab * h * (2 + 2 + 2 * grad_bytes), gpu)
+    if cfg.tp > 1:
+        c = comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))
+        forward += c / 2 if cfg.sequence_parallel else c
+        backward += c / 2 if cfg.sequence_parallel else 0.0
+    return forward, backward
+
+
 def mtp_kind(model: ModelSpec, cfg: ParallelConfig) -> tuple[bool, bool, Recompute]:
     """The layer kind of each MTP module's transformer layer: the last decoder layer's (its
     shapes and precision, as memory.stage_activation_bytes counts it), under cfg.recompute."""
@@ -678,6 +715,10 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                 totals["ep_exposed_s"] += lp.ep_exposed_s * m * count
                 totals["cp_comm_s"] += lp.cp_busy_s * m * count
                 totals["cp_exposed_s"] += lp.cp_exposed_s * m * count
+            if c == 0 and (stage == 0 or vocab_parallel):  # the embedding opens the pass
+                embed_f, embed_b = embedding_passes(model, cfg, gpu, links)
+                forward_ops.insert(0, (0.0, embed_f, 1))
+                backward_ops.append((0.0, embed_b, 1))
             if vocab_parallel and c == cfg.vpp - 1:
                 forward_ops.append((0.0, vocab_f, 1))
                 backward_ops.insert(0, (0.0, vocab_b, 1))

@@ -12,7 +12,7 @@ from planner.calibration import load_measurements, time_report
 from planner.catalog import BUILTIN_MODELS
 from planner.cost import comm
 from planner.cost.comm import Axis
-from planner.cost.compute import head_time, layer_time
+from planner.cost.compute import head_time, layer_time, memory_time_s
 from planner.cost.step import estimate_step, layer_passes, resolve_links, step_lower_bound
 from planner.gpus import GPU_CATALOG
 from planner.hardware_io import cluster_from_dict, load_cluster
@@ -22,8 +22,12 @@ ONE_GPU = {"gpu": "h100-sxm5-80gb", "num_nodes": 1, "gpus_per_node": 1}
 
 
 def test_single_gpu_step_is_the_sum_of_its_parts() -> None:
-    """No parallelism: m micro-batches of (every layer's forward + backward + the head's),
-    then the optimizer; nothing else. (Sequence 4096: each pass outlasts the host time.)"""
+    """No parallelism: m micro-batches of (every layer's forward + backward + the head's and
+    the embedding's), then the optimizer; nothing else. (Sequence 4096: each pass outlasts
+    the host time.) The embedding's passes are memory-bound: llama2-7b's 32000 x 4096
+    shard written as a dense 16-bit gradient and added into the fp32 main gradient, 12 bytes
+    per element, and the lookup, 4 bytes per token and element."""
+    from planner.cost.step import embedding_passes
     model = BUILTIN_MODELS["llama2-7b"]
     cfg = ParallelConfig(global_batch=4, mbs=1, seq_len=4096, recompute=Recompute.FULL)
     cluster = cluster_from_dict(ONE_GPU, "one-gpu")
@@ -32,6 +36,11 @@ def test_single_gpu_step_is_the_sum_of_its_parts() -> None:
                  + layer_time(model, cfg, gpu, i, Recompute.FULL).backward_s
                  for i in range(model.num_layers))
     per_mb += sum(head_time(model, cfg, gpu))
+    embed_f, embed_b = embedding_passes(model, cfg, gpu, resolve_links(cluster, cfg))
+    per_mb += embed_f + embed_b
+    h, vocab = model.hidden_size, model.padded_vocab_size(1)
+    assert embed_f == pytest.approx(memory_time_s(4 * h * 4096, gpu))
+    assert embed_b == pytest.approx(memory_time_s(2 * h * 4096 + 12 * vocab * h, gpu))
     step = estimate_step(model, cfg, cluster)
     breakdown = dict(step.breakdown)
     assert breakdown["pipeline_s"] == pytest.approx(4 * per_mb)
@@ -62,11 +71,14 @@ def test_small_layers_wait_on_the_host() -> None:
     assert full.backward_s == pytest.approx(host_f + host_b)
     titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
     assert layer_passes(toy, titan, gpu, links, 0, Recompute.NONE).forward_s < lp.forward_s
-    # the step's wait is the flow shop's: the loss's backward, first in the pass, runs while
-    # the host launches the layers after it, so it takes that much off the layers' own waits
+    # the step's wait is the flow shop's: the loss's backward and the embedding's forward,
+    # first in their passes, run while the host launches the layers after them, so they take
+    # that much off the layers' own waits
+    from planner.cost.step import embedding_passes
     step = dict(estimate_step(toy, cfg, cluster).breakdown)
     _, head_b = head_time(toy, cfg, gpu)
-    assert step["host_wait_s"] == pytest.approx(2 * (12 * lp.host_wait_s - head_b))
+    embed_f, _ = embedding_passes(toy, cfg, gpu, links)
+    assert step["host_wait_s"] == pytest.approx(2 * (12 * lp.host_wait_s - head_b - embed_f))
 
 
 def test_multi_latent_attention_layers_wait_longer_on_the_host() -> None:
@@ -756,7 +768,9 @@ def test_the_flow_shop_of_runs_is_the_flow_shop_of_their_ops() -> None:
 def test_each_stage_reports_its_passes_and_busy_time() -> None:
     """Llama 3 70B on 4 stages: each stage's busy time is its micro-batches' forward and
     backward passes (1F1B runs every one of them), the last stage is the busiest by its LM
-    head and loss, and every stage works at most the pipeline's time."""
+    head and loss (the first runs the embedding), and every stage works at most the
+    pipeline's time."""
+    from planner.cost.step import embedding_passes
     model = BUILTIN_MODELS["llama3-70b"]
     cluster = load_cluster("dgx-h100")
     cfg = ParallelConfig(tp=8, pp=4, dp=2, mbs=1, global_batch=64, seq_len=8192,
@@ -768,9 +782,10 @@ def test_each_stage_reports_its_passes_and_busy_time() -> None:
     for s in step.stages:
         assert s.busy_s == pytest.approx(m * (s.forward_s + s.backward_s))
         assert s.busy_s <= pipeline + 1e-9
-    first, last = step.stages[0], step.stages[-1]
+    first, last = step.stages[0], step.stages[-1]  # the embedding opens the first stage
     head_f, head_b = head_time(model, cfg, cluster.gpu_types[0])
-    assert last.forward_s - first.forward_s == pytest.approx(head_f, rel=1e-6)
+    embed_f, _ = embedding_passes(model, cfg, cluster.gpu_types[0], resolve_links(cluster, cfg))
+    assert last.forward_s - first.forward_s == pytest.approx(head_f - embed_f, rel=1e-6)
     assert max(step.stages, key=lambda s: s.busy_s) is last
     assert step.to_dict()["stages"][3]["busy_s"] == last.busy_s
 
@@ -801,3 +816,25 @@ def test_multi_token_prediction_runs_on_the_last_stage() -> None:
     rings = (links.ring(Axis.TP), links.ring(Axis.EP))
     assert (step_lower_bound(plain, cfg, cluster, *rings)
             < step_lower_bound(model, cfg, cluster, *rings) <= with_mtp.iteration_s)
+
+
+def test_the_embedding_reduces_over_tensor_parallel_ranks() -> None:
+    """Megatron's vocabulary-parallel embedding: each TP rank looks up its shard and the
+    shards are all-reduced (reduce-scattered with sequence parallelism, all-gathered back in
+    backward); the backward's dense gradient covers only the rank's V/tp rows."""
+    from planner.cost.step import embedding_passes
+    model = BUILTIN_MODELS["llama3-8b"]
+    cluster = load_cluster("dgx-h100")
+    gpu = cluster.gpu_types[0]
+    base = ParallelConfig(tp=8, global_batch=8, mbs=1, seq_len=8192)
+    sp = dataclasses.replace(base, sequence_parallel=True)
+    links = resolve_links(cluster, base)
+    c = comm.all_reduce_s(8192 * model.hidden_size * 2, links.ring(Axis.TP))
+    f, b = embedding_passes(model, base, gpu, links)
+    f_sp, b_sp = embedding_passes(model, sp, gpu, links)
+    assert f - f_sp == pytest.approx(c / 2) and b_sp - b == pytest.approx(c / 2)
+    one = ParallelConfig(global_batch=8, mbs=1, seq_len=8192)
+    _, b_one = embedding_passes(model, one, gpu, resolve_links(cluster, one))
+    rows = model.padded_vocab_size(1) * model.hidden_size
+    assert b_one - (b - 0.0) == pytest.approx(
+        memory_time_s(12 * (rows - model.padded_vocab_size(8) / 8 * model.hidden_size), gpu))

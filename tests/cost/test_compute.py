@@ -309,11 +309,14 @@ def test_megatron_cross_entropy_bytes_match_the_measured_non_layer_gpu_time() ->
     12-layer models (vocab 50304, sequence 1024, micro-batch 4: 206M logits) put the GPU
     time outside the layers (embedding, final norm, LM head, loss) at 5.55 ms (h 512) and 6.4 ms
     (h 1024) in every run; the head and loss as priced take 86-89% of it (at 12 bytes per logit
-    each way they took 49-57%; the embedding's passes are not priced)."""
+    each way they took 49-57%), with the embedding's passes (step.embedding_passes, priced
+    since) 88-92%."""
     import json
     import statistics
     from pathlib import Path
 
+    from planner.cost.step import embedding_passes, resolve_links
+    from planner.hardware_io import cluster_from_dict
     from planner.model import make_model
     root = Path(__file__).resolve().parents[2] / "bench" / "device" / "results"
     h100 = GPU_CATALOG["h100-sxm5-80gb"]
@@ -331,8 +334,12 @@ def test_megatron_cross_entropy_bytes_match_the_measured_non_layer_gpu_time() ->
                            vocab_size=r["vocab"], max_position_embeddings=r["seq"])
         cfg = ParallelConfig(global_batch=r["mbs"], mbs=r["mbs"], seq_len=r["seq"])
         priced = sum(head_time(model, cfg, h100))
+        one_gpu = cluster_from_dict({"gpu": "h100-sxm5-80gb", "num_nodes": 1,
+                                     "gpus_per_node": 1}, "one")
+        embedding = sum(embedding_passes(model, cfg, h100, resolve_links(one_gpu, cfg)))
         measured = statistics.median(busy)
         assert len(busy) >= 5 and 0.8 * measured < priced < measured, (h, priced, measured)
+        assert priced < priced + embedding < measured
 
 
 def test_megatron_recompute_modules_rerun_their_forward_work() -> None:

@@ -591,17 +591,18 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     attention = (sum(attention_time_s(model, unit, gpu, best_rate=True))
                  if cfg.flash_attention else 0.0)
     per_kind: dict[bool, float] = {}
+
+    def layer_s(layer: int) -> float:  # the bound of one layer, by its kind
+        kind = model.is_moe_layer(layer)
+        if kind not in per_kind:
+            gemms = sum(_three_passes_flops(g) for g in layer_gemms(model, unit, layer))
+            elementwise = 3 * memory_time_s(elementwise_bytes(model, unit, layer), gpu)
+            per_kind[kind] = (gemms / rate + attention + elementwise + tp_s(kind)
+                              + (ep_s if kind else 0.0))
+        return per_kind[kind]
     stages = []
     for stage, layers in enumerate(stage_layers(model, cfg)):
-        total = 0.0
-        for layer in layers:
-            kind = model.is_moe_layer(layer)
-            if kind not in per_kind:
-                gemms = sum(_three_passes_flops(g) for g in layer_gemms(model, unit, layer))
-                elementwise = 3 * memory_time_s(elementwise_bytes(model, unit, layer), gpu)
-                per_kind[kind] = (gemms / rate + attention + elementwise + tp_s(kind)
-                                  + (ep_s if kind else 0.0))
-            total += per_kind[kind]
+        total = sum(layer_s(layer) for layer in layers)
         if stage == cfg.pp - 1 and cfg.vocab_strategy is not VocabStrategy.VOCAB_PARALLEL:
             logits = head_gemm(model, unit)  # head_time: 3 GEMMs, the loss in both passes
             total += _three_passes_flops(logits) / rate
@@ -611,7 +612,7 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
             h = model.hidden_size
             proj = Gemm(m=logits.m, k=2 * h, n=h / cfg.tp, role="column")
             total += model.num_mtp_layers * (
-                per_kind[model.is_moe_layer(model.num_layers - 1)]
+                layer_s(model.num_layers - 1)
                 + (_three_passes_flops(logits) + _three_passes_flops(proj)) / rate
                 + memory_time_s(sum(loss_pass_bytes(unit)) * logits.m * logits.n, gpu))
         stages.append(total)

@@ -266,6 +266,10 @@ class ParallelConfig:
     def world_size(self) -> int:
         return self.tp * self.pp * self.cp * self.dp
 
+    def local_experts(self, model: ModelSpec) -> float:
+        """Routed experts each expert-parallel rank holds: num_experts / ep (0 without MoE)."""
+        return model.moe.num_experts / self.ep if model.moe is not None else 0.0
+
     @property
     def expert_tp(self) -> int:
         return self.tp if self.etp is None else self.etp
@@ -341,9 +345,6 @@ class ParallelConfig:
         recompute mode), how many in a row). Layers of one kind cost the same time and
         memory, so costs count kinds, not layers."""
         bf16_layers = self.bf16_layers if self.precision is Precision.FP8 else (0, 0)
-        if model.moe is None and bf16_layers == (0, 0) and (
-                self.recompute is not Recompute.FULL or self.recompute_num_layers is None):
-            return (((False, False, self.recompute), len(chunk)),) if chunk else ()
         return _chunk_layer_runs(model, bf16_layers, self.recompute, self.recompute_num_layers,
                                  tuple(chunk))
 
@@ -671,14 +672,8 @@ def _stage_chunks(num_layers: int, pp: int, vpp: int, layers_per_chunk: tuple[in
 
 def stage_layers(model: ModelSpec, cfg: ParallelConfig) -> tuple[tuple[int, ...], ...]:
     """Transformer layer indices held by each pipeline stage (all its virtual chunks)."""
-    return _stage_layers(stage_chunks(model, cfg))
-
-
-@functools.lru_cache(maxsize=1 << 12)
-def _stage_layers(chunks: tuple[tuple[tuple[int, ...], ...], ...]
-                  ) -> tuple[tuple[int, ...], ...]:
-    """stage_layers, memoised on the stage chunks it flattens."""
-    return tuple(tuple(layer for chunk in stage for layer in chunk) for stage in chunks)
+    return tuple(tuple(layer for chunk in stage for layer in chunk)
+                 for stage in stage_chunks(model, cfg))
 
 
 def in_flight_microbatches(cfg: ParallelConfig, stage: int) -> float:

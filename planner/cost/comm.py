@@ -133,6 +133,12 @@ def groups(cfg: ParallelConfig, axis: Axis) -> list[tuple[int, ...]]:
     return out
 
 
+def _hop_shape(src: int, dst: int, width: int) -> tuple[int, int, int]:
+    """What a hop's link depends on in a uniform cluster (GPU g is local g % width of node
+    g // width): the node offset and the two local indices."""
+    return dst // width - src // width, src % width, dst % width
+
+
 def ring_link(cluster: Cluster, members: tuple[int, ...]) -> RingLink:
     """Bus bandwidth and step latency of a ring over `members` (module docstring)."""
     size = len(members)
@@ -148,7 +154,7 @@ def ring_link(cluster: Cluster, members: tuple[int, ...]) -> RingLink:
     for i, src in enumerate(members):
         dst = members[(i + 1) % size]
         if cluster.uniform:
-            shape = (dst // width - src // width, src % width, dst % width)
+            shape = _hop_shape(src, dst, width)
             link = by_shape.get(shape) or by_shape.setdefault(shape, cluster.link(src, dst))
         else:
             link = cluster.link(src, dst)
@@ -302,7 +308,7 @@ def pipeline_link(cluster: Cluster, cfg: ParallelConfig) -> RingLink:
     for group in representative_groups(cluster, cfg, Axis.PP):
         for src, dst in zip(group, group[1:], strict=False):
             if uniform:
-                shape = (dst // width - src // width, src % width, dst % width)
+                shape = _hop_shape(src, dst, width)
                 if shape in seen:
                     continue
                 seen.add(shape)

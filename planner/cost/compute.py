@@ -186,7 +186,7 @@ def layer_gemms(model: ModelSpec, cfg: ParallelConfig, layer: int) -> tuple[Gemm
     per_expert = (tokens / sp) * cfg.ep * moe.top_k / moe.num_experts * cfg.expert_tp
     for p in model.mlp_projections(moe.ffn_hidden_size):  # split by expert-TP, grouped
         shard = _sharded(p, per_expert, cfg.expert_tp)
-        gemms.append(Gemm(m=shard.m, k=shard.k, n=shard.n, batch=moe.num_experts / cfg.ep,
+        gemms.append(Gemm(m=shard.m, k=shard.k, n=shard.n, batch=cfg.local_experts(model),
                           role="expert"))
     if moe.shared_width:
         gemms += [_sharded(p, tokens, t) for p in model.mlp_projections(moe.shared_width)]
@@ -348,7 +348,7 @@ def mlp_elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> 
     f = moe.ffn_hidden_size / cfg.expert_tp
     parts = {"activation": activation * f * routed / sp * tokens,
              "permute": 2 * 2 * 2 * model.hidden_size * routed / sp * tokens
-             * (2 if moe.num_experts / cfg.ep > 1 else 1)}
+             * (2 if cfg.local_experts(model) > 1 else 1)}
     if moe.shared_width:
         parts["shared"] = activation * moe.shared_width / t * tokens
     return parts
@@ -676,6 +676,14 @@ def head_gemm(model: ModelSpec, cfg: ParallelConfig) -> Gemm:
     / tp."""
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     return Gemm(m=tokens, k=model.hidden_size, n=model.padded_vocab_size(cfg.tp) / cfg.tp)
+
+
+def mtp_projection_gemm(model: ModelSpec, cfg: ParallelConfig) -> Gemm:
+    """An MTP module's 2h -> h projection of the normed hidden state and embedding
+    (Megatron-Core multi_token_prediction.py eh_proj, column-parallel), one micro-batch."""
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    h = model.hidden_size
+    return Gemm(m=tokens, k=2 * h, n=h / cfg.tp, role="column")
 
 
 def head_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType) -> tuple[float, float]:

@@ -65,6 +65,7 @@ from planner.cost.compute import (
     loss_pass_bytes,
     matmul_rate,
     memory_time_s,
+    mtp_projection_gemm,
     op_sac_recomputed_gemms,
     tp_block_gemms,
 )
@@ -73,7 +74,7 @@ from planner.cost.pipeline import ChunkTimes, PipelineResult, simulate
 from planner.gpus import GpuType
 from planner.hardware import Cluster
 from planner.memory import config_policy, layer_activation_bytes, layer_params, stage_params
-from planner.model import ModelSpec
+from planner.model import ModelSpec, PositionEmbedding
 from planner.parallel import (
     Framework,
     ParallelConfig,
@@ -312,7 +313,7 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     moe_layer = model.moe is not None and model.is_moe_layer(layer)
     if model.moe is not None and moe_layer and not cfg.moe_grouped_gemm:
         expert_fwd, expert_bwd = kernels.HOST_EXPERT_PASS_S.get(cfg.framework.value, (0, 0))
-        further = model.moe.num_experts / cfg.ep - 1  # the first is in the layer's own floor
+        further = cfg.local_experts(model) - 1  # the first is in the layer's own floor
         host_fwd += further * expert_fwd
         host_bwd += further * expert_bwd
     if cfg.deterministic:
@@ -387,7 +388,14 @@ def wgrad_accumulation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) 
     if cfg.gradient_accumulation_fusion or cfg.framework is not Framework.MEGATRON:
         return 0.0
     dense, expert = layer_params(model, cfg, layer)
-    return (dense + expert) * (2 + 2 * config_policy(cfg).grad_bytes)
+    return (dense + expert) * main_grad_add_bytes(cfg)
+
+
+def main_grad_add_bytes(cfg: ParallelConfig) -> float:
+    """HBM bytes per parameter of DDP's hook adding a 16-bit .grad into the main gradient
+    (main_grad.add_(grad), wgrad_accumulation_bytes): read 2, read and write the main_grad's
+    grad bytes each."""
+    return 2 + 2 * config_policy(cfg).grad_bytes
 
 
 def a2a_paired_fraction(cfg: ParallelConfig) -> float:
@@ -455,8 +463,8 @@ def embedding_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
     over TP (an all-reduce; a reduce-scatter with sequence parallelism, whose backward
     all-gathers: tp_exposure's halves), exposed. Backward: PyTorch's embedding_dense_backward
     writes the shard's dense 16-bit gradient (V/tp x h) from the incoming gradient, and DDP's
-    hook adds it into the main gradient (read 2, read and write its grad bytes each), as for
-    any parameter outside gradient-accumulation fusion. With vocab-parallel each stage holds
+    hook adds it into the main gradient (main_grad_add_bytes), as for any parameter outside
+    gradient-accumulation fusion. With vocab-parallel each stage holds
     1/pp of the vocabulary (its share here; the exchange of the lookups is left out), and
     tied embeddings' end-of-step all-reduce between the first and last stage is left out
     too. Other frameworks' embeddings are priced alike."""
@@ -466,13 +474,12 @@ def embedding_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
     if cfg.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and cfg.pp > 1:
         vocab /= cfg.pp
     per_token = 4.0  # the lookup: read and write the row
-    if model.position_embedding.value == "learned_absolute":
+    if model.position_embedding is PositionEmbedding.LEARNED:
         per_token += 4 + 6  # the position row's lookup, and the add
     if dropout_masks(model, cfg)[0]:
         per_token += 5
     forward = memory_time_s(per_token * h * tokens, gpu)
-    grad_bytes = config_policy(cfg).grad_bytes
-    backward = memory_time_s(2 * h * tokens + vocab * h * (2 + 2 + 2 * grad_bytes), gpu)
+    backward = memory_time_s(2 * h * tokens + vocab * h * (2 + main_grad_add_bytes(cfg)), gpu)
     if cfg.tp > 1:
         c = comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))
         forward += c / 2 if cfg.sequence_parallel else c
@@ -498,10 +505,8 @@ def mtp_ops(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, passes: _PassCa
     embedding lookup of the shifted tokens are element-wise and left out."""
     if not model.num_mtp_layers:
         return [], []
-    tokens = cfg.seq_len / cfg.cp * cfg.mbs
-    h = model.hidden_size
-    proj = Gemm(m=tokens, k=2 * h, n=h / cfg.tp, role="column")
-    proj_f, proj_dgrad, proj_wgrad = linear_gemm_times(proj, cfg, gpu, cfg.precision)
+    proj_f, proj_dgrad, proj_wgrad = linear_gemm_times(mtp_projection_gemm(model, cfg), cfg,
+                                                       gpu, cfg.precision)
     lp = passes.get_kind(*mtp_kind(model, cfg))
     head_f, head_b = head_time(model, cfg, gpu)
     forward = [(0.0, proj_f, 1), (lp.host_forward_s, lp.gpu_forward_s, 1), (0.0, head_f, 1)]
@@ -609,11 +614,10 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
             total += memory_time_s(sum(loss_pass_bytes(unit)) * logits.m * logits.n, gpu)
         if stage == cfg.pp - 1 and model.num_mtp_layers:  # mtp_ops: projection, layer, head
             logits = head_gemm(model, unit)
-            h = model.hidden_size
-            proj = Gemm(m=logits.m, k=2 * h, n=h / cfg.tp, role="column")
             total += model.num_mtp_layers * (
                 layer_s(model.num_layers - 1)
-                + (_three_passes_flops(logits) + _three_passes_flops(proj)) / rate
+                + (_three_passes_flops(logits)
+                   + _three_passes_flops(mtp_projection_gemm(model, unit))) / rate
                 + memory_time_s(sum(loss_pass_bytes(unit)) * logits.m * logits.n, gpu))
         stages.append(total)
     busiest = max(stages)
@@ -698,7 +702,7 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
                     for kind, count in cfg.chunk_layer_runs(model, chunk_layers)]
             forward_ops = [(lp.host_forward_s, lp.gpu_forward_s, n) for lp, n in runs]
             backward_ops = [(lp.host_backward_s, lp.gpu_backward_s, n) for lp, n in reversed(runs)]
-            kinds = dict(cfg.chunk_layer_kinds(model, chunk_layers))
+            kinds = cfg.chunk_layer_kinds(model, chunk_layers)  # a fresh dict
             last_chunk = stage == cfg.pp - 1 and c == cfg.vpp - 1
             if last_chunk and model.num_mtp_layers:  # the MTP modules end the last chunk
                 mtp_forward, mtp_backward = mtp_ops(model, cfg, gpu, passes)
@@ -849,7 +853,7 @@ def deepspeed_gathers_per_layer(model: ModelSpec, cfg: ParallelConfig, layer: in
     sizes = [p.in_dim * p.out_dim / cfg.tp for p in model.attention_projections()]
     moe = model.moe
     if moe is not None and model.is_moe_layer(layer):
-        experts = moe.num_experts / cfg.ep
+        experts = cfg.local_experts(model)
         sizes += [p.in_dim * p.out_dim / cfg.expert_tp
                   for _ in range(round(experts)) for p in model.mlp_projections(
                       moe.ffn_hidden_size)]

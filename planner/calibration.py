@@ -493,7 +493,7 @@ def _calibration_time_case(case: dict[str, Any], cluster: Cluster) -> Comparison
         seq_len=m["seq"], recompute=recompute,
         sequence_parallel=bool(c.get("sequence_parallel")), zero=zero,
         flash_attention=False,  # Megatron-LM of 2021-22: fused scale-mask-softmax
-        overlap_grad_reduce=False,
+        overlap_grad_reduce=False, overlap_param_gather=False,
         # PTD-P Table 2's ZeRO-3 rows ran DeepSpeed (its host time, not Megatron's)
         framework=Framework.DEEPSPEED if zero >= 3 else Framework.MEGATRON)
     problems = cfg.problems(model)

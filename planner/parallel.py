@@ -141,7 +141,15 @@ class ParallelConfig:
         cross_entropy_fusion: Megatron's --cross-entropy-loss-fusion (its fused kernel keeps
             more fp32 logit buffers; memory.loss_bytes_per_element).
         overlap_grad_reduce: gradient reduction overlapped with the backward pass (Megatron
-            --overlap-grad-reduce; the param all-gather of the distributed optimizer likewise).
+            --overlap-grad-reduce; DeepSpeed's overlap_comm).
+        overlap_param_gather: Megatron --overlap-param-gather: the distributed optimizer's
+            (zero 1) all-gather of the updated parameters runs bucket by bucket under the next
+            step's forward (DistributedDataParallel's forward pre-hooks); without it Megatron
+            gathers every bucket synchronously after the optimizer step
+            (DistributedOptimizer.step_with_ready_grads) and the step waits for all of it.
+            Megatron allows it only with --overlap-grad-reduce (validate_args). Megatron's
+            setting: DeepSpeed's ZeRO-1/2 always gather after the step (stage_1_and_2.py
+            step: all_gather_dp_groups) and FSDP gathers per block in the passes.
         tp_comm_overlap: tensor-parallel communication overlapped with GEMMs (Megatron
             --tp-comm-overlap, Transformer Engine userbuffers).
         microbatch_group_size: micro-batches the interleaved schedule runs through each virtual
@@ -249,6 +257,7 @@ class ParallelConfig:
     embedding_wgrad_deferral: int | None = None
     dist_opt_instances: int = 1
     overlap_grad_reduce: bool = True
+    overlap_param_gather: bool = True
     tp_comm_overlap: bool = False
     fp8_param_gather: bool = False
     grad_reduce_in_bf16: bool = False
@@ -367,6 +376,18 @@ class ParallelConfig:
         return self.framework is Framework.TORCHTITAN and self.pp > 1 and self.zero >= 2
 
     @property
+    def param_gather_hidden(self) -> bool:
+        """Whether the all-gather of the updated parameters (zero 1-2; ZeRO-3 gathers in the
+        passes) runs under the next step's forward: Megatron's with overlap_grad_reduce and
+        overlap_param_gather, FSDP's (torchtitan) with its overlapped reduction; DeepSpeed's
+        ZeRO-1/2 never (stage_1_and_2.py step(): all_gather_dp_groups after the update)."""
+        if self.framework is Framework.DEEPSPEED:
+            return False
+        if self.framework is Framework.MEGATRON:
+            return self.overlap_grad_reduce and self.overlap_param_gather
+        return self.overlap_grad_reduce
+
+    @property
     def optimizer_shards(self) -> int:
         """Ranks one copy of the dense optimizer state is sharded over (zero >= 1): dp*cp, or
         dp*cp / dist_opt_instances."""
@@ -409,6 +430,7 @@ class ParallelConfig:
             "embedding_wgrad_deferral": self.embedding_wgrad_deferral,
             "dist_opt_instances": self.dist_opt_instances,
             "overlap_grad_reduce": self.overlap_grad_reduce,
+            "overlap_param_gather": self.overlap_param_gather,
             "tp_comm_overlap": self.tp_comm_overlap,
             "fp8_param_gather": self.fp8_param_gather,
             "grad_reduce_in_bf16": self.grad_reduce_in_bf16,
@@ -507,6 +529,11 @@ class ParallelConfig:
                        "validate_args: distributed optimizer or Megatron FSDP)")
         if self.grad_reduce_in_bf16 and (self.precision is Precision.FP32 or not megatron):
             out.append("grad_reduce_in_bf16 needs Megatron with bf16 or fp8 training")
+        if (self.overlap_param_gather and not self.overlap_grad_reduce and megatron
+                and self.zero >= 1):
+            out.append("overlap_param_gather needs overlap_grad_reduce (Megatron validate_args: "
+                       "--overlap-param-gather only with --overlap-grad-reduce); set "
+                       "overlap_param_gather false or overlap_grad_reduce true")
         if self.moe_a2a_overlap and not megatron:
             out.append("moe_a2a_overlap needs Megatron")
         if self.moe_a2a_overlap and self.recompute is Recompute.FULL:

@@ -111,7 +111,7 @@ _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch
                 "cross_entropy_fusion",
                 "moe_token_imbalance", "moe_grouped_gemm", "embedding_wgrad_deferral",
                 "dist_opt_instances",
-                "overlap_grad_reduce",
+                "overlap_grad_reduce", "overlap_param_gather",
                 "tp_comm_overlap", "fp8_param_gather", "grad_reduce_in_bf16", "moe_a2a_overlap",
                 "deterministic", "gradient_accumulation_fusion", "eager", "fused_rms_norm",
                 "compiled_loss", "bf16_layers",
@@ -146,6 +146,8 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     deferral = r.int("embedding_wgrad_deferral", minimum=0, required=False)
     instances = r.int("dist_opt_instances", default=_DEFAULT.dist_opt_instances)
     overlap_grad = r.boolean("overlap_grad_reduce", default=_DEFAULT.overlap_grad_reduce)
+    # left out, it follows overlap_grad_reduce (Megatron overlaps the gather only with it)
+    overlap_gather = r.boolean("overlap_param_gather", default=overlap_grad)
     tp_overlap = r.boolean("tp_comm_overlap", default=_DEFAULT.tp_comm_overlap)
     fp8_gather = r.boolean("fp8_param_gather", default=_DEFAULT.fp8_param_gather)
     bf16_grads = r.boolean("grad_reduce_in_bf16", default=_DEFAULT.grad_reduce_in_bf16)
@@ -180,7 +182,8 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         moe_token_imbalance=imbalance or _DEFAULT.moe_token_imbalance,
         moe_grouped_gemm=grouped, embedding_wgrad_deferral=deferral,
         dist_opt_instances=instances or _DEFAULT.dist_opt_instances,
-        overlap_grad_reduce=overlap_grad, tp_comm_overlap=tp_overlap,
+        overlap_grad_reduce=overlap_grad, overlap_param_gather=overlap_gather,
+        tp_comm_overlap=tp_overlap,
         fp8_param_gather=fp8_gather, grad_reduce_in_bf16=bf16_grads,
         moe_a2a_overlap=a2a_overlap, deterministic=deterministic, eager=eager,
         fused_rms_norm=fused_norm, compiled_loss=compiled_loss,

@@ -158,6 +158,8 @@ def test_interleaved_first_stage_factor() -> None:
     (ParallelConfig(pp=4, vpp=2, global_batch=2), "needs num_microbatches(2) >= pp(4)"),
     (ParallelConfig(pp=2, global_batch=8, layers_per_stage=(16, 15)), "sums to 31"),
     (ParallelConfig(global_batch=8, sequence_parallel=True), "sequence_parallel needs tp > 1"),
+    (ParallelConfig(dp=2, global_batch=8, zero=1, overlap_grad_reduce=False),
+     "overlap_param_gather needs overlap_grad_reduce"),
 ])
 def test_problems_name_the_values(cfg: ParallelConfig, message: str) -> None:
     problems = cfg.problems(LLAMA8B)

@@ -129,6 +129,32 @@ def test_dtype_flags_round_trip_and_default_off(tmp_path: Path) -> None:
     assert back.gradient_accumulation_fusion and back.fused_rms_norm and back.compiled_loss
 
 
+def test_a_plan_without_overlap_param_gather_follows_overlap_grad_reduce(
+        tmp_path: Path) -> None:
+    """A plan written before overlap_param_gather existed reads it as its overlap_grad_reduce
+    (Megatron overlaps the gather only beside the reduction), so an unoverlapped plan still
+    loads; given apart, it survives the file and reaches the launch."""
+    import yaml
+
+    from planner.emit.megatron import megatron_args
+    for grads in (True, False):
+        data = yaml.safe_load(dump_plan(dataclasses.replace(
+            _plan(), config=dataclasses.replace(CONFIG, overlap_grad_reduce=grads,
+                                                overlap_param_gather=grads))))
+        del data["config"]["overlap_param_gather"]
+        old = tmp_path / f"old-{grads}.yaml"
+        old.write_text(yaml.safe_dump(data, sort_keys=False))
+        assert load_plan(old).config.overlap_param_gather is grads
+    apart = dataclasses.replace(CONFIG, overlap_param_gather=False)  # zero 1
+    path = tmp_path / "apart.yaml"
+    write_plan(dataclasses.replace(_plan(), config=apart), path, force=False)
+    back = load_plan(path).config
+    assert back == apart
+    args = megatron_args(_plan().model, back)
+    assert "--overlap-grad-reduce" in args and "--overlap-param-gather" not in args
+    assert "--overlap-param-gather" in megatron_args(_plan().model, CONFIG)
+
+
 def test_recompute_modules_round_trip_and_reach_the_launch(tmp_path: Path) -> None:
     """A plan's recompute_modules survive the file (absent: Megatron's default core_attn), a
     wrong entry is a field error, and the Megatron launch names them (only when they are not

@@ -91,6 +91,9 @@ from planner.parallel import (
 
 # Megatron's DDP bucket: max(40M, 1M x dp) parameters (distributed_data_parallel_config.py).
 BUCKET_PARAMS = 40_000_000
+# DeepSpeed's ZeRO-1/2 gradient bucket: reduce_bucket_size, 5e8 elements by default
+# (deepspeed/runtime/zero/config.py); the emitted ds_config.json does not change it.
+DEEPSPEED_BUCKET_PARAMS = 500_000_000
 
 # Bytes the optimizer step moves per locally-updated parameter: read the fp32 gradient (4),
 # read and write the fp32 master weight (8) and both Adam moments (16), write the bf16 weight.
@@ -872,10 +875,21 @@ def deepspeed_gathers_per_layer(model: ModelSpec, cfg: ParallelConfig, layer: in
     return gathers + (1 if bucket else 0)
 
 
+def grad_reduce_hidden(cfg: ParallelConfig) -> bool:
+    """Whether the gradient reduction runs bucket by bucket under the backward pass:
+    overlap_grad_reduce, except for DeepSpeed without ZeRO, whose engine all-reduces the
+    gradients after the backward (engine.allreduce_gradients: buffered_allreduce_fallback at
+    the accumulation boundary; overlap_comm is a ZeRO setting)."""
+    return cfg.overlap_grad_reduce and not (cfg.framework is Framework.DEEPSPEED
+                                            and cfg.zero == 0)
+
+
 def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink,
                    edp_ring: comm.RingLink) -> tuple[float, float]:
     """(busy, exposed) seconds of the gradient reduction and parameter all-gather, for the
-    stage with the most parameters."""
+    stage with the most parameters. Each is exposed whole unless it overlaps
+    (grad_reduce_hidden for the reduction, ParallelConfig.param_gather_hidden for the
+    gather: Megatron's --overlap-param-gather; DeepSpeed's ZeRO-1/2 gather after the step)."""
     policy = config_policy(cfg)
     grad_bytes = policy.grad_bytes
     worst_busy = worst_exposed = 0.0
@@ -907,14 +921,17 @@ def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink
             else:
                 reduce, gather = comm.all_reduce_s(count * grad_bytes, ring), 0.0
             busy += reduce + gather
-            if cfg.overlap_grad_reduce:
-                # FSDP reduces (and gathers) one block at a time; Megatron by bucket
-                bucket = (params.largest_layer if cfg.fsdp_keeps_params
-                          else max(BUCKET_PARAMS, 1_000_000 * ring.size))
-                share = min(1.0, bucket / count)
-                exposed += (reduce + gather) * share
+            # FSDP reduces (and gathers) one block at a time, Megatron and DeepSpeed by
+            # bucket: what overlaps leaves the last bucket's exposed
+            if cfg.fsdp_keeps_params:
+                bucket = params.largest_layer
+            elif cfg.framework is Framework.DEEPSPEED:
+                bucket = DEEPSPEED_BUCKET_PARAMS
             else:
-                exposed += reduce + gather
+                bucket = max(BUCKET_PARAMS, 1_000_000 * ring.size)
+            share = min(1.0, bucket / count)
+            exposed += reduce * (share if grad_reduce_hidden(cfg) else 1.0)
+            exposed += gather * (share if cfg.param_gather_hidden else 1.0)
         worst_busy = max(worst_busy, busy)
         worst_exposed = max(worst_exposed, exposed)
     return worst_busy, worst_exposed

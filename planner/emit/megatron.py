@@ -277,7 +277,7 @@ def _optimizer_args(cfg: ParallelConfig) -> list[str]:
                  "--ckpt-format fsdp_dtensor"]
     if cfg.overlap_grad_reduce:
         args.append("--overlap-grad-reduce")
-        if cfg.zero == 1:
+        if cfg.zero >= 1 and cfg.overlap_param_gather:  # distributed optimizer, Megatron FSDP
             args.append("--overlap-param-gather")
     args += [switch for field, switch, given in MEGATRON_SWITCHES
              if getattr(cfg, field) == given]

@@ -367,12 +367,6 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
                      "the cost model prices)")
     if "--first-last-layers-bf16" in flags and precision is not Precision.FP8:
         notes.append("--first-last-layers-bf16 without --fp8-format: every layer is bf16")
-    if ("--overlap-grad-reduce" in flags and "--overlap-param-gather" not in flags
-            and zero == 1):
-        notes.append("--overlap-grad-reduce without --overlap-param-gather: the distributed "
-                     "optimizer's parameter all-gather runs after the optimizer step, not "
-                     "under the next forward; priced as overlapped (the step time errs fast by "
-                     "up to that all-gather)")
     fp8_gather = "--fp8-param-gather" in flags and precision is Precision.FP8
     if "--fp8-param-gather" in flags and not fp8_gather:
         notes.append("--fp8-param-gather without --fp8-format: no fp8 weights to keep")
@@ -400,6 +394,8 @@ def config_from_flags(flags: dict[str, str], num_layers: int, dp: int, source: s
                                   if "--defer-embedding-wgrad-compute" in flags else None),
         dist_opt_instances=_int(flags, "--num-distributed-optimizer-instances", source, 1),
         overlap_grad_reduce="--overlap-grad-reduce" in flags,
+        # no distributed optimizer, no parameter gather: the field keeps its default
+        overlap_param_gather="--overlap-param-gather" in flags or zero == 0,
         fp8_param_gather=fp8_gather, grad_reduce_in_bf16="--grad-reduce-in-bf16" in flags,
         **switches,
         bf16_layers=((_int(flags, "--num-layers-at-start-in-bf16", source, 1),

@@ -210,7 +210,8 @@ def test_a_degraded_link_slows_the_data_parallel_ring() -> None:
     pair; without it the same job is faster."""
     model = BUILTIN_MODELS["llama3-8b"]
     cfg = ParallelConfig(tp=8, dp=4, global_batch=32, seq_len=4096, zero=1,
-                         sequence_parallel=True, overlap_grad_reduce=False)
+                         sequence_parallel=True, overlap_grad_reduce=False,
+                         overlap_param_gather=False)
     degraded = load_cluster("two-island-degraded")
     healthy = dataclasses.replace(degraded, node_pair_bandwidth=())
     slow = dict(estimate_step(model, cfg, degraded).breakdown)["dp_comm_s"]
@@ -629,6 +630,36 @@ def test_distributed_optimizer_traffic_follows_weight_and_gradient_dtypes() -> N
         b = dict(estimate_step(model, cfg, cluster).breakdown)
         assert b["dp_comm_s"] == pytest.approx(comm.all_gather_s(params.dense * grad, ring)
                                                + comm.all_gather_s(gathered, ring)), flags
+
+
+def test_an_unoverlapped_parameter_gather_is_exposed_whole() -> None:
+    """Without --overlap-param-gather Megatron's distributed optimizer gathers the updated
+    parameters after the optimizer step, all of it on the critical path; with it only the
+    last bucket (max(40M, 1M x dp) parameters) shows. DeepSpeed's ZeRO-1 always gathers after
+    the step and reduces by its 5e8-element bucket; without ZeRO its engine all-reduces after
+    the backward, overlap_comm or not. The traffic is the same throughout."""
+    from planner.memory import stage_params
+    from planner.parallel import stage_layers
+    cluster = load_cluster("dgx-h100")
+    model = BUILTIN_MODELS["llama3-8b"]
+    hidden = ParallelConfig(dp=16, global_batch=64, seq_len=8192, zero=1)
+    ring = resolve_links(cluster, hidden).ring(Axis.DP)
+    params = stage_params(model, hidden, 0, stage_layers(model, hidden)[0]).dense
+    reduce = comm.all_gather_s(params * 4, ring)  # fp32 gradients, reduce-scattered
+    gather = comm.all_gather_s(params * 2, ring)
+    megatron_share = 40_000_000 / params
+    deepspeed = dataclasses.replace(hidden, framework=Framework.DEEPSPEED)
+    for cfg, exposed in (
+            (hidden, (reduce + gather) * megatron_share),
+            (dataclasses.replace(hidden, overlap_param_gather=False),
+             reduce * megatron_share + gather),
+            (deepspeed, reduce * min(1.0, 500_000_000 / params) + gather)):
+        b = dict(estimate_step(model, cfg, cluster).breakdown)
+        assert b["dp_comm_s"] == pytest.approx(reduce + gather)
+        assert b["dp_exposed_s"] == pytest.approx(exposed), cfg
+    plain = dataclasses.replace(deepspeed, zero=0)
+    b = dict(estimate_step(model, plain, cluster).breakdown)
+    assert b["dp_exposed_s"] == pytest.approx(b["dp_comm_s"])
 
 
 def test_moe_a2a_overlap_hides_all_to_alls_behind_the_partner_pass() -> None:

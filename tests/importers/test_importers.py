@@ -399,15 +399,16 @@ def test_megatron_recompute_modules_are_read() -> None:
 
 
 
-def test_a_parameter_gather_left_unoverlapped_is_said() -> None:
+def test_the_parameter_gather_overlap_is_read_apart() -> None:
     """Megatron overlaps the distributed optimizer's parameter all-gather only with
-    --overlap-param-gather; a launch that overlaps only the gradient reduction is priced as
-    if both were, and the import says so (and stays silent when both are given)."""
+    --overlap-param-gather: a launch that overlaps only the gradient reduction imports with
+    the gather exposed, one with both with it hidden."""
     shape = ("--num-layers 4 --hidden-size 64 --num-attention-heads 4 --vocab-size 100 "
              "--global-batch-size 8 --seq-length 128 --use-distributed-optimizer ")
     only_grads = import_megatron(shape + "--overlap-grad-reduce", "a.args", dp=2,
                                  world_size=None, model=None)
-    assert any("without --overlap-param-gather" in n for n in only_grads.notes)
+    assert only_grads.config.overlap_grad_reduce
+    assert not only_grads.config.param_gather_hidden
     both = import_megatron(shape + "--overlap-grad-reduce --overlap-param-gather", "a.args",
                            dp=2, world_size=None, model=None)
-    assert not any("overlap-param-gather" in n for n in both.notes)
+    assert both.config.param_gather_hidden

@@ -294,12 +294,19 @@ class ParallelConfig:
         chunk (each chunk is its own TransformerBlock) and none of the rest."""
         return _position_recompute(self.recompute, self.recompute_num_layers, position)
 
-    def _recompute_module_problems(self, model: ModelSpec) -> list[str]:
-        """What Megatron-Core's TransformerConfig refuses about recompute_modules
-        (transformer_config.py __post_init__), and settings this planner cannot honour."""
+    @property
+    def _custom_recompute_modules(self) -> bool:
+        """Whether recompute_modules matter: set apart from the default under selective
+        recompute (other recompute modes ignore them)."""
+        return (self.recompute_modules != DEFAULT_RECOMPUTE_MODULES
+                and self.recompute is Recompute.SELECTIVE)
+
+    def _recompute_module_recipe_problems(self) -> list[str]:
+        """What Megatron-Core's TransformerConfig refuses about recompute_modules whatever the
+        model (transformer_config.py __post_init__; part of recipe_problems)."""
+        if not self._custom_recompute_modules:
+            return []
         modules = self.recompute_modules
-        if modules == DEFAULT_RECOMPUTE_MODULES or self.recompute is not Recompute.SELECTIVE:
-            return []  # other recompute modes ignore them
         out = []
         unknown = sorted(set(modules) - set(RECOMPUTE_MODULES))
         if unknown:
@@ -310,6 +317,18 @@ class ParallelConfig:
         if self.framework is not Framework.MEGATRON:
             out.append("recompute_modules are Megatron's (--recompute-modules); torchtitan's "
                        "selective recompute is its op-level policy")
+        if "moe" in modules and self.moe_a2a_overlap:
+            out.append("recompute_modules moe with moe_a2a_overlap: Megatron refuses it (disable "
+                       "moe in recompute_modules when enabling overlap_moe_expert_parallel_comm)")
+        return out
+
+    def _recompute_module_problems(self, model: ModelSpec) -> list[str]:
+        """The recompute_modules this model cannot run (Megatron-Core's TransformerConfig and
+        what this planner cannot honour); the model-free rules are recipe_problems'."""
+        if not self._custom_recompute_modules:
+            return []
+        modules = self.recompute_modules
+        out = []
         if "moe_act" in modules and not (model.moe is not None and self.moe_grouped_gemm):
             out.append("recompute_modules moe_act needs an MoE model with the grouped GEMM "
                        "(Megatron: only supported with --moe-grouped-gemm)")
@@ -317,9 +336,6 @@ class ParallelConfig:
             out.append("recompute_modules mla_up_proj needs multi-latent attention")
         if {"moe", "shared_experts"} & set(modules) and model.moe is None:
             out.append("recompute_modules moe / shared_experts need an MoE model")
-        if "moe" in modules and self.moe_a2a_overlap:
-            out.append("recompute_modules moe with moe_a2a_overlap: Megatron refuses it (disable "
-                       "moe in recompute_modules when enabling overlap_moe_expert_parallel_comm)")
         return out
 
     def layer_in_bf16(self, model: ModelSpec, layer: int) -> bool:
@@ -560,6 +576,7 @@ class ParallelConfig:
             out.append("deterministic needs cross_entropy_fusion and tp_comm_overlap off "
                        "(Megatron's --deterministic-mode refuses both: megatron/training/"
                        "determinism.py)")
+        out += self._recompute_module_recipe_problems()
         return out
 
     def _moe_problems(self, model: ModelSpec) -> list[str]:

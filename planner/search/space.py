@@ -86,16 +86,17 @@ class SearchSpec:
     def problem(self) -> str:
         """Why no candidate could take the fixed recipe flags ('' if they can): the
         degree-independent rules (ParallelConfig.recipe_problems) on the fixed settings."""
+        modules = self.recompute_modules != DEFAULT_RECOMPUTE_MODULES
+        if modules and self.recompute not in (None, Recompute.SELECTIVE):
+            # a ParallelConfig ignores them under other modes; asked for both, say so
+            return ("recompute_modules need Megatron's selective recompute (leave --recompute "
+                    "unset or selective)")
         probe = ParallelConfig(
             zero=1 if self.zero is None else self.zero,
-            recompute=self.recompute or Recompute.NONE,
+            # the candidates that would run the modules: selective ones
+            recompute=Recompute.SELECTIVE if modules else self.recompute or Recompute.NONE,
             tp_comm_overlap=self.tp_comm_overlap, **self.fixed())
         problems = probe.recipe_problems()
-        if self.recompute_modules != DEFAULT_RECOMPUTE_MODULES and (
-                self.framework is not Framework.MEGATRON
-                or self.recompute not in (None, Recompute.SELECTIVE)):
-            problems.append("recompute_modules need Megatron's selective recompute (leave "
-                            "--recompute unset or selective, with --framework megatron)")
         return problems[0] if problems else ""
 
     def recompute_modes(self) -> list[Recompute]:

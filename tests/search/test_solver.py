@@ -283,6 +283,24 @@ def test_weight_and_gradient_dtype_flags_hold_for_every_plan(run_cli: Run) -> No
     assert code == 2 and "fp8_param_gather needs Megatron with fp8" in err
 
 
+def test_search_refuses_recompute_modules_as_a_configuration_would() -> None:
+    """The search checks --recompute-modules with ParallelConfig's own rules, on a selective
+    probe (the candidates that would run them); only the search knows the user also fixed a
+    recompute mode that ignores them."""
+    spec = SearchSpec(world_size=8, global_batch=64, seq_len=4096,
+                      recompute_modules=("core_attn", "mlp"))
+    assert spec.problem() == ""
+    cases = ((dict(framework=Framework.TORCHTITAN), "recompute_modules are Megatron's"),
+             (dict(recompute_modules=("mlp_up",)), "unknown"),
+             (dict(recompute_modules=("mlp", "mlp")), "named twice"),
+             (dict(recompute=Recompute.FULL), "need Megatron's selective recompute"))
+    for change, message in cases:
+        assert message in dataclasses.replace(spec, **change).problem(), change
+    # the same rules a configuration states
+    probe = ParallelConfig(recompute=Recompute.SELECTIVE, recompute_modules=("mlp_up",))
+    assert any("unknown" in p for p in probe.recipe_problems())
+
+
 def test_deterministic_search_prices_every_plan(run_cli: Run) -> None:
     """--deterministic is the user's run setting, not searched: every plan keeps it and
     costs at least what the same configuration costs without it; Megatron's refusals of the

@@ -25,6 +25,7 @@ from planner.parallel import (
     Precision,
     Recompute,
     VocabStrategy,
+    attention_kv_width,
     dropout_masks,
     in_flight_microbatches,
     layer_reruns,
@@ -394,7 +395,8 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
     has dropout (dropout_masks). For a GPT with t = tp, dropout and no sequence parallelism
     this is s*b*h*(10 + 24/t + 5*a*s/(h*t)) (their Eq. 2); with sequence parallelism
     s*b*h/t*(34 + 5*a*s/h) (Table 2). Terms, in bytes:
-      attention: norm input 2sbh, QKV input 2sbh, Q/K/V 2sb(q + 2kv)/t, softmax and dropout
+      attention: norm input 2sbh, QKV input 2sbh, Q/K/V 2sb(q + 2kv)/t (torchtitan's K and V
+        repeated to every query head: parallel.attention_kv_width), softmax and dropout
         5*a*s^2*b/t (attention_score_bytes: 2 without attention dropout; none with flash
         attention: its output and fp32 log-sum-exp 4*a*s*b/t), output projection input 2sb*o/t,
         dropout mask sbh (with residual dropout, as the MLP's and the embedding's); MLA adds its
@@ -446,7 +448,7 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
     if reruns.input_norm:  # its own norm's output, discarded
         attention -= linear_in * sbh / sp
     if not reruns.up_projections:
-        attention += 2 * s * b * (model.q_width + 2 * model.kv_width) / t
+        attention += 2 * s * b * (model.q_width + 2 * attention_kv_width(model, cfg)) / t
     if model.mla is not None:
         latent = (model.mla.q_lora_rank or 0) + model.mla.kv_lora_rank + (
             model.mla.qk_rope_head_dim)

@@ -918,6 +918,18 @@ def torchtitan_linears(model: ModelSpec, layer: int) -> tuple[Projection, ...] |
             *up, Projection(f, h, "row"))
 
 
+def attention_kv_width(model: ModelSpec, cfg: ParallelConfig) -> int:
+    """Width of K (and of V) as the attention kernel receives them, all heads (/ tp per GPU).
+    torchtitan's Llama repeats each key/value head to the query heads it serves before SDPA
+    (models/llama/model.py Attention.forward: repeat_kv, unsqueeze + expand + reshape, which
+    PyTorch materialises), so under GQA the kernel reads and saves q_width-wide K and V and
+    context parallelism exchanges them; Megatron-Core / Transformer Engine hand the kernel
+    the groups as they are (kv_width), as does multi-latent attention."""
+    if cfg.framework is Framework.TORCHTITAN and model.mla is None:
+        return model.q_width
+    return model.kv_width
+
+
 def op_sac_saved_linears(linears: tuple[Projection, ...]) -> tuple[Projection, ...]:
     """The linears whose outputs op-level SAC keeps: the 1st, 3rd, 5th, ... (torchtitan_linears)."""
     return linears[0::2]

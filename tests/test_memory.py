@@ -589,3 +589,20 @@ def test_the_early_verdict_is_the_estimates_verdict() -> None:
                                                                          capacity).fits
             checked += 1
     assert checked > 2 * len(configs)
+
+
+def test_torchtitan_keeps_the_widened_keys_and_values() -> None:
+    """torchtitan repeats each K/V head to its query heads before SDPA (repeat_kv), and SDPA
+    saves what it is given: a GQA layer without recompute keeps what its MHA twin keeps.
+    Megatron hands Transformer Engine the groups: its GQA layer keeps 2 x 2sb(q - kv)/t
+    less than the twin."""
+    gqa = BUILTIN_MODELS["llama3-8b"]
+    mha = dataclasses.replace(gqa, num_query_groups=gqa.num_attention_heads)
+    cfg = ParallelConfig(tp=2, dp=4, global_batch=8, seq_len=4096, mbs=1,
+                         sequence_parallel=True)
+    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
+    assert (layer_activation_bytes(gqa, titan, 0, Recompute.NONE)
+            == layer_activation_bytes(mha, titan, 0, Recompute.NONE))
+    narrower = 2 * 2 * 4096 * (gqa.q_width - gqa.kv_width) / 2
+    assert (layer_activation_bytes(mha, cfg, 0, Recompute.NONE)
+            - layer_activation_bytes(gqa, cfg, 0, Recompute.NONE)) == pytest.approx(narrower)

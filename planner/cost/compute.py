@@ -40,6 +40,7 @@ from planner.parallel import (
     ParallelConfig,
     Precision,
     Recompute,
+    attention_kv_width,
     dropout_masks,
     layer_reruns,
     op_by_op_rms_norm,
@@ -217,6 +218,8 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
     measured rate x the GPU's power_scale. Unfused: QK^T and PV as
     batched GEMMs over the full s x s, plus scale-mask-softmax and dropout through HBM
     (softmax_pass_bytes per score forward, twice in backward).
+    With context parallelism the ring's merges and gradient accumulations (cp_ring_bytes)
+    run beside the kernel calls, on the same stream.
     fp8 training runs attention in bf16 (Transformer Engine keeps dot-product attention in
     bf16 unless --fp8-dot-product-attention; torchao's float8 converts linear layers only);
     the measured rates are bf16 ones and do not apply to fp32.
@@ -244,7 +247,8 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
         scale = gpu.power_scale  # power-bound like large GEMMs: a ceiling, see power_scale
         forward = min(rates[0], ceiling[0] * scale)
         backward = min(rates[1], ceiling[1] * scale)
-        return flops / forward, 2.5 * flops / backward
+        ring_fwd, ring_bwd = (memory_time_s(n, gpu) for n in cp_ring_bytes(model, cfg))
+        return flops / forward + ring_fwd, 2.5 * flops / backward + ring_bwd
     scores = Gemm(m=queries, n=cfg.seq_len, k=d_qk, batch=b * heads)
     context = Gemm(m=queries, n=d_v, k=cfg.seq_len, batch=b * heads)
     forward = gemm_time_s(scores, gpu, precision) + gemm_time_s(context, gpu, precision)
@@ -253,6 +257,31 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
     softmax_bytes = softmax_pass_bytes(model, cfg) * b * heads * queries * cfg.seq_len
     return (forward + memory_time_s(softmax_bytes, gpu),
             backward + memory_time_s(2 * softmax_bytes, gpu))
+
+
+def cp_ring_bytes(model: ModelSpec, cfg: ParallelConfig) -> tuple[float, float]:
+    """HBM bytes of ring attention's own element-wise work around the kernel calls of one
+    layer, (forward, backward), one micro-batch, one GPU: Transformer Engine's
+    AttnFuncWithCPAndKVP2P, Megatron-Core's ring (attention/dot_product_attention/
+    context_parallel.py), for the busiest rank of the load-balanced ring. Per element of the
+    local attention output O, query Q and keys-plus-values KV (widths / tp): K and V stacked
+    into the P2P buffer once (4 per KV); forward, the fused output correction of each step
+    (flash_attn_fwd_out_correction: reads the step's output and the running one, writes it:
+    6; the first step 4): 6 cp - 2 per O; backward, dq copied then added per step
+    (6 cp - 2 per Q), dk and dv stacked per step (4) and added into the received dkv (6, the
+    first a copy): 10 cp - 2 per KV. The log-sum-exp updates (b x heads x s/cp floats) are
+    left out. 0 without context parallelism, and for torchtitan, whose PyTorch ring merges
+    eagerly in fp32 (torch/distributed/tensor/experimental/_attention.py _SDPAMerger: about
+    38 bytes per O a round) but is traced into the compiled block under torch.compile, and
+    whose FlexAttention path gathers K and V instead of merging: not priced (README)."""
+    if cfg.cp <= 1 or cfg.framework is Framework.TORCHTITAN:
+        return 0.0, 0.0
+    cp = cfg.cp
+    tokens = cfg.seq_len / cp * cfg.mbs
+    out = tokens * model.attn_out_width / cfg.tp
+    query = tokens * model.q_width / cfg.tp
+    kv = tokens * 2 * attention_kv_width(model, cfg) / cfg.tp
+    return out * (6 * cp - 2) + kv * 4, query * (6 * cp - 2) + kv * (10 * cp - 2)
 
 
 def softmax_pass_bytes(model: ModelSpec, cfg: ParallelConfig) -> int:
@@ -312,7 +341,9 @@ def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> floa
     mlp_elementwise_bytes). Norms and residuals are split by tp only with
     sequence parallelism. Eager torchtitan (cfg.eager) runs RoPE and SwiGLU op by op (the
     EAGER_* bytes above), and RMSNorm too on PyTorch before 2.8 (norm_bytes_per_element);
-    residual adds and MoE permutes move the same bytes either way."""
+    residual adds and MoE permutes move the same bytes either way. torchtitan's GQA models copy
+    K and V to every query head before attention (parallel.attention_kv_width), compiled or
+    not: the kernel's input is the widened tensor."""
     t = cfg.tp
     sp = t if cfg.sequence_parallel else 1
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
@@ -322,6 +353,9 @@ def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> floa
     per_token = (2 * norm_bytes_per_element(model, cfg) * h + 2 * residual * h) / sp
     if model.position_embedding.value == "rope":
         per_token += (EAGER_ROPE_BYTES if eager else 4) * (model.q_width + model.kv_width) / t
+    repeated = attention_kv_width(model, cfg)
+    if repeated != model.kv_width:  # torchtitan's repeat_kv: read K and V, write them widened
+        per_token += 2 * 2 * (model.kv_width + repeated) / t
     return per_token * tokens + sum(mlp_elementwise_bytes(model, cfg, layer).values())
 
 

@@ -10,7 +10,8 @@ Communication per micro-batch and layer (Megatron-LM; Korthikanti et al. 2022 Se
   collectives after the linear's backward (torch/distributed/tensor/parallel/style.py), so
   nothing hides them; with --tp-comm-overlap / async TP each collective hides behind the
   GEMM beside it (tp_exposure).
-- CP (ring attention): cp - 1 exchanges of the local K and V forward, twice that backward,
+- CP (ring attention): cp - 1 exchanges of the local K and V forward, twice that backward
+  (PyTorch's ring sends its fp32 key/value gradients every round: cp_exposure),
   overlapped with the attention computation; only the excess is exposed.
 - EP: an all-to-all dispatch and one combine of the routed tokens forward, two backward;
   with --overlap-moe-expert-parallel-comm each hides behind a paired pass of another
@@ -54,6 +55,7 @@ from planner.cost.comm import Axis
 from planner.cost.compute import (
     STEP_TIME_VALIDATED_GPUS,
     Gemm,
+    LayerTime,
     attention_time_s,
     elementwise_bytes,
     head_gemm,
@@ -81,6 +83,7 @@ from planner.parallel import (
     Precision,
     Recompute,
     VocabStrategy,
+    attention_kv_width,
     dropout_masks,
     interleaved_warmup,
     layer_reruns,
@@ -265,7 +268,6 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     given: the pass cache times layers under a configuration stripped of the schedule). A
     layer fp8 training keeps in bf16 is timed under its own configuration (layer_config)."""
     cfg = cfg.layer_config(model, layer)
-    tokens = cfg.seq_len / cfg.cp * cfg.mbs
     lt = layer_time(model, cfg, gpu, layer, mode)
     full = mode is Recompute.FULL
     tp_fwd_exposed, tp_bwd_exposed, tp_fwd_busy, tp_bwd_busy = tp_exposure(
@@ -285,12 +287,7 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     if rerun_mlp_block:
         tp_bwd_exposed += tp_fwd_exposed / 2
         tp_bwd_busy += tp_fwd_busy / 2
-    cp_busy = cp_fwd = 0.0
-    if cfg.cp > 1:
-        kv = 2 * tokens * model.kv_width / cfg.tp * 2
-        transfer = (cfg.cp - 1) * kv / links.ring(Axis.CP).bandwidth_bytes_per_s
-        cp_fwd = max(0.0, transfer - lt.attention_forward_s)
-        cp_busy = 3 * transfer
+    cp_fwd, cp_bwd, cp_busy = cp_exposure(model, cfg, links, lt, full)
     ep_fwd = ep_fwd_exposed = ep_bwd_exposed = 0.0
     if model.is_moe_layer(layer) and cfg.ep > 1:
         ep_fwd = 2 * comm.all_to_all_s(routed_bytes(model, cfg), links.ring(Axis.EP))
@@ -308,7 +305,7 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     extra_bwd = (fill_bwd + (fill_fwd if full else 0.0)
                  + memory_time_s(wgrad_accumulation_bytes(model, cfg, layer), gpu))
     forward = lt.forward_s + extra_fwd + tp_fwd_exposed + cp_fwd + ep_fwd_exposed
-    backward = lt.backward_s + extra_bwd + tp_bwd_exposed + 2 * cp_fwd + ep_bwd_exposed
+    backward = lt.backward_s + extra_bwd + tp_bwd_exposed + cp_bwd + ep_bwd_exposed
     host_fwd, host_bwd = kernels.HOST_LAYER_PASS_S[cfg.framework.value]
     if model.mla is not None:  # MLA's extra projections, norms and RoPE pieces: more kernels
         mla_fwd, mla_bwd = kernels.HOST_MLA_FACTOR.get(cfg.framework.value, (1.0, 1.0))
@@ -333,9 +330,31 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
         compute_s=lt.forward_s + lt.backward_s + extra_fwd + extra_bwd,
         recompute_s=lt.recompute_s,
         tp_busy_s=tp_fwd_busy + tp_bwd_busy, tp_exposed_s=tp_fwd_exposed + tp_bwd_exposed,
-        cp_busy_s=cp_busy, cp_exposed_s=3 * cp_fwd,
+        cp_busy_s=cp_busy, cp_exposed_s=cp_fwd + cp_bwd,
         ep_busy_s=(4 if rerun_mlp_block else 3) * ep_fwd,
         ep_exposed_s=ep_fwd_exposed + ep_bwd_exposed, host_wait_s=wait)
+
+
+def cp_exposure(model: ModelSpec, cfg: ParallelConfig, links: StepLinks, lt: LayerTime,
+                full: bool) -> tuple[float, float, float]:
+    """(forward exposed, backward exposed, busy) seconds of one layer's ring-attention traffic,
+    one micro-batch: the local K and V (attention_kv_width wide) go round the cp ranks, cp - 1
+    transfers forward and again backward, beside which the key/value gradients travel back:
+    cp - 1 transfers in bf16 with Transformer Engine's ring, cp in fp32 with PyTorch's
+    (torchtitan; _templated_ring_attention_backward sends its fp32 accumulator every round).
+    Each overlaps its pass's attention computation and shows beyond it; a full recompute
+    runs the forward's exchange again in backward."""
+    if cfg.cp <= 1:
+        return 0.0, 0.0, 0.0
+    cp = cfg.cp
+    kv = 2 * cfg.seq_len / cp * cfg.mbs * attention_kv_width(model, cfg) / cfg.tp * 2
+    forward = (cp - 1) * kv / links.ring(Axis.CP).bandwidth_bytes_per_s
+    gradients = forward * 2 * cp / (cp - 1) if cfg.framework is Framework.TORCHTITAN else forward
+    backward = forward + gradients + (forward if full else 0.0)
+    attention_backward = lt.attention_s - lt.attention_forward_s + (
+        lt.attention_forward_s if full else 0.0)
+    return (max(0.0, forward - lt.attention_forward_s),
+            max(0.0, backward - attention_backward), forward + backward)
 
 
 def host_gpu_flow_s(ops: list[tuple[float, float, int]]) -> float:

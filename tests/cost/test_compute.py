@@ -437,3 +437,45 @@ def test_more_than_one_local_expert_sorts_the_received_tokens() -> None:
     per_token = 2 * 2 * 2 * model.hidden_size * model.moe.top_k * 4096
     assert mlp_elementwise_bytes(model, one, 0)["permute"] == per_token
     assert mlp_elementwise_bytes(model, two, 0)["permute"] == 2 * per_token
+
+
+def test_torchtitan_copies_keys_and_values_to_every_query_head() -> None:
+    """repeat_kv materialises the widened K and V: one more read of the groups and write of
+    q_width-wide K and V per token, which Megatron (Transformer Engine takes the groups)
+    does not pay; MLA and MHA models have nothing to repeat."""
+    from planner.cost.compute import elementwise_bytes
+    from planner.parallel import attention_kv_width
+    model = BUILTIN_MODELS["llama3-8b"]
+    cfg = ParallelConfig(tp=2, dp=4, global_batch=8, seq_len=4096, sequence_parallel=True)
+    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
+    assert attention_kv_width(model, titan) == model.q_width == 4 * model.kv_width
+    assert attention_kv_width(model, cfg) == model.kv_width
+    extra = elementwise_bytes(model, titan, 0) - elementwise_bytes(model, cfg, 0)
+    assert extra == pytest.approx(4096 * 2 * 2 * (model.kv_width + model.q_width) / 2)
+    mla = BUILTIN_MODELS["deepseek-v3"]
+    assert attention_kv_width(mla, dataclasses.replace(titan, tp=1)) == mla.kv_width
+
+
+def test_transformer_engine_ring_corrections_by_hand() -> None:
+    """Transformer Engine's ring at cp 4, one token per rank of a 2-head, 4-wide-head MHA
+    model (O, Q = 8 elements, KV = 16): forward 8 x (6 x 4 - 2) + 16 x 4 = 240 bytes,
+    backward 8 x 22 + 16 x 38 = 784; nothing at cp 1 nor for torchtitan (not priced); the
+    attention passes grow by exactly their HBM time."""
+    from planner.cost.compute import cp_ring_bytes, memory_time_s
+    from planner.model import make_model
+    tiny = make_model(name="tiny", num_layers=2, hidden_size=8, num_attention_heads=2,
+                      vocab_size=64, max_position_embeddings=64)
+    cfg = ParallelConfig(cp=4, dp=1, global_batch=1, seq_len=4, mbs=1)
+    assert cp_ring_bytes(tiny, cfg) == (240, 784)
+    assert cp_ring_bytes(tiny, dataclasses.replace(cfg, cp=1)) == (0, 0)
+    assert cp_ring_bytes(tiny, dataclasses.replace(cfg, framework=Framework.TORCHTITAN)) == (0, 0)
+    model = BUILTIN_MODELS["llama3-70b"]
+    h100 = GPU_CATALOG["h100-sxm5-80gb"]
+    ring = ParallelConfig(tp=8, cp=2, dp=4, global_batch=8, seq_len=16384,
+                          sequence_parallel=True)
+    fwd, bwd = attention_time_s(model, ring, h100)
+    bytes_fwd, bytes_bwd = cp_ring_bytes(model, ring)
+    titan_fwd, titan_bwd = attention_time_s(
+        model, dataclasses.replace(ring, framework=Framework.TORCHTITAN), h100)
+    assert fwd - titan_fwd == pytest.approx(memory_time_s(bytes_fwd, h100))
+    assert bwd - titan_bwd == pytest.approx(memory_time_s(bytes_bwd, h100))

@@ -662,6 +662,31 @@ def test_an_unoverlapped_parameter_gather_is_exposed_whole() -> None:
     assert b["dp_exposed_s"] == pytest.approx(b["dp_comm_s"])
 
 
+def test_ring_attention_traffic_per_framework() -> None:
+    """One layer's context-parallel traffic: cp - 1 transfers of the local K and V forward,
+    again backward beside the K/V gradients: cp - 1 bf16 transfers on Transformer Engine's
+    ring, cp fp32 ones on PyTorch's (torchtitan), whose K and V are also widened to every
+    query head (4x for Llama 3 8B); a full recompute exchanges the forward's again."""
+    from planner.cost.step import cp_exposure
+    cluster = load_cluster("dgx-h100")
+    model = BUILTIN_MODELS["llama3-8b"]
+    cfg = ParallelConfig(cp=4, dp=2, global_batch=8, seq_len=32768)
+    links = resolve_links(cluster, cfg)
+    bandwidth = links.ring(Axis.CP).bandwidth_bytes_per_s
+    tokens = 32768 / 4
+    transfer = 3 * tokens * 2 * model.kv_width * 2 / bandwidth
+    gpu = cluster.gpu_types[0]
+    for framework, width, gradients in ((Framework.MEGATRON, 1, transfer),
+                                        (Framework.TORCHTITAN, 4, 2 * 4 / 3 * transfer * 4)):
+        run = dataclasses.replace(cfg, framework=framework)
+        lt = layer_time(model, run, gpu, 0, Recompute.NONE)
+        fwd, bwd, busy = cp_exposure(model, run, links, lt, False)
+        assert busy == pytest.approx(2 * width * transfer + gradients), framework
+        assert fwd == bwd == 0.0  # hidden behind 8k x 32k attention
+        _, _, recomputed = cp_exposure(model, run, links, lt, True)
+        assert recomputed == pytest.approx(busy + width * transfer)
+
+
 def test_moe_a2a_overlap_hides_all_to_alls_behind_the_partner_pass() -> None:
     """Megatron's combined 1F1B pairs a forward of one micro-batch with a backward of another:
     the forward's expert all-to-alls hide behind the partner's backward compute, the

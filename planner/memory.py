@@ -537,6 +537,28 @@ def op_sac_layer_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int
     return math.ceil(saved)
 
 
+def ring_attention_buffer_bytes(model: ModelSpec, cfg: ParallelConfig) -> int:
+    """Bytes the ring attention of one layer holds during its backward, one micro-batch, one
+    GPU (0 without context parallelism), per element of the local query Q and keys-plus-values
+    KV (widths / tp; parallel.attention_kv_width):
+    - PyTorch's, torchtitan's (torch/distributed/tensor/experimental/_attention.py
+      _templated_ring_attention_backward, with torchtitan's default allgather rotation): every
+      rank's K and V gathered at once (2 cp per KV), the local ones made contiguous (2), fp32
+      accumulators for dq, dk and dv (4 per Q and KV), the round's 16-bit gradients (2 each),
+      and the fp32 send and receive buffers of the K/V gradients (8): 2 cp + 16 per KV and
+      6 per Q;
+    - Transformer Engine's AttnFuncWithCPAndKVP2P (Megatron): two P2P buffers of K, V and
+      their gradients (8 per KV), dq (2 per Q) and the step's stacked dk, dv (2 per KV)."""
+    if cfg.cp <= 1:
+        return 0
+    tokens = cfg.seq_len / cfg.cp * cfg.mbs
+    query = tokens * model.q_width / cfg.tp
+    kv = tokens * 2 * attention_kv_width(model, cfg) / cfg.tp
+    if cfg.framework is Framework.TORCHTITAN:
+        return math.ceil(kv * (2 * cfg.cp + 16) + 6 * query)
+    return math.ceil(kv * 10 + 2 * query)
+
+
 def loss_bytes_per_element(cfg: ParallelConfig) -> int:
     """Bytes per logit element alive at the loss's peak.
 
@@ -596,6 +618,7 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
       plus, with ZeRO-3 / FSDP, the gathered LM head and its unsharded gradient;
     - the backward of one layer: with full recompute, that layer's activations rebuilt; the
       gradients of its largest activation and of that activation's input (autograd holds both);
+      with context parallelism, the ring's buffers (ring_attention_buffer_bytes);
       with ZeRO-3 / FSDP, the gathered 16-bit weights of two layers (current and prefetched)
       and one layer's unsharded fp32 gradient.
     """
@@ -660,7 +683,7 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
         fe = model.moe.ffn_hidden_size / cfg.expert_tp
         widest = max(widest, routed_tokens(model, cfg) / (s * b) * fe * 2)
     largest_tensor = max(2 * s * b * widest / t, 2 * sbh)
-    backward = 2 * largest_tensor
+    backward = 2 * largest_tensor + ring_attention_buffer_bytes(model, cfg)
     if present and cfg.recompute is Recompute.FULL:
         backward += max(kind_activation_bytes(model, cfg, (is_moe, bf16, Recompute.NONE))
                         for is_moe, bf16, _ in present)

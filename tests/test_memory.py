@@ -606,3 +606,32 @@ def test_torchtitan_keeps_the_widened_keys_and_values() -> None:
     narrower = 2 * 2 * 4096 * (gqa.q_width - gqa.kv_width) / 2
     assert (layer_activation_bytes(mha, cfg, 0, Recompute.NONE)
             - layer_activation_bytes(gqa, cfg, 0, Recompute.NONE)) == pytest.approx(narrower)
+
+
+def test_ring_attention_buffers_by_hand_and_at_a_million_tokens(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One token per rank of a 2-head, 4-wide-head MHA model at cp 4 (Q = 8 elements, KV =
+    16): PyTorch's ring holds 16 x (2 x 4 + 16) + 6 x 8 = 432 bytes during a layer's
+    backward (every rank's K and V gathered, fp32 accumulators and gradient buffers),
+    Transformer Engine's 16 x 10 + 2 x 8 = 176. At a million tokens over cp 32 the gathered,
+    widened K and V of Llama 3 8B (2 s q_width x 2 bytes = 16 GiB) and the fp32 gradient
+    buffers take the transient peak from the loss phase."""
+    from planner.memory import ring_attention_buffer_bytes
+    tiny = make_model(name="tiny", num_layers=2, hidden_size=8, num_attention_heads=2,
+                      vocab_size=64, max_position_embeddings=64)
+    cfg = ParallelConfig(cp=4, dp=1, global_batch=1, seq_len=4, mbs=1)
+    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN, zero=3)
+    assert ring_attention_buffer_bytes(tiny, titan) == 432
+    assert ring_attention_buffer_bytes(tiny, cfg) == 176
+    assert ring_attention_buffer_bytes(tiny, dataclasses.replace(cfg, cp=1)) == 0
+    model = BUILTIN_MODELS["llama3-8b"]
+    long = ParallelConfig(cp=32, dp=1, global_batch=1, seq_len=1 << 20, mbs=1, zero=3,
+                          recompute=Recompute.FULL, framework=Framework.TORCHTITAN)
+    ring = ring_attention_buffer_bytes(model, long)
+    assert ring > 2 * (1 << 20) * model.q_width * 2 * 0.99
+    with_ring = estimate_memory(model, long, 80 * GiB).stages[0].transient_bytes
+    monkeypatch.setattr("planner.memory.ring_attention_buffer_bytes", lambda m, c: 0)
+    without = estimate_memory(model, long, 80 * GiB).stages[0].transient_bytes
+    # without them the loss phase (logits, the gathered LM head) is the peak; with them a
+    # layer's backward is, the ring's buffers on top of what it held before
+    assert with_ring - ring < without < with_ring

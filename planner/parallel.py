@@ -215,6 +215,12 @@ class ParallelConfig:
             (memory.loss_bytes_per_element, compute.loss_pass_bytes). False for earlier
             releases, which compiled the model's blocks only. Ignored when `eager` (nothing is
             compiled) and outside torchtitan.
+        repeated_kv: torchtitan's Llama before 0.3.0 repeated each key/value head to the
+            query heads it serves before attention (models/llama3/model/model.py repeat_kv,
+            unsqueeze + expand + reshape, materialised), so its kernel read, saved and under
+            context parallelism exchanged q_width-wide K and V (attention_kv_width); 0.3.0's
+            common attention (models/common/attention.py) passes enable_gqa instead and widens
+            nothing (False, the default). torchtitan's setting only.
         bf16_layers: (first, last) transformer layers kept in bf16 under fp8 training
             (Megatron --first-last-layers-bf16 with --num-layers-at-start-in-bf16 and
             --num-layers-at-end-in-bf16, fp8_utils.is_first_last_bf16_layer: global layer
@@ -267,6 +273,7 @@ class ParallelConfig:
     eager: bool = False
     fused_rms_norm: bool = True
     compiled_loss: bool = True
+    repeated_kv: bool = False
     bf16_layers: tuple[int, int] = (0, 0)
     microbatch_group_size: int | None = None
     rank_order: str = "tp-cp-dp-pp"
@@ -456,6 +463,7 @@ class ParallelConfig:
             "eager": self.eager,
             "fused_rms_norm": self.fused_rms_norm,
             "compiled_loss": self.compiled_loss,
+            "repeated_kv": self.repeated_kv,
             "bf16_layers": list(self.bf16_layers),
             "microbatch_group_size": self.microbatch_group_size,
             "rank_order": self.rank_order,
@@ -567,6 +575,9 @@ class ParallelConfig:
         if not self.fused_rms_norm and not self.eager:
             out.append("fused_rms_norm false without eager: compiled code fuses the norm "
                        "(set eager, or leave fused_rms_norm true)")
+        if self.repeated_kv and self.framework is not Framework.TORCHTITAN:
+            out.append("repeated_kv is torchtitan's setting (its Llama before 0.3.0); Megatron "
+                       "and DeepSpeed pass the key/value groups to the attention kernel")
         if self.eager and self.tp_comm_overlap:
             out.append("eager with tp_comm_overlap: torchtitan's async TP needs torch.compile")
         if self.deterministic and not megatron:
@@ -919,13 +930,13 @@ def torchtitan_linears(model: ModelSpec, layer: int) -> tuple[Projection, ...] |
 
 
 def attention_kv_width(model: ModelSpec, cfg: ParallelConfig) -> int:
-    """Width of K (and of V) as the attention kernel receives them, all heads (/ tp per GPU).
-    torchtitan's Llama repeats each key/value head to the query heads it serves before SDPA
-    (models/llama/model.py Attention.forward: repeat_kv, unsqueeze + expand + reshape, which
-    PyTorch materialises), so under GQA the kernel reads and saves q_width-wide K and V and
-    context parallelism exchanges them; Megatron-Core / Transformer Engine hand the kernel
-    the groups as they are (kv_width), as does multi-latent attention."""
-    if cfg.framework is Framework.TORCHTITAN and model.mla is None:
+    """Width of K (and of V) as the attention kernel receives them, all heads (/ tp per GPU):
+    q_width where torchtitan before 0.3.0 repeated the key/value heads to every query head
+    (ParallelConfig.repeated_kv), so that under GQA its kernel read and saved the widened K
+    and V and context parallelism exchanged them; kv_width otherwise (Megatron-Core /
+    Transformer Engine and torchtitan 0.3.0 hand the kernel the groups as they are, as does
+    multi-latent attention)."""
+    if cfg.repeated_kv and cfg.framework is Framework.TORCHTITAN and model.mla is None:
         return model.q_width
     return model.kv_width
 

@@ -592,20 +592,23 @@ def test_the_early_verdict_is_the_estimates_verdict() -> None:
 
 
 def test_torchtitan_keeps_the_widened_keys_and_values() -> None:
-    """torchtitan repeats each K/V head to its query heads before SDPA (repeat_kv), and SDPA
-    saves what it is given: a GQA layer without recompute keeps what its MHA twin keeps.
-    Megatron hands Transformer Engine the groups: its GQA layer keeps 2 x 2sb(q - kv)/t
-    less than the twin."""
+    """torchtitan before 0.3.0 repeated each K/V head to its query heads before attention
+    (repeated_kv), and the kernel saves what it is given: such a GQA layer without recompute
+    keeps what its MHA twin keeps. torchtitan 0.3.0 (enable_gqa) and Megatron (Transformer
+    Engine takes the groups) keep 2 x 2sb(q - kv)/t less than the twin."""
     gqa = BUILTIN_MODELS["llama3-8b"]
     mha = dataclasses.replace(gqa, num_query_groups=gqa.num_attention_heads)
     cfg = ParallelConfig(tp=2, dp=4, global_batch=8, seq_len=4096, mbs=1,
                          sequence_parallel=True)
     titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
-    assert (layer_activation_bytes(gqa, titan, 0, Recompute.NONE)
-            == layer_activation_bytes(mha, titan, 0, Recompute.NONE))
+    older = dataclasses.replace(titan, repeated_kv=True)
+    assert (layer_activation_bytes(gqa, older, 0, Recompute.NONE)
+            == layer_activation_bytes(mha, older, 0, Recompute.NONE))
     narrower = 2 * 2 * 4096 * (gqa.q_width - gqa.kv_width) / 2
-    assert (layer_activation_bytes(mha, cfg, 0, Recompute.NONE)
-            - layer_activation_bytes(gqa, cfg, 0, Recompute.NONE)) == pytest.approx(narrower)
+    for run in (cfg, titan):
+        assert (layer_activation_bytes(mha, run, 0, Recompute.NONE)
+                - layer_activation_bytes(gqa, run, 0, Recompute.NONE)) == pytest.approx(
+                    narrower), run.framework
 
 
 def test_ring_attention_buffers_by_hand_and_at_a_million_tokens(
@@ -614,19 +617,21 @@ def test_ring_attention_buffers_by_hand_and_at_a_million_tokens(
     16): PyTorch's ring holds 16 x (2 x 4 + 16) + 6 x 8 = 432 bytes during a layer's
     backward (every rank's K and V gathered, fp32 accumulators and gradient buffers),
     Transformer Engine's 16 x 10 + 2 x 8 = 176. At a million tokens over cp 32 the gathered,
-    widened K and V of Llama 3 8B (2 s q_width x 2 bytes = 16 GiB) and the fp32 gradient
+    widened K and V of Llama 3 8B under torchtitan before 0.3.0 (2 s q_width x 2 bytes =
+    16 GiB) and the fp32 gradient
     buffers take the transient peak from the loss phase."""
     from planner.memory import ring_attention_buffer_bytes
     tiny = make_model(name="tiny", num_layers=2, hidden_size=8, num_attention_heads=2,
                       vocab_size=64, max_position_embeddings=64)
     cfg = ParallelConfig(cp=4, dp=1, global_batch=1, seq_len=4, mbs=1)
-    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN, zero=3)
+    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN, zero=3, repeated_kv=True)
     assert ring_attention_buffer_bytes(tiny, titan) == 432
     assert ring_attention_buffer_bytes(tiny, cfg) == 176
     assert ring_attention_buffer_bytes(tiny, dataclasses.replace(cfg, cp=1)) == 0
     model = BUILTIN_MODELS["llama3-8b"]
     long = ParallelConfig(cp=32, dp=1, global_batch=1, seq_len=1 << 20, mbs=1, zero=3,
-                          recompute=Recompute.FULL, framework=Framework.TORCHTITAN)
+                          recompute=Recompute.FULL, framework=Framework.TORCHTITAN,
+                          repeated_kv=True)
     ring = ring_attention_buffer_bytes(model, long)
     assert ring > 2 * (1 << 20) * model.q_width * 2 * 0.99
     with_ring = estimate_memory(model, long, 80 * GiB).stages[0].transient_bytes

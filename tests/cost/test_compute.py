@@ -439,21 +439,25 @@ def test_more_than_one_local_expert_sorts_the_received_tokens() -> None:
     assert mlp_elementwise_bytes(model, two, 0)["permute"] == 2 * per_token
 
 
-def test_torchtitan_copies_keys_and_values_to_every_query_head() -> None:
-    """repeat_kv materialises the widened K and V: one more read of the groups and write of
-    q_width-wide K and V per token, which Megatron (Transformer Engine takes the groups)
-    does not pay; MLA and MHA models have nothing to repeat."""
+def test_torchtitan_before_0_3_copies_keys_and_values_to_every_query_head() -> None:
+    """repeat_kv (torchtitan before 0.3.0, repeated_kv) materialises the widened K and V: one
+    more read of the groups and write of q_width-wide K and V per token, which torchtitan
+    0.3.0 (enable_gqa) and Megatron (Transformer Engine takes the groups) do not pay; MLA
+    models have nothing to repeat, and the setting is torchtitan's only."""
     from planner.cost.compute import elementwise_bytes
     from planner.parallel import attention_kv_width
     model = BUILTIN_MODELS["llama3-8b"]
-    cfg = ParallelConfig(tp=2, dp=4, global_batch=8, seq_len=4096, sequence_parallel=True)
-    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
-    assert attention_kv_width(model, titan) == model.q_width == 4 * model.kv_width
+    cfg = ParallelConfig(tp=2, dp=4, global_batch=8, seq_len=4096, sequence_parallel=True,
+                         framework=Framework.TORCHTITAN)
+    older = dataclasses.replace(cfg, repeated_kv=True)
+    assert attention_kv_width(model, older) == model.q_width == 4 * model.kv_width
     assert attention_kv_width(model, cfg) == model.kv_width
-    extra = elementwise_bytes(model, titan, 0) - elementwise_bytes(model, cfg, 0)
+    extra = elementwise_bytes(model, older, 0) - elementwise_bytes(model, cfg, 0)
     assert extra == pytest.approx(4096 * 2 * 2 * (model.kv_width + model.q_width) / 2)
     mla = BUILTIN_MODELS["deepseek-v3"]
-    assert attention_kv_width(mla, dataclasses.replace(titan, tp=1)) == mla.kv_width
+    assert attention_kv_width(mla, dataclasses.replace(older, tp=1)) == mla.kv_width
+    megatron = dataclasses.replace(older, framework=Framework.MEGATRON)
+    assert any("repeated_kv is torchtitan's" in p for p in megatron.problems(model))
 
 
 def test_transformer_engine_ring_corrections_by_hand() -> None:

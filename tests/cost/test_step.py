@@ -665,8 +665,9 @@ def test_an_unoverlapped_parameter_gather_is_exposed_whole() -> None:
 def test_ring_attention_traffic_per_framework() -> None:
     """One layer's context-parallel traffic: cp - 1 transfers of the local K and V forward,
     again backward beside the K/V gradients: cp - 1 bf16 transfers on Transformer Engine's
-    ring, cp fp32 ones on PyTorch's (torchtitan), whose K and V are also widened to every
-    query head (4x for Llama 3 8B); a full recompute exchanges the forward's again."""
+    ring, cp fp32 ones on PyTorch's (torchtitan), whose K and V torchtitan before 0.3.0 also
+    widened to every query head (4x for Llama 3 8B); a full recompute exchanges the
+    forward's again."""
     from planner.cost.step import cp_exposure
     cluster = load_cluster("dgx-h100")
     model = BUILTIN_MODELS["llama3-8b"]
@@ -678,7 +679,8 @@ def test_ring_attention_traffic_per_framework() -> None:
     gpu = cluster.gpu_types[0]
     for framework, width, gradients in ((Framework.MEGATRON, 1, transfer),
                                         (Framework.TORCHTITAN, 4, 2 * 4 / 3 * transfer * 4)):
-        run = dataclasses.replace(cfg, framework=framework)
+        run = dataclasses.replace(cfg, framework=framework,
+                                  repeated_kv=framework is Framework.TORCHTITAN)
         lt = layer_time(model, run, gpu, 0, Recompute.NONE)
         fwd, bwd, busy = cp_exposure(model, run, links, lt, False)
         assert busy == pytest.approx(2 * width * transfer + gradients), framework

@@ -373,6 +373,10 @@ def test_torchtitan_launches_say_when_the_plan_priced_an_older_release() -> None
     eager = emit(plan_of(LLAMA70, eager=True, fused_rms_norm=False, **base), cluster,
                  "torchtitan", None).notes
     assert sum("RMSNorm op by op" in n for n in eager) == 1
+    assert not any("enable_gqa" in n for n in current)
+    repeating = emit(plan_of(LLAMA70, repeated_kv=True, **base), cluster, "torchtitan",
+                     None).notes
+    assert sum("enable_gqa" in n for n in repeating) == 1
 
 
 def test_fp8_launches_with_moe_act_or_layernorm_recompute_use_tensorwise_scaling() -> None:

@@ -99,7 +99,7 @@ def emit(plan: Plan, cluster: Cluster, target: str,
         entry = '"$TRAIN_SCRIPT" --deepspeed --deepspeed_config "$here/ds_config.json"'
         args_file = ""
         required = (("TRAIN_SCRIPT", "set TRAIN_SCRIPT to your DeepSpeed training script"),)
-    if framework is not Framework.MEGATRON:
+    if framework is Framework.DEEPSPEED:
         notes += _sdpa_note(cfg)
     header = f"{header}; for {version}, {TORCHRUN_VERSION}"
     files.append(("env.sh", env_script(placement, env, header)))
@@ -133,8 +133,9 @@ def write_emitted(emitted: Emitted, directory: Path, *, force: bool) -> list[Pat
 
 
 def _sdpa_note(cfg: ParallelConfig) -> tuple[str, ...]:
-    """PyTorch SDPA (torchtitan, DeepSpeed models) picks its attention kernel itself; a plan
-    priced with a pinned kernel holds only where PyTorch picks that one."""
+    """PyTorch SDPA (DeepSpeed's models) picks its attention kernel itself; a plan priced with
+    a pinned kernel holds only where PyTorch picks that one. (torchtitan 0.3.0 does not run
+    SDPA: emit.torchtitan.torchtitan_notes.)"""
     if not cfg.flash_attention or cfg.attention_kernel is AttentionKernel.AUTO:
         return ()
     return (f"attention was priced as {cfg.attention_kernel.value}; PyTorch's SDPA picks its "

@@ -59,6 +59,14 @@ def preset_for(model: ModelSpec) -> tuple[str, str]:
 def torchtitan_notes(model: ModelSpec, cfg: ParallelConfig) -> tuple[str, ...]:
     """What the preset builds, or torchtitan 0.3.0 runs, differently from the plan."""
     notes = []
+    if cfg.flash_attention:
+        notes.append("torchtitan 0.3.0's models attend through FlexAttention with block-causal "
+                     "masks over each sequence's documents (models/common/config_utils."
+                     "get_attention_config refuses SDPA for language models); the plan priced "
+                     f"SDPA's fused kernels (attention_kernel {cfg.attention_kernel.value}) over "
+                     "whole causal sequences: FlexAttention's Triton kernel runs below their "
+                     "rates and document masks skip work, so its attention time can be off "
+                     "either way")
     if model.num_mtp_layers:
         notes.append(f"the preset builds no multi-token-prediction module (the plan counted "
                      f"{model.num_mtp_layers}: its memory and time are over-estimated, not "

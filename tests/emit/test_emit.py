@@ -28,6 +28,7 @@ from planner.search.space import SearchSpec, degree_families
 from tests.emit.launching import plan_of, run_launch, stub_torchrun
 
 LLAMA70 = BUILTIN_MODELS["llama3-70b"]
+LLAMA8B = BUILTIN_MODELS["llama3-8b"]
 DSV3 = BUILTIN_MODELS["deepseek-v3"]
 
 
@@ -341,15 +342,24 @@ def test_every_torchtitan_family_the_search_makes_can_be_emitted() -> None:
         assert torchtitan_args(model, cfg)[-1].startswith("activation-checkpoint:")
 
 
-def test_sdpa_launches_say_when_the_attention_kernel_was_pinned() -> None:
-    """torchtitan cannot pin PyTorch's SDPA kernel: a plan priced with FA2 says so in the
-    launch README; the framework default adds nothing. Megatron pins it with a flag instead."""
+def test_launches_say_which_attention_the_plan_priced() -> None:
+    """torchtitan 0.3.0 attends through FlexAttention, not SDPA: every torchtitan launch says
+    what the plan priced instead, once. DeepSpeed's models run SDPA, which picks its kernel
+    itself: a plan priced with FA2 says so; the default adds nothing. Megatron pins the
+    kernel with a flag instead."""
     cluster = load_cluster("dgx-h100")
-    for kernel, expected in ((AttentionKernel.FA2, 1), (AttentionKernel.AUTO, 0)):
+    for kernel in (AttentionKernel.FA2, AttentionKernel.AUTO):
         plan = plan_of(LLAMA70, cluster="dgx-h100", tp=8, dp=2, zero=3, global_batch=8,
                        seq_len=8192, sequence_parallel=True, framework=Framework.TORCHTITAN,
                        attention_kernel=kernel)
         notes = emit(plan, cluster, "torchtitan", None).notes
+        assert sum("FlexAttention" in n and f"attention_kernel {kernel.value}" in n
+                   for n in notes) == 1
+        assert not any("priced as" in n for n in notes)
+    for kernel, expected in ((AttentionKernel.FA2, 1), (AttentionKernel.AUTO, 0)):
+        plan = plan_of(LLAMA8B, cluster="dgx-h100", dp=16, zero=3, global_batch=16,
+                       seq_len=4096, framework=Framework.DEEPSPEED, attention_kernel=kernel)
+        notes = emit(plan, cluster, "deepspeed", None).notes
         assert sum("priced as fa2" in n for n in notes) == expected
     plan = plan_of(LLAMA70, cluster="dgx-h100", tp=8, dp=2, zero=1, global_batch=8,
                    seq_len=8192, sequence_parallel=True, attention_kernel=AttentionKernel.FA2)

@@ -37,6 +37,9 @@ def _model_shape(cfg):
     for name in ("n_heads", "n_kv_heads", "head_dim"):
         if attn is not None and hasattr(attn, name):
             out[name] = getattr(attn, name)
+    inner = getattr(attn, "inner_attention", None)
+    if inner is not None:  # the attention kernel's config class (FlexAttention.Config, ...)
+        out["inner_attention"] = type(inner).__qualname__
     return json.loads(json.dumps(out, default=str))
 
 

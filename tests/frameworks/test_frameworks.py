@@ -281,7 +281,11 @@ def test_torchtitan_accepts_every_emitted_launch(framework_check: Check,
             assert shape["n_kv_heads"] == model.num_query_groups
         # presets build no MTP module; the emitter says so where the model has one
         assert shape["mtp_layers"] == 0
-        assert bool(torchtitan_notes(model, cfg)) == bool(model.num_mtp_layers)
+        notes = torchtitan_notes(model, cfg)
+        assert any("multi-token" in n for n in notes) == bool(model.num_mtp_layers)
+        # the launch says the model attends through FlexAttention: the preset's own config
+        assert shape["inner_attention"].startswith("FlexAttention"), shape
+        assert sum("FlexAttention" in n for n in notes) == 1
 
 
 def test_every_torchtitan_preset_is_listed_in_a_case() -> None:

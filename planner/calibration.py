@@ -402,7 +402,7 @@ def _case_fields_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfi
         compiled_loss=framework is not Framework.TORCHTITAN or eager or _compiled_loss(case),
         # the torchtitan cases (2024-12 to PR #1884's dev log) predate 0.3.0's common
         # attention: their Llama repeated the key/value heads (models/llama3 repeat_kv)
-        repeated_kv=framework is Framework.TORCHTITAN,
+        legacy_attention=framework is Framework.TORCHTITAN,
     )
 
 

@@ -507,8 +507,9 @@ def routed_tokens(model: ModelSpec, cfg: ParallelConfig) -> float:
 
 def op_sac_layer_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int:
     """torchtitan's selective activation checkpointing, op mode (parallel.torchtitan_linears):
-    the block input, the outputs of the linears it saves (Llama: wq, wv, w1 and w2, the 1st,
-    3rd, 5th and 7th), the SDPA output and its fp32 log-sum-exp; everything else is
+    the block input, the outputs of the linears it saves (Llama in 0.3.0: wqkv, w1 and w2, the
+    1st, 3rd and 5th; before it wq, wv, w1 and w2, the 1st, 3rd, 5th and 7th), the attention
+    output and its fp32 log-sum-exp; everything else is
     recomputed. MoE and MLA layers are counted as without checkpointing (upper bound).
     A row-parallel linear's output under tensor parallelism is a partial sum of the full width
     that a reduce-scatter (sequence parallel; in the save list) shards. Compiled, the graph
@@ -516,7 +517,7 @@ def op_sac_layer_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int
     input), which w2's sharded term stands for (the same size), not w2's own. Eager, the
     checkpoint caches every saved op's output whether backward needs it or not: w2's
     full-width partial sum and both reduce-scatter outputs."""
-    linears = torchtitan_linears(model, layer)
+    linears = torchtitan_linears(model, cfg, layer)
     if linears is None:
         return layer_activation_bytes(model, cfg, layer, Recompute.NONE)
     t = cfg.tp

@@ -215,12 +215,14 @@ class ParallelConfig:
             (memory.loss_bytes_per_element, compute.loss_pass_bytes). False for earlier
             releases, which compiled the model's blocks only. Ignored when `eager` (nothing is
             compiled) and outside torchtitan.
-        repeated_kv: torchtitan's Llama before 0.3.0 repeated each key/value head to the
-            query heads it serves before attention (models/llama3/model/model.py repeat_kv,
-            unsqueeze + expand + reshape, materialised), so its kernel read, saved and under
-            context parallelism exchanged q_width-wide K and V (attention_kv_width); 0.3.0's
-            common attention (models/common/attention.py) passes enable_gqa instead and widens
-            nothing (False, the default). torchtitan's setting only.
+        legacy_attention: torchtitan's attention block before 0.3.0 (models/llama3/model/
+            model.py Attention): separate wq, wk and wv linears, and each key/value head
+            repeated to the query heads it serves before the kernel (repeat_kv, unsqueeze +
+            expand + reshape, materialised), so that the kernel read, saved and under context
+            parallelism exchanged q_width-wide K and V (attention_kv_width). 0.3.0's
+            GQAttention (models/common/attention.py, built with fuse_qkv=True by its Llama 3
+            and Qwen3 presets) runs one fused wqkv linear and passes enable_gqa, widening
+            nothing: False, the default (torchtitan_linears). torchtitan's setting only.
         bf16_layers: (first, last) transformer layers kept in bf16 under fp8 training
             (Megatron --first-last-layers-bf16 with --num-layers-at-start-in-bf16 and
             --num-layers-at-end-in-bf16, fp8_utils.is_first_last_bf16_layer: global layer
@@ -273,7 +275,7 @@ class ParallelConfig:
     eager: bool = False
     fused_rms_norm: bool = True
     compiled_loss: bool = True
-    repeated_kv: bool = False
+    legacy_attention: bool = False
     bf16_layers: tuple[int, int] = (0, 0)
     microbatch_group_size: int | None = None
     rank_order: str = "tp-cp-dp-pp"
@@ -463,7 +465,7 @@ class ParallelConfig:
             "eager": self.eager,
             "fused_rms_norm": self.fused_rms_norm,
             "compiled_loss": self.compiled_loss,
-            "repeated_kv": self.repeated_kv,
+            "legacy_attention": self.legacy_attention,
             "bf16_layers": list(self.bf16_layers),
             "microbatch_group_size": self.microbatch_group_size,
             "rank_order": self.rank_order,
@@ -575,9 +577,9 @@ class ParallelConfig:
         if not self.fused_rms_norm and not self.eager:
             out.append("fused_rms_norm false without eager: compiled code fuses the norm "
                        "(set eager, or leave fused_rms_norm true)")
-        if self.repeated_kv and self.framework is not Framework.TORCHTITAN:
-            out.append("repeated_kv is torchtitan's setting (its Llama before 0.3.0); Megatron "
-                       "and DeepSpeed pass the key/value groups to the attention kernel")
+        if self.legacy_attention and self.framework is not Framework.TORCHTITAN:
+            out.append("legacy_attention is torchtitan's setting (its attention block before "
+                       "0.3.0); Megatron and DeepSpeed run their own")
         if self.eager and self.tp_comm_overlap:
             out.append("eager with tp_comm_overlap: torchtitan's async TP needs torch.compile")
         if self.deterministic and not megatron:
@@ -903,17 +905,20 @@ def op_by_op_rms_norm(model: ModelSpec, cfg: ParallelConfig) -> bool:
             and model.norm is Norm.RMSNORM)
 
 
-def torchtitan_linears(model: ModelSpec, layer: int) -> tuple[Projection, ...] | None:
-    """The linears of one torchtitan dense block in call order: Llama's wq, wk, wv, wo, w1,
-    w3, w2 (models/llama3/model.py; w1, w2 without a gate), separate modules where Megatron
-    fuses QKV and the gated FC1; None for MoE and multi-latent attention layers (their
-    GEMMs are ModelSpec's projections, and op-level SAC is priced as not checkpointing them,
-    in memory and time alike).
+def torchtitan_linears(model: ModelSpec, cfg: ParallelConfig,
+                       layer: int) -> tuple[Projection, ...] | None:
+    """The linears of one torchtitan dense block in call order: 0.3.0's wqkv, wo, w1, w3, w2
+    (models/common GQAttention with fuse_qkv, as its Llama 3 presets build it), or before it
+    (ParallelConfig.legacy_attention) wq, wk, wv, wo, w1, w3, w2 (models/llama3/model.py); w1,
+    w2 without a gate; the gated FC1 stays two modules where Megatron fuses it. None for MoE
+    and multi-latent attention layers (their GEMMs are ModelSpec's projections, and op-level
+    SAC is priced as not checkpointing them, in memory and time alike).
 
     For op-level selective activation checkpointing, torchtitan's policy
     (distributed/activation_checkpoint.py `_custom_policy`, the mm-count policy of its
-    2024-2025 releases) saves the outputs of the ops in its save list (aten.mm, the SDPA
-    kernels, reduce_scatter, max) except every second aten.mm, counted per block, and
+    2024-2025 releases and of 0.3.0) saves the outputs of the ops in its save list (aten.mm,
+    the attention kernels, reduce_scatter, max) except every second aten.mm, counted per
+    block (0.3.0: wqkv, w1 and w2 saved, wo and w3 rerun), and
     recomputes everything else in backward. Each of the linears is one aten.mm (torchao's
     float8 linears too: the policy's dispatch mode sees aten.mm on the Float8 tensors before
     they run _scaled_mm, which is why the 2412 benchmark's fp8 run keeps the bf16 run's
@@ -924,19 +929,23 @@ def torchtitan_linears(model: ModelSpec, layer: int) -> tuple[Projection, ...] |
     h = model.hidden_size
     f = model.ffn_hidden_size
     up = (Projection(h, f, "column"),) * (2 if model.activation.gated else 1)
-    return (Projection(h, model.q_width, "column"), Projection(h, model.kv_width, "column"),
-            Projection(h, model.kv_width, "column"), Projection(model.attn_out_width, h, "row"),
-            *up, Projection(f, h, "row"))
+    if cfg.legacy_attention:
+        qkv: tuple[Projection, ...] = (Projection(h, model.q_width, "column"),
+                                       Projection(h, model.kv_width, "column"),
+                                       Projection(h, model.kv_width, "column"))
+    else:
+        qkv = (Projection(h, model.q_width + 2 * model.kv_width, "column"),)
+    return (*qkv, Projection(model.attn_out_width, h, "row"), *up, Projection(f, h, "row"))
 
 
 def attention_kv_width(model: ModelSpec, cfg: ParallelConfig) -> int:
     """Width of K (and of V) as the attention kernel receives them, all heads (/ tp per GPU):
     q_width where torchtitan before 0.3.0 repeated the key/value heads to every query head
-    (ParallelConfig.repeated_kv), so that under GQA its kernel read and saved the widened K
+    (ParallelConfig.legacy_attention), so that under GQA its kernel read and saved the widened K
     and V and context parallelism exchanged them; kv_width otherwise (Megatron-Core /
     Transformer Engine and torchtitan 0.3.0 hand the kernel the groups as they are, as does
     multi-latent attention)."""
-    if cfg.repeated_kv and cfg.framework is Framework.TORCHTITAN and model.mla is None:
+    if cfg.legacy_attention and cfg.framework is Framework.TORCHTITAN and model.mla is None:
         return model.q_width
     return model.kv_width
 

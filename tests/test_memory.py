@@ -593,7 +593,7 @@ def test_the_early_verdict_is_the_estimates_verdict() -> None:
 
 def test_torchtitan_keeps_the_widened_keys_and_values() -> None:
     """torchtitan before 0.3.0 repeated each K/V head to its query heads before attention
-    (repeated_kv), and the kernel saves what it is given: such a GQA layer without recompute
+    (legacy_attention), and the kernel saves what it is given: such a GQA layer without recompute
     keeps what its MHA twin keeps. torchtitan 0.3.0 (enable_gqa) and Megatron (Transformer
     Engine takes the groups) keep 2 x 2sb(q - kv)/t less than the twin."""
     gqa = BUILTIN_MODELS["llama3-8b"]
@@ -601,7 +601,7 @@ def test_torchtitan_keeps_the_widened_keys_and_values() -> None:
     cfg = ParallelConfig(tp=2, dp=4, global_batch=8, seq_len=4096, mbs=1,
                          sequence_parallel=True)
     titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
-    older = dataclasses.replace(titan, repeated_kv=True)
+    older = dataclasses.replace(titan, legacy_attention=True)
     assert (layer_activation_bytes(gqa, older, 0, Recompute.NONE)
             == layer_activation_bytes(mha, older, 0, Recompute.NONE))
     narrower = 2 * 2 * 4096 * (gqa.q_width - gqa.kv_width) / 2
@@ -624,14 +624,14 @@ def test_ring_attention_buffers_by_hand_and_at_a_million_tokens(
     tiny = make_model(name="tiny", num_layers=2, hidden_size=8, num_attention_heads=2,
                       vocab_size=64, max_position_embeddings=64)
     cfg = ParallelConfig(cp=4, dp=1, global_batch=1, seq_len=4, mbs=1)
-    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN, zero=3, repeated_kv=True)
+    titan = dataclasses.replace(cfg, framework=Framework.TORCHTITAN, zero=3, legacy_attention=True)
     assert ring_attention_buffer_bytes(tiny, titan) == 432
     assert ring_attention_buffer_bytes(tiny, cfg) == 176
     assert ring_attention_buffer_bytes(tiny, dataclasses.replace(cfg, cp=1)) == 0
     model = BUILTIN_MODELS["llama3-8b"]
     long = ParallelConfig(cp=32, dp=1, global_batch=1, seq_len=1 << 20, mbs=1, zero=3,
                           recompute=Recompute.FULL, framework=Framework.TORCHTITAN,
-                          repeated_kv=True)
+                          legacy_attention=True)
     ring = ring_attention_buffer_bytes(model, long)
     assert ring > 2 * (1 << 20) * model.q_width * 2 * 0.99
     with_ring = estimate_memory(model, long, 80 * GiB).stages[0].transient_bytes

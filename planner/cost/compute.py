@@ -173,7 +173,7 @@ def layer_gemms(model: ModelSpec, cfg: ParallelConfig, layer: int) -> tuple[Gemm
     """
     t = cfg.tp
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
-    titan = torchtitan_linears(model, layer) if cfg.framework is Framework.TORCHTITAN else None
+    titan = torchtitan_linears(model, cfg, layer) if cfg.framework is Framework.TORCHTITAN else None
     if titan is not None:
         return tuple(_sharded(p, tokens, t) for p in titan)
     gemms = [_sharded(p, tokens, t) for p in model.attention_projections()]
@@ -466,7 +466,7 @@ def tp_block_gemms(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType,
     tensor_parallel/layers.py LinearWithGradAccumulationAndAsyncCommunication; userbuffers
     (--tp-comm-overlap) and torchtitan's async TP pipeline each collective with its GEMM."""
     gemms = layer_gemms(model, cfg, layer)
-    titan = torchtitan_linears(model, layer) if cfg.framework is Framework.TORCHTITAN else None
+    titan = torchtitan_linears(model, cfg, layer) if cfg.framework is Framework.TORCHTITAN else None
     n_attn = 4 if titan is not None else len(model.attention_projections())  # wq, wk, wv, wo
 
     def block(gs: tuple[Gemm, ...], input_role: str) -> TpBlockGemms:
@@ -564,7 +564,7 @@ def op_sac_recomputed_gemms(model: ModelSpec, cfg: ParallelConfig,
     """The GEMMs torchtitan's op-level selective checkpointing runs again in one layer's
     backward (parallel.op_sac_recomputed_linears; Llama: wk, wo, w3), as one GPU runs them;
     none where op SAC is not modelled."""
-    linears = torchtitan_linears(model, layer)
+    linears = torchtitan_linears(model, cfg, layer)
     if linears is None:
         return ()
     tokens = cfg.seq_len / cfg.cp * cfg.mbs

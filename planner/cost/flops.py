@@ -104,11 +104,12 @@ def model_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
     return 3.0 * forward
 
 
-def op_sac_recompute_flops(model: ModelSpec, layer: int, tokens: float) -> float:
+def op_sac_recompute_flops(model: ModelSpec, cfg: ParallelConfig, layer: int,
+                           tokens: float) -> float:
     """Forward FLOPs torchtitan's op-level selective checkpointing runs again in one layer
     for `tokens` tokens: 2 per weight per token of each linear it recomputes
     (parallel.op_sac_recomputed_linears; none where op SAC is not modelled)."""
-    linears = torchtitan_linears(model, layer)
+    linears = torchtitan_linears(model, cfg, layer)
     if linears is None:
         return 0.0
     return 2.0 * tokens * sum(p.in_dim * p.out_dim for p in op_sac_recomputed_linears(linears))
@@ -159,7 +160,7 @@ def hardware_flops_per_step(model: ModelSpec, cfg: ParallelConfig) -> float:
     for (layer, mode), count in sorted(kinds.items()):
         lf = layer_flops(model, layer, tokens, cfg.seq_len)
         if mode is Recompute.SELECTIVE and cfg.framework is Framework.TORCHTITAN:
-            flops += op_sac_recompute_flops(model, layer, tokens) * count
+            flops += op_sac_recompute_flops(model, cfg, layer, tokens) * count
         elif mode is Recompute.SELECTIVE:
             flops += module_recompute_flops(model, cfg, layer, tokens) * count
         elif mode is Recompute.FULL:

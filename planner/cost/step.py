@@ -241,8 +241,9 @@ def op_sac_tp_recompute(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, lin
     linears and the saved ones' weight gradients): c/2 per block, c as in tp_exposure; without
     it the attention block's output all-reduce reruns (the MLP norm's input): c. Async TP
     fuses each re-gather with the recomputed linear that reads it (the column-parallel ones of
-    compute.op_sac_recomputed_gemms: Llama's wk and w3): what outlasts that GEMM is exposed."""
-    if cfg.tp == 1 or torchtitan_linears(model, layer) is None:
+    compute.op_sac_recomputed_gemms: Llama's w3, and wk before 0.3.0 fused wqkv): what
+    outlasts that GEMM is exposed, and a block with none exposes its re-gather whole."""
+    if cfg.tp == 1 or torchtitan_linears(model, cfg, layer) is None:
         return 0.0, 0.0
     c = comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))
     if not (cfg.sequence_parallel and cfg.tp_comm_overlap):

@@ -74,9 +74,10 @@ def torchtitan_notes(model: ModelSpec, cfg: ParallelConfig) -> tuple[str, ...]:
     if not cfg.compiled_loss and not cfg.eager:
         notes.append("the plan prices a torchtitan that compiles the model only; 0.3.0 "
                      "compiles the loss too (less memory than planned, not more)")
-    if cfg.repeated_kv and model.num_query_groups < model.num_attention_heads:
-        notes.append("the plan prices a torchtitan that repeats the key/value heads before "
-                     "attention; 0.3.0 passes enable_gqa (less memory and time than planned)")
+    if cfg.legacy_attention:
+        notes.append("the plan prices torchtitan's attention block before 0.3.0 (separate wq, "
+                     "wk and wv; key/value heads repeated to every query head); 0.3.0 fuses "
+                     "wqkv and passes enable_gqa")
     if not cfg.fused_rms_norm and cfg.eager:
         notes.append("the plan prices RMSNorm op by op (PyTorch before 2.8); with PyTorch's "
                      "fused kernel it runs faster and keeps less than planned")

@@ -41,7 +41,7 @@ MOE_RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm")
 # of SearchSpec fields that are ParallelConfig fields of the same meaning.
 FIXED_SETTINGS = ("precision", "framework", "attention_kernel", "fp8_param_gather",
                   "grad_reduce_in_bf16", "moe_a2a_overlap", "deterministic", "bf16_layers",
-                  "eager", "fused_rms_norm", "compiled_loss", "repeated_kv",
+                  "eager", "fused_rms_norm", "compiled_loss", "legacy_attention",
                   "gradient_accumulation_fusion", "recompute_modules")
 
 
@@ -73,7 +73,7 @@ class SearchSpec:
     eager: bool = False
     fused_rms_norm: bool = True
     compiled_loss: bool = True
-    repeated_kv: bool = False
+    legacy_attention: bool = False
     recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES  # Megatron's, selective
     gradient_accumulation_fusion: bool = True
     tp_comm_overlap: bool = False  # in every candidate with tp > 1 (it needs sequence parallel)

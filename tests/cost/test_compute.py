@@ -206,8 +206,9 @@ def test_torchtitan_sequence_parallel_collectives_copy_along_dim_one(
 
 
 def test_torchtitan_op_sac_recomputes_the_unsaved_linears_and_the_elementwise_work() -> None:
-    """torchtitan's op-level SAC saves every second aten.mm of a block: Llama's wq, wk, wv,
-    wo, w1, w3, w2 keep wq, wv, w1 and w2, and backward reruns wk, wo and w3 (not w2, the
+    """torchtitan's op-level SAC saves every second aten.mm of a block: 0.3.0's wqkv, wo, w1,
+    w3, w2 rerun wo and w3; before it (legacy_attention) Llama's wq, wk, wv, wo, w1, w3, w2
+    keep wq, wv, w1 and w2, and backward reruns wk, wo and w3 (not w2, the
     last: early stop) with the block's element-wise work; the attention kernel's output is
     saved. Megatron's selective recompute reruns the attention core instead. MoE layers,
     counted as not checkpointed in memory, recompute nothing."""
@@ -220,9 +221,14 @@ def test_torchtitan_op_sac_recomputes_the_unsaved_linears_and_the_elementwise_wo
     from planner.cost.flops import op_sac_recompute_flops
     h100 = GPU_CATALOG["h100-sxm5-80gb"]
     model = BUILTIN_MODELS["llama3-8b"]
-    cfg = ParallelConfig(tp=2, dp=4, mbs=1, global_batch=4, seq_len=8192, zero=3,
-                         framework=Framework.TORCHTITAN, sequence_parallel=True,
-                         recompute=Recompute.SELECTIVE)
+    current = ParallelConfig(tp=2, dp=4, mbs=1, global_batch=4, seq_len=8192, zero=3,
+                             framework=Framework.TORCHTITAN, sequence_parallel=True,
+                             recompute=Recompute.SELECTIVE)
+    # 0.3.0's block: wqkv, wo, w1, w3, w2; the 2nd and 4th rerun
+    assert [(g.k, g.n) for g in op_sac_recomputed_gemms(model, current, 0)] == [
+        (4096 / 2, 4096), (4096, 14336 / 2)]
+    assert op_sac_recompute_flops(model, current, 0, 1.0) == 2 * 4096 * (4096 + 14336)
+    cfg = dataclasses.replace(current, legacy_attention=True)  # wq, wk, wv, wo, w1, w3, w2
     gemms = op_sac_recomputed_gemms(model, cfg, 0)
     assert [(g.k, g.n) for g in gemms] == [(4096, 1024 / 2), (4096 / 2, 4096), (4096, 14336 / 2)]
     lt = layer_time(model, cfg, h100, 0, Recompute.SELECTIVE)
@@ -235,7 +241,7 @@ def test_torchtitan_op_sac_recomputes_the_unsaved_linears_and_the_elementwise_wo
     assert layer_time(model, megatron, h100, 0, Recompute.SELECTIVE).recompute_s == (
         pytest.approx(attention_fwd))
     # the hardware FLOPs count the same linears: 2 per weight per token
-    assert op_sac_recompute_flops(model, 0, 1.0) == 2 * 4096 * (1024 + 4096 + 14336)
+    assert op_sac_recompute_flops(model, cfg, 0, 1.0) == 2 * 4096 * (1024 + 4096 + 14336)
     qwen = BUILTIN_MODELS["qwen3-30b-a3b"]
     moe_cfg = ParallelConfig(dp=8, ep=8, etp=1, global_batch=8, seq_len=4096, zero=3,
                              framework=Framework.TORCHTITAN, recompute=Recompute.SELECTIVE)
@@ -273,8 +279,9 @@ def test_eager_rms_norm_op_by_op_on_old_pytorch() -> None:
 
 
 def test_torchtitan_runs_its_linears_one_by_one_and_async_tp_shard_by_shard() -> None:
-    """torchtitan's Llama block has separate wq, wk, wv, w1 and w3 (Megatron fuses QKV and the
-    gated FC1): the same FLOPs in more, narrower GEMMs. Its async TP (PyTorch's fused
+    """torchtitan's Llama block before 0.3.0 had separate wq, wk, wv, w1 and w3 (Megatron fuses
+    QKV and the gated FC1), 0.3.0's a fused wqkv but separate w1 and w3: the same FLOPs in
+    more, narrower GEMMs. Its async TP (PyTorch's fused
     all-gather + matmul and matmul + reduce-scatter) consumes the gathered or scattered
     operand shard by shard: the forward and data-gradient GEMMs of a TP linear run as tp GEMMs
     of m/tp rows; the weight gradient as one."""
@@ -282,14 +289,19 @@ def test_torchtitan_runs_its_linears_one_by_one_and_async_tp_shard_by_shard() ->
     h100 = GPU_CATALOG["h100-sxm5-80gb"]
     model = BUILTIN_MODELS["llama3-8b"]
     cfg = ParallelConfig(tp=8, dp=1, mbs=1, global_batch=1, seq_len=2048, zero=3,
-                         framework=Framework.TORCHTITAN, sequence_parallel=True)
+                         framework=Framework.TORCHTITAN, sequence_parallel=True,
+                         legacy_attention=True)
     titan = layer_gemms(model, cfg, 0)
     assert [(g.k, g.n) for g in titan] == [
         (4096, 512), (4096, 128), (4096, 128), (512, 4096), (4096, 1792), (4096, 1792),
         (1792, 4096)]
+    current = layer_gemms(model, dataclasses.replace(cfg, legacy_attention=False), 0)
+    assert [(g.k, g.n) for g in current] == [
+        (4096, 768), (512, 4096), (4096, 1792), (4096, 1792), (1792, 4096)]
     fused = layer_gemms(model, dataclasses.replace(cfg, framework=Framework.MEGATRON), 0)
-    assert len(fused) == 4 and sum(g.flops for g in fused) == pytest.approx(
-        sum(g.flops for g in titan))
+    assert len(fused) == 4
+    for gemms in (current, fused):
+        assert sum(g.flops for g in gemms) == pytest.approx(sum(g.flops for g in titan))
     overlapped = dataclasses.replace(cfg, tp_comm_overlap=True)
     wq = titan[0]
     dgrad, wgrad = wq.backward()
@@ -440,7 +452,7 @@ def test_more_than_one_local_expert_sorts_the_received_tokens() -> None:
 
 
 def test_torchtitan_before_0_3_copies_keys_and_values_to_every_query_head() -> None:
-    """repeat_kv (torchtitan before 0.3.0, repeated_kv) materialises the widened K and V: one
+    """repeat_kv (torchtitan before 0.3.0, legacy_attention) materialises the widened K and V: one
     more read of the groups and write of q_width-wide K and V per token, which torchtitan
     0.3.0 (enable_gqa) and Megatron (Transformer Engine takes the groups) do not pay; MLA
     models have nothing to repeat, and the setting is torchtitan's only."""
@@ -449,7 +461,7 @@ def test_torchtitan_before_0_3_copies_keys_and_values_to_every_query_head() -> N
     model = BUILTIN_MODELS["llama3-8b"]
     cfg = ParallelConfig(tp=2, dp=4, global_batch=8, seq_len=4096, sequence_parallel=True,
                          framework=Framework.TORCHTITAN)
-    older = dataclasses.replace(cfg, repeated_kv=True)
+    older = dataclasses.replace(cfg, legacy_attention=True)
     assert attention_kv_width(model, older) == model.q_width == 4 * model.kv_width
     assert attention_kv_width(model, cfg) == model.kv_width
     extra = elementwise_bytes(model, older, 0) - elementwise_bytes(model, cfg, 0)
@@ -457,7 +469,7 @@ def test_torchtitan_before_0_3_copies_keys_and_values_to_every_query_head() -> N
     mla = BUILTIN_MODELS["deepseek-v3"]
     assert attention_kv_width(mla, dataclasses.replace(older, tp=1)) == mla.kv_width
     megatron = dataclasses.replace(older, framework=Framework.MEGATRON)
-    assert any("repeated_kv is torchtitan's" in p for p in megatron.problems(model))
+    assert any("legacy_attention is torchtitan's" in p for p in megatron.problems(model))
 
 
 def test_transformer_engine_ring_corrections_by_hand() -> None:

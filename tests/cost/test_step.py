@@ -680,7 +680,7 @@ def test_ring_attention_traffic_per_framework() -> None:
     for framework, width, gradients in ((Framework.MEGATRON, 1, transfer),
                                         (Framework.TORCHTITAN, 4, 2 * 4 / 3 * transfer * 4)):
         run = dataclasses.replace(cfg, framework=framework,
-                                  repeated_kv=framework is Framework.TORCHTITAN)
+                                  legacy_attention=framework is Framework.TORCHTITAN)
         lt = layer_time(model, run, gpu, 0, Recompute.NONE)
         fwd, bwd, busy = cp_exposure(model, run, links, lt, False)
         assert busy == pytest.approx(2 * width * transfer + gradients), framework
@@ -764,8 +764,9 @@ def test_torchtitan_op_sac_gathers_each_block_input_again_in_backward() -> None:
     """torchtitan's op-level SAC saves reduce-scatter outputs but not all-gathers: with
     sequence parallelism backward re-gathers each block's normalized input, half an
     all-reduce per block (one all-reduce's time c per layer, busy and exposed); async TP fuses
-    the re-gather with the recomputed linear that reads it (wk, w3), exposing what outlasts
-    it. Without SAC, with tp 1, or under Megatron nothing is gathered again."""
+    the re-gather with the recomputed linear that reads it (wk and w3 before 0.3.0; w3 in
+    0.3.0, whose saved wqkv leaves the attention block's re-gather exposed), exposing what
+    outlasts it. Without SAC, with tp 1, or under Megatron nothing is gathered again."""
     from planner.cost.compute import linear_gemm_times, op_sac_recomputed_gemms
     from planner.cost.step import op_sac_tp_recompute, tp_bytes
     model = BUILTIN_MODELS["llama3-8b"]
@@ -780,12 +781,15 @@ def test_torchtitan_op_sac_gathers_each_block_input_again_in_backward() -> None:
     selective = layer_passes(model, cfg, gpu, links, 0, Recompute.SELECTIVE)
     none = layer_passes(model, cfg, gpu, links, 0, Recompute.NONE)
     assert selective.tp_busy_s == pytest.approx(none.tp_busy_s + c)
-    overlapped = dataclasses.replace(cfg, tp_comm_overlap=True)
-    readers = [g for g in op_sac_recomputed_gemms(model, overlapped, 0) if g.role == "column"]
-    assert len(readers) == 2
-    exposed = sum(max(0.0, c / 2 - linear_gemm_times(g, overlapped, gpu, cfg.precision)[0])
-                  for g in readers)
-    assert op_sac_tp_recompute(model, overlapped, gpu, links, 0) == pytest.approx((exposed, c))
+    for legacy, count in ((True, 2), (False, 1)):  # 0.3.0 saves wqkv: only w3 reads a gather
+        overlapped = dataclasses.replace(cfg, tp_comm_overlap=True, legacy_attention=legacy)
+        readers = [g for g in op_sac_recomputed_gemms(model, overlapped, 0)
+                   if g.role == "column"]
+        assert len(readers) == count
+        exposed = sum(max(0.0, c / 2 - linear_gemm_times(g, overlapped, gpu, cfg.precision)[0])
+                      for g in readers) + c / 2 * (2 - count)
+        assert op_sac_tp_recompute(model, overlapped, gpu, links, 0) == pytest.approx(
+            (exposed, c))
     assert op_sac_tp_recompute(model, dataclasses.replace(cfg, tp=1, dp=8, global_batch=8,
                                                           sequence_parallel=False),
                                gpu, links, 0) == (0.0, 0.0)

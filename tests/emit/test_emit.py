@@ -384,7 +384,7 @@ def test_torchtitan_launches_say_when_the_plan_priced_an_older_release() -> None
                  "torchtitan", None).notes
     assert sum("RMSNorm op by op" in n for n in eager) == 1
     assert not any("enable_gqa" in n for n in current)
-    repeating = emit(plan_of(LLAMA70, repeated_kv=True, **base), cluster, "torchtitan",
+    repeating = emit(plan_of(LLAMA70, legacy_attention=True, **base), cluster, "torchtitan",
                      None).notes
     assert sum("enable_gqa" in n for n in repeating) == 1
 

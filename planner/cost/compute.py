@@ -296,11 +296,17 @@ def softmax_pass_bytes(model: ModelSpec, cfg: ParallelConfig) -> int:
 
 
 def fused_attention_kernel(cfg: ParallelConfig, gpu: GpuType) -> AttentionKernel:
-    """The fused attention kernel the job runs: cfg.attention_kernel, or for AUTO what the
-    frameworks pick today (parallel.AttentionKernel): cuDNN on compute capability 9.0 and
-    later, FlashAttention-2 before."""
+    """The fused attention kernel whose rates the job's attention takes: cfg.attention_kernel,
+    or for AUTO what the frameworks pick today (parallel.AttentionKernel): cuDNN on compute
+    capability 9.0 and later, FlashAttention-2 before; torchtitan 0.3.0 (not
+    legacy_attention) runs FlexAttention's Triton kernel (models/common/config_utils
+    get_attention_config; SDPA is refused for language models), priced at FlashAttention-2's
+    measured rates, of which PyTorch's FlexAttention blog (2024-08) puts it at about 90%
+    forward and 85% backward (no faster kernel than FA2 is assumed for it)."""
     if cfg.attention_kernel is not AttentionKernel.AUTO:
         return cfg.attention_kernel
+    if cfg.framework is Framework.TORCHTITAN and not cfg.legacy_attention:
+        return AttentionKernel.FA2
     capability = gpu.compute_capability
     return AttentionKernel.CUDNN if capability and capability >= (9, 0) else AttentionKernel.FA2
 

@@ -16,6 +16,7 @@ from planner.catalog import BUILTIN_MODELS
 from planner.errors import InputError
 from planner.model import ModelSpec
 from planner.parallel import (
+    AttentionKernel,
     ParallelConfig,
     Precision,
     Recompute,
@@ -60,13 +61,14 @@ def torchtitan_notes(model: ModelSpec, cfg: ParallelConfig) -> tuple[str, ...]:
     """What the preset builds, or torchtitan 0.3.0 runs, differently from the plan."""
     notes = []
     if cfg.flash_attention:
+        priced = ("FlexAttention at FlashAttention-2's rates"
+                  if cfg.attention_kernel is AttentionKernel.AUTO and not cfg.legacy_attention
+                  else f"SDPA's fused kernels (attention_kernel {cfg.attention_kernel.value})")
         notes.append("torchtitan 0.3.0's models attend through FlexAttention with block-causal "
                      "masks over each sequence's documents (models/common/config_utils."
-                     "get_attention_config refuses SDPA for language models); the plan priced "
-                     f"SDPA's fused kernels (attention_kernel {cfg.attention_kernel.value}) over "
-                     "whole causal sequences: FlexAttention's Triton kernel runs below their "
-                     "rates and document masks skip work, so its attention time can be off "
-                     "either way")
+                     f"get_attention_config refuses SDPA for language models); the plan priced "
+                     f"{priced} over whole causal sequences: where documents are shorter than "
+                     "the sequence the masks skip work the plan counts")
     if model.num_mtp_layers:
         notes.append(f"the preset builds no multi-token-prediction module (the plan counted "
                      f"{model.num_mtp_layers}: its memory and time are over-estimated, not "

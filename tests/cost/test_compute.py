@@ -491,7 +491,30 @@ def test_transformer_engine_ring_corrections_by_hand() -> None:
                           sequence_parallel=True)
     fwd, bwd = attention_time_s(model, ring, h100)
     bytes_fwd, bytes_bwd = cp_ring_bytes(model, ring)
-    titan_fwd, titan_bwd = attention_time_s(
-        model, dataclasses.replace(ring, framework=Framework.TORCHTITAN), h100)
+    titan_fwd, titan_bwd = attention_time_s(  # the same cuDNN kernel, no ring priced
+        model, dataclasses.replace(ring, framework=Framework.TORCHTITAN, legacy_attention=True),
+        h100)
     assert fwd - titan_fwd == pytest.approx(memory_time_s(bytes_fwd, h100))
     assert bwd - titan_bwd == pytest.approx(memory_time_s(bytes_bwd, h100))
+
+
+def test_torchtitan_0_3_attention_takes_flashattention_2_rates() -> None:
+    """torchtitan 0.3.0 runs FlexAttention (Triton): its AUTO attention takes FA2's measured
+    rates on the H100, where Megatron's and torchtitan's older SDPA runs take cuDNN's; a
+    pinned kernel is the kernel pinned."""
+    from planner.cost.compute import fused_attention_kernel
+    from planner.parallel import AttentionKernel
+    h100 = GPU_CATALOG["h100-sxm5-80gb"]
+    model = BUILTIN_MODELS["llama3-8b"]
+    cfg = ParallelConfig(dp=8, global_batch=8, seq_len=8192, zero=3,
+                         framework=Framework.TORCHTITAN)
+    legacy = dataclasses.replace(cfg, legacy_attention=True)
+    megatron = dataclasses.replace(cfg, framework=Framework.MEGATRON, zero=1)
+    assert fused_attention_kernel(cfg, h100) is AttentionKernel.FA2
+    assert fused_attention_kernel(legacy, h100) is AttentionKernel.CUDNN
+    assert fused_attention_kernel(megatron, h100) is AttentionKernel.CUDNN
+    pinned = dataclasses.replace(cfg, attention_kernel=AttentionKernel.CUDNN)
+    assert fused_attention_kernel(pinned, h100) is AttentionKernel.CUDNN
+    flex = attention_time_s(model, cfg, h100)
+    cudnn = attention_time_s(model, legacy, h100)
+    assert flex[0] > 1.5 * cudnn[0] and flex[1] > 1.3 * cudnn[1]  # measured: 334/315 vs 613/520

@@ -26,6 +26,7 @@ from planner.parallel import (
     Recompute,
     VocabStrategy,
     attention_kv_width,
+    cp_gathers_kv,
     dropout_masks,
     in_flight_microbatches,
     layer_reruns,
@@ -396,7 +397,8 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
     this is s*b*h*(10 + 24/t + 5*a*s/(h*t)) (their Eq. 2); with sequence parallelism
     s*b*h/t*(34 + 5*a*s/h) (Table 2). Terms, in bytes:
       attention: norm input 2sbh, QKV input 2sbh, Q/K/V 2sb(q + 2kv)/t (torchtitan's K and V
-        repeated to every query head: parallel.attention_kv_width), softmax and dropout
+        repeated to every query head before 0.3.0: parallel.attention_kv_width; every rank's
+        K and V under 0.3.0's FlexAttention CP: parallel.cp_gathers_kv), softmax and dropout
         5*a*s^2*b/t (attention_score_bytes: 2 without attention dropout; none with flash
         attention: its output and fp32 log-sum-exp 4*a*s*b/t), output projection input 2sb*o/t,
         dropout mask sbh (with residual dropout, as the MLP's and the embedding's); MLA adds its
@@ -448,7 +450,10 @@ def layer_activation_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int,
     if reruns.input_norm:  # its own norm's output, discarded
         attention -= linear_in * sbh / sp
     if not reruns.up_projections:
-        attention += 2 * s * b * (model.q_width + 2 * attention_kv_width(model, cfg)) / t
+        # FlexAttention CP (cp_gathers_kv) saves every rank's K and V, gathered
+        gathered = cfg.cp if cp_gathers_kv(cfg) else 1
+        attention += 2 * s * b * (model.q_width
+                                  + 2 * attention_kv_width(model, cfg) * gathered) / t
     if model.mla is not None:
         latent = (model.mla.q_lora_rank or 0) + model.mla.kv_lora_rank + (
             model.mla.qk_rope_head_dim)
@@ -542,19 +547,27 @@ def ring_attention_buffer_bytes(model: ModelSpec, cfg: ParallelConfig) -> int:
     """Bytes the ring attention of one layer holds during its backward, one micro-batch, one
     GPU (0 without context parallelism), per element of the local query Q and keys-plus-values
     KV (widths / tp; parallel.attention_kv_width):
-    - PyTorch's, torchtitan's (torch/distributed/tensor/experimental/_attention.py
-      _templated_ring_attention_backward, with torchtitan's default allgather rotation): every
+    - PyTorch's ring, torchtitan's before 0.3.0 (torch/distributed/tensor/experimental/
+      _attention.py _templated_ring_attention_backward, with torchtitan's default allgather
+      rotation): every
       rank's K and V gathered at once (2 cp per KV), the local ones made contiguous (2), fp32
       accumulators for dq, dk and dv (4 per Q and KV), the round's 16-bit gradients (2 each),
       and the fp32 send and receive buffers of the K/V gradients (8): 2 cp + 16 per KV and
       6 per Q;
     - Transformer Engine's AttnFuncWithCPAndKVP2P (Megatron): two P2P buffers of K, V and
-      their gradients (8 per KV), dq (2 per Q) and the step's stacked dk, dv (2 per KV)."""
+      their gradients (8 per KV), dq (2 per Q) and the step's stacked dk, dv (2 per KV);
+    - torchtitan 0.3.0's FlexAttention CP (parallel.cp_gathers_kv): the gradients of every
+      rank's K and V before their reduce-scatter (2 cp per KV), and under op-level SAC, which
+      does not save the gather, the re-gathered K and V too (2 cp more; other recompute modes
+      count the gathered K and V in the layer's activations)."""
     if cfg.cp <= 1:
         return 0
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     query = tokens * model.q_width / cfg.tp
     kv = tokens * 2 * attention_kv_width(model, cfg) / cfg.tp
+    if cp_gathers_kv(cfg):
+        again = 2 * cfg.cp if cfg.recompute is Recompute.SELECTIVE else 0
+        return math.ceil(kv * (2 * cfg.cp + again))
     if cfg.framework is Framework.TORCHTITAN:
         return math.ceil(kv * (2 * cfg.cp + 16) + 6 * query)
     return math.ceil(kv * 10 + 2 * query)

@@ -938,6 +938,16 @@ def torchtitan_linears(model: ModelSpec, cfg: ParallelConfig,
     return (*qkv, Projection(model.attn_out_width, h, "row"), *up, Projection(f, h, "row"))
 
 
+def cp_gathers_kv(cfg: ParallelConfig) -> bool:
+    """Whether context parallelism all-gathers K and V rather than passing them round a ring:
+    torchtitan 0.3.0's FlexAttention CP (not legacy_attention: torch/distributed/tensor/
+    experimental/_context_parallel/_cp_custom_ops.py flex_cp_allgather gathers every rank's K
+    and V before one attention call over the local queries, which saves them for its
+    backward; the K/V gradients are reduce-scattered back). Transformer Engine's ring and
+    torchtitan's SDPA ring before 0.3.0 pass K and V round instead."""
+    return cfg.cp > 1 and cfg.framework is Framework.TORCHTITAN and not cfg.legacy_attention
+
+
 def attention_kv_width(model: ModelSpec, cfg: ParallelConfig) -> int:
     """Width of K (and of V) as the attention kernel receives them, all heads (/ tp per GPU):
     q_width where torchtitan before 0.3.0 repeated the key/value heads to every query head

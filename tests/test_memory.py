@@ -640,3 +640,29 @@ def test_ring_attention_buffers_by_hand_and_at_a_million_tokens(
     # without them the loss phase (logits, the gathered LM head) is the peak; with them a
     # layer's backward is, the ring's buffers on top of what it held before
     assert with_ring - ring < without < with_ring
+
+
+def test_flexattention_cp_keeps_every_ranks_keys_and_values() -> None:
+    """torchtitan 0.3.0's FlexAttention CP gathers every rank's K and V and the attention saves
+    them: a layer at cp 4 over 4L tokens keeps what a layer at cp 1 over L keeps, plus the
+    other three ranks' K and V (2 x 3 x L x 2 kv / t bytes); Transformer Engine's ring and
+    torchtitan's before 0.3.0 keep their local ones. In backward the gathered K/V gradients
+    (and under op SAC the re-gathered K and V) are transient."""
+    from planner.memory import ring_attention_buffer_bytes
+    model = BUILTIN_MODELS["llama3-8b"]
+    local = ParallelConfig(tp=2, dp=4, global_batch=8, seq_len=8192, mbs=1,
+                           sequence_parallel=True, zero=3, framework=Framework.TORCHTITAN)
+    flex = dataclasses.replace(local, cp=4, dp=1, seq_len=4 * 8192)
+    kept = layer_activation_bytes(model, flex, 0, Recompute.NONE)
+    assert kept - layer_activation_bytes(model, local, 0, Recompute.NONE) == pytest.approx(
+        2 * 3 * 8192 * 2 * model.kv_width / 2, abs=1)
+    for ring in (dataclasses.replace(flex, legacy_attention=True),
+                 dataclasses.replace(flex, framework=Framework.MEGATRON)):
+        twin = dataclasses.replace(local, framework=ring.framework,
+                                   legacy_attention=ring.legacy_attention)
+        assert (layer_activation_bytes(model, ring, 0, Recompute.NONE)
+                == layer_activation_bytes(model, twin, 0, Recompute.NONE)), ring.framework
+    kv = 8192 * 2 * model.kv_width / 2
+    assert ring_attention_buffer_bytes(model, flex) == pytest.approx(kv * 2 * 4, abs=1)
+    sac = dataclasses.replace(flex, recompute=Recompute.SELECTIVE)
+    assert ring_attention_buffer_bytes(model, sac) == pytest.approx(kv * 4 * 4, abs=1)

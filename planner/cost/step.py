@@ -84,6 +84,7 @@ from planner.parallel import (
     Recompute,
     VocabStrategy,
     attention_kv_width,
+    cp_gathers_kv,
     dropout_masks,
     interleaved_warmup,
     layer_reruns,
@@ -288,7 +289,7 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
     if rerun_mlp_block:
         tp_bwd_exposed += tp_fwd_exposed / 2
         tp_bwd_busy += tp_fwd_busy / 2
-    cp_fwd, cp_bwd, cp_busy = cp_exposure(model, cfg, links, lt, full)
+    cp_fwd, cp_bwd, cp_busy = cp_exposure(model, cfg, links, lt, mode)
     ep_fwd = ep_fwd_exposed = ep_bwd_exposed = 0.0
     if model.is_moe_layer(layer) and cfg.ep > 1:
         ep_fwd = 2 * comm.all_to_all_s(routed_bytes(model, cfg), links.ring(Axis.EP))
@@ -337,18 +338,26 @@ def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Ste
 
 
 def cp_exposure(model: ModelSpec, cfg: ParallelConfig, links: StepLinks, lt: LayerTime,
-                full: bool) -> tuple[float, float, float]:
-    """(forward exposed, backward exposed, busy) seconds of one layer's ring-attention traffic,
-    one micro-batch: the local K and V (attention_kv_width wide) go round the cp ranks, cp - 1
-    transfers forward and again backward, beside which the key/value gradients travel back:
-    cp - 1 transfers in bf16 with Transformer Engine's ring, cp in fp32 with PyTorch's
-    (torchtitan; _templated_ring_attention_backward sends its fp32 accumulator every round).
-    Each overlaps its pass's attention computation and shows beyond it; a full recompute
-    runs the forward's exchange again in backward."""
+                mode: Recompute) -> tuple[float, float, float]:
+    """(forward exposed, backward exposed, busy) seconds of one layer's context-parallel
+    traffic, one micro-batch. A ring: the local K and V (attention_kv_width wide) go round the
+    cp ranks, cp - 1 transfers forward and again backward, beside which the key/value
+    gradients travel back: cp - 1 transfers in bf16 with Transformer Engine's ring, cp in fp32
+    with PyTorch's (torchtitan before 0.3.0; _templated_ring_attention_backward sends its fp32
+    accumulator every round); each overlaps its pass's attention computation and shows beyond
+    it. torchtitan 0.3.0's FlexAttention CP (parallel.cp_gathers_kv) all-gathers K and V
+    before its one attention call and reduce-scatters their gradients after it: nothing to
+    hide them behind, all exposed. A full recompute runs the forward's exchange again in
+    backward, as does torchtitan's op-level SAC its gather (not in its save list)."""
     if cfg.cp <= 1:
         return 0.0, 0.0, 0.0
     cp = cfg.cp
+    full = mode is Recompute.FULL
     kv = 2 * cfg.seq_len / cp * cfg.mbs * attention_kv_width(model, cfg) / cfg.tp * 2
+    if cp_gathers_kv(cfg):
+        gather = comm.all_gather_s(cp * kv, links.ring(Axis.CP))  # and the reduce-scatter
+        again = gather if full or mode is Recompute.SELECTIVE else 0.0
+        return gather, gather + again, 2 * gather + again
     forward = (cp - 1) * kv / links.ring(Axis.CP).bandwidth_bytes_per_s
     gradients = forward * 2 * cp / (cp - 1) if cfg.framework is Framework.TORCHTITAN else forward
     backward = forward + gradients + (forward if full else 0.0)

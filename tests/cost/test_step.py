@@ -667,7 +667,7 @@ def test_ring_attention_traffic_per_framework() -> None:
     again backward beside the K/V gradients: cp - 1 bf16 transfers on Transformer Engine's
     ring, cp fp32 ones on PyTorch's (torchtitan), whose K and V torchtitan before 0.3.0 also
     widened to every query head (4x for Llama 3 8B); a full recompute exchanges the
-    forward's again."""
+    forward's again. torchtitan 0.3.0 gathers instead (below)."""
     from planner.cost.step import cp_exposure
     cluster = load_cluster("dgx-h100")
     model = BUILTIN_MODELS["llama3-8b"]
@@ -682,11 +682,20 @@ def test_ring_attention_traffic_per_framework() -> None:
         run = dataclasses.replace(cfg, framework=framework,
                                   legacy_attention=framework is Framework.TORCHTITAN)
         lt = layer_time(model, run, gpu, 0, Recompute.NONE)
-        fwd, bwd, busy = cp_exposure(model, run, links, lt, False)
+        fwd, bwd, busy = cp_exposure(model, run, links, lt, Recompute.NONE)
         assert busy == pytest.approx(2 * width * transfer + gradients), framework
         assert fwd == bwd == 0.0  # hidden behind 8k x 32k attention
-        _, _, recomputed = cp_exposure(model, run, links, lt, True)
+        _, _, recomputed = cp_exposure(model, run, links, lt, Recompute.FULL)
         assert recomputed == pytest.approx(busy + width * transfer)
+    # torchtitan 0.3.0's FlexAttention CP gathers every rank's K and V before its one call
+    # and reduce-scatters their gradients after it: nothing hides either; op SAC re-gathers
+    flex = dataclasses.replace(cfg, framework=Framework.TORCHTITAN)
+    gather = comm.all_gather_s(4 * tokens * 2 * model.kv_width * 2, links.ring(Axis.CP))
+    lt = layer_time(model, flex, gpu, 0, Recompute.NONE)
+    assert cp_exposure(model, flex, links, lt, Recompute.NONE) == pytest.approx(
+        (gather, gather, 2 * gather))
+    assert cp_exposure(model, flex, links, lt, Recompute.SELECTIVE) == pytest.approx(
+        (gather, 2 * gather, 3 * gather))
 
 
 def test_moe_a2a_overlap_hides_all_to_alls_behind_the_partner_pass() -> None:

@@ -31,6 +31,7 @@ from planner.parallel import (
     in_flight_microbatches,
     layer_reruns,
     live_chunk_passes,
+    local_kv_elements,
     op_by_op_rms_norm,
     op_sac_saved_linears,
     stage_chunks,
@@ -564,7 +565,7 @@ def ring_attention_buffer_bytes(model: ModelSpec, cfg: ParallelConfig) -> int:
         return 0
     tokens = cfg.seq_len / cfg.cp * cfg.mbs
     query = tokens * model.q_width / cfg.tp
-    kv = tokens * 2 * attention_kv_width(model, cfg) / cfg.tp
+    kv = local_kv_elements(model, cfg)
     if cp_gathers_kv(cfg):
         again = 2 * cfg.cp if cfg.recompute is Recompute.SELECTIVE else 0
         return math.ceil(kv * (2 * cfg.cp + again))

@@ -401,6 +401,15 @@ class ParallelConfig:
         return self.framework is Framework.TORCHTITAN and self.pp > 1 and self.zero >= 2
 
     @property
+    def grad_reduce_hidden(self) -> bool:
+        """Whether the gradient reduction runs bucket by bucket under the backward pass:
+        overlap_grad_reduce, except for DeepSpeed without ZeRO, whose engine all-reduces the
+        gradients after the backward (engine.allreduce_gradients: buffered_allreduce_fallback
+        at the accumulation boundary; overlap_comm is a ZeRO setting)."""
+        return self.overlap_grad_reduce and not (self.framework is Framework.DEEPSPEED
+                                                 and self.zero == 0)
+
+    @property
     def param_gather_hidden(self) -> bool:
         """Whether the all-gather of the updated parameters (zero 1-2; ZeRO-3 gathers in the
         passes) runs under the next step's forward: Megatron's with overlap_grad_reduce and
@@ -946,6 +955,12 @@ def cp_gathers_kv(cfg: ParallelConfig) -> bool:
     backward; the K/V gradients are reduce-scattered back). Transformer Engine's ring and
     torchtitan's SDPA ring before 0.3.0 pass K and V round instead."""
     return cfg.cp > 1 and cfg.framework is Framework.TORCHTITAN and not cfg.legacy_attention
+
+
+def local_kv_elements(model: ModelSpec, cfg: ParallelConfig) -> float:
+    """Elements of K plus V one GPU's attention holds for its micro-batch: s/cp x b tokens x
+    2 x attention_kv_width / tp (what context parallelism exchanges and buffers)."""
+    return cfg.seq_len / cfg.cp * cfg.mbs * 2 * attention_kv_width(model, cfg) / cfg.tp
 
 
 def attention_kv_width(model: ModelSpec, cfg: ParallelConfig) -> int:

@@ -633,7 +633,7 @@ def test_ring_attention_buffers_by_hand_and_at_a_million_tokens(
                           recompute=Recompute.FULL, framework=Framework.TORCHTITAN,
                           legacy_attention=True)
     ring = ring_attention_buffer_bytes(model, long)
-    assert ring > 2 * (1 << 20) * model.q_width * 2 * 0.99
+    assert ring > 2 * (1 << 20) * model.q_width * 2  # the gathered, widened K and V
     with_ring = estimate_memory(model, long, 80 * GiB).stages[0].transient_bytes
     monkeypatch.setattr("planner.memory.ring_attention_buffer_bytes", lambda m, c: 0)
     without = estimate_memory(model, long, 80 * GiB).stages[0].transient_bytes

@@ -43,6 +43,7 @@ from planner.parallel import (
     attention_kv_width,
     dropout_masks,
     layer_reruns,
+    local_kv_elements,
     op_by_op_rms_norm,
     op_sac_recomputed_linears,
     torchtitan_compiled_loss,
@@ -280,7 +281,7 @@ def cp_ring_bytes(model: ModelSpec, cfg: ParallelConfig) -> tuple[float, float]:
     tokens = cfg.seq_len / cp * cfg.mbs
     out = tokens * model.attn_out_width / cfg.tp
     query = tokens * model.q_width / cfg.tp
-    kv = tokens * 2 * attention_kv_width(model, cfg) / cfg.tp
+    kv = local_kv_elements(model, cfg)
     return out * (6 * cp - 2) + kv * 4, query * (6 * cp - 2) + kv * (10 * cp - 2)
 
 

@@ -83,11 +83,11 @@ from planner.parallel import (
     Precision,
     Recompute,
     VocabStrategy,
-    attention_kv_width,
     cp_gathers_kv,
     dropout_masks,
     interleaved_warmup,
     layer_reruns,
+    local_kv_elements,
     stage_chunks,
     stage_layers,
     torchtitan_linears,
@@ -353,7 +353,7 @@ def cp_exposure(model: ModelSpec, cfg: ParallelConfig, links: StepLinks, lt: Lay
         return 0.0, 0.0, 0.0
     cp = cfg.cp
     full = mode is Recompute.FULL
-    kv = 2 * cfg.seq_len / cp * cfg.mbs * attention_kv_width(model, cfg) / cfg.tp * 2
+    kv = local_kv_elements(model, cfg) * 2  # bytes, 16-bit
     if cp_gathers_kv(cfg):
         gather = comm.all_gather_s(cp * kv, links.ring(Axis.CP))  # and the reduce-scatter
         again = gather if full or mode is Recompute.SELECTIVE else 0.0
@@ -904,20 +904,11 @@ def deepspeed_gathers_per_layer(model: ModelSpec, cfg: ParallelConfig, layer: in
     return gathers + (1 if bucket else 0)
 
 
-def grad_reduce_hidden(cfg: ParallelConfig) -> bool:
-    """Whether the gradient reduction runs bucket by bucket under the backward pass:
-    overlap_grad_reduce, except for DeepSpeed without ZeRO, whose engine all-reduces the
-    gradients after the backward (engine.allreduce_gradients: buffered_allreduce_fallback at
-    the accumulation boundary; overlap_comm is a ZeRO setting)."""
-    return cfg.overlap_grad_reduce and not (cfg.framework is Framework.DEEPSPEED
-                                            and cfg.zero == 0)
-
-
 def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink,
                    edp_ring: comm.RingLink) -> tuple[float, float]:
     """(busy, exposed) seconds of the gradient reduction and parameter all-gather, for the
     stage with the most parameters. Each is exposed whole unless it overlaps
-    (grad_reduce_hidden for the reduction, ParallelConfig.param_gather_hidden for the
+    (ParallelConfig.grad_reduce_hidden for the reduction, param_gather_hidden for the
     gather: Megatron's --overlap-param-gather; DeepSpeed's ZeRO-1/2 gather after the step)."""
     policy = config_policy(cfg)
     grad_bytes = policy.grad_bytes
@@ -959,7 +950,7 @@ def _gradient_sync(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink
             else:
                 bucket = max(BUCKET_PARAMS, 1_000_000 * ring.size)
             share = min(1.0, bucket / count)
-            exposed += reduce * (share if grad_reduce_hidden(cfg) else 1.0)
+            exposed += reduce * (share if cfg.grad_reduce_hidden else 1.0)
             exposed += gather * (share if cfg.param_gather_hidden else 1.0)
         worst_busy = max(worst_busy, busy)
         worst_exposed = max(worst_exposed, exposed)

@@ -550,11 +550,10 @@ def ring_attention_buffer_bytes(model: ModelSpec, cfg: ParallelConfig) -> int:
     KV (widths / tp; parallel.attention_kv_width):
     - PyTorch's ring, torchtitan's before 0.3.0 (torch/distributed/tensor/experimental/
       _attention.py _templated_ring_attention_backward, with torchtitan's default allgather
-      rotation): every
-      rank's K and V gathered at once (2 cp per KV), the local ones made contiguous (2), fp32
-      accumulators for dq, dk and dv (4 per Q and KV), the round's 16-bit gradients (2 each),
-      and the fp32 send and receive buffers of the K/V gradients (8): 2 cp + 16 per KV and
-      6 per Q;
+      rotation): every rank's K and V gathered at once (2 cp per KV), the local ones made
+      contiguous (2), fp32 accumulators for dq, dk and dv (4 per Q and KV), the round's
+      16-bit gradients (2 each), and the fp32 send and receive buffers of the K/V gradients
+      (8): 2 cp + 16 per KV and 6 per Q;
     - Transformer Engine's AttnFuncWithCPAndKVP2P (Megatron): two P2P buffers of K, V and
       their gradients (8 per KV), dq (2 per Q) and the step's stacked dk, dv (2 per KV);
     - torchtitan 0.3.0's FlexAttention CP (parallel.cp_gathers_kv): the gradients of every

@@ -348,9 +348,9 @@ def elementwise_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> floa
     mlp_elementwise_bytes). Norms and residuals are split by tp only with
     sequence parallelism. Eager torchtitan (cfg.eager) runs RoPE and SwiGLU op by op (the
     EAGER_* bytes above), and RMSNorm too on PyTorch before 2.8 (norm_bytes_per_element);
-    residual adds and MoE permutes move the same bytes either way. torchtitan's GQA models copy
-    K and V to every query head before attention (parallel.attention_kv_width), compiled or
-    not: the kernel's input is the widened tensor."""
+    residual adds and MoE permutes move the same bytes either way. torchtitan's GQA models
+    before 0.3.0 (legacy_attention) copied K and V to every query head before attention
+    (parallel.attention_kv_width), compiled or not: the kernel's input is the widened tensor."""
     t = cfg.tp
     sp = t if cfg.sequence_parallel else 1
     tokens = cfg.seq_len / cfg.cp * cfg.mbs

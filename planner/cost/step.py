@@ -773,13 +773,15 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
         chunks.append(row)
     zero3_busy = zero3_exposed = 0.0
     if cfg.zero >= 3 and not cfg.fsdp_keeps_params:  # gathered per pass, prefetched
-        gather_s, reduce_s = _zero3_per_microbatch(model, cfg, rings[Axis.DP], rings[Axis.EDP])
-        zero3_busy = (2 * gather_s + reduce_s) * m
+        gather_s, regather_s, reduce_s = _zero3_per_microbatch(model, cfg, rings[Axis.DP],
+                                                               rings[Axis.EDP])
+        backward_comm = regather_s + reduce_s
+        zero3_busy = (gather_s + backward_comm) * m
         zero3_exposed = m * max(
-            sum(max(0.0, gather_s - ch.forward_s) + max(0.0, gather_s + reduce_s - ch.backward_s)
+            sum(max(0.0, gather_s - ch.forward_s) + max(0.0, backward_comm - ch.backward_s)
                 for ch in row) for row in chunks)
         chunks = [[ChunkTimes(forward_s=max(ch.forward_s, gather_s),
-                              backward_s=max(ch.backward_s, gather_s + reduce_s),
+                              backward_s=max(ch.backward_s, backward_comm),
                               send_s=ch.send_s) for ch in row] for row in chunks]
     if exact:
         pipeline = simulate(chunks, cfg.num_microbatches, cfg.group_size)
@@ -824,10 +826,18 @@ def estimate_step(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster, *,
 
 
 def _zero3_per_microbatch(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.RingLink,
-                          edp_ring: comm.RingLink) -> tuple[float, float]:
+                          edp_ring: comm.RingLink) -> tuple[float, float, float]:
     """ZeRO-3 / FSDP (Rajbhandari et al. 2020 Sec. 7.2.2): every micro-batch all-gathers the
     16-bit parameters for its forward and again for its backward, and reduce-scatters the
-    gradients: (gather per pass, reduce-scatter) seconds. pp is 1 with ZeRO-3.
+    gradients: (forward gathers, backward gathers, reduce-scatters) seconds. pp is 1 with
+    ZeRO-3.
+
+    A layer that DeepSpeed recomputes whole is gathered a third time, for the recompute:
+    DeepSpeed's gathers hang on every submodule's forward pre-hook, and the recompute in the
+    backward runs those forwards again (DeepSpeed issue #4784: pre_sub_module_forward_function
+    fires in the recompute, taken there for a forward step). FSDP's hooks sit on the wrapping
+    unit, outside the checkpointed block (torchtitan applies activation checkpointing before
+    fully_shard), so its backward gather serves the recompute too.
 
     One collective per transformer layer and one for the rest (embedding, final norm, head):
     FSDP's wrapping unit in torchtitan and Megatron-FSDP; DeepSpeed ZeRO-3 gathers per
@@ -837,26 +847,31 @@ def _zero3_per_microbatch(model: ModelSpec, cfg: ParallelConfig, dp_ring: comm.R
     layers = stage_layers(model, cfg)[0]
     params = stage_params(model, cfg, 0, layers)
     deepspeed = cfg.framework is Framework.DEEPSPEED
-    # (dense, expert parameters, collectives, kept in bf16) of each layer, one unit for the rest
-    units: Counter[tuple[float, float, int, bool]] = Counter(
+    # (dense, expert parameters, collectives, kept in bf16, gathered again to recompute) of
+    # each layer, one unit for the rest
+    units: Counter[tuple[float, float, int, bool, bool]] = Counter(
         (*layer_params(model, cfg, i),
          deepspeed_gathers_per_layer(model, cfg, i) if deepspeed else 1,
-         cfg.layer_in_bf16(model, i)) for i in layers)
+         cfg.layer_in_bf16(model, i),
+         deepspeed and cfg.layer_recompute(position) is Recompute.FULL)
+        for position, i in enumerate(layers))
     # the rest: the vocabulary layers (their share gathered 16-bit), final norm, MTP
-    rest_dense = params.dense - sum(d * n for (d, _, _, _), n in units.items())
-    rest_expert = params.expert - sum(e * n for (_, e, _, _), n in units.items())
-    # (dense, expert, their parameters gathered 16-bit, collectives, units)
-    pieces = [(dense, expert, (dense, expert) if bf16 else (0.0, 0.0), k, count)
-              for (dense, expert, k, bf16), count in units.items()]
-    pieces.append((rest_dense, rest_expert, (float(params.vocab), 0.0), 1, 1))
-    gather = reduce = 0.0
-    for dense, expert, (dense16, expert16), k, count in pieces:
+    rest_dense = params.dense - sum(d * n for (d, *_), n in units.items())
+    rest_expert = params.expert - sum(e * n for (_, e, *_), n in units.items())
+    # (dense, expert, their parameters gathered 16-bit, collectives, regathered, units)
+    pieces = [(dense, expert, (dense, expert) if bf16 else (0.0, 0.0), k, again, count)
+              for (dense, expert, k, bf16, again), count in units.items()]
+    pieces.append((rest_dense, rest_expert, (float(params.vocab), 0.0), 1, False, 1))
+    gather = regather = reduce = 0.0
+    for dense, expert, (dense16, expert16), k, again, count in pieces:
         for size, ring, size16 in ((dense, dp_ring, dense16), (expert, edp_ring, expert16)):
             if size > 0:  # k collectives of size / k: the bandwidth term once, latency k times
                 gathered = policy.gathered_bytes(size, size16)
-                gather += count * k * comm.all_gather_s(gathered / k, ring)
+                seconds = count * k * comm.all_gather_s(gathered / k, ring)
+                gather += seconds
+                regather += seconds * (2 if again else 1)
                 reduce += count * k * comm.all_gather_s(size * policy.grad_bytes / k, ring)
-    return gather, reduce
+    return gather, regather, reduce
 
 
 def bf16_layer_params(model: ModelSpec, cfg: ParallelConfig,

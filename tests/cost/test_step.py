@@ -339,7 +339,8 @@ def test_zero3_gathers_each_layer_and_pays_each_collectives_latency() -> None:
     model = BUILTIN_MODELS["llama3-8b"]
     cfg = ParallelConfig(dp=1024, global_batch=1024, seq_len=4096, zero=3)
     ring = RingLink(bandwidth_bytes_per_s=25e9, latency_s=5e-6, size=1024)
-    gather, _ = _zero3_per_microbatch(model, cfg, ring, ring)
+    gather, backward, _ = _zero3_per_microbatch(model, cfg, ring, ring)
+    assert backward == gather  # nothing recomputed
     n, total = 1024, model.params.total
     bandwidth = (n - 1) / n * 2 * total / 25e9
     assert gather == pytest.approx(bandwidth + (model.num_layers + 1) * (n - 1) * 5e-6)
@@ -355,8 +356,8 @@ def test_zero3_breakdown_shows_its_collectives() -> None:
     for global_batch in (1024, 8192):  # one micro-batch per GPU: gathers outlast compute
         cfg = ParallelConfig(dp=1024, mbs=1, global_batch=global_batch, seq_len=2048, zero=3)
         links = resolve_links(cluster, cfg)
-        gather, reduce = _zero3_per_microbatch(model, cfg, links.ring(Axis.DP),
-                                               links.ring(Axis.EDP))
+        gather, _, reduce = _zero3_per_microbatch(model, cfg, links.ring(Axis.DP),
+                                                  links.ring(Axis.EDP))
         step = estimate_step(model, cfg, cluster)
         b = dict(step.breakdown)
         m = cfg.num_microbatches
@@ -563,10 +564,43 @@ def test_deepspeed_zero3_gathers_per_linear_up_to_its_prefetch_bucket() -> None:
     assert deepspeed_gathers_per_layer(small, cfg, 0) == 1
     model = BUILTIN_MODELS["llama3-8b"]
     ring = RingLink(bandwidth_bytes_per_s=25e9, latency_s=5e-6, size=1024)
-    fsdp, _ = _zero3_per_microbatch(model, dataclasses.replace(cfg, framework=Framework.MEGATRON),
-                                    ring, ring)
-    deepspeed, _ = _zero3_per_microbatch(model, cfg, ring, ring)
+    fsdp, *_ = _zero3_per_microbatch(model, dataclasses.replace(cfg, framework=Framework.MEGATRON),
+                                     ring, ring)
+    deepspeed, *_ = _zero3_per_microbatch(model, cfg, ring, ring)
     assert deepspeed - fsdp == pytest.approx(model.num_layers * 2 * 1023 * 5e-6)
+
+
+def test_deepspeed_zero3_gathers_a_recomputed_layer_again() -> None:
+    """DeepSpeed's gathers hang on each submodule's forward, so a layer it recomputes whole
+    is gathered once more in the backward (DeepSpeed #4784); FSDP gathers once per backward
+    whatever the recompute, and recompute_num_layers regathers only the layers it names."""
+    from planner.cost.comm import RingLink
+    from planner.cost.step import _zero3_per_microbatch, deepspeed_gathers_per_layer
+    from planner.memory import layer_params
+    model = BUILTIN_MODELS["llama3-8b"]
+    ring = RingLink(bandwidth_bytes_per_s=25e9, latency_s=5e-6, size=64)
+    base = ParallelConfig(dp=64, global_batch=64, seq_len=2048, zero=3,
+                          framework=Framework.DEEPSPEED)
+    gather, backward, reduce = _zero3_per_microbatch(model, base, ring, ring)
+    assert backward == gather
+    full = dataclasses.replace(base, recompute=Recompute.FULL)
+    f_gather, f_backward, f_reduce = _zero3_per_microbatch(model, full, ring, ring)
+    assert (f_gather, f_reduce) == (gather, reduce)
+    # every transformer layer once more (the embedding, final norm and head are not
+    # recomputed): its k bf16 gathers
+    dense = layer_params(model, full, 0)[0]
+    k = deepspeed_gathers_per_layer(model, full, 0)
+    again = model.num_layers * k * comm.all_gather_s(2 * dense / k, ring)
+    assert f_backward - gather == pytest.approx(again)
+    half = dataclasses.replace(full, recompute_num_layers=model.num_layers // 2)
+    h_backward = _zero3_per_microbatch(model, half, ring, ring)[1]
+    assert h_backward - gather == pytest.approx(again / 2)
+    selective = dataclasses.replace(base, recompute=Recompute.SELECTIVE)
+    assert _zero3_per_microbatch(model, selective, ring, ring)[1] == gather
+    for mode in (Recompute.FULL, Recompute.SELECTIVE):
+        fsdp = dataclasses.replace(base, framework=Framework.TORCHTITAN, recompute=mode)
+        t_gather, t_backward, _ = _zero3_per_microbatch(model, fsdp, ring, ring)
+        assert t_backward == t_gather
 
 
 def test_pipeline_sends_what_megatron_core_sends() -> None:

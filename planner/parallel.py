@@ -223,6 +223,15 @@ class ParallelConfig:
             GQAttention (models/common/attention.py, built with fuse_qkv=True by its Llama 3
             and Qwen3 presets) runs one fused wqkv linear and passes enable_gqa, widening
             nothing: False, the default (torchtitan_linears). torchtitan's setting only.
+        document_tokens: the token-weighted mean length of the documents packed into each
+            sequence (sum of d^2 over sum of d, documents cut at the sequence's end), for
+            torchtitan 0.3.0, whose language models always mask attention block-causally by
+            document (models/common/config_utils.py get_attention_config: its data loaders
+            emit per-document positions; FlexAttention skips the 128 x 128 blocks no query
+            of the block may attend to: compute.document_block_fraction). None: one document
+            fills each sequence, plain causal attention (the most work such a run can do).
+            Megatron and DeepSpeed attend causally across documents, and so did torchtitan
+            before 0.3.0 by default (legacy_attention): the setting is torchtitan 0.3.0's.
         bf16_layers: (first, last) transformer layers kept in bf16 under fp8 training
             (Megatron --first-last-layers-bf16 with --num-layers-at-start-in-bf16 and
             --num-layers-at-end-in-bf16, fp8_utils.is_first_last_bf16_layer: global layer
@@ -276,6 +285,7 @@ class ParallelConfig:
     fused_rms_norm: bool = True
     compiled_loss: bool = True
     legacy_attention: bool = False
+    document_tokens: int | None = None
     bf16_layers: tuple[int, int] = (0, 0)
     microbatch_group_size: int | None = None
     rank_order: str = "tp-cp-dp-pp"
@@ -475,6 +485,7 @@ class ParallelConfig:
             "fused_rms_norm": self.fused_rms_norm,
             "compiled_loss": self.compiled_loss,
             "legacy_attention": self.legacy_attention,
+            "document_tokens": self.document_tokens,
             "bf16_layers": list(self.bf16_layers),
             "microbatch_group_size": self.microbatch_group_size,
             "rank_order": self.rank_order,
@@ -589,6 +600,15 @@ class ParallelConfig:
         if self.legacy_attention and self.framework is not Framework.TORCHTITAN:
             out.append("legacy_attention is torchtitan's setting (its attention block before "
                        "0.3.0); Megatron and DeepSpeed run their own")
+        if self.document_tokens is not None:
+            if self.document_tokens < 1:
+                out.append(f"document_tokens({self.document_tokens}) must be >= 1")
+            elif (self.framework is not Framework.TORCHTITAN or self.legacy_attention
+                  or not self.flash_attention):
+                out.append("document_tokens prices torchtitan 0.3.0's block-causal attention "
+                           "(framework torchtitan, flash attention, no legacy_attention); "
+                           "Megatron-LM, DeepSpeed and torchtitan before 0.3.0 attend "
+                           "causally across documents")
         if self.eager and self.tp_comm_overlap:
             out.append("eager with tp_comm_overlap: torchtitan's async TP needs torch.compile")
         if self.deterministic and not megatron:

@@ -114,7 +114,7 @@ _CONFIG_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs", "global_batch
                 "overlap_grad_reduce", "overlap_param_gather",
                 "tp_comm_overlap", "fp8_param_gather", "grad_reduce_in_bf16", "moe_a2a_overlap",
                 "deterministic", "gradient_accumulation_fusion", "eager", "fused_rms_norm",
-                "compiled_loss", "legacy_attention", "bf16_layers",
+                "compiled_loss", "legacy_attention", "document_tokens", "bf16_layers",
                 "microbatch_group_size", "rank_order")
 
 
@@ -157,6 +157,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
     fused_norm = r.boolean("fused_rms_norm", default=_DEFAULT.fused_rms_norm)
     compiled_loss = r.boolean("compiled_loss", default=_DEFAULT.compiled_loss)
     legacy_attention = r.boolean("legacy_attention", default=_DEFAULT.legacy_attention)
+    document_tokens = r.int("document_tokens", minimum=1, required=False)
     wgrad_fusion = r.boolean("gradient_accumulation_fusion",
                              default=_DEFAULT.gradient_accumulation_fusion)
     bf16_layers = _int_list(r, "bf16_layers") or list(_DEFAULT.bf16_layers)
@@ -188,7 +189,7 @@ def config_from_reader(r: Reader) -> ParallelConfig | None:
         fp8_param_gather=fp8_gather, grad_reduce_in_bf16=bf16_grads,
         moe_a2a_overlap=a2a_overlap, deterministic=deterministic, eager=eager,
         fused_rms_norm=fused_norm, compiled_loss=compiled_loss, legacy_attention=legacy_attention,
-        gradient_accumulation_fusion=wgrad_fusion,
+        document_tokens=document_tokens, gradient_accumulation_fusion=wgrad_fusion,
         bf16_layers=(bf16_layers[0], bf16_layers[1]) if len(bf16_layers) == 2 else (0, 0),
         microbatch_group_size=group, rank_order=order,
     )

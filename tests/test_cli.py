@@ -322,6 +322,28 @@ def test_yaml_format_and_torchtitan(run_cli: Run) -> None:
     assert data["memory"]["fits"] is True
 
 
+def test_document_tokens_price_torchtitan_block_causal_attention(run_cli: Run,
+                                                                  tmp_path: Path) -> None:
+    """--document-tokens shortens a torchtitan estimate's step (less attention work) and
+    lands in its plan; Megatron refuses it (exit 2, naming the setting), and a plan file,
+    which fixes the configuration, does not take it."""
+    titan = (*BASE[:-1], "3", "--dp", "8", "--framework", "torchtitan", "--format", "json")
+    code, out, err = run_cli(*titan)
+    assert code == 0, err
+    whole = json.loads(out)
+    plan = tmp_path / "plan.yaml"
+    code, out, err = run_cli(*titan, "--document-tokens", "1024", "-o", str(plan))
+    assert code == 0, err
+    docs = json.loads(out)
+    assert docs["config"]["document_tokens"] == 1024
+    assert docs["time"]["iteration_s"] < whole["time"]["iteration_s"]
+    assert docs["time"]["model_tflops_per_gpu"] > whole["time"]["model_tflops_per_gpu"]
+    code, _, err = run_cli(*BASE, "--dp", "8", "--document-tokens", "1024")
+    assert code == 2 and "document_tokens prices torchtitan 0.3.0" in err, err
+    code, _, err = run_cli("estimate", str(plan), "--document-tokens", "512")
+    assert code == 2 and "drop --document-tokens" in err, err
+
+
 def test_moe_estimate(run_cli: Run) -> None:
     code, out, err = run_cli("estimate", "--model", "mixtral-8x7b", "--cluster", "dgx-h100",
                              "--global-batch", "256", "--seq-len", "4096", "--tp", "2",

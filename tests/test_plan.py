@@ -100,9 +100,9 @@ def test_chunk_layout_round_trips(tmp_path: Path) -> None:
 
 def test_dtype_flags_round_trip_and_default_off(tmp_path: Path) -> None:
     """fp8_param_gather, grad_reduce_in_bf16, deterministic, bf16_layers, eager,
-    fused_rms_norm and compiled_loss survive a plan file; a plan written before they existed
-    (keys absent) reads them as Megatron without the flags and current PyTorch and torchtitan
-    (fused norm, compiled loss)."""
+    fused_rms_norm, compiled_loss and document_tokens survive a plan file; a plan written
+    before they existed (keys absent) reads them as Megatron without the flags and current
+    PyTorch and torchtitan (fused norm, compiled loss, one document per sequence)."""
     import yaml
 
     from planner.parallel import Precision
@@ -110,7 +110,7 @@ def test_dtype_flags_round_trip_and_default_off(tmp_path: Path) -> None:
                                grad_reduce_in_bf16=True, deterministic=True,
                                bf16_layers=(1, 1), gradient_accumulation_fusion=False)
     titan = dataclasses.replace(CONFIG, framework=Framework.TORCHTITAN, zero=3, eager=True,
-                                fused_rms_norm=False, compiled_loss=False)
+                                fused_rms_norm=False, compiled_loss=False, document_tokens=1500)
     titan_path = tmp_path / "titan.yaml"
     write_plan(dataclasses.replace(_plan(), config=titan), titan_path, force=False)
     assert load_plan(titan_path).config == titan
@@ -119,7 +119,8 @@ def test_dtype_flags_round_trip_and_default_off(tmp_path: Path) -> None:
     assert load_plan(path).config == lean
     data = yaml.safe_load(path.read_text())
     for key in ("fp8_param_gather", "grad_reduce_in_bf16", "deterministic", "bf16_layers",
-                "eager", "fused_rms_norm", "compiled_loss", "gradient_accumulation_fusion"):
+                "eager", "fused_rms_norm", "compiled_loss", "gradient_accumulation_fusion",
+                "document_tokens"):
         del data["config"][key]
     old = tmp_path / "old.yaml"
     old.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -127,6 +128,7 @@ def test_dtype_flags_round_trip_and_default_off(tmp_path: Path) -> None:
     assert not back.fp8_param_gather and not back.grad_reduce_in_bf16
     assert not back.deterministic and back.bf16_layers == (0, 0) and not back.eager
     assert back.gradient_accumulation_fusion and back.fused_rms_norm and back.compiled_loss
+    assert back.document_tokens is None  # one document per sequence
 
 
 def test_a_plan_without_overlap_param_gather_follows_overlap_grad_reduce(

@@ -6,6 +6,7 @@ stdout carries data (tables, JSON, YAML); errors and hints go to stderr. Exit co
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import re
@@ -170,6 +171,10 @@ UnfusedRmsNorm = Annotated[bool, typer.Option(
 Bf16Layers = Annotated[str | None, typer.Option(
     "--bf16-layers", help="fp8 with the first and last layers in bf16, FIRST,LAST layers "
     "(Megatron --first-last-layers-bf16; NVIDIA's fp8 current-scaling recipes keep 1,1).")]
+DocumentTokens = Annotated[int | None, typer.Option(
+    "--document-tokens", min=1, help="torchtitan 0.3.0: the documents packed into each "
+    "sequence, token-weighted mean length (sum of d^2 / sum of d); its block-causal attention "
+    "skips the blocks across documents. Default: one document per sequence (plain causal).")]
 Deterministic = Annotated[bool, typer.Option(
     "--deterministic", help="Megatron --deterministic-mode: bitwise-reproducible runs, priced "
     "as measured (slower host work and memory fills); the launch sets NCCL_ALGO=Ring.")]
@@ -320,6 +325,7 @@ def estimate(
     bf16_layers: Bf16Layers = None,
     eager: Eager = False,
     unfused_rms_norm: UnfusedRmsNorm = False,
+    document_tokens: DocumentTokens = None,
     gradient_accumulation_fusion: GradientAccumulationFusion = True,
     headroom: Annotated[float | None, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = None,
@@ -355,15 +361,15 @@ def estimate(
                              + ", ".join(given), hint="edit the launch instead")
         launch = _require_launch(plan_file, from_)
         spec_in, cl, cfg, result, room = _judge_launch(from_, launch, model, cluster, dp,
-                                                       seq_len, headroom)
+                                                       seq_len, headroom, document_tokens)
         _report(spec_in, cl, cfg, result, fmt, f"estimate of {launch}", room)
         return
     if plan_file is not None:
         given = [name for name, value in (
             ("--model", model), ("--global-batch", global_batch), ("--seq-len", seq_len),
             ("--tp", tp), ("--pp", pp), ("--dp", dp), ("--cp", cp), ("--ep", ep),
-            ("--vpp", vpp), ("--mbs", mbs), ("--recompute", recompute), ("--zero", zero))
-            if value is not None]
+            ("--vpp", vpp), ("--mbs", mbs), ("--recompute", recompute), ("--zero", zero),
+            ("--document-tokens", document_tokens)) if value is not None]
         if given:
             raise InputError(f"{plan_file}: a plan file fixes the configuration; drop "
                              + ", ".join(given), hint="edit the plan, or estimate without it")
@@ -412,7 +418,7 @@ def estimate(
         tp_comm_overlap=tp_comm_overlap, fp8_param_gather=fp8_param_gather,
         grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
         deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers), eager=eager,
-        fused_rms_norm=not unfused_rms_norm,
+        fused_rms_norm=not unfused_rms_norm, document_tokens=document_tokens,
         recompute_modules=_recompute_modules(recompute_modules),
         gradient_accumulation_fusion=gradient_accumulation_fusion,
         rank_order="tp-cp-pp-dp" if use_tp_pp_dp_mapping else "tp-cp-dp-pp",
@@ -466,6 +472,7 @@ def search(
     bf16_layers: Bf16Layers = None,
     eager: Eager = False,
     unfused_rms_norm: UnfusedRmsNorm = False,
+    document_tokens: DocumentTokens = None,
     gradient_accumulation_fusion: GradientAccumulationFusion = True,
     headroom: Annotated[float, typer.Option(
         "--headroom", help="Fraction of device memory to keep free, 0-1.")] = 0.0,
@@ -511,7 +518,7 @@ def search(
         else VocabStrategy(vocab_strategy.value), fp8_param_gather=fp8_param_gather,
         grad_reduce_in_bf16=grad_reduce_in_bf16, moe_a2a_overlap=moe_a2a_overlap,
         deterministic=deterministic, bf16_layers=_bf16_layers(bf16_layers), eager=eager,
-        fused_rms_norm=not unfused_rms_norm,
+        fused_rms_norm=not unfused_rms_norm, document_tokens=document_tokens,
         recompute_modules=_recompute_modules(recompute_modules),
         gradient_accumulation_fusion=gradient_accumulation_fusion,
         tp_comm_overlap=tp_comm_overlap)
@@ -617,11 +624,16 @@ def _require_cluster(cluster: str | None, framework: str) -> str:
 
 
 def _judge_launch(framework: str, path: Path, model: str | None, cluster: str | None,
-                  dp: int | None, seq_len: int | None, headroom: float | None
+                  dp: int | None, seq_len: int | None, headroom: float | None,
+                  document_tokens: int | None = None
                   ) -> tuple[ModelSpec, Cluster, ParallelConfig, MemoryEstimate, float]:
-    """An existing launch's model, cluster, configuration and memory estimate."""
+    """An existing launch's model, cluster, configuration and memory estimate;
+    `document_tokens` (the data's, which no launch states) joins the configuration."""
     cl = load_cluster(_require_cluster(cluster, framework))
     spec, cfg = _from_launch(framework, path, model, cl, dp, seq_len)
+    if document_tokens is not None:
+        cfg = dataclasses.replace(cfg, document_tokens=document_tokens)
+        _check_config(cfg, spec, cl, f"{path} with --document-tokens")
     room = headroom or 0.0
     return spec, cl, cfg, estimate_memory(spec, cfg, cl.min_gpu_memory_bytes, room), room
 

@@ -206,6 +206,37 @@ def _sharded(p: Projection, tokens: float, tp: int) -> Gemm:
 
 # ---- attention and element-wise work ------------------------------------------------------
 
+# FlexAttention's sparse block, query and key tokens (torch.nn.attention.flex_attention
+# _DEFAULT_SPARSE_BLOCK_SIZE; torchtitan 0.3.0's FlexAttention.Config keeps it).
+FLEX_BLOCK_TOKENS = 128
+
+
+@functools.lru_cache(maxsize=1024)
+def document_block_fraction(seq_len: int, document_tokens: int | None,
+                            block: int = FLEX_BLOCK_TOKENS) -> float:
+    """Share of causal attention's blocks that block-causal attention computes over a
+    sequence packed with documents of `document_tokens` tokens each (1.0 for None or documents
+    at least as long as the sequence).
+
+    FlexAttention's block mask (torch.nn.attention.flex_attention.create_block_mask, as
+    torchtitan 0.3.0 builds it from per-document positions: models/common/attention.py
+    get_document_mask_mod with causal) skips a (query block, key block) pair only when no
+    query of the block may attend to any key of the other; a partial block costs a full one.
+    With documents laid end to end from the sequence's start, query block i reaches back to
+    the key block holding the start of the document its first query is in, so it computes
+    i - (that block) + 1 blocks; causal attention computes i + 1. Equal documents of the
+    token-weighted mean length stand for the real mix (attention work grows with d^2, so it
+    is the d^2-weighted, not the plain, mean that counts)."""
+    if document_tokens is None or document_tokens >= seq_len:
+        return 1.0
+    n = math.ceil(seq_len / block)
+    computed = 0
+    for i in range(n):
+        start = (i * block) // document_tokens * document_tokens  # its first query's document
+        computed += i - start // block + 1
+    return computed / (n * (n + 1) / 2)
+
+
 def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
                      best_rate: bool = False) -> tuple[float, float]:
     """(forward, backward) of the attention core for one micro-batch on one GPU.
@@ -220,7 +251,12 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
     batched GEMMs over the full s x s, plus scale-mask-softmax and dropout through HBM
     (softmax_pass_bytes per score forward, twice in backward).
     With context parallelism the ring's merges and gradient accumulations (cp_ring_bytes)
-    run beside the kernel calls, on the same stream.
+    run beside the kernel calls, on the same stream. torchtitan 0.3.0's block-causal
+    attention over packed documents (ParallelConfig.document_tokens) does the
+    document_block_fraction of the causal work, at the rate of a call of that size; under
+    context parallelism each rank alike (torchtitan's default head-tail sharding, 2 of the
+    sequence's 2 cp chunks a rank, balances causal work, and documents shorter than a chunk
+    give every query block about the same work).
     fp8 training runs attention in bf16 (Transformer Engine keeps dot-product attention in
     bf16 unless --fp8-dot-product-attention; torchao's float8 converts linear layers only);
     the measured rates are bf16 ones and do not apply to fp32.
@@ -235,7 +271,8 @@ def attention_time_s(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, *,
         d_qk = d_v = model.head_dim
     precision = _outside_fp8_linears(cfg.precision)
     if cfg.flash_attention:
-        flops = 2.0 * b * heads * queries * cfg.seq_len * (d_qk + d_v) * 0.5
+        flops = (2.0 * b * heads * queries * cfg.seq_len * (d_qk + d_v) * 0.5
+                 * document_block_fraction(cfg.seq_len, cfg.document_tokens))
         kernel = fused_attention_kernel(cfg, gpu).value
         rates = ceiling = None
         measured = gpu.kernels_measured_on

@@ -64,11 +64,16 @@ def torchtitan_notes(model: ModelSpec, cfg: ParallelConfig) -> tuple[str, ...]:
         priced = ("FlexAttention at FlashAttention-2's rates"
                   if cfg.attention_kernel is AttentionKernel.AUTO and not cfg.legacy_attention
                   else f"SDPA's fused kernels (attention_kernel {cfg.attention_kernel.value})")
+        if cfg.document_tokens is None:
+            over = ("over whole causal sequences: where documents are shorter than the "
+                    "sequence the masks skip work the plan counts (plan with document_tokens)")
+        else:
+            over = (f"over documents of {cfg.document_tokens} tokens (document_tokens): "
+                    "shorter ones take less attention time, longer ones more")
         notes.append("torchtitan 0.3.0's models attend through FlexAttention with block-causal "
                      "masks over each sequence's documents (models/common/config_utils."
                      f"get_attention_config refuses SDPA for language models); the plan priced "
-                     f"{priced} over whole causal sequences: where documents are shorter than "
-                     "the sequence the masks skip work the plan counts")
+                     f"{priced} {over}")
     if model.num_mtp_layers:
         notes.append(f"the preset builds no multi-token-prediction module (the plan counted "
                      f"{model.num_mtp_layers}: its memory and time are over-estimated, not "

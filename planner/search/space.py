@@ -42,7 +42,7 @@ MOE_RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm")
 FIXED_SETTINGS = ("precision", "framework", "attention_kernel", "fp8_param_gather",
                   "grad_reduce_in_bf16", "moe_a2a_overlap", "deterministic", "bf16_layers",
                   "eager", "fused_rms_norm", "compiled_loss", "legacy_attention",
-                  "gradient_accumulation_fusion", "recompute_modules")
+                  "document_tokens", "gradient_accumulation_fusion", "recompute_modules")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +74,7 @@ class SearchSpec:
     fused_rms_norm: bool = True
     compiled_loss: bool = True
     legacy_attention: bool = False
+    document_tokens: int | None = None
     recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES  # Megatron's, selective
     gradient_accumulation_fusion: bool = True
     tp_comm_overlap: bool = False  # in every candidate with tp > 1 (it needs sequence parallel)

@@ -519,3 +519,51 @@ def test_torchtitan_0_3_attention_takes_flashattention_2_rates() -> None:
     assert attention_time_s(model, cfg, h100) == attention_time_s(model, fa2, h100)
     flex, cudnn = attention_time_s(model, cfg, h100), attention_time_s(model, legacy, h100)
     assert flex[0] > cudnn[0] and flex[1] > cudnn[1]  # measured: 334/315 vs 613/520 TFLOP/s
+
+
+def test_document_block_fraction_counts_flex_blocks() -> None:
+    """Block-causal attention over packed documents computes, per 128-token query block, the
+    key blocks from the one holding its first query's document start to the diagonal. A
+    1024-token sequence is 8 blocks, 36 causal: documents of 256 compute 1, 2 per block pair
+    (12, 1/3, not the ideal 1/4), documents of 300 start in blocks 0, 2, 4 (20 of 36);
+    documents as long as the sequence, or none given, are plain causal."""
+    from planner.cost.compute import document_block_fraction
+    assert document_block_fraction(1024, 256) == pytest.approx(12 / 36)
+    assert document_block_fraction(1024, 300) == pytest.approx(20 / 36)
+    assert document_block_fraction(1024, 128) == pytest.approx(8 / 36)
+    for whole in (None, 1024, 4096):
+        assert document_block_fraction(1024, whole) == 1.0
+    # shorter documents, less work; never below one block per query block
+    fractions = [document_block_fraction(8192, d) for d in (8192, 4096, 2048, 512, 64)]
+    assert fractions == sorted(fractions, reverse=True)
+    assert fractions[-1] == pytest.approx(64 / (64 * 65 / 2))
+
+
+def test_document_masks_scale_torchtitan_attention_work() -> None:
+    """torchtitan 0.3.0's attention over documents of d tokens does document_block_fraction
+    of the causal work: at a fixed rate (a GPU with no measured kernels) its time scales by
+    exactly that share, with context parallelism too; on the H100 the smaller call also runs
+    at the measured rate of its size. Other frameworks refuse the setting."""
+    from planner.cost.compute import document_block_fraction
+    model = BUILTIN_MODELS["llama3-8b"]
+    a100 = GPU_CATALOG["a100-sxm4-80gb"]
+    h100 = GPU_CATALOG["h100-sxm5-80gb"]
+    for cp in (1, 4):
+        cfg = ParallelConfig(dp=8, cp=cp, global_batch=8, seq_len=32768, zero=3,
+                             framework=Framework.TORCHTITAN)
+        docs = dataclasses.replace(cfg, document_tokens=2000)
+        share = document_block_fraction(32768, 2000)
+        assert 2000 / 32768 < share < 0.1
+        whole, masked = attention_time_s(model, cfg, a100), attention_time_s(model, docs, a100)
+        assert masked[0] == pytest.approx(whole[0] * share)
+        assert masked[1] == pytest.approx(whole[1] * share)
+        h_whole, h_masked = attention_time_s(model, cfg, h100), attention_time_s(model, docs, h100)
+        assert h_whole[0] * share < h_masked[0] < h_whole[0]
+        assert not docs.problems(model)
+    base = ParallelConfig(dp=8, global_batch=8, seq_len=8192, document_tokens=1000)
+    for other in (base, dataclasses.replace(base, framework=Framework.DEEPSPEED),
+                  dataclasses.replace(base, framework=Framework.TORCHTITAN, zero=3,
+                                      legacy_attention=True)):
+        assert any("document_tokens prices torchtitan 0.3.0" in p for p in other.problems(model))
+    zero = dataclasses.replace(base, framework=Framework.TORCHTITAN, zero=3, document_tokens=0)
+    assert any("document_tokens(0) must be >= 1" in p for p in zero.problems(model))

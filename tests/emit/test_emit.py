@@ -356,7 +356,15 @@ def test_launches_say_which_attention_the_plan_priced() -> None:
         priced = ("at FlashAttention-2's rates" if kernel is AttentionKernel.AUTO
                   else f"attention_kernel {kernel.value}")
         assert sum("FlexAttention" in n and priced in n for n in notes) == 1
+        assert sum("over whole causal sequences" in n and "document_tokens" in n
+                   for n in notes) == 1
         assert not any("priced as" in n for n in notes)
+    plan = plan_of(LLAMA70, cluster="dgx-h100", tp=8, dp=2, zero=3, global_batch=8,
+                   seq_len=8192, sequence_parallel=True, framework=Framework.TORCHTITAN,
+                   document_tokens=1200)
+    notes = emit(plan, cluster, "torchtitan", None).notes
+    assert sum("over documents of 1200 tokens" in n for n in notes) == 1
+    assert not any("whole causal" in n for n in notes)
     for kernel, expected in ((AttentionKernel.FA2, 1), (AttentionKernel.AUTO, 0)):
         plan = plan_of(LLAMA8B, cluster="dgx-h100", dp=16, zero=3, global_batch=16,
                        seq_len=4096, framework=Framework.DEEPSPEED, attention_kernel=kernel)

@@ -2,9 +2,10 @@
 step-time model was calibrated, that no constant was set from. `planner validate` reports them
 apart, as the check that the calibration holds for runs it was not fitted on.
 
-Each case names a built-in model and profile and states its configuration in planner terms; the
-measured step is the source's tokens/s per GPU turned into seconds per optimizer step:
-global batch x sequence / (tokens/s per GPU x GPUs).
+Each case names a built-in model and profile and states its configuration in planner terms
+(Megatron-Core unless its `framework` says otherwise); the measured step is the source's
+tokens/s per GPU turned into seconds per optimizer step: global batch x sequence / (tokens/s
+per GPU x GPUs).
 """
 
 from __future__ import annotations
@@ -16,10 +17,23 @@ from planner.catalog import BUILTIN_MODELS
 from planner.cost.step import estimate_step
 from planner.hardware import Cluster
 from planner.memory import estimate_memory
-from planner.parallel import Framework, ParallelConfig, Precision, Recompute, VocabStrategy
+from planner.parallel import (
+    AttentionKernel,
+    Framework,
+    ParallelConfig,
+    Precision,
+    Recompute,
+    VocabStrategy,
+)
 from planner.units import GiB
 
-HELDOUT_GROUP = "Megatron-Bridge (held out), " + REAL_SIZE
+# framework -> the source its held-out rows come from, as validate names their group
+HELDOUT_SOURCES = {Framework.MEGATRON: "Megatron-Bridge", Framework.TORCHTITAN: "torchtitan"}
+
+
+def heldout_group(cfg: ParallelConfig, cluster: Cluster) -> str:
+    return (f"{HELDOUT_SOURCES[cfg.framework]} (held out), {REAL_SIZE}, "
+            f"{cluster.gpu_types[0].id}")
 
 
 def heldout_config(case: dict[str, Any]) -> ParallelConfig:
@@ -43,7 +57,12 @@ def heldout_config(case: dict[str, Any]) -> ParallelConfig:
         bf16_layers=(int(bf16_first), int(bf16_last)),
         vocab_strategy=VocabStrategy(c["vocab_strategy"]),
         moe_token_imbalance=float(c.get("moe_token_imbalance", 1.5)),
-        framework=Framework.MEGATRON)
+        layers_per_stage=tuple(c.get("layers_per_stage", ())),
+        layers_per_chunk=tuple(c.get("layers_per_chunk", ())),
+        attention_kernel=AttentionKernel(c.get("attention_kernel", "auto")),
+        legacy_attention=bool(c.get("legacy_attention", False)),
+        compiled_loss=bool(c.get("compiled_loss", True)),
+        framework=Framework(c.get("framework", "megatron")))
 
 
 def heldout_report(data: dict[str, Any], clusters: dict[str, Cluster]) -> Report:
@@ -72,5 +91,5 @@ def heldout_report(data: dict[str, Any], clusters: dict[str, Cluster]) -> Report
             notes.append("assumed " + " ".join(str(case["assumed"]).split()))
         cases.append(Comparison(id=case["id"], kind="step time", measured=measured_s,
                                 predicted=predicted_s, note="; ".join(notes),
-                                group=HELDOUT_GROUP + ", " + cluster.gpu_types[0].id))
+                                group=heldout_group(cfg, cluster)))
     return Report(cases=tuple(cases), skipped=tuple(skipped), unit="s")

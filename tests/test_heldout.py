@@ -17,8 +17,11 @@ def data() -> dict:
     return load_measurements("heldout.yaml")
 
 
+CLUSTERS = ("dgx-h100", "grand-teton-h100-500w")
+
+
 def test_every_case_reproduces(data: dict) -> None:
-    report = heldout_report(data, {"dgx-h100": load_cluster("dgx-h100")})
+    report = heldout_report(data, {name: load_cluster(name) for name in CLUSTERS})
     assert not report.skipped
     assert [c.id for c in report.cases] == [c["id"] for c in data["cases"]]
     assert all(c.predicted > 0 and "memory: planner allocated" in c.note for c in report.cases)
@@ -26,7 +29,7 @@ def test_every_case_reproduces(data: dict) -> None:
 
 def test_measured_step_from_tokens_per_gpu(data: dict) -> None:
     """Llama 3 8B row: 128 sequences of 8192 at 14451 tokens/s on each of 8 GPUs."""
-    report = heldout_report(data, {"dgx-h100": load_cluster("dgx-h100")})
+    report = heldout_report(data, {name: load_cluster(name) for name in CLUSTERS})
     case = next(c for c in report.cases if "llama3_8b" in c.id)
     assert case.measured == pytest.approx(128 * 8192 / (14451 * 8))
 
@@ -40,3 +43,28 @@ def test_config_as_the_table_states(data: dict) -> None:
     assert cfg.vocab_strategy is VocabStrategy.REDISTRIBUTE and cfg.recompute is Recompute.NONE
     moe = heldout_config(next(c for c in data["cases"] if "qwen3" in c["id"]))
     assert moe.moe_token_imbalance == 1.0  # the page: routing force-balanced
+
+
+def test_torchtitan_rows_as_the_benchmark_ran(data: dict) -> None:
+    """torchtitan's 405B rows (Dec 2024): 512 GPUs at TP 8, PP 8 leave FSDP 8; its pipelining
+    then made as many micro-batches as pipeline ranks (8 of the local 32 sequences, the
+    interleaved schedule too) and split 126 layers with generate_split_points (first and last
+    stage one layer fewer); the context-parallel rows share each sequence over cp ranks. They
+    price torchtitan of then: SDPA's FlashAttention-2, the block before 0.3.0, the loss not
+    compiled. The report groups them apart from the Megatron-Bridge rows."""
+    from planner.parallel import AttentionKernel, Framework
+    cases = {c["id"]: heldout_config(c) for c in data["cases"]}
+    looped = cases["torchtitan_2412_l31_405b_512gpu_fsdp8_tp8_pp8_interleaved"]
+    plain = cases["torchtitan_2412_l31_405b_512gpu_fsdp8_tp8_pp8_1f1b"]
+    for cfg in (looped, plain):
+        assert (cfg.dp, cfg.num_microbatches, cfg.world_size) == (8, 8, 512)
+        assert cfg.framework is Framework.TORCHTITAN and cfg.legacy_attention
+        assert cfg.attention_kernel is AttentionKernel.FA2 and not cfg.compiled_loss
+    assert plain.layers_per_stage == (15, 16, 16, 16, 16, 16, 16, 15)
+    assert looped.layers_per_chunk == (7,) + (8,) * 14 + (7,) and looped.vpp == 2
+    cp8 = cases["torchtitan_2412_l31_405b_512gpu_fsdp1_tp8_pp8_cp8_s262144"]
+    assert (cp8.dp, cp8.cp, cp8.global_batch, cp8.num_microbatches) == (1, 8, 8, 8)
+    report = heldout_report(data, {name: load_cluster(name) for name in CLUSTERS})
+    groups = {c.group for c in report.cases}
+    assert groups == {"Megatron-Bridge (held out), real size, h100-sxm5-80gb",
+                      "torchtitan (held out), real size, h100-96gb-hbm2e-500w"}

@@ -37,6 +37,7 @@ from planner.parallel import (
     stage_chunks,
     torchtitan_compiled_loss,
     torchtitan_linears,
+    torchtitan_loss_parallel,
 )
 from planner.units import MiB
 
@@ -585,6 +586,12 @@ def loss_bytes_per_element(cfg: ParallelConfig) -> int:
     torchtitan / DeepSpeed-with-HF (F.cross_entropy on logits upcast with .float()): forward
     holds bf16 logits (2), the fp32 copy (4) and the saved log-softmax (4); backward holds the
     saved output (4), its incoming gradient (4) and the input gradient (4): peak 12.
+    torchtitan under tensor parallelism (parallel.torchtitan_loss_parallel: vocabulary-parallel
+    cross entropy op by op, torch/distributed/tensor/parallel/loss.py, and torchtitan 0.3.0's
+    _LossParallelCrossEntropy alike): forward holds the bf16 logits (2), the fp32 copy (4),
+    x - max (4) and exp of it (4) at once, 14, then the log-probabilities (4) saved for
+    backward; backward holds them (4), the zero-filled target gradient (4), exp of them (4)
+    and their sum (4) at once: peak 16.
     torchtitan with a compiled loss (parallel.torchtitan_compiled_loss): the upcast and the
     softmax fuse into the loss's kernels, which keep no logit-sized buffer in forward and
     write the bf16 gradient in backward (torch.compile's cross entropy costs "~0 for just fwd
@@ -593,7 +600,9 @@ def loss_bytes_per_element(cfg: ParallelConfig) -> int:
     """
     if cfg.framework is Framework.MEGATRON:
         return 10 if cfg.cross_entropy_fusion else 6
-    return 4 if torchtitan_compiled_loss(cfg) else 12
+    if torchtitan_compiled_loss(cfg):
+        return 4
+    return 16 if torchtitan_loss_parallel(cfg) else 12
 
 
 def kind_activation_bytes(model: ModelSpec, cfg: ParallelConfig,

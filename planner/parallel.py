@@ -859,6 +859,14 @@ def dropout_masks(model: ModelSpec, cfg: ParallelConfig) -> tuple[bool, bool]:
     return model.hidden_dropout > 0, model.attention_dropout > 0
 
 
+def torchtitan_loss_parallel(cfg: ParallelConfig) -> bool:
+    """Whether torchtitan's loss runs vocabulary-parallel: with tensor parallelism its LM head
+    leaves the logits sharded over the vocabulary and the cross entropy reduces across the TP
+    ranks (torchtitan's default, parallelism.disable_loss_parallel false: PyTorch's
+    loss_parallel before 0.3.0, its own _LossParallelCrossEntropy in components/loss.py)."""
+    return cfg.framework is Framework.TORCHTITAN and cfg.tp > 1
+
+
 def torchtitan_compiled_loss(cfg: ParallelConfig) -> bool:
     """Whether the job's loss runs compiled: torchtitan with torch.compile and a release
     that compiles the loss (ParallelConfig.compiled_loss)."""

@@ -467,8 +467,9 @@ def test_userbuffers_count_outside_the_allocator() -> None:
 def test_torchtitan_compiled_loss_keeps_only_bf16_logits_and_their_gradient() -> None:
     """torchtitan compiles its cross entropy with the model (PR #1033, April 2025): the fp32
     upcast and softmax fuse away, 4 bytes per logit at the loss's peak instead of eager
-    PyTorch's 12; earlier releases (compiled_loss false) and eager runs keep 12; Megatron's own
-    cross entropy is unchanged. The loss passes move 4 bytes per logit each way. The
+    PyTorch's 12; earlier releases (compiled_loss false) and eager runs keep 12 (16 under TP,
+    whose vocabulary-parallel loss runs the softmax op by op); Megatron's own cross entropy is
+    unchanged. The loss passes move 4 bytes per logit each way. The
     held-out Trainy H200 runs of 2025 (compiled loss) measured 48 GiB where the 12-byte loss
     had priced 70."""
     from planner.cost.compute import loss_pass_bytes
@@ -481,6 +482,13 @@ def test_torchtitan_compiled_loss_keeps_only_bf16_logits_and_their_gradient() ->
         assert loss_bytes_per_element(older) == 12 and loss_pass_bytes(older) == (22, 26)
     megatron = dataclasses.replace(titan, framework=Framework.MEGATRON, zero=1)
     assert loss_bytes_per_element(megatron) == 6 and loss_pass_bytes(megatron) == (38, 14)
+    # under TP the vocabulary-parallel loss runs its softmax op by op (16 bytes at the peak,
+    # 38 each way); compiled, it is the compiled loss
+    sharded = dataclasses.replace(titan, tp=8, dp=1, sequence_parallel=True,
+                                  compiled_loss=False)
+    assert loss_bytes_per_element(sharded) == 16 and loss_pass_bytes(sharded) == (38, 38)
+    compiled_tp = dataclasses.replace(sharded, compiled_loss=True)
+    assert loss_bytes_per_element(compiled_tp) == 4 and loss_pass_bytes(compiled_tp) == (4, 4)
     model = BUILTIN_MODELS["llama3-8b"]
     compiled = estimate_memory(model, titan, 141 * GiB).worst.transient_bytes
     eager_loss = estimate_memory(model, dataclasses.replace(titan, compiled_loss=False),

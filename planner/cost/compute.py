@@ -48,6 +48,7 @@ from planner.parallel import (
     op_sac_recomputed_linears,
     torchtitan_compiled_loss,
     torchtitan_linears,
+    torchtitan_loss_parallel,
 )
 
 # Output tile shapes (M x N) of cuBLAS / CUTLASS bf16 kernels on Ampere and Hopper.
@@ -731,11 +732,19 @@ def layer_time(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, layer: int,
 #   exp-sum, output: 12, write 4); backward nll_loss's zero-filled gradient (write 4),
 #   log_softmax's backward (reads the gradient twice and the output once, 12, writes 4) and
 #   the cast back (4, 2): 22 and 26.
+# - torchtitan's loss under tensor parallelism (vocabulary-sharded logits), uncompiled:
+#   PyTorch's loss_parallel (torch/distributed/tensor/parallel/loss.py _log_softmax and
+#   _nll_loss_and_log_softmax_backward; torchtitan 0.3.0's _LossParallelCrossEntropy in
+#   components/loss.py is the same arithmetic) runs the softmax op by op: .float() (2, 4), the
+#   max (4), x - max (4, 4), exp (4, 4) and its sum (4), log-probabilities (4, 4): 38; backward
+#   zeros_like (write 4), exp (4, 4), their sum (8, 4), times the gradient (4, 4), the cast
+#   back (4, 2): 38.
 # - torchtitan's compiled loss (parallel.torchtitan_compiled_loss): the bf16 logits read for
 #   the max and the exp-sum (2 + 2); backward read again and the bf16 gradient written (2, 2).
 MEGATRON_LOSS_BYTES = (38.0, 14.0)
 MEGATRON_FUSED_LOSS_BYTES = (22.0, 14.0)
 PYTORCH_LOSS_BYTES = (22.0, 26.0)
+LOSS_PARALLEL_BYTES = (38.0, 38.0)
 COMPILED_LOSS_BYTES = (4.0, 4.0)
 
 
@@ -746,6 +755,8 @@ def loss_pass_bytes(cfg: ParallelConfig) -> tuple[float, float]:
         return COMPILED_LOSS_BYTES
     if cfg.framework is Framework.MEGATRON:
         return MEGATRON_FUSED_LOSS_BYTES if cfg.cross_entropy_fusion else MEGATRON_LOSS_BYTES
+    if torchtitan_loss_parallel(cfg):
+        return LOSS_PARALLEL_BYTES
     return PYTORCH_LOSS_BYTES
 
 

@@ -27,6 +27,17 @@ from planner.parallel import (
 )
 from planner.units import GiB
 
+
+def heldout_sources(data: dict[str, Any]) -> tuple[str, ...]:
+    """The titles of the sources the held-out cases come from: the file's, then each case's
+    own, in order of first appearance."""
+    titles = [str(data["source"]["title"])]
+    for case in data["cases"]:
+        title = (case.get("source") or {}).get("title")
+        if title and title not in titles:
+            titles.append(str(title))
+    return tuple(titles)
+
 # framework -> the source its held-out rows come from, as validate names their group
 HELDOUT_SOURCES = {Framework.MEGATRON: "Megatron-Bridge", Framework.TORCHTITAN: "torchtitan"}
 
@@ -93,3 +104,23 @@ def heldout_report(data: dict[str, Any], clusters: dict[str, Cluster]) -> Report
                                 predicted=predicted_s, note="; ".join(notes),
                                 group=heldout_group(cfg, cluster)))
     return Report(cases=tuple(cases), skipped=tuple(skipped), unit="s")
+
+
+def heldout_memory_report(data: dict[str, Any], clusters: dict[str, Cluster]) -> Report:
+    """The planner's reserved memory of the fullest stage against every held-out case that
+    states the run's max reserved memory over its GPUs (`measured.reserved_GiB`)."""
+    cases: list[Comparison] = []
+    for case in data["cases"]:
+        reserved = case["measured"].get("reserved_GiB")
+        if reserved is None:
+            continue
+        model = BUILTIN_MODELS[case["model"]]
+        cluster = clusters[case["cluster"]]
+        cfg = heldout_config(case)
+        estimate = estimate_memory(model, cfg, cluster.min_gpu_memory_bytes)
+        cases.append(Comparison(
+            id=case["id"], kind="reserved", note="max over stages",
+            measured=float(reserved) * GiB,
+            predicted=float(max(s.reserved_bytes for s in estimate.stages)),
+            group=heldout_group(cfg, cluster)))
+    return Report(cases=tuple(cases), skipped=(), unit="bytes")

@@ -152,6 +152,7 @@ def test_validate(run_cli: Run) -> None:
     assert "real_size" not in report  # memory cases carry no size group
     heldout = json.loads(out)["heldout"]  # reported apart from the calibration cases
     assert heldout["num_cases"] == 17 and not heldout["skipped"]
+    assert json.loads(out)["heldout_memory"]["num_cases"] == 8  # torchtitan's reserved peaks
     # the figures estimate's warning quotes are the report's
     from planner.cli import VALIDATED
     cases = json.loads(out)["time"]["cases"]

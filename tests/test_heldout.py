@@ -68,3 +68,26 @@ def test_torchtitan_rows_as_the_benchmark_ran(data: dict) -> None:
     groups = {c.group for c in report.cases}
     assert groups == {"Megatron-Bridge (held out), real size, h100-sxm5-80gb",
                       "torchtitan (held out), real size, h100-96gb-hbm2e-500w"}
+
+
+def test_memory_rows_compare_reserved_memory(data: dict) -> None:
+    """The torchtitan rows give each run's max reserved memory over its GPUs: the held-out
+    memory report sets it against the planner's reserved memory of its fullest stage, and
+    leaves out the rows without one (Megatron-Bridge's tables give none)."""
+    from planner.catalog import BUILTIN_MODELS
+    from planner.heldout import heldout_memory_report, heldout_sources
+    from planner.memory import estimate_memory
+    from planner.units import GiB
+    clusters = {name: load_cluster(name) for name in CLUSTERS}
+    report = heldout_memory_report(data, clusters)
+    stated = [c for c in data["cases"] if "reserved_GiB" in c["measured"]]
+    assert len(report.cases) == len(stated) == 8
+    case = next(c for c in stated if c["id"].endswith("_tp8_fp8"))
+    row = next(c for c in report.cases if c.id == case["id"])
+    assert row.measured == pytest.approx(71.9 * GiB)
+    estimate = estimate_memory(BUILTIN_MODELS[case["model"]], heldout_config(case),
+                               clusters[case["cluster"]].min_gpu_memory_bytes)
+    assert row.predicted == max(s.reserved_bytes for s in estimate.stages)
+    assert heldout_sources(data) == (
+        "Megatron-Bridge performance summary (25.11 and 26.02 NeMo containers), DGX-H100",
+        "torchtitan's Llama 3.1 benchmark on Grand Teton H100s (December 2024)")

@@ -38,7 +38,7 @@ from planner.hardware_io import (
     load_cluster,
     profile_from_topology,
 )
-from planner.heldout import heldout_report
+from planner.heldout import heldout_memory_report, heldout_report, heldout_sources
 from planner.importers import import_launch
 from planner.memory import MemoryEstimate, estimate_memory
 from planner.model import ModelSpec
@@ -886,15 +886,17 @@ def validate(
     clusters = {name: load_cluster(name) for _, _, name in VALIDATION_PROFILES}
     timing = time_report(load_measurements("calibration.yaml"), measured, clusters)
     heldout_data = load_measurements("heldout.yaml")
-    heldout = heldout_report(heldout_data, {
-        name: load_cluster(name) for name in sorted({c["cluster"] for c in heldout_data["cases"]})})
+    heldout_clusters = {name: load_cluster(name)
+                        for name in sorted({c["cluster"] for c in heldout_data["cases"]})}
+    heldout = heldout_report(heldout_data, heldout_clusters)
+    heldout_memory = heldout_memory_report(heldout_data, heldout_clusters)
     if fmt is Format.table:
         render.validation_table(report)
         render.timing_table(timing)
-        render.heldout_table(heldout, str(heldout_data["source"]["title"]))
+        render.heldout_table(heldout, heldout_memory, "; ".join(heldout_sources(heldout_data)))
     else:
         _emit({"memory": report.to_dict(), "time": timing.to_dict(),
-               "heldout": heldout.to_dict()}, fmt)
+               "heldout": heldout.to_dict(), "heldout_memory": heldout_memory.to_dict()}, fmt)
 
 
 def _print_error(exc: PlannerError) -> None:

@@ -252,11 +252,26 @@ def timing_table(report: Report) -> None:
                   f"a median {spread:.1%} (max {widest:.1%}) from their set's median.")
 
 
-def heldout_table(report: Report, source: str) -> None:
+def heldout_table(report: Report, memory: Report, source: str) -> None:
     _step_table(report, f"held out (no constant set from these): {source}", "notes")
     out.print(f"{len(report.cases)} held-out cases: median |error| "
               f"{report.median_abs_error_frac:.1%}, max {report.max_abs_error_frac:.1%}; "
               f"{len(report.skipped)} skipped.")
+    table = Table(show_edge=False, header_style="bold",
+                  title="held out, memory: the planner's reserved vs the runs' max reserved")
+    for column in ("case", "measured GiB", "predicted GiB", "error"):
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for c in memory.cases:
+        error = f"{c.error_frac:+.1%}"
+        table.add_row(c.id, _gib(c.measured), _gib(c.predicted),
+                      f"[red]{error}[/red]" if c.error_frac < 0 else error)
+    out.print(table)
+    out.print(f"{len(memory.cases)} held-out memory cases: median |error| "
+              f"{memory.median_abs_error_frac:.1%}, under-estimated "
+              f"{len(memory.under_estimates)} (worst "
+              f"{min((c.error_frac for c in memory.cases), default=0.0):+.1%}), "
+              f"{len(memory.under_margin)} beyond the {ESTIMATE_MARGIN_FRAC:.0%} margin of the "
+              "fit verdict.")
 
 
 def layout_text(counts: tuple[int, ...]) -> str:

@@ -343,6 +343,14 @@ def test_document_tokens_price_torchtitan_block_causal_attention(run_cli: Run,
     assert code == 2 and "document_tokens prices torchtitan 0.3.0" in err, err
     code, _, err = run_cli("estimate", str(plan), "--document-tokens", "512")
     assert code == 2 and "drop --document-tokens" in err, err
+    # a launch states no document lengths: --from takes them beside it
+    assert run_cli("emit", str(plan), "--to", "torchtitan", "-o", str(tmp_path / "l"))[0] == 0
+    launch = str(tmp_path / "l" / "launch_torchrun.sh")
+    code, out, err = run_cli("estimate", "--from", "torchtitan", launch, "--cluster",
+                             "dgx-h100", "--model", "llama3-8b", "--document-tokens", "1024",
+                             "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["time"]["iteration_s"] == pytest.approx(docs["time"]["iteration_s"])
 
 
 def test_moe_estimate(run_cli: Run) -> None:

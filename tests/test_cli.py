@@ -152,7 +152,6 @@ def test_validate(run_cli: Run) -> None:
     assert "real_size" not in report  # memory cases carry no size group
     heldout = json.loads(out)["heldout"]  # reported apart from the calibration cases
     assert heldout["num_cases"] == 17 and not heldout["skipped"]
-    assert json.loads(out)["heldout_memory"]["num_cases"] == 8  # torchtitan's reserved peaks
     # the figures estimate's warning quotes are the report's
     from planner.cli import VALIDATED
     cases = json.loads(out)["time"]["cases"]
@@ -170,6 +169,14 @@ def test_validate(run_cli: Run) -> None:
     assert VALIDATED["heldout_moe_cases"] == len(moe)
     assert VALIDATED["heldout_moe_worst_fast"] == round(-min(moe), 2)
     assert VALIDATED["heldout_moe_worst_slow"] == round(max(moe), 2)
+    held_memory = json.loads(out)["heldout_memory"]["cases"]
+    assert len(held_memory) == 8  # torchtitan's reserved peaks
+    titan_pp = [c["error_frac"] for c in held_memory if "_pp8" in c["id"]]
+    assert VALIDATED["heldout_titan_pp_cases"] == len(titan_pp)
+    assert VALIDATED["heldout_titan_pp_worst_under"] == round(-min(titan_pp), 3)
+    assert VALIDATED["heldout_titan_pp_beyond_margin"] == sum(
+        c["predicted_bytes"] * 1.1 < c["measured_bytes"] for c in held_memory
+        if "_pp8" in c["id"])
 
 
 # ---- bad input: exit 2, one clear line naming file / field / fix, never a traceback ----
@@ -351,6 +358,19 @@ def test_document_tokens_price_torchtitan_block_causal_attention(run_cli: Run,
                              "--format", "json")
     assert code == 0, err
     assert json.loads(out)["time"]["iteration_s"] == pytest.approx(docs["time"]["iteration_s"])
+
+
+def test_torchtitan_pipelines_warn_of_their_held_out_memory(run_cli: Run) -> None:
+    """A torchtitan plan with pipelining prints the held-out pipeline runs' worst memory miss
+    (they are the estimator's least certain); without pipelining, or on Megatron, nothing."""
+    piped = ("estimate", "--model", "llama3-8b", "--cluster", "dgx-h100", "--global-batch",
+             "64", "--seq-len", "8192", "--pp", "2", "--dp", "4", "--zero", "3")
+    code, _, err = run_cli(*piped, "--framework", "torchtitan")
+    assert code == 0 and "torchtitan pipelining's memory" in err, err
+    code, _, err = run_cli(*piped[:-6], "--dp", "8", "--zero", "3", "--framework", "torchtitan")
+    assert code == 0 and "pipelining's memory" not in err, err
+    code, _, err = run_cli(*piped[:-2], "--zero", "1")
+    assert code == 0 and "pipelining's memory" not in err, err
 
 
 def test_moe_estimate(run_cli: Run) -> None:

@@ -189,7 +189,17 @@ VALIDATED = {
     "toy_max": 0.65, "a100_median": 0.048,
     # the held-out MoE runs (planner/data/heldout.yaml, models with experts)
     "heldout_moe_cases": 4, "heldout_moe_worst_fast": 0.54, "heldout_moe_worst_slow": 0.11,
+    # the held-out torchtitan pipeline runs' reserved memory (heldout_memory, pp > 1)
+    "heldout_titan_pp_cases": 6, "heldout_titan_pp_worst_under": 0.135,
+    "heldout_titan_pp_beyond_margin": 2,
 }
+TORCHTITAN_PP_MEMORY_WARNING = (
+    "warning: torchtitan pipelining's memory is the estimator's least certain: of torchtitan's "
+    f"published 405B pipeline runs held out from its calibration "
+    f"({VALIDATED['heldout_titan_pp_cases']} runs) some reserved up to "
+    f"{VALIDATED['heldout_titan_pp_worst_under']:.1%} more than estimated, "
+    f"{VALIDATED['heldout_titan_pp_beyond_margin']} beyond the fit verdict's 10% margin "
+    "(`planner validate`); keep headroom (--headroom)")
 MOE_WARNING = (
     "warning: step times of MoE models are the model's weakest: on NVIDIA's published H100 MoE "
     f"runs held out from its calibration ({VALIDATED['heldout_moe_cases']} runs) it was up to "
@@ -255,6 +265,8 @@ def _report(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig, estimate: M
         render.err.print(UNCALIBRATED_WARNING.format(gpu=cluster.gpu_types[0].id), markup=False)
     if model.moe is not None:
         render.err.print(MOE_WARNING, markup=False)
+    if cfg.framework is Framework.TORCHTITAN and cfg.pp > 1:
+        render.err.print(TORCHTITAN_PP_MEMORY_WARNING, markup=False)
     if fmt is not Format.table:
         _emit(_result(model, cluster, cfg, estimate, step), fmt)
         return
@@ -551,6 +563,8 @@ def search(
         render.err.print(UNCALIBRATED_WARNING.format(gpu=cl.gpu_types[0].id), markup=False)
     if spec_model.moe is not None:
         render.err.print(MOE_WARNING, markup=False)
+    if best.config.framework is Framework.TORCHTITAN and best.config.pp > 1:
+        render.err.print(TORCHTITAN_PP_MEMORY_WARNING, markup=False)
     if best.config.vocab_strategy is VocabStrategy.VOCAB_PARALLEL and best.config.pp > 1:
         stock = next((rank for rank, c in enumerate(result.plans, start=1)
                       if c.config.vocab_strategy is not VocabStrategy.VOCAB_PARALLEL), None)

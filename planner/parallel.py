@@ -859,6 +859,17 @@ def dropout_masks(model: ModelSpec, cfg: ParallelConfig) -> tuple[bool, bool]:
     return model.hidden_dropout > 0, model.attention_dropout > 0
 
 
+def tp_gathers_in_fp8(cfg: ParallelConfig) -> bool:
+    """Whether the sequence-parallel all-gathers move fp8: torchtitan's Float8 linears under
+    TP run torchao's float8 TP (torchtitan docs/float8.md: float8 all-gather for TP by default
+    with Float8Linear; torchao float8/float8_tensor_parallel.py: Float8ColwiseParallel casts
+    its input to float8 before the all-gather, Float8RowwiseParallel casts the output's
+    gradient to float8 before the backward's all-gather). Its reduce-scatters stay 16-bit.
+    Megatron's Transformer Engine path is not priced so here (16-bit everywhere)."""
+    return (cfg.framework is Framework.TORCHTITAN and cfg.tp > 1 and cfg.sequence_parallel
+            and cfg.precision is Precision.FP8)
+
+
 def torchtitan_loss_parallel(cfg: ParallelConfig) -> bool:
     """Whether torchtitan's loss runs vocabulary-parallel: with tensor parallelism its LM head
     leaves the logits sharded over the vocabulary and the cross entropy reduces across the TP

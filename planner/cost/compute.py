@@ -49,6 +49,7 @@ from planner.parallel import (
     torchtitan_compiled_loss,
     torchtitan_linears,
     torchtitan_loss_parallel,
+    tp_gathers_in_fp8,
 )
 
 # Output tile shapes (M x N) of cuBLAS / CUTLASS bf16 kernels on Ampere and Hopper.
@@ -442,7 +443,8 @@ def tp_layout_copy_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> f
     all_gather_tensor, reduce_scatter_tensor): the reduce-scatter's input is copied before the
     collective, the all-gather's output after it, unless the batch is 1 (then the gathered
     chunks are a view: _maybe_view_chunk_cat). Each copy reads and writes the block's full
-    activation, 2 * s * b * h * 2 bytes. The backward of an all-gather is a reduce-scatter
+    activation, 2 * s * b * h * 2 bytes (the all-gather's half that where it gathers fp8:
+    parallel.tp_gathers_in_fp8). The backward of an all-gather is a reduce-scatter
     and vice versa: the same copies. Async TP (tp_comm_overlap) pipelines its own chunks and
     is not charged; Megatron's sequence dimension is dim 0 (no copies)."""
     if (cfg.framework is not Framework.TORCHTITAN or cfg.tp == 1
@@ -450,8 +452,9 @@ def tp_layout_copy_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> f
         return 0.0
     blocks = 1 if model.is_moe_layer(layer) else 2  # torchtitan's MoE: tokens gathered once
     full = cfg.seq_len / cfg.cp * cfg.mbs * model.hidden_size * 2
-    copies = 1 + (cfg.mbs > 1)  # the reduce-scatter's input; the all-gather's output
-    return blocks * copies * 2 * full
+    # the reduce-scatter's input; the all-gather's output, 1-byte where it gathers fp8
+    gathered = (0.5 if tp_gathers_in_fp8(cfg) else 1.0) * full if cfg.mbs > 1 else 0.0
+    return blocks * 2 * (full + gathered)
 
 
 def async_tp_reduction_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> float:

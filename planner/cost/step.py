@@ -91,6 +91,7 @@ from planner.parallel import (
     stage_chunks,
     stage_layers,
     torchtitan_linears,
+    tp_gathers_in_fp8,
 )
 
 # Megatron's DDP bucket: max(40M, 1M x dp) parameters (distributed_data_parallel_config.py).
@@ -173,15 +174,19 @@ def routed_bytes(model: ModelSpec, cfg: ParallelConfig) -> float:
     return tokens / sp * model.moe.top_k * model.hidden_size * 2
 
 
-def tp_never_hidden(cfg: ParallelConfig, c: float, linear_blocks: int) -> tuple[float, float]:
+def tp_never_hidden(cfg: ParallelConfig, c: float, linear_blocks: int,
+                    gather: float | None = None) -> tuple[float, float]:
     """(forward, backward) seconds of a layer's TP collectives that no GEMM hides without
     --tp-comm-overlap, for c as in tp_exposure and a layer with `linear_blocks` blocks of
     linears (2; 1 for an MoE layer, whose dispatcher moves c each way, exposed): all of forward
     (2c); backward, torchtitan's all (2c), Megatron's dispatcher traffic and, with sequence
-    parallelism, each block's output-gradient all-gather (c/2). tp_exposure adds what outlasts
-    the GEMMs beside the rest; step_lower_bound counts this part alone."""
+    parallelism, each block's output-gradient all-gather (c/2). `gather` is one all-gather's
+    seconds (c/2 unless its elements are fp8: tp_gathers_in_fp8), torchtitan's two blocks each
+    gathering once and reduce-scattering once a pass. tp_exposure adds what outlasts the GEMMs
+    beside the rest; step_lower_bound counts this part alone."""
     if cfg.framework is not Framework.MEGATRON:
-        return 2 * c, 2 * c
+        block = c / 2 + (c / 2 if gather is None else gather)
+        return 2 * block, 2 * block
     backward = (2 - linear_blocks) * c
     if cfg.sequence_parallel:
         backward += linear_blocks * c / 2
@@ -209,28 +214,41 @@ def tp_exposure(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Step
     if cfg.tp == 1 or c == 0.0:
         return 0.0, 0.0, 0.0, 0.0
     half = c / 2
+    gather = tp_gather_s(model, cfg, links, half)
     blocks = tp_block_gemms(model, cfg, gpu, layer)
     dispatcher = (2 - len(blocks)) * c
     megatron = cfg.framework is Framework.MEGATRON
     sp = cfg.sequence_parallel
-    bwd_busy = 2 * c + (len(blocks) * half if megatron and sp else 0.0)
+    bwd_busy = 2 * (half + gather) + (len(blocks) * half if megatron and sp else 0.0)
     if cfg.tp_comm_overlap:
-        fwd = sum(max(0.0, half - b.input_fwd) + max(0.0, half - b.output_fwd)
+        fwd = sum(max(0.0, gather - b.input_fwd) + max(0.0, half - b.output_fwd)
                   for b in blocks)
         if megatron:
             bwd = sum(max(0.0, half - b.output_dgrad) + max(0.0, half - b.input_dgrad)
                       + max(0.0, half - b.input_wgrad) for b in blocks)
         else:
-            bwd = sum(max(0.0, half - b.output_dgrad) + max(0.0, half - b.input_dgrad)
+            bwd = sum(max(0.0, gather - b.output_dgrad) + max(0.0, half - b.input_dgrad)
                       for b in blocks)
-        return fwd + dispatcher, bwd + dispatcher, 2 * c, bwd_busy
-    fwd, bwd = tp_never_hidden(cfg, c, len(blocks))
+        return fwd + dispatcher, bwd + dispatcher, 2 * (half + gather), bwd_busy
+    fwd, bwd = tp_never_hidden(cfg, c, len(blocks), gather)
     if megatron and sp:
         bwd += sum(max(0.0, half - b.input_dgrad) + max(0.0, half - b.input_wgrad)
                    for b in blocks)
     elif megatron:
         bwd += sum(max(0.0, c - b.input_wgrad) for b in blocks)
-    return fwd, bwd, 2 * c, bwd_busy
+    return fwd, bwd, 2 * (half + gather), bwd_busy
+
+
+def tp_gather_s(model: ModelSpec, cfg: ParallelConfig, links: StepLinks, half: float) -> float:
+    """Seconds of one sequence-parallel all-gather of a block's activations, given `half`,
+    half of the block's all-reduce (tp_exposure's c / 2): that, unless the gather moves fp8
+    (parallel.tp_gathers_in_fp8), then the ring's all-gather of 1-byte elements in the same
+    proportion to its 2-byte one."""
+    if not tp_gathers_in_fp8(cfg):
+        return half
+    ring = links.ring(Axis.TP)
+    full = comm.all_gather_s(tp_bytes(model, cfg), ring)
+    return half * comm.all_gather_s(tp_bytes(model, cfg) / 2, ring) / full if full else half
 
 
 def op_sac_tp_recompute(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
@@ -247,13 +265,15 @@ def op_sac_tp_recompute(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, lin
     if cfg.tp == 1 or torchtitan_linears(model, cfg, layer) is None:
         return 0.0, 0.0
     c = comm.all_reduce_s(tp_bytes(model, cfg), links.ring(Axis.TP))
-    if not (cfg.sequence_parallel and cfg.tp_comm_overlap):
+    if not cfg.sequence_parallel:
         return c, c
-    half = c / 2
+    gather = tp_gather_s(model, cfg, links, c / 2)  # fp8 gathers rerun in fp8
+    if not cfg.tp_comm_overlap:
+        return 2 * gather, 2 * gather
     readers = [g for g in op_sac_recomputed_gemms(model, cfg, layer) if g.role == "column"]
-    exposed = sum(max(0.0, half - linear_gemm_times(g, cfg, gpu, cfg.precision)[0])
+    exposed = sum(max(0.0, gather - linear_gemm_times(g, cfg, gpu, cfg.precision)[0])
                   for g in readers)
-    return exposed + half * max(0, 2 - len(readers)), c
+    return exposed + gather * max(0, 2 - len(readers)), 2 * gather
 
 
 def layer_passes(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
@@ -618,8 +638,11 @@ def step_lower_bound(model: ModelSpec, cfg: ParallelConfig, cluster: Cluster,
     if cfg.tp > 1 and not cfg.tp_comm_overlap:  # tp_exposure's exposed collectives
         c_bw = comm.all_reduce_bandwidth_s(tp_bytes(model, unit), tp_ring)
 
+    # an fp8 all-gather's bandwidth term is half a 16-bit one's (tp_gather_s adds latency)
+    gather_bw = c_bw / 4 if tp_gathers_in_fp8(cfg) else None
+
     def tp_s(is_moe: bool) -> float:
-        return sum(tp_never_hidden(cfg, c_bw, 1 if is_moe else 2))
+        return sum(tp_never_hidden(cfg, c_bw, 1 if is_moe else 2, gather_bw))
     ep_s = 0.0
     if (model.moe is not None and cfg.ep > 1 and ep_ring is not None
             and not cfg.moe_a2a_overlap):  # overlapped they may hide entirely (ep_exposure)

@@ -366,6 +366,36 @@ def test_zero3_breakdown_shows_its_collectives() -> None:
         assert step.iteration_s == pytest.approx(b["pipeline_s"] + b["optimizer_s"])
 
 
+def test_torchtitan_float8_tp_gathers_fp8_and_scatters_16_bit() -> None:
+    """torchtitan's Float8 linears under TP all-gather fp8 (torchao's Float8ColwiseParallel
+    casts the input before the forward gather, Float8RowwiseParallel the output gradient
+    before the backward's): each gather takes the ring's time for 1-byte elements, the
+    reduce-scatters keep 2; exposed whole forward and backward without async TP. bf16 and
+    Megatron keep 16-bit gathers."""
+    from planner.cost.step import tp_bytes, tp_exposure
+    cluster = load_cluster("dgx-h100")
+    model = BUILTIN_MODELS["llama3-70b"]
+    bf16 = ParallelConfig(tp=8, dp=1, mbs=2, global_batch=2, seq_len=8192,
+                          sequence_parallel=True, zero=3, framework=Framework.TORCHTITAN)
+    fp8 = dataclasses.replace(bf16, precision=Precision.FP8)
+    links = resolve_links(cluster, bf16)
+    gpu = cluster.gpu_types[0]
+    ring = links.ring(Axis.TP)
+    b = tp_bytes(model, bf16)
+    c = comm.all_reduce_s(b, ring)
+    gather = c / 2 * comm.all_gather_s(b / 2, ring) / comm.all_gather_s(b, ring)
+    assert c / 4 < gather < c / 2
+    fwd, bwd, fwd_busy, bwd_busy = tp_exposure(model, fp8, gpu, links, 0)
+    assert (fwd, bwd) == pytest.approx((2 * (c / 2 + gather), 2 * (c / 2 + gather)))
+    assert (fwd_busy, bwd_busy) == pytest.approx((fwd, bwd))
+    assert tp_exposure(model, bf16, gpu, links, 0)[:2] == pytest.approx((2 * c, 2 * c))
+    megatron = dataclasses.replace(fp8, framework=Framework.MEGATRON, zero=1)
+    assert tp_exposure(model, megatron, gpu, links, 0)[2] == pytest.approx(2 * c)
+    overlapped = tp_exposure(model, dataclasses.replace(fp8, tp_comm_overlap=True), gpu,
+                             links, 0)
+    assert overlapped[2] == pytest.approx(2 * (c / 2 + gather))
+
+
 def test_tp_backward_collectives_by_framework() -> None:
     """Backward TP collectives with sequence parallelism: Megatron all-gathers the output
     gradient (exposed), re-gathers the input behind the data-gradient GEMM and reduce-scatters

@@ -860,14 +860,21 @@ def dropout_masks(model: ModelSpec, cfg: ParallelConfig) -> tuple[bool, bool]:
 
 
 def tp_gathers_in_fp8(cfg: ParallelConfig) -> bool:
-    """Whether the sequence-parallel all-gathers move fp8: torchtitan's Float8 linears under
-    TP run torchao's float8 TP (torchtitan docs/float8.md: float8 all-gather for TP by default
-    with Float8Linear; torchao float8/float8_tensor_parallel.py: Float8ColwiseParallel casts
-    its input to float8 before the all-gather, Float8RowwiseParallel casts the output's
-    gradient to float8 before the backward's all-gather). Its reduce-scatters stay 16-bit.
-    Megatron's Transformer Engine path is not priced so here (16-bit everywhere)."""
-    return (cfg.framework is Framework.TORCHTITAN and cfg.tp > 1 and cfg.sequence_parallel
-            and cfg.precision is Precision.FP8)
+    """Whether the sequence-parallel all-gathers move fp8 (the reduce-scatters stay 16-bit):
+    fp8 training with tensor and sequence parallelism gathers the linears' quantized inputs.
+    - Megatron's Transformer Engine linears (module/linear.py and layernorm_linear.py: with
+      sequence parallelism the input, or the norm's output, is quantized before
+      gather_along_first_dim; the backward's gathers take the gradient's and the input's
+      quantizers alike; per-tensor scaling, the recipe this planner prices: block scaling
+      gathers in high precision).
+    - torchtitan's Float8 linears run torchao's float8 TP (torchtitan docs/float8.md: float8
+      all-gather for TP by default with Float8Linear; torchao float8/float8_tensor_parallel.py:
+      Float8ColwiseParallel casts its input to float8 before the all-gather,
+      Float8RowwiseParallel casts the output's gradient to float8 before the backward's).
+    Layers fp8 training keeps in bf16 gather 16-bit (ParallelConfig.layer_config); MoE
+    dispatchers move 16-bit tokens."""
+    return (cfg.framework in (Framework.MEGATRON, Framework.TORCHTITAN) and cfg.tp > 1
+            and cfg.sequence_parallel and cfg.precision is Precision.FP8)
 
 
 def torchtitan_loss_parallel(cfg: ParallelConfig) -> bool:

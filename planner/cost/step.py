@@ -180,17 +180,18 @@ def tp_never_hidden(cfg: ParallelConfig, c: float, linear_blocks: int,
     --tp-comm-overlap, for c as in tp_exposure and a layer with `linear_blocks` blocks of
     linears (2; 1 for an MoE layer, whose dispatcher moves c each way, exposed): all of forward
     (2c); backward, torchtitan's all (2c), Megatron's dispatcher traffic and, with sequence
-    parallelism, each block's output-gradient all-gather (c/2). `gather` is one all-gather's
-    seconds (c/2 unless its elements are fp8: tp_gathers_in_fp8), torchtitan's two blocks each
-    gathering once and reduce-scattering once a pass. tp_exposure adds what outlasts the GEMMs
-    beside the rest; step_lower_bound counts this part alone."""
+    parallelism, each block's output-gradient all-gather (c/2). `gather` is one
+    sequence-parallel all-gather's seconds (c/2 unless it moves fp8: tp_gathers_in_fp8); a
+    block's forward is a gather and a reduce-scatter (c/2). tp_exposure adds what outlasts the
+    GEMMs beside the rest; step_lower_bound counts this part alone."""
+    g = c / 2 if gather is None else gather
+    sp = cfg.sequence_parallel
+    block = g + c / 2 if sp else c
     if cfg.framework is not Framework.MEGATRON:
-        block = c / 2 + (c / 2 if gather is None else gather)
         return 2 * block, 2 * block
-    backward = (2 - linear_blocks) * c
-    if cfg.sequence_parallel:
-        backward += linear_blocks * c / 2
-    return 2 * c, backward
+    dispatcher = (2 - linear_blocks) * c
+    backward = dispatcher + (linear_blocks * g if sp else 0.0)
+    return linear_blocks * block + dispatcher, backward
 
 
 def tp_exposure(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: StepLinks,
@@ -219,24 +220,30 @@ def tp_exposure(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Step
     dispatcher = (2 - len(blocks)) * c
     megatron = cfg.framework is Framework.MEGATRON
     sp = cfg.sequence_parallel
-    bwd_busy = 2 * (half + gather) + (len(blocks) * half if megatron and sp else 0.0)
+    # per block: forward a gather and a reduce-scatter (an all-reduce without sequence
+    # parallelism); backward Megatron's output-gradient gather, input re-gather and
+    # reduce-scatter, torchtitan's gather and reduce-scatter
+    fwd_block = gather + half if sp else c
+    bwd_block = (2 * gather + half if megatron else gather + half) if sp else c
+    fwd_busy = len(blocks) * fwd_block + dispatcher
+    bwd_busy = len(blocks) * bwd_block + dispatcher
     if cfg.tp_comm_overlap:
         fwd = sum(max(0.0, gather - b.input_fwd) + max(0.0, half - b.output_fwd)
                   for b in blocks)
         if megatron:
-            bwd = sum(max(0.0, half - b.output_dgrad) + max(0.0, half - b.input_dgrad)
+            bwd = sum(max(0.0, gather - b.output_dgrad) + max(0.0, gather - b.input_dgrad)
                       + max(0.0, half - b.input_wgrad) for b in blocks)
         else:
             bwd = sum(max(0.0, gather - b.output_dgrad) + max(0.0, half - b.input_dgrad)
                       for b in blocks)
-        return fwd + dispatcher, bwd + dispatcher, 2 * (half + gather), bwd_busy
+        return fwd + dispatcher, bwd + dispatcher, fwd_busy, bwd_busy
     fwd, bwd = tp_never_hidden(cfg, c, len(blocks), gather)
     if megatron and sp:
-        bwd += sum(max(0.0, half - b.input_dgrad) + max(0.0, half - b.input_wgrad)
+        bwd += sum(max(0.0, gather - b.input_dgrad) + max(0.0, half - b.input_wgrad)
                    for b in blocks)
     elif megatron:
         bwd += sum(max(0.0, c - b.input_wgrad) for b in blocks)
-    return fwd, bwd, 2 * (half + gather), bwd_busy
+    return fwd, bwd, fwd_busy, bwd_busy
 
 
 def tp_gather_s(model: ModelSpec, cfg: ParallelConfig, links: StepLinks, half: float) -> float:

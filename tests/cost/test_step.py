@@ -367,11 +367,13 @@ def test_zero3_breakdown_shows_its_collectives() -> None:
 
 
 def test_torchtitan_float8_tp_gathers_fp8_and_scatters_16_bit() -> None:
-    """torchtitan's Float8 linears under TP all-gather fp8 (torchao's Float8ColwiseParallel
-    casts the input before the forward gather, Float8RowwiseParallel the output gradient
-    before the backward's): each gather takes the ring's time for 1-byte elements, the
-    reduce-scatters keep 2; exposed whole forward and backward without async TP. bf16 and
-    Megatron keep 16-bit gathers."""
+    """fp8 training under TP and sequence parallelism all-gathers fp8: torchtitan's Float8
+    linears (torchao's Float8ColwiseParallel casts the input before the forward gather,
+    Float8RowwiseParallel the output gradient before the backward's) and Megatron's
+    Transformer Engine linears (the input, the output gradient and the input re-gathered for
+    the weight gradient are quantized before gather_along_first_dim). Each gather takes the
+    ring's time for 1-byte elements, the reduce-scatters keep 2; torchtitan exposes all of
+    it without async TP. bf16 keeps 16-bit gathers."""
     from planner.cost.step import tp_bytes, tp_exposure
     cluster = load_cluster("dgx-h100")
     model = BUILTIN_MODELS["llama3-70b"]
@@ -390,7 +392,10 @@ def test_torchtitan_float8_tp_gathers_fp8_and_scatters_16_bit() -> None:
     assert (fwd_busy, bwd_busy) == pytest.approx((fwd, bwd))
     assert tp_exposure(model, bf16, gpu, links, 0)[:2] == pytest.approx((2 * c, 2 * c))
     megatron = dataclasses.replace(fp8, framework=Framework.MEGATRON, zero=1)
-    assert tp_exposure(model, megatron, gpu, links, 0)[2] == pytest.approx(2 * c)
+    busy = tp_exposure(model, megatron, gpu, links, 0)[2:]
+    assert busy == pytest.approx((2 * (c / 2 + gather), 2 * (2 * gather + c / 2)))
+    megatron_bf16 = dataclasses.replace(megatron, precision=Precision.BF16)
+    assert tp_exposure(model, megatron_bf16, gpu, links, 0)[2:] == pytest.approx((2 * c, 3 * c))
     overlapped = tp_exposure(model, dataclasses.replace(fp8, tp_comm_overlap=True), gpu,
                              links, 0)
     assert overlapped[2] == pytest.approx(2 * (c / 2 + gather))

@@ -199,13 +199,15 @@ def tp_exposure(model: ModelSpec, cfg: ParallelConfig, gpu: GpuType, links: Step
     """(forward exposed, backward exposed, forward busy, backward busy) seconds of one layer's
     tensor-parallel collectives for one micro-batch (a full recompute's are added by the
     caller). Per block, c is the time of one all-reduce of the block's activations, an
-    all-gather or a reduce-scatter half of it (comm.all_reduce_s). Forward: an all-reduce
+    all-gather or a reduce-scatter half of it (comm.all_reduce_s; an all-gather of fp8
+    elements the ring's time for them, tp_gather_s). Forward: an all-reduce
     (sequence parallel: all-gather in, reduce-scatter out) per block. Backward, per
     compute.tp_block_gemms (each collective hides behind its own GEMM only):
     - Megatron: the input-gradient all-reduce overlaps the input linear's weight-gradient GEMM;
       with sequence parallelism the output gradient is all-gathered first (exposed), the input
       re-gathered for the weight gradient during the data-gradient GEMM and the input
-      gradient reduce-scattered during the weight gradient: 3 collectives, 1.5 c.
+      gradient reduce-scattered during the weight gradient: 3 collectives, 1.5 c (two of
+      them gathers).
     - torchtitan (DTensor TP): the backward of each forward collective, after the linear's
       backward has run: c, exposed.
     - With --tp-comm-overlap (userbuffers) or torchtitan's async TP, every collective hides

@@ -591,7 +591,10 @@ def loss_bytes_per_element(cfg: ParallelConfig) -> int:
     _LossParallelCrossEntropy alike): forward holds the bf16 logits (2), the fp32 copy (4),
     x - max (4) and exp of it (4) at once, 14, then the log-probabilities (4) saved for
     backward; backward holds them (4), the zero-filled target gradient (4), exp of them (4)
-    and their sum (4) at once: peak 16.
+    and their sum (4) at once: peak 16. Compiled, that function still saves its fp32
+    log-probabilities for backward (ctx.save_for_backward in _LossParallelCrossEntropy: 4) beside
+    the bf16 logits (2) in forward, and beside the fp32 logit gradient it returns (4) in
+    backward: peak 8 counted (compile may fuse the cast back to bf16, 6; not measured).
     torchtitan with a compiled loss (parallel.torchtitan_compiled_loss): the upcast and the
     softmax fuse into the loss's kernels, which keep no logit-sized buffer in forward and
     write the bf16 gradient in backward (torch.compile's cross entropy costs "~0 for just fwd
@@ -601,7 +604,7 @@ def loss_bytes_per_element(cfg: ParallelConfig) -> int:
     if cfg.framework is Framework.MEGATRON:
         return 10 if cfg.cross_entropy_fusion else 6
     if torchtitan_compiled_loss(cfg):
-        return 4
+        return 8 if torchtitan_loss_parallel(cfg) else 4
     return 16 if torchtitan_loss_parallel(cfg) else 12
 
 

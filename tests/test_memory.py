@@ -483,12 +483,12 @@ def test_torchtitan_compiled_loss_keeps_only_bf16_logits_and_their_gradient() ->
     megatron = dataclasses.replace(titan, framework=Framework.MEGATRON, zero=1)
     assert loss_bytes_per_element(megatron) == 6 and loss_pass_bytes(megatron) == (38, 14)
     # under TP the vocabulary-parallel loss runs its softmax op by op (16 bytes at the peak,
-    # 38 each way); compiled, it is the compiled loss
+    # 38 each way); compiled, its saved fp32 log-probabilities and fp32 gradient still count
     sharded = dataclasses.replace(titan, tp=8, dp=1, sequence_parallel=True,
                                   compiled_loss=False)
     assert loss_bytes_per_element(sharded) == 16 and loss_pass_bytes(sharded) == (38, 38)
     compiled_tp = dataclasses.replace(sharded, compiled_loss=True)
-    assert loss_bytes_per_element(compiled_tp) == 4 and loss_pass_bytes(compiled_tp) == (4, 4)
+    assert loss_bytes_per_element(compiled_tp) == 8 and loss_pass_bytes(compiled_tp) == (4, 4)
     model = BUILTIN_MODELS["llama3-8b"]
     compiled = estimate_memory(model, titan, 141 * GiB).worst.transient_bytes
     eager_loss = estimate_memory(model, dataclasses.replace(titan, compiled_loss=False),

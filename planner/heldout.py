@@ -38,17 +38,20 @@ def heldout_sources(data: dict[str, Any]) -> tuple[str, ...]:
             titles.append(str(title))
     return tuple(titles)
 
+
 # framework -> the source its held-out rows come from, as validate names their group
 HELDOUT_SOURCES = {Framework.MEGATRON: "Megatron-Bridge", Framework.TORCHTITAN: "torchtitan"}
 
 
 def heldout_group(cfg: ParallelConfig, cluster: Cluster) -> str:
+    """The comparison group of a held-out case: its source, size class and GPU."""
     return (f"{HELDOUT_SOURCES[cfg.framework]} (held out), {REAL_SIZE}, "
             f"{cluster.gpu_types[0].id}")
 
 
 def heldout_config(case: dict[str, Any]) -> ParallelConfig:
-    """The ParallelConfig of one held-out case (its `config` mapping, Megatron-Core)."""
+    """The ParallelConfig of one held-out case (its `config` mapping; Megatron-Core unless it
+    names another framework)."""
     c = case["config"]
     world = int(case["gpus"])
     dp = world // (c["tp"] * c["pp"] * c["cp"])

@@ -62,6 +62,9 @@ class RingLink:
     inter_bytes_per_s: float = float("inf")
     gpus_per_node: int = 1
     curves: tuple[CollectiveCurve, ...] = ()  # measured curves for this group's shape
+    # NCCL_ALGO=Ring (what Megatron's --deterministic-mode runs with): all-reduces take the
+    # ring, never the double binary tree
+    ring_only: bool = False
 
     @property
     def ring_step_latency_s(self) -> float:
@@ -244,7 +247,8 @@ def slowest_ring(cluster: Cluster, cfg: ParallelConfig, axis: Axis) -> RingLink:
 
 
 def all_reduce_s(num_bytes: float, ring: RingLink) -> float:
-    """A measured curve of the group's shape takes precedence over the ring model."""
+    """A measured curve of the group's shape takes precedence over the ring model; otherwise
+    the faster of the ring and the tree, or the ring where NCCL_ALGO pins it (ring_only)."""
     n = ring.size
     if n == 1 or num_bytes == 0:
         return 0.0
@@ -256,6 +260,8 @@ def all_reduce_s(num_bytes: float, ring: RingLink) -> float:
     # NCCL's double binary tree (Sanders et al. 2009; NCCL 2.4+): each rank sends and
     # receives about the message twice over, at the same bus bandwidth, in 2 log2(n) latency
     # steps; NCCL picks whichever is faster.
+    if ring.ring_only:
+        return ring_s
     tree_s = 2 * num_bytes / ring.bandwidth_bytes_per_s + 2 * math.ceil(math.log2(n)) * (
         ring.latency_s)
     return min(ring_s, tree_s)

@@ -119,9 +119,13 @@ class StepLinks:
 
 
 def resolve_links(cluster: Cluster, cfg: ParallelConfig) -> StepLinks:
-    return StepLinks(
-        rings=tuple((axis, comm.slowest_ring(cluster, cfg, axis)) for axis in Axis),
-        pipeline=comm.pipeline_link(cluster, cfg))
+    """The links of cfg's groups; under Megatron's --deterministic-mode, whose launch sets
+    NCCL_ALGO=Ring (megatron/training/determinism.py; emit.megatron adds it), all-reduces
+    take the ring only (comm.RingLink.ring_only)."""
+    rings = tuple((axis, comm.slowest_ring(cluster, cfg, axis)) for axis in Axis)
+    if cfg.deterministic:
+        rings = tuple((axis, dataclasses.replace(ring, ring_only=True)) for axis, ring in rings)
+    return StepLinks(rings=rings, pipeline=comm.pipeline_link(cluster, cfg))
 
 
 def fast_makespan(chunks: list[list[ChunkTimes]], m: int) -> float:

@@ -413,8 +413,10 @@ def _partial_recompute(model: ModelSpec, full: ParallelConfig, capacity: int,
 
 
 def _link_key(cfg: ParallelConfig) -> tuple[object, ...]:
-    """What resolve_links reads of a configuration: its degrees and rank order."""
-    return (cfg.tp, cfg.cp, cfg.dp, cfg.pp, cfg.ep, cfg.expert_tp, cfg.rank_order)
+    """What resolve_links reads of a configuration: its degrees, rank order and whether
+    deterministic mode pins NCCL's ring."""
+    return (cfg.tp, cfg.cp, cfg.dp, cfg.pp, cfg.ep, cfg.expert_tp, cfg.rank_order,
+            cfg.deterministic)
 
 
 def _keep_best(heap: list[float], seconds: float, size: int) -> None:

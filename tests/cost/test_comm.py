@@ -47,6 +47,26 @@ def test_tree_wins_for_small_messages_on_large_groups() -> None:
     assert comm.all_reduce_s(1e9, small) == pytest.approx(2 * 7 / 8 * 1e9 / 47e9 + 14 * 14e-6)
 
 
+def test_deterministic_mode_pins_the_ring() -> None:
+    """Megatron's --deterministic-mode runs with NCCL_ALGO=Ring (its launch sets it): the
+    1024-rank 1 MB all-reduce above then pays the ring's 2046 latency steps instead of the
+    tree's 20; resolve_links marks every ring of a deterministic configuration so."""
+    import dataclasses
+
+    from planner.cost.step import resolve_links
+    ring = RingLink(bandwidth_bytes_per_s=47 * GB, latency_s=14e-6, size=1024, ring_only=True)
+    assert comm.all_reduce_s(1e6, ring) == pytest.approx(
+        2 * 1023 / 1024 * 1e6 / 47e9 + 2046 * 14e-6)
+    cluster = load_cluster("dgx-h100")
+    cfg = ParallelConfig(tp=8, dp=16, global_batch=16)
+    plain = resolve_links(cluster, cfg)
+    pinned = resolve_links(cluster, dataclasses.replace(cfg, deterministic=True))
+    assert all(r.ring_only for _, r in pinned.rings)
+    assert not any(r.ring_only for _, r in plain.rings)
+    assert [dataclasses.replace(r, ring_only=False) for _, r in pinned.rings] == [
+        r for _, r in plain.rings]
+
+
 def test_multi_node_ring_uses_a_nic_per_gpu() -> None:
     """dgx-h100: a dp ring of the 8 GPUs of each of 2 nodes runs 8 rings through 8 NICs:
     min(370 intra, 8 x 47 inter) = 370 GB/s; one GPU per node: the NIC, 47 GB/s."""

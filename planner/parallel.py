@@ -867,10 +867,14 @@ def tp_gathers_in_fp8(cfg: ParallelConfig) -> bool:
       gather_along_first_dim; the backward's gathers take the gradient's and the input's
       quantizers alike; per-tensor scaling, the recipe this planner prices: block scaling
       gathers in high precision).
-    - torchtitan's Float8 linears run torchao's float8 TP (torchtitan docs/float8.md: float8
-      all-gather for TP by default with Float8Linear; torchao float8/float8_tensor_parallel.py:
-      Float8ColwiseParallel casts its input to float8 before the all-gather,
-      Float8RowwiseParallel casts the output's gradient to float8 before the backward's).
+    - torchtitan's tensor-wise Float8 linears run torchao's float8 TP (torchtitan
+      docs/float8.md: float8 all-gather for TP by default with Float8Linear; torchao
+      float8/float8_tensor_parallel.py: Float8ColwiseParallel casts its input to float8 before
+      the all-gather, Float8RowwiseParallel casts the output's gradient to float8 before the
+      backward's). Tensor-wise scaling, the fp8 this planner prices for torchtitan, is the
+      releases before 0.3.0: 0.3.0's Float8LinearConverter offers row-wise recipes only
+      (components/quantization/float8.py), whose TP gathers bf16, and its emitter writes no
+      fp8.
     Layers fp8 training keeps in bf16 gather 16-bit (ParallelConfig.layer_config); MoE
     dispatchers move 16-bit tokens."""
     return (cfg.framework in (Framework.MEGATRON, Framework.TORCHTITAN) and cfg.tp > 1

@@ -545,6 +545,34 @@ def op_sac_layer_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> int
     return math.ceil(saved)
 
 
+def pipeline_buffer_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
+                          live: tuple[int, ...]) -> float:
+    """Bytes of torch.distributed.pipelining's receive buffers on one GPU of `stage` (torchtitan
+    pipelines with it) that its stored activations do not already count, with `live[c]`
+    micro-batches of local chunk c in flight (parallel.live_chunk_passes). The stage allocates,
+    once and for every micro-batch of the step, an input buffer for each of its chunks that
+    receives from a previous stage and an output-gradient buffer for each that sends to a next
+    one (torch/distributed/pipelining/stage.py _setup_forward_recv_info and
+    _create_grad_recv_info: _make_tensor_from_meta per micro-batch), each one boundary
+    activation, s/cp x b x h 16-bit (sequence-sharded over tp with sequence parallelism). The
+    inputs of the micro-batches in flight are the first layer's saved input, already counted;
+    the other inputs and every gradient buffer are not. Local chunk c of stage i is virtual
+    stage i + c x pp: the first takes no input, the last no gradient."""
+    sp = cfg.tp if cfg.sequence_parallel else 1
+    boundary = cfg.seq_len / cfg.cp * cfg.mbs * model.hidden_size * 2 / sp
+    m = cfg.num_microbatches
+    last = cfg.pp * cfg.vpp - 1
+    total = 0.0
+    for c in range(cfg.vpp):
+        virtual = stage + c * cfg.pp
+        in_flight = live[c] if c < len(live) else 0
+        if virtual > 0:
+            total += (m - in_flight) * boundary
+        if virtual < last:
+            total += m * boundary
+    return total
+
+
 def ring_attention_buffer_bytes(model: ModelSpec, cfg: ParallelConfig) -> int:
     """Bytes the ring attention of one layer holds during its backward, one micro-batch, one
     GPU (0 without context parallelism), per element of the local query Q and keys-plus-values
@@ -680,6 +708,9 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
         # micro-batch beside a backward of another, layer by layer, after one more warm-up
         # forward: beyond the 1F1B count, about the largest layer's activations
         stored += max(kind_activation_bytes(model, cfg, kind) for kind in present)
+    if cfg.framework is Framework.TORCHTITAN and cfg.pp > 1:
+        stored += max(pipeline_buffer_bytes(model, cfg, stage, moment)
+                      for moment in live_chunk_passes(cfg, stage))
     vocab_shard = model.padded_vocab_size(t) / t
     if vocab_parallel:  # every stage computes its vocabulary shard of every micro-batch
         vocab_shard /= cfg.pp

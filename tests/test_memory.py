@@ -674,3 +674,34 @@ def test_flexattention_cp_keeps_every_ranks_keys_and_values() -> None:
     assert ring_attention_buffer_bytes(model, flex) == pytest.approx(kv * 2 * 4, abs=1)
     sac = dataclasses.replace(flex, recompute=Recompute.SELECTIVE)
     assert ring_attention_buffer_bytes(model, sac) == pytest.approx(kv * 4 * 4, abs=1)
+
+
+def test_torch_pipelining_keeps_a_receive_buffer_per_micro_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchtitan pipelines with torch.distributed.pipelining, whose stages allocate an input
+    and an output-gradient buffer for every micro-batch of the step. Llama 3 8B, pp 4, 8
+    micro-batches of 1 x 8192, no TP: a boundary activation is 8192 x 4096 x 2 bytes. Stage 0
+    (no input buffers) holds 8 gradient buffers; stage 1, with 3 micro-batches in flight, 5
+    inputs not yet counted and 8 gradient buffers; the last stage 8 - 1 inputs and none. They
+    add to the stage's stored activations; Megatron's pipeline receives into per-send tensors
+    and adds nothing."""
+    import planner.memory as memory_module
+    from planner.memory import pipeline_buffer_bytes, stage_activation_bytes
+    from planner.parallel import live_chunk_passes, stage_chunks
+    model = BUILTIN_MODELS["llama3-8b"]
+    cfg = ParallelConfig(pp=4, dp=1, mbs=1, global_batch=8, seq_len=8192, zero=3,
+                         framework=Framework.TORCHTITAN)
+    boundary = 8192 * 4096 * 2
+    live = [live_chunk_passes(cfg, stage)[0] for stage in range(4)]
+    assert [moment[0] for moment in live] == [4, 3, 2, 1]
+    assert pipeline_buffer_bytes(model, cfg, 0, live[0]) == 8 * boundary
+    assert pipeline_buffer_bytes(model, cfg, 1, live[1]) == (5 + 8) * boundary
+    assert pipeline_buffer_bytes(model, cfg, 3, live[3]) == 7 * boundary
+    chunks = stage_chunks(model, cfg)[1]
+    megatron = dataclasses.replace(cfg, framework=Framework.MEGATRON, zero=1)
+    with_buffers = stage_activation_bytes(model, cfg, 1, chunks)[0]
+    megatron_stored = stage_activation_bytes(model, megatron, 1, chunks)[0]
+    monkeypatch.setattr(memory_module, "pipeline_buffer_bytes", lambda *_: 0.0)
+    assert with_buffers - stage_activation_bytes(model, cfg, 1, chunks)[0] == pytest.approx(
+        (5 + 8) * boundary, abs=1)
+    assert stage_activation_bytes(model, megatron, 1, chunks)[0] == megatron_stored

@@ -556,8 +556,11 @@ def pipeline_buffer_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     _create_grad_recv_info: _make_tensor_from_meta per micro-batch), each one boundary
     activation, s/cp x b x h 16-bit (sequence-sharded over tp with sequence parallelism). The
     inputs of the micro-batches in flight are the first layer's saved input, already counted;
-    the other inputs and every gradient buffer are not. Local chunk c of stage i is virtual
-    stage i + c x pp: the first takes no input, the last no gradient."""
+    the other inputs and every gradient buffer are not. A chunk that sends also keeps each
+    in-flight micro-batch's output for its backward (stage.py forward_one_chunk's fwd_cache,
+    popped by backward_one_chunk; Megatron frees the data of a sent output, torch pipelining
+    does not), one boundary activation each. Local chunk c of stage i is virtual stage
+    i + c x pp: the first takes no input, the last sends nothing."""
     sp = cfg.tp if cfg.sequence_parallel else 1
     boundary = cfg.seq_len / cfg.cp * cfg.mbs * model.hidden_size * 2 / sp
     m = cfg.num_microbatches
@@ -569,7 +572,7 @@ def pipeline_buffer_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
         if virtual > 0:
             total += (m - in_flight) * boundary
         if virtual < last:
-            total += m * boundary
+            total += (m + in_flight) * boundary
     return total
 
 

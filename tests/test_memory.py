@@ -681,10 +681,10 @@ def test_torch_pipelining_keeps_a_receive_buffer_per_micro_batch(
     """torchtitan pipelines with torch.distributed.pipelining, whose stages allocate an input
     and an output-gradient buffer for every micro-batch of the step. Llama 3 8B, pp 4, 8
     micro-batches of 1 x 8192, no TP: a boundary activation is 8192 x 4096 x 2 bytes. Stage 0
-    (no input buffers) holds 8 gradient buffers; stage 1, with 3 micro-batches in flight, 5
-    inputs not yet counted and 8 gradient buffers; the last stage 8 - 1 inputs and none. They
-    add to the stage's stored activations; Megatron's pipeline receives into per-send tensors
-    and adds nothing."""
+    (no input buffers) holds 8 gradient buffers and its 4 in-flight outputs; stage 1, with 3
+    micro-batches in flight, 5 inputs not yet counted, 8 gradient buffers and 3 outputs; the
+    last stage 8 - 1 inputs and nothing it sends. They add to the stage's stored activations;
+    Megatron's pipeline receives into per-send tensors and frees sent outputs: nothing."""
     import planner.memory as memory_module
     from planner.memory import pipeline_buffer_bytes, stage_activation_bytes
     from planner.parallel import live_chunk_passes, stage_chunks
@@ -694,8 +694,8 @@ def test_torch_pipelining_keeps_a_receive_buffer_per_micro_batch(
     boundary = 8192 * 4096 * 2
     live = [live_chunk_passes(cfg, stage)[0] for stage in range(4)]
     assert [moment[0] for moment in live] == [4, 3, 2, 1]
-    assert pipeline_buffer_bytes(model, cfg, 0, live[0]) == 8 * boundary
-    assert pipeline_buffer_bytes(model, cfg, 1, live[1]) == (5 + 8) * boundary
+    assert pipeline_buffer_bytes(model, cfg, 0, live[0]) == (8 + 4) * boundary
+    assert pipeline_buffer_bytes(model, cfg, 1, live[1]) == (5 + 8 + 3) * boundary
     assert pipeline_buffer_bytes(model, cfg, 3, live[3]) == 7 * boundary
     chunks = stage_chunks(model, cfg)[1]
     megatron = dataclasses.replace(cfg, framework=Framework.MEGATRON, zero=1)
@@ -703,5 +703,5 @@ def test_torch_pipelining_keeps_a_receive_buffer_per_micro_batch(
     megatron_stored = stage_activation_bytes(model, megatron, 1, chunks)[0]
     monkeypatch.setattr(memory_module, "pipeline_buffer_bytes", lambda *_: 0.0)
     assert with_buffers - stage_activation_bytes(model, cfg, 1, chunks)[0] == pytest.approx(
-        (5 + 8) * boundary, abs=1)
+        (5 + 8 + 3) * boundary, abs=1)
     assert stage_activation_bytes(model, megatron, 1, chunks)[0] == megatron_stored

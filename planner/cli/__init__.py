@@ -190,7 +190,7 @@ VALIDATED = {
     # the held-out MoE runs (planner/data/heldout.yaml, models with experts)
     "heldout_moe_cases": 4, "heldout_moe_worst_fast": 0.54, "heldout_moe_worst_slow": 0.11,
     # the held-out torchtitan pipeline runs' reserved memory (heldout_memory, pp > 1)
-    "heldout_titan_pp_cases": 6, "heldout_titan_pp_worst_under": 0.121,
+    "heldout_titan_pp_cases": 6, "heldout_titan_pp_worst_under": 0.108,
     "heldout_titan_pp_beyond_margin": 1,
 }
 TORCHTITAN_PP_MEMORY_WARNING = (

@@ -346,6 +346,9 @@ def test_document_tokens_price_torchtitan_block_causal_attention(run_cli: Run,
     assert docs["config"]["document_tokens"] == 1024
     assert docs["time"]["iteration_s"] < whole["time"]["iteration_s"]
     assert docs["time"]["model_tflops_per_gpu"] > whole["time"]["model_tflops_per_gpu"]
+    code, out, err = run_cli(*titan[:-2], "--document-tokens", "1024")
+    assert code == 0 and "MFU and HFU count the full s^2 attention" in out, err
+    assert "documents of 1024 tokens computes" in out
     code, _, err = run_cli(*BASE, "--dp", "8", "--document-tokens", "1024")
     assert code == 2 and "document_tokens prices torchtitan 0.3.0" in err, err
     code, _, err = run_cli("estimate", str(plan), "--document-tokens", "512")

@@ -28,6 +28,7 @@ from planner.calibration import (
 )
 from planner.catalog import BUILTIN_MODELS
 from planner.cli import render
+from planner.cost.compute import document_block_fraction
 from planner.cost.step import StepTime, estimate_step
 from planner.emit import emit, write_emitted
 from planner.errors import DoesNotFitError, InputError, PlannerError
@@ -272,6 +273,9 @@ def _report(model: ModelSpec, cluster: Cluster, cfg: ParallelConfig, estimate: M
         return
     render.memory_table(model, cluster, cfg, estimate, title)
     render.time_lines(step)
+    if cfg.document_tokens is not None:
+        render.document_line(cfg.document_tokens,
+                             document_block_fraction(cfg.seq_len, cfg.document_tokens))
     render.power_line(cluster.gpu_types)
     if not estimate.fits:
         render.remedy_lines(remedies(model, cfg, estimate.capacity_bytes, headroom,
@@ -590,6 +594,9 @@ def search(
         explain_best and len(result.plans) > 1) else None
     if fmt is Format.table:
         render.search_table(spec_model, cl, result)
+        if document_tokens is not None:
+            render.document_line(document_tokens,
+                                 document_block_fraction(seq_len, document_tokens))
         if why is not None:
             render.explanation(why)
         return

@@ -147,6 +147,14 @@ def time_lines(step: StepTime) -> None:
                   "tensor-parallel ranks or CUDA graphs would hide it)")
 
 
+def document_line(document_tokens: int, share: float) -> None:
+    """What MFU counts when block-causal masks skip attention work (ParallelConfig
+    .document_tokens): DESIGN's model FLOPs keep the full s^2 attention."""
+    out.print(f"  MFU and HFU count the full s^2 attention (the convention, so here they can "
+              f"pass 100%); the block-causal attention over documents of {document_tokens} "
+              f"tokens computes {share:.0%} of causal attention's blocks")
+
+
 def stage_lines(step: StepTime) -> None:
     """The busiest and the idlest pipeline stage: what each pass of one micro-batch takes
     there and how much of the pipeline's time it works."""

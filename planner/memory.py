@@ -676,8 +676,9 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     - the backward of one layer: with full recompute, that layer's activations rebuilt; the
       gradients of its largest activation and of that activation's input (autograd holds both);
       with context parallelism, the ring's buffers (ring_attention_buffer_bytes);
-      with ZeRO-3 / FSDP, the gathered 16-bit weights of two layers (current and prefetched)
-      and one layer's unsharded fp32 gradient.
+      with ZeRO-3 / FSDP, the gathered 16-bit weights of two layers (current and prefetched;
+      DeepSpeed's up to its live-parameter limit, deepspeed_live_parameters, which the loss
+      phase holds too) and one layer's unsharded fp32 gradient.
     """
     t = cfg.tp
     sp = t if cfg.sequence_parallel else 1
@@ -750,9 +751,34 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     if (fsdp or kept) and present:
         params = stage_params(model, cfg, stage,
                               tuple(layer for chunk in chunks for layer in chunk))
-        backward += params.largest_layer * ((2 * 2 + 4) if fsdp else (2 + 4))
+        live = deepspeed_live_parameters(cfg, params)
+        if live:  # kept from the forward's last layers into the backward's first ones
+            loss_phase += 2 * live
+        gathered = max(2 * params.largest_layer, live)
+        backward += (2 * gathered + 4 * params.largest_layer if fsdp
+                     else params.largest_layer * (2 + 4))
     transient = max(loss_phase, backward)
     return math.ceil(stored), math.ceil(transient)
+
+
+# DeepSpeed ZeRO-3's defaults (deepspeed/runtime/zero/config.py stage3_max_live_parameters and
+# stage3_max_reuse_distance), elements.
+DEEPSPEED_MAX_LIVE_PARAMETERS = 1_000_000_000
+
+
+def deepspeed_live_parameters(cfg: ParallelConfig, params: StageParams) -> float:
+    """Gathered parameters DeepSpeed ZeRO-3 keeps on a GPU at once (0 for other frameworks):
+    after a submodule it releases a fetched parameter only when its trace does not reuse it
+    within stage3_max_reuse_distance parameters, and prefetches only while fewer than
+    stage3_max_live_parameters are gathered (partitioned_param_coordinator.py:
+    release_sub_module's reuse-distance check, the max_available_parameters_in_numel bound).
+    Around the forward/backward turn the last layers are used again at once in reverse, so
+    their parameters stay gathered: up to that default of 1e9 of the stage's (both defaults
+    are 1e9), 16-bit."""
+    if cfg.framework is not Framework.DEEPSPEED or cfg.zero < 3:
+        return 0.0
+    return float(min(DEEPSPEED_MAX_LIVE_PARAMETERS,
+                     params.dense + params.expert - params.vocab))
 
 
 # Transformer Engine's default userbuffers layers (module/base.py initialize_ub): the qkv,

@@ -406,6 +406,15 @@ def _case_fields_config(case: dict[str, Any], model: ModelSpec) -> ParallelConfi
     )
 
 
+def reserved_comparison(case_id: str, estimate: MemoryEstimate, measured_bytes: float, *,
+                        note_suffix: str = "", group: str = "") -> Comparison:
+    """A measured max_memory_reserved over all GPUs against the estimate's fullest stage."""
+    return Comparison(id=case_id, kind="reserved", note="max over stages" + note_suffix,
+                      measured=measured_bytes,
+                      predicted=float(max(s.reserved_bytes for s in estimate.stages)),
+                      group=group)
+
+
 def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> Report:
     """Compare the estimator with every measured peak it can reproduce (the others are listed
     in `skipped` with the reason)."""
@@ -432,10 +441,8 @@ def memory_report(data: dict[str, Any], capacity_bytes: int = 80 * GiB) -> Repor
                                     note="last stage" + unmodelled,
                                     measured=measured_bytes, predicted=last.allocated_bytes))
         elif "reserved" in kind_text:
-            worst = max(s.reserved_bytes for s in estimate.stages)
-            cases.append(Comparison(id=case["id"], kind="reserved",
-                                    note="max over stages" + unmodelled,
-                                    measured=measured_bytes, predicted=worst))
+            cases.append(reserved_comparison(case["id"], estimate, measured_bytes,
+                                             note_suffix=unmodelled))
         else:
             skipped.append((case["id"], f"unknown memory kind: {kind_text[:40]}"))
     return Report(cases=tuple(cases), skipped=tuple(skipped), unit="bytes")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.calibration import REAL_SIZE, Comparison, Report
+from planner.calibration import REAL_SIZE, Comparison, Report, reserved_comparison
 from planner.catalog import BUILTIN_MODELS
 from planner.cost.step import estimate_step
 from planner.hardware import Cluster
@@ -121,9 +121,6 @@ def heldout_memory_report(data: dict[str, Any], clusters: dict[str, Cluster]) ->
         cluster = clusters[case["cluster"]]
         cfg = heldout_config(case)
         estimate = estimate_memory(model, cfg, cluster.min_gpu_memory_bytes)
-        cases.append(Comparison(
-            id=case["id"], kind="reserved", note="max over stages",
-            measured=float(reserved) * GiB,
-            predicted=float(max(s.reserved_bytes for s in estimate.stages)),
-            group=heldout_group(cfg, cluster)))
+        cases.append(reserved_comparison(case["id"], estimate, float(reserved) * GiB,
+                                         group=heldout_group(cfg, cluster)))
     return Report(cases=tuple(cases), skipped=(), unit="bytes")

@@ -70,6 +70,11 @@ FRAMEWORK_BUFFERS_BYTES = 128 * MiB
 FRAGMENTATION_FRAC = 0.12
 
 
+# DeepSpeed ZeRO-3's defaults (deepspeed/runtime/zero/config.py stage3_max_live_parameters and
+# stage3_max_reuse_distance), elements.
+DEEPSPEED_MAX_LIVE_PARAMETERS = 1_000_000_000
+
+
 # Uncertainty margin added to `reserved` for the fit verdict (peak_bytes), not to the
 # allocated / reserved estimates themselves. 10% is the smallest round fraction that covers
 # every measured peak of `planner validate` whose features the estimator models; the ones it
@@ -568,7 +573,7 @@ def pipeline_buffer_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     total = 0.0
     for c in range(cfg.vpp):
         virtual = stage + c * cfg.pp
-        in_flight = live[c] if c < len(live) else 0
+        in_flight = live[c]
         if virtual > 0:
             total += (m - in_flight) * boundary
         if virtual < last:
@@ -761,11 +766,6 @@ def stage_activation_bytes(model: ModelSpec, cfg: ParallelConfig, stage: int,
     return math.ceil(stored), math.ceil(transient)
 
 
-# DeepSpeed ZeRO-3's defaults (deepspeed/runtime/zero/config.py stage3_max_live_parameters and
-# stage3_max_reuse_distance), elements.
-DEEPSPEED_MAX_LIVE_PARAMETERS = 1_000_000_000
-
-
 def deepspeed_live_parameters(cfg: ParallelConfig, params: StageParams) -> float:
     """Gathered parameters DeepSpeed ZeRO-3 keeps on a GPU at once (0 for other frameworks):
     after a submodule it releases a fetched parameter only when its trace does not reuse it
@@ -773,8 +773,8 @@ def deepspeed_live_parameters(cfg: ParallelConfig, params: StageParams) -> float
     stage3_max_live_parameters are gathered (partitioned_param_coordinator.py:
     release_sub_module's reuse-distance check, the max_available_parameters_in_numel bound).
     Around the forward/backward turn the last layers are used again at once in reverse, so
-    their parameters stay gathered: up to that default of 1e9 of the stage's (both defaults
-    are 1e9), 16-bit."""
+    their parameters stay gathered: up to DEEPSPEED_MAX_LIVE_PARAMETERS of the stage's,
+    16-bit."""
     if cfg.framework is not Framework.DEEPSPEED or cfg.zero < 3:
         return 0.0
     return float(min(DEEPSPEED_MAX_LIVE_PARAMETERS,

@@ -452,9 +452,11 @@ def tp_layout_copy_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> f
         return 0.0
     blocks = 1 if model.is_moe_layer(layer) else 2  # torchtitan's MoE: tokens gathered once
     full = cfg.seq_len / cfg.cp * cfg.mbs * model.hidden_size * 2
-    # the reduce-scatter's input; the all-gather's output, 1-byte where it gathers fp8
-    gathered = (0.5 if tp_gathers_in_fp8(cfg) else 1.0) * full if cfg.mbs > 1 else 0.0
-    return blocks * 2 * (full + gathered)
+    scattered = full  # the reduce-scatter's input, 16-bit
+    gathered = 0.0  # the all-gather's output (a view at batch 1), 1-byte where it gathers fp8
+    if cfg.mbs > 1:
+        gathered = full / 2 if tp_gathers_in_fp8(cfg) else full
+    return blocks * 2 * (scattered + gathered)
 
 
 def async_tp_reduction_bytes(model: ModelSpec, cfg: ParallelConfig, layer: int) -> float:
